@@ -1,0 +1,28 @@
+//! Relay tokens and the two small stores that admission depends on.
+//!
+//! Everything here is pure logic with no I/O, and every function that needs the time takes
+//! it as an argument, so the server can drive it from tokio's (pausable) clock and tests can
+//! pin it exactly.
+//!
+//! - [`claims`]: the JWT claims with the reference's exact JSON names, HS256 minting and
+//!   verification (any HMAC algorithm accepted on input, anything else refused).
+//! - [`codes`]: one-time codes that stand in for a token between the access API and the
+//!   websocket upgrade (random, single use, TTL enforced at exchange).
+//! - [`deny`]: the booking deny/allow lists with expiry and pruning.
+
+pub mod claims;
+pub mod codes;
+pub mod deny;
+
+pub use claims::{mint, Audience, Claims, TokenError, Verifier};
+pub use codes::{CodeError, CodeStore};
+pub use deny::DenyStore;
+
+/// Scope that lets a connection receive messages on its topic.
+pub const SCOPE_READ: &str = "read";
+/// Scope that lets a connection send messages to its topic.
+pub const SCOPE_WRITE: &str = "write";
+/// Scope for the booking deny/allow admin routes.
+pub const SCOPE_ADMIN: &str = "relay:admin";
+/// Scope for `GET /status` and the stats page.
+pub const SCOPE_STATS: &str = "relay:stats";

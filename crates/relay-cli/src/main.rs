@@ -1,0 +1,45 @@
+//! The `relay` binary. Each subcommand lives in its own module, parses its configuration
+//! (flags, with the reference's environment variable names) and calls into a library crate;
+//! no relay logic lives here.
+//!
+//! - [`serve`]: `relay serve`, the cloud relay (access API + crossbar).
+//! - [`token`]: `relay token`, mint HS256 tokens from `RELAY_TOKEN_*`.
+//! - [`logging`]: the tracing set-up shared by every long-running subcommand.
+
+mod logging;
+mod serve;
+mod token;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Relay live video and data between experiments behind NAT and browsers, through a cloud
+/// relay secured with JWTs.
+#[derive(Parser)]
+#[command(name = "relay", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the cloud relay: access API (JWT → one-time code) and websocket crossbar.
+    Serve(serve::ServeArgs),
+    /// Mint a token from RELAY_TOKEN_* variables (or flags) and print it.
+    Token(token::TokenArgs),
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Token(args) => token::run(args),
+        Command::Version => {
+            println!("relay {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+    }
+}
