@@ -4,8 +4,12 @@
 //!
 //! - [`serve`]: `relay serve`, the cloud relay (access API + crossbar).
 //! - [`token`]: `relay token`, mint HS256 tokens from `RELAY_TOKEN_*`.
+//! - [`http`]: `relay http serve` / `relay http client`, the HTTP relay.
+//! - [`host`]: `relay host`, the experiment side (ingest, feeds, destinations, rule APIs).
 //! - [`logging`]: the tracing set-up shared by every long-running subcommand.
 
+mod host;
+mod http;
 mod logging;
 mod serve;
 mod token;
@@ -28,6 +32,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Mint a token from RELAY_TOKEN_* variables (or flags) and print it.
     Token(token::TokenArgs),
+    /// HTTP relay (Cloud Robotics compatible): `relay http serve` / `relay http client`.
+    Http(http::HttpArgs),
+    /// Run next to an experiment: ingest local video/data and carry it to the relay.
+    Host(host::HostArgs),
     /// Print the version.
     Version,
 }
@@ -37,6 +45,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Token(args) => token::run(args),
+        Command::Http(args) => http::run(args),
+        Command::Host(args) => host::run(args),
         Command::Version => {
             println!("relay {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -1,1 +1,283 @@
-//! todo
+//! `relay serve`: configuration (the reference's `RELAY_*` environment, the same as flags,
+//! plus TLS, origins and the data-path limits), `--dev` for a zero-configuration local run,
+//! and signal handling (SIGINT/SIGTERM close every socket with "going away", exit 0).
+
+use crate::logging::{self, LogFormat, LogLevel};
+use clap::{ArgAction, Args};
+use relay_auth::{mint, Audience, Claims, SCOPE_READ, SCOPE_STATS, SCOPE_WRITE};
+use relay_server::{RunningServer, ServerConfig, TlsFiles};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Parse a Go-style duration (`5s`, `5m`, `1h30m`, `500ms`).
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e} (use e.g. 5s, 5m, 1h30m)"))
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Quick start on a laptop: relay serve --dev\n\
+Production: set RELAY_AUDIENCE, RELAY_URL and RELAY_SECRET (or the flags) behind a TLS proxy,\n\
+or give --tls-cert/--tls-key to terminate TLS here.")]
+pub struct ServeArgs {
+    /// Development mode: no configuration needed. Binds 127.0.0.1, generates a secret and
+    /// prints the URLs, a ready-to-use token and a curl line.
+    #[arg(long)]
+    dev: bool,
+    /// External base URL of the access API; user tokens' `aud` must contain it exactly.
+    #[arg(long, env = "RELAY_AUDIENCE")]
+    audience: Option<String>,
+    /// HMAC secret used to verify tokens.
+    #[arg(long, env = "RELAY_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// External base URL of the websocket relay, used to build the returned `uri`.
+    #[arg(long = "url", env = "RELAY_URL")]
+    relay_url: Option<String>,
+    /// Access API port.
+    #[arg(long, env = "RELAY_PORT_ACCESS", default_value_t = 3000)]
+    port_access: u16,
+    /// Websocket relay port.
+    #[arg(long, env = "RELAY_PORT_RELAY", default_value_t = 3001)]
+    port_relay: u16,
+    /// Address to listen on (both ports). Default: every interface (127.0.0.1 with --dev).
+    #[arg(long, env = "RELAY_BIND")]
+    bind: Option<IpAddr>,
+    /// Accept session tokens with an empty booking_id.
+    #[arg(long, env = "RELAY_ALLOW_NO_BOOKING_ID", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    allow_no_booking_id: bool,
+    /// Per-connection queue length in messages (1..=512; other values become 256).
+    #[arg(long, env = "RELAY_BUFFER_SIZE", default_value_t = 128, allow_negative_numbers = true)]
+    buffer_size: i64,
+    /// Per-connection queue limit in bytes.
+    #[arg(long, env = "RELAY_BUFFER_BYTES", default_value_t = 16 * 1024 * 1024)]
+    buffer_bytes: usize,
+    /// A reader whose queue stays full this long is disconnected (close code 4008).
+    #[arg(long, env = "RELAY_SLOW_READER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    slow_reader_timeout: Duration,
+    /// Period of reports on the `stats` topic (at least 1s).
+    #[arg(long, env = "RELAY_STATS_EVERY", default_value = "5s", value_parser = duration)]
+    stats_every: Duration,
+    /// Period of pruning expired deny/allow entries and codes.
+    #[arg(long, env = "RELAY_TIDY_EVERY", default_value = "5m", value_parser = duration)]
+    tidy_every: Duration,
+    /// Server ping period.
+    #[arg(long, env = "RELAY_PING_INTERVAL", default_value = "54s", value_parser = duration)]
+    ping_interval: Duration,
+    /// Close a connection that sends nothing (not even a pong) for this long.
+    #[arg(long, env = "RELAY_PONG_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pong_timeout: Duration,
+    /// Deadline for writing to one connection.
+    #[arg(long, env = "RELAY_WRITE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    write_timeout: Duration,
+    /// Largest accepted message in bytes (larger: close 1009).
+    #[arg(long, env = "RELAY_MAX_MESSAGE_BYTES", default_value_t = 10 * 1024 * 1024)]
+    max_message_bytes: usize,
+    /// Merge queued binary messages into one frame (the reference's behaviour; only for
+    /// byte streams such as MPEG-TS video).
+    #[arg(long, env = "RELAY_COALESCE_BINARY", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    coalesce_binary: bool,
+    /// Seconds of clock skew tolerated on token exp/nbf/iat.
+    #[arg(long, env = "RELAY_TOKEN_LEEWAY", default_value_t = 0)]
+    token_leeway: u64,
+    /// Comma-separated browser origins allowed (CORS and websocket Origin); empty: any.
+    #[arg(long, env = "RELAY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// Require the relay:stats scope to join the `stats` topic.
+    #[arg(long, env = "RELAY_STATS_REQUIRE_SCOPE", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    stats_require_scope: bool,
+    /// PEM certificate chain: serve TLS on both ports.
+    #[arg(long, env = "RELAY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "RELAY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Log level.
+    #[arg(long, env = "RELAY_LOG_LEVEL", value_enum, ignore_case = true, default_value = "warn")]
+    log_level: LogLevel,
+    /// Log format.
+    #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, ignore_case = true, default_value = "json")]
+    log_format: LogFormat,
+    /// Log destination: stdout, stderr or a file path (falls back to stderr if unwritable).
+    #[arg(long, env = "RELAY_LOG_FILE", default_value = "/var/log/relay/relay.log")]
+    log_file: String,
+}
+
+/// Turn the arguments into a server configuration, or the list of missing settings.
+fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Vec<String>> {
+    let mut missing = Vec::new();
+    let secret = dev_secret.map(str::to_owned).or_else(|| args.secret.clone()).filter(|s| !s.is_empty());
+    if !args.dev {
+        for (value, name) in [
+            (args.audience.as_ref(), "RELAY_AUDIENCE"),
+            (secret.as_ref(), "RELAY_SECRET"),
+            (args.relay_url.as_ref(), "RELAY_URL"),
+        ] {
+            if value.is_none_or(|v| v.is_empty()) {
+                missing.push(format!("You must set {name} (or --{})", name.trim_start_matches("RELAY_").to_ascii_lowercase()));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(missing);
+    }
+    let default_ip = if args.dev { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+    let ip = args.bind.unwrap_or(default_ip);
+    let (queue_messages, replaced) = ServerConfig::checked_queue_messages(args.buffer_size);
+    if replaced {
+        tracing::warn!(requested = args.buffer_size, using = queue_messages, "RELAY_BUFFER_SIZE out of range 1..=512");
+    }
+    let mut cfg = ServerConfig::new(secret.unwrap_or_default().into_bytes());
+    cfg.audience = args.audience.clone();
+    cfg.relay_url = args.relay_url.clone();
+    cfg.access_listen = SocketAddr::new(ip, args.port_access);
+    cfg.relay_listen = SocketAddr::new(ip, args.port_relay);
+    cfg.allow_no_booking_id = args.allow_no_booking_id || args.dev;
+    cfg.queue_messages = queue_messages;
+    cfg.queue_bytes = args.buffer_bytes;
+    cfg.slow_reader_timeout = args.slow_reader_timeout;
+    cfg.stats_every = args.stats_every.max(Duration::from_secs(1));
+    cfg.tidy_every = args.tidy_every;
+    cfg.ping_interval = args.ping_interval;
+    cfg.pong_timeout = args.pong_timeout;
+    cfg.write_timeout = args.write_timeout;
+    cfg.max_message_bytes = args.max_message_bytes;
+    cfg.coalesce_binary = args.coalesce_binary;
+    cfg.leeway_secs = args.token_leeway;
+    cfg.allowed_origins = args.allowed_origins.iter().filter(|o| !o.is_empty()).cloned().collect();
+    cfg.stats_require_scope = args.stats_require_scope;
+    cfg.tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
+        _ => None,
+    };
+    Ok(cfg)
+}
+
+pub fn run(args: ServeArgs) -> ExitCode {
+    if args.dev {
+        logging::init(LogLevel::Info, LogFormat::Text, "stderr");
+    } else {
+        logging::init(args.log_level, args.log_format, &args.log_file);
+    }
+    let dev_secret = args.dev.then(random_secret);
+    let cfg = match config(&args, dev_secret.as_deref()) {
+        Ok(cfg) => cfg,
+        Err(missing) => {
+            for m in missing {
+                eprintln!("{m}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let secret = cfg.secret.clone();
+        let server = match RunningServer::start(cfg).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("relay serve: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if args.dev {
+            print_dev_banner(&server, &secret);
+        }
+        wait_for_signal().await;
+        tracing::info!("shutting down: closing connections with 1001 going away");
+        server.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn random_secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn dev_token(server: &RunningServer, secret: &[u8], topic: &str, scopes: &[&str]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let claims = Claims {
+        booking_id: "dev".into(),
+        topic: topic.into(),
+        prefix: "session".into(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        aud: Audience::single(server.access_url()),
+        iat: Some(now - 1),
+        nbf: Some(now - 1),
+        exp: Some(now + 24 * 3600),
+        ..Claims::default()
+    };
+    mint(&claims, secret)
+}
+
+fn print_dev_banner(server: &RunningServer, secret: &[u8]) {
+    let access = server.access_url();
+    let token = dev_token(server, secret, "demo", &[SCOPE_READ, SCOPE_WRITE]);
+    let stats = dev_token(server, secret, "stats", &[SCOPE_READ, SCOPE_STATS]);
+    let secret_text = String::from_utf8_lossy(secret);
+    let relay = server.relay_url();
+    let relay_http = relay.replacen("ws", "http", 1);
+    let uri_of = format!(
+        "curl -s -X POST -H \"Authorization: $TOKEN\" {access}/session/demo | sed -E 's/.*\"uri\":\"([^\"]*)\".*/\\1/'"
+    );
+    let lines = [
+        String::new(),
+        "relay is running in development mode (127.0.0.1 only, random secret, empty booking ids allowed)".into(),
+        String::new(),
+        format!("  access API  {access}"),
+        format!("  relay       {relay}"),
+        format!("  stats page  {relay_http}/stats#token={stats}"),
+        format!("  secret      {secret_text}"),
+        String::new(),
+        "A read+write token for topic \"demo\", valid 24 h:".into(),
+        String::new(),
+        format!("  export TOKEN={token}"),
+        String::new(),
+        "Get a one-time websocket URL (each code works once, for 30 s):".into(),
+        String::new(),
+        format!("  curl -s -X POST -H \"Authorization: $TOKEN\" {access}/session/demo"),
+        String::new(),
+        "Join the topic from two terminals and type in either (needs websocat):".into(),
+        String::new(),
+        format!("  websocat \"$({uri_of})\""),
+        String::new(),
+        format!("Mint more tokens: RELAY_TOKEN_SECRET={secret_text} RELAY_TOKEN_AUDIENCE={access} \\"),
+        "  RELAY_TOKEN_TOPIC=demo RELAY_TOKEN_LIFETIME=3600 relay token".into(),
+        "Stop with Ctrl-C.".into(),
+    ];
+    println!("{}", lines.join("\n"));
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the relay");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

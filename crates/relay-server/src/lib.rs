@@ -1,1 +1,213 @@
-//! placeholder
+//! `relay serve`: the cloud side of the relay.
+//!
+//! Browsers and experiments trade a JWT for a one-time websocket URL on the **access**
+//! port, then join a topic on the **relay** port, where every message from a writer is
+//! copied to every other reader of the same topic.
+//!
+//! - [`config`]: everything the server can be told, with the reference's defaults.
+//! - [`access`]: the access API (`/session/{topic}`, `/bids/*`, `/status`, `/metrics`).
+//! - [`crossbar`]: websocket admission on the relay port, `/stats` page.
+//! - [`connection`]: one admitted websocket (reader, writer, ping, expiry, close).
+//! - [`hub`]: topics, bounded subscriber queues and non-blocking fan-out.
+//! - [`stats`]: the `stats` topic reporter; [`status`]: the report formats.
+//! - [`metrics`], [`error`], [`state`]: Prometheus metrics, JSON errors, shared state.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), relay_server::StartError> {
+//! let server = relay_server::RunningServer::start(
+//!     relay_server::ServerConfig::local(b"secret".to_vec()),
+//! ).await?;
+//! println!("POST {}/session/<topic>, then dial the returned uri", server.access_url());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod access;
+pub mod config;
+pub mod connection;
+pub mod crossbar;
+pub mod error;
+pub mod hub;
+pub mod metrics;
+pub mod state;
+pub mod stats;
+pub mod status;
+
+pub use config::{ServerConfig, TlsFiles};
+
+use hub::{CloseReason, Hub, QueueLimits};
+use metrics::Metrics;
+use relay_auth::{CodeStore, DenyStore, Verifier};
+use state::AppState;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
+    #[error("cannot load TLS certificate/key: {0}")]
+    Tls(std::io::Error),
+}
+
+/// A running server; [`RunningServer::shutdown`] closes every connection with "going
+/// away" and stops both listeners.
+pub struct RunningServer {
+    state: Arc<AppState>,
+    access_addr: SocketAddr,
+    relay_addr: SocketAddr,
+    handles: [axum_server::Handle<SocketAddr>; 2],
+    servers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Bind both ports and start serving.
+    pub async fn start(config: ServerConfig) -> Result<Self, StartError> {
+        // Both ports may use TLS; rustls needs a process-wide provider. Installing twice
+        // (several servers in one test process) is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let access_listener = bind(config.access_listen, "access API")?;
+        let relay_listener = bind(config.relay_listen, "relay")?;
+        let access_addr = local_addr(&access_listener, config.access_listen)?;
+        let relay_addr = local_addr(&relay_listener, config.relay_listen)?;
+        let tls = match &config.tls {
+            Some(files) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+                    .await
+                    .map_err(StartError::Tls)?,
+            ),
+            None => None,
+        };
+        let (http, ws) = if tls.is_some() { ("https", "wss") } else { ("http", "ws") };
+        let audience = config.audience.clone().unwrap_or_else(|| format!("{http}://{access_addr}"));
+        let relay_url = config.relay_url.clone().unwrap_or_else(|| format!("{ws}://{relay_addr}"));
+        let metrics = Arc::new(Metrics::new());
+        let limits = QueueLimits {
+            messages: config.queue_messages,
+            bytes: config.queue_bytes,
+            slow_reader_timeout: config.slow_reader_timeout,
+        };
+        let state = Arc::new(AppState {
+            verifier: Verifier::new(&config.secret, config.leeway_secs),
+            codes: CodeStore::new(config.code_ttl),
+            deny: DenyStore::new(),
+            hub: Hub::new(limits, metrics.clone()),
+            metrics,
+            audience: trim_slash(audience),
+            relay_url: trim_slash(relay_url),
+            config,
+        });
+
+        let handles = [axum_server::Handle::new(), axum_server::Handle::new()];
+        let apps = [
+            (access_listener, access::router(state.clone()), handles[0].clone()),
+            (relay_listener, crossbar::router(state.clone()), handles[1].clone()),
+        ];
+        let mut servers = Vec::new();
+        for (listener, app, handle) in apps {
+            let service = app.into_make_service_with_connect_info::<SocketAddr>();
+            let task = match &tls {
+                Some(tls) => {
+                    let server = axum_server::from_tcp_rustls(listener, tls.clone())
+                        .map_err(|e| StartError::Bind { addr: access_addr, what: "tls", source: e })?;
+                    tokio::spawn(async move {
+                        if let Err(e) = server.handle(handle).serve(service).await {
+                            tracing::error!(error = %e, "server stopped with an error");
+                        }
+                    })
+                }
+                None => {
+                    let server = axum_server::from_tcp(listener)
+                        .map_err(|e| StartError::Bind { addr: access_addr, what: "listener", source: e })?;
+                    tokio::spawn(async move {
+                        if let Err(e) = server.handle(handle).serve(service).await {
+                            tracing::error!(error = %e, "server stopped with an error");
+                        }
+                    })
+                }
+            };
+            servers.push(task);
+        }
+        let background = vec![
+            tokio::spawn(stats::run(state.clone())),
+            tokio::spawn(tidy(state.clone())),
+        ];
+        tracing::info!(access = %access_addr, relay = %relay_addr, audience = %state.audience, relay_url = %state.relay_url, "relay serving");
+        Ok(RunningServer { state, access_addr, relay_addr, handles, servers, background })
+    }
+
+    /// The access API's base URL (the audience user tokens must carry).
+    pub fn access_url(&self) -> &str {
+        &self.state.audience
+    }
+
+    /// The relay's websocket base URL.
+    pub fn relay_url(&self) -> &str {
+        &self.state.relay_url
+    }
+
+    /// Where the access API listens.
+    pub fn access_addr(&self) -> SocketAddr {
+        self.access_addr
+    }
+
+    /// Where the websocket relay listens.
+    pub fn relay_addr(&self) -> SocketAddr {
+        self.relay_addr
+    }
+
+    /// Connections currently registered (user connections plus the stats reporter).
+    pub fn connection_count(&self) -> usize {
+        self.state.hub.connection_count()
+    }
+
+    /// Close every connection with 1001 "going away", then stop both listeners.
+    pub async fn shutdown(self) {
+        self.state.hub.close_all(CloseReason::GoingAway);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.state.hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for handle in &self.handles {
+            handle.graceful_shutdown(Some(Duration::from_secs(1)));
+        }
+        for task in self.servers {
+            let _ = task.await;
+        }
+        for task in self.background {
+            task.abort();
+        }
+        tracing::info!("relay stopped");
+    }
+}
+
+fn trim_slash(url: String) -> String {
+    url.trim_end_matches('/').to_owned()
+}
+
+fn bind(addr: SocketAddr, what: &'static str) -> Result<std::net::TcpListener, StartError> {
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, what, source })?;
+    listener.set_nonblocking(true).map_err(|source| StartError::Bind { addr, what, source })?;
+    Ok(listener)
+}
+
+fn local_addr(listener: &std::net::TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind { addr, what: "local address", source })
+}
+
+/// Forget expired deny/allow entries and codes every `tidy_every`.
+async fn tidy(state: Arc<AppState>) {
+    let mut every = tokio::time::interval(state.config.tidy_every.max(Duration::from_secs(1)));
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let bids = state.deny.prune(state.now_unix());
+        let codes = state.codes.prune(state.now_instant());
+        tracing::debug!(bids, codes, "tidied");
+    }
+}

@@ -1,0 +1,344 @@
+//! `relay http serve` and `relay http client`: the HTTP relay (crate `http-relay`), with the
+//! flag names of Cloud Robotics' `http-relay-server` and `http-relay-client` so their
+//! deployment manifests keep working (use `--flag=value`; Go's single-dash form is not
+//! accepted).
+
+use crate::logging::{self, LogFormat, LogLevel};
+use clap::{Args, Subcommand};
+use http_relay::auth::PollerAuth;
+use http_relay::broker::BrokerTimeouts;
+use http_relay::{ClientConfig, ClientError, ServerConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Subcommand)]
+pub enum HttpCommand {
+    /// Run the public relay server that users and relay-clients both call.
+    Serve(ServeArgs),
+    /// Run a relay-client next to a backend: poll the relay server and replay requests.
+    Client(ClientArgs),
+}
+
+#[derive(Args)]
+pub struct HttpArgs {
+    #[command(subcommand)]
+    command: HttpCommand,
+}
+
+/// Parse a Go-style or humantime duration: `60s`, `1m0s`, `30m`, `1h30m`, `500ms`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .or_else(|_| {
+            // humantime wants spaces between units that Go writes together ("1m0s").
+            let spaced: String = s.chars().fold(String::new(), |mut out, c| {
+                if c.is_ascii_digit() && out.chars().last().is_some_and(|p| p.is_ascii_alphabetic()) {
+                    out.push(' ');
+                }
+                out.push(c);
+                out
+            });
+            humantime::parse_duration(&spaced)
+        })
+        .map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// Go slog levels as integers: -4 debug, 0 info, 4 warn, 8 error.
+fn log_level(level: i32) -> LogLevel {
+    match level {
+        i32::MIN..=-5 => LogLevel::Trace,
+        -4..=-1 => LogLevel::Debug,
+        0..=3 => LogLevel::Info,
+        4..=7 => LogLevel::Warn,
+        _ => LogLevel::Error,
+    }
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// TCP port to listen on (all interfaces); 0 picks a free port, -1 means 80.
+    #[arg(long, env = "RELAY_HTTP_PORT", default_value_t = 80, allow_hyphen_values = true)]
+    port: i32,
+    /// Address to bind (ours; the reference always binds every interface).
+    #[arg(long, env = "RELAY_HTTP_BIND", default_value = "0.0.0.0")]
+    bind: std::net::IpAddr,
+    /// Read size for bytes from the user on an upgraded (101) connection.
+    #[arg(long = "block_size", default_value_t = 10240)]
+    block_size: usize,
+    /// Reap a request that gets no response message for this long (504 before headers).
+    #[arg(long = "inactive_request_timeout", default_value = "60s", value_parser = parse_duration)]
+    inactive_request_timeout: Duration,
+    /// Forget a backend (and its metric series) idle for this long.
+    #[arg(long = "inactive_backend_timeout", default_value = "30m", value_parser = parse_duration)]
+    inactive_backend_timeout: Duration,
+    /// Log level as a Go slog integer: -4 debug, 0 info, 4 warn, 8 error.
+    #[arg(long = "log_level", default_value_t = 0, allow_hyphen_values = true)]
+    log_level: i32,
+    /// Largest user request body in bytes; 0 is unlimited (the reference's behaviour).
+    #[arg(long = "max_request_body", env = "RELAY_HTTP_MAX_REQUEST_BODY", default_value_t = 0)]
+    max_request_body: u64,
+    /// Bodies longer than this are streamed to relay-clients that can pull them in pieces.
+    #[arg(long = "body_stream_threshold", default_value_t = 256 * 1024)]
+    body_stream_threshold: usize,
+    /// HMAC secret of relay JWTs; when set, relay-clients must present a token with the
+    /// scope `http:server:<name>` (or `http:server:*`) for each name they serve.
+    #[arg(long = "auth_secret", env = "RELAY_HTTP_SECRET", hide_env_values = true)]
+    auth_secret: Option<String>,
+    /// When set with --auth_secret, tokens' `aud` must contain this value.
+    #[arg(long = "auth_audience", env = "RELAY_HTTP_AUDIENCE")]
+    auth_audience: Option<String>,
+    /// Accepted for compatibility; tracing export is not implemented (a warning is logged).
+    #[arg(long = "trace-stackdriver-project-id", default_value = "")]
+    trace_stackdriver_project_id: String,
+    /// Accepted for compatibility; there is no pprof in Rust (a warning is logged).
+    #[arg(long = "pprof_port", default_value_t = 0)]
+    pprof_port: u16,
+}
+
+#[derive(Args)]
+pub struct ClientArgs {
+    /// Scheme for backend requests.
+    #[arg(long = "backend_scheme", default_value = "https")]
+    backend_scheme: String,
+    /// host:port of the backend.
+    #[arg(long = "backend_address", default_value = "localhost:8080")]
+    backend_address: String,
+    /// Prefix added in front of every forwarded path.
+    #[arg(long = "backend_path", default_value = "")]
+    backend_path: String,
+    /// Send the user's original Host header to the backend.
+    #[arg(long = "preserve_host", default_value_t = true, action = clap::ArgAction::Set)]
+    preserve_host: bool,
+    /// Scheme towards the relay server.
+    #[arg(long = "relay_scheme", default_value = "https")]
+    relay_scheme: String,
+    /// host:port of the relay server.
+    #[arg(long = "relay_address", default_value = "localhost:8081")]
+    relay_address: String,
+    /// Path prefix before /server/..., e.g. /apis/core.kubernetes-relay.
+    #[arg(long = "relay_prefix", default_value = "")]
+    relay_prefix: String,
+    /// Name to poll for (users reach it as /client/<name>/).
+    #[arg(long = "server_name", env = "RELAY_HTTP_SERVER_NAME", default_value = "server_name")]
+    server_name: String,
+    /// File re-read per request and sent to the backend as `Authorization: Bearer <contents>`.
+    #[arg(long = "authentication_token_file")]
+    authentication_token_file: Option<PathBuf>,
+    /// PEM root CAs for the backend connection.
+    #[arg(long = "root_ca_file")]
+    root_ca_file: Option<PathBuf>,
+    /// Send a response message once its body exceeds this many bytes.
+    #[arg(long = "max_chunk_size", default_value_t = 1 << 20)]
+    max_chunk_size: usize,
+    /// Read size from the backend body.
+    #[arg(long = "block_size", default_value_t = 65536)]
+    block_size: usize,
+    /// Number of concurrent long-poll workers.
+    #[arg(long = "num_pending_requests", default_value_t = 1)]
+    num_pending_requests: usize,
+    /// Idle connection pool size per host, for relay and backend.
+    #[arg(long = "max_idle_conns_per_host", default_value_t = 100)]
+    max_idle_conns_per_host: usize,
+    /// Backend over HTTP/1.1 only (needed for SPDY/websocket upgrades to HTTPS backends).
+    #[arg(long = "disable_http2", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    disable_http2: bool,
+    /// Backend over HTTP/2 only (h2c prior knowledge with http); for gRPC backends.
+    #[arg(long = "force_http2", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    force_http2: bool,
+    /// Do not send a relay token (the reference: skip Google credentials).
+    #[arg(long = "disable_auth_for_remote", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    disable_auth_for_remote: bool,
+    /// File holding the relay JWT (scope http:server:<name>), re-read on every relay call.
+    #[arg(long = "relay_token_file", env = "RELAY_HTTP_TOKEN_FILE")]
+    relay_token_file: Option<PathBuf>,
+    /// The relay JWT itself, when no token file is given.
+    #[arg(long = "relay_token", env = "RELAY_HTTP_TOKEN", hide_env_values = true)]
+    relay_token: Option<String>,
+    /// Longest wait for a backend's response headers; 0 waits for ever (the reference).
+    #[arg(long = "backend_timeout", default_value = "60s", value_parser = parse_duration)]
+    backend_timeout: Duration,
+    /// Most requests handled at once; polling pauses while this many are in flight.
+    #[arg(long = "max_concurrent_requests", default_value_t = 1000)]
+    max_concurrent_requests: usize,
+    /// Log level as a Go slog integer: -4 debug, 0 info, 4 warn, 8 error.
+    #[arg(long = "log_level", default_value_t = 0, allow_hyphen_values = true)]
+    log_level: i32,
+    /// Accepted for compatibility; tracing export is not implemented.
+    #[arg(long = "trace-stackdriver-project-id", default_value = "")]
+    trace_stackdriver_project_id: String,
+    /// Accepted for compatibility; there is no pprof in Rust.
+    #[arg(long = "pprof_port", default_value_t = 0)]
+    pprof_port: u16,
+}
+
+pub fn run(args: HttpArgs) -> ExitCode {
+    match args.command {
+        HttpCommand::Serve(args) => serve(args),
+        HttpCommand::Client(args) => client(args),
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("relay http: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+fn warn_unsupported(trace_project: &str, pprof_port: u16) {
+    if !trace_project.is_empty() {
+        tracing::warn!("--trace-stackdriver-project-id is accepted but Cloud Trace export is not implemented");
+    }
+    if pprof_port != 0 {
+        tracing::warn!("--pprof_port is accepted but there is no pprof endpoint in this implementation");
+    }
+}
+
+/// Cancelled on SIGINT or SIGTERM.
+fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let fire = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    fire.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        fire.cancel();
+    });
+    token
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    logging::init(log_level(args.log_level), LogFormat::Json, "stderr");
+    let port = match http_relay::server::port_from_flag(args.port) {
+        Ok(port) => port,
+        Err(e) => {
+            eprintln!("relay http serve: --port: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = ServerConfig {
+        listen: SocketAddr::new(args.bind, port),
+        block_size: args.block_size.max(1),
+        inactive_request_timeout: args.inactive_request_timeout,
+        inactive_backend_timeout: args.inactive_backend_timeout,
+        timeouts: BrokerTimeouts::default(),
+        max_request_body: args.max_request_body,
+        body_stream_threshold: args.body_stream_threshold,
+        auth: args
+            .auth_secret
+            .filter(|s| !s.is_empty())
+            .map(|secret| PollerAuth::new(secret.as_bytes(), args.auth_audience.clone())),
+        ..ServerConfig::default()
+    };
+    let Some(rt) = runtime() else { return ExitCode::FAILURE };
+    rt.block_on(async move {
+        warn_unsupported(&args.trace_stackdriver_project_id, args.pprof_port);
+        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(listen = %config.listen, error = %e, "cannot listen");
+                eprintln!("relay http serve: cannot listen on {}: {e}", config.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        match http_relay::server::serve(listener, config, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "Server terminated abnormally");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn client(args: ClientArgs) -> ExitCode {
+    logging::init(log_level(args.log_level), LogFormat::Json, "stderr");
+    let (relay_token_file, relay_token) = if args.disable_auth_for_remote {
+        (None, None)
+    } else {
+        (args.relay_token_file, args.relay_token.filter(|t| !t.is_empty()))
+    };
+    let config = ClientConfig {
+        backend_scheme: args.backend_scheme,
+        backend_address: args.backend_address,
+        backend_path: args.backend_path,
+        preserve_host: args.preserve_host,
+        relay_scheme: args.relay_scheme,
+        relay_address: args.relay_address,
+        relay_prefix: args.relay_prefix,
+        server_name: args.server_name,
+        authentication_token_file: args.authentication_token_file,
+        root_ca_file: args.root_ca_file,
+        max_chunk_size: args.max_chunk_size,
+        block_size: args.block_size.max(1),
+        num_pending_requests: args.num_pending_requests.max(1),
+        max_idle_conns_per_host: args.max_idle_conns_per_host,
+        disable_http2: args.disable_http2,
+        force_http2: args.force_http2,
+        relay_token_file,
+        relay_token,
+        backend_timeout: args.backend_timeout,
+        max_concurrent_requests: args.max_concurrent_requests.max(1),
+        ..ClientConfig::default()
+    };
+    let Some(rt) = runtime() else { return ExitCode::FAILURE };
+    rt.block_on(async move {
+        warn_unsupported(&args.trace_stackdriver_project_id, args.pprof_port);
+        tracing::info!(ServerName = %config.server_name, relay = %config.relay_address, backend = %config.backend_address, "relay http client starting");
+        match http_relay::client::run(config, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e @ ClientError::Config(_)) => {
+                eprintln!("relay http client: {e}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "failed to authenticate to cloud-api, restarting");
+                eprintln!("relay http client: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_duration("1m0s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn slog_levels_map() {
+        assert_eq!(log_level(-4), LogLevel::Debug);
+        assert_eq!(log_level(0), LogLevel::Info);
+        assert_eq!(log_level(4), LogLevel::Warn);
+        assert_eq!(log_level(8), LogLevel::Error);
+    }
+}

@@ -1,0 +1,124 @@
+//! Everything `relay serve` can be told, with the reference's defaults.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The reference's per-connection queue length.
+pub const DEFAULT_QUEUE_MESSAGES: usize = 128;
+/// What an out-of-range `RELAY_BUFFER_SIZE` is replaced with (as the reference does).
+pub const FALLBACK_QUEUE_MESSAGES: usize = 256;
+/// Largest accepted `RELAY_BUFFER_SIZE`.
+pub const MAX_QUEUE_MESSAGES: usize = 512;
+
+/// Configuration of one relay server (both ports).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// HMAC secret shared with whoever mints tokens.
+    pub secret: Vec<u8>,
+    /// External base URL of the access API; user tokens' `aud` must contain it. `None`
+    /// means `http://<bound access address>` (useful with port 0 in tests and `--dev`).
+    pub audience: Option<String>,
+    /// External base URL of the websocket relay, used to build the returned `uri`. `None`
+    /// means `ws://<bound relay address>`.
+    pub relay_url: Option<String>,
+    /// Where the access API listens.
+    pub access_listen: SocketAddr,
+    /// Where the websocket crossbar listens.
+    pub relay_listen: SocketAddr,
+    /// Accept session tokens whose `booking_id` is empty.
+    pub allow_no_booking_id: bool,
+    /// Per-subscriber queue bound in messages.
+    pub queue_messages: usize,
+    /// Per-subscriber queue bound in bytes.
+    pub queue_bytes: usize,
+    /// A subscriber whose queue stays full this long is disconnected as too slow.
+    pub slow_reader_timeout: Duration,
+    /// Period of unsolicited reports on the `stats` topic.
+    pub stats_every: Duration,
+    /// Period of deny/allow list and code pruning.
+    pub tidy_every: Duration,
+    /// Server ping period.
+    pub ping_interval: Duration,
+    /// A connection that sends nothing (not even a pong) for this long is closed.
+    pub pong_timeout: Duration,
+    /// Deadline for writing a batch of frames (or a ping) to one connection.
+    pub write_timeout: Duration,
+    /// Largest accepted inbound message.
+    pub max_message_bytes: usize,
+    /// Websocket read buffer per connection (small keeps idle connections cheap).
+    pub read_buffer_bytes: usize,
+    /// Merge queued binary messages into one frame (the reference's behaviour; only
+    /// harmless for byte streams such as MPEG-TS).
+    pub coalesce_binary: bool,
+    /// Tolerated clock skew on token times, in seconds.
+    pub leeway_secs: u64,
+    /// Lifetime of one-time codes.
+    pub code_ttl: Duration,
+    /// Browser origins allowed (CORS on the access API, `Origin` on upgrades). Empty: any.
+    pub allowed_origins: Vec<String>,
+    /// Require the `relay:stats` scope to join the `stats` topic (the reference did not).
+    pub stats_require_scope: bool,
+    /// PEM certificate chain and key; when set, both ports speak TLS.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for TLS on both ports.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ServerConfig {
+    /// The reference's defaults with the given secret, listening on every interface on
+    /// ports 3000 (access) and 3001 (relay).
+    pub fn new(secret: Vec<u8>) -> Self {
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        ServerConfig {
+            secret,
+            audience: None,
+            relay_url: None,
+            access_listen: SocketAddr::new(any, 3000),
+            relay_listen: SocketAddr::new(any, 3001),
+            allow_no_booking_id: false,
+            queue_messages: DEFAULT_QUEUE_MESSAGES,
+            queue_bytes: 16 * 1024 * 1024,
+            slow_reader_timeout: Duration::from_secs(10),
+            stats_every: Duration::from_secs(5),
+            tidy_every: Duration::from_secs(300),
+            ping_interval: Duration::from_secs(54),
+            pong_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            max_message_bytes: 10 * 1024 * 1024,
+            read_buffer_bytes: 8 * 1024,
+            coalesce_binary: false,
+            leeway_secs: 0,
+            code_ttl: relay_auth::codes::DEFAULT_CODE_TTL,
+            allowed_origins: Vec::new(),
+            stats_require_scope: false,
+            tls: None,
+        }
+    }
+
+    /// For tests and local use: both ports on 127.0.0.1 with OS-chosen port numbers, the
+    /// URLs derived from them, and tokens without a booking id accepted.
+    pub fn local(secret: Vec<u8>) -> Self {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        ServerConfig {
+            access_listen: SocketAddr::new(lo, 0),
+            relay_listen: SocketAddr::new(lo, 0),
+            allow_no_booking_id: true,
+            ..ServerConfig::new(secret)
+        }
+    }
+
+    /// The reference's rule for `RELAY_BUFFER_SIZE`: 1..=512 is kept, anything else
+    /// becomes 256. Returns the value to use and whether it was replaced.
+    pub fn checked_queue_messages(requested: i64) -> (usize, bool) {
+        match usize::try_from(requested) {
+            Ok(n) if (1..=MAX_QUEUE_MESSAGES).contains(&n) => (n, false),
+            _ => (FALLBACK_QUEUE_MESSAGES, true),
+        }
+    }
+}

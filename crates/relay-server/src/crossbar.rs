@@ -1,0 +1,208 @@
+//! The relay port: `/session/{topic}?code=…` websocket admission, plus `/stats` (a page
+//! for humans) and `/healthz`.
+//!
+//! Admission happens before the upgrade: a missing, unknown, reused or expired code, a
+//! token for another topic or audience, a denied booking or a token with neither `read`
+//! nor `write` gets an HTTP error with a JSON reason (the reference upgraded first and then
+//! left the socket open and silent).
+
+use crate::connection;
+use crate::error::ApiError;
+use crate::hub::JoinRequest;
+use crate::state::AppState;
+use crate::stats::STATS_TOPIC;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use relay_auth::{Claims, SCOPE_READ, SCOPE_STATS, SCOPE_WRITE};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// The only connection type this server relays (the reference also reserved `shell`).
+pub const SESSION_PREFIX: &str = "session";
+
+/// The relay port's router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/stats", get(stats_page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(entry)
+        .with_state(state)
+}
+
+const STATS_PAGE: &str = include_str!("../../../web/stats.html");
+
+async fn stats_page(State(state): State<Arc<AppState>>) -> Html<String> {
+    let access = serde_json::to_string(&state.audience).unwrap_or_else(|_| "\"\"".into());
+    Html(STATS_PAGE.replace("\"{{ACCESS_URL}}\"", &access))
+}
+
+/// Split a request path into connection type and topic, as the reference does:
+/// normalise slashes, the first segment is the prefix, the (percent-decoded) rest the topic.
+pub fn parse_path(path: &str) -> (String, String) {
+    let trimmed = path.trim_start_matches('/');
+    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+    let (prefix, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    (decode(prefix), decode(rest))
+}
+
+#[derive(Deserialize)]
+struct CodeQuery {
+    code: Option<String>,
+}
+
+async fn entry(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    query: Result<Query<CodeQuery>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let (prefix, topic) = parse_path(uri.path());
+    match admit(&state, &prefix, &topic, &headers, query, upgrade) {
+        Ok((claims, upgrade)) => {
+            state.metrics.handshake("ok");
+            upgrade_to_session(state, claims, topic, &headers, peer, upgrade)
+        }
+        Err((result, err)) => {
+            state.metrics.handshake(result);
+            tracing::info!(path = uri.path(), status = err.status.as_u16(), body = err.body(), "websocket refused");
+            err.into_response()
+        }
+    }
+}
+
+type Refusal = (&'static str, ApiError);
+
+fn admit(
+    state: &AppState,
+    prefix: &str,
+    topic: &str,
+    headers: &HeaderMap,
+    query: Result<Query<CodeQuery>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<(Claims, WebSocketUpgrade), Refusal> {
+    let refuse = |result, status, message: String| (result, ApiError::new(status, message));
+    if prefix != SESSION_PREFIX {
+        return Err(refuse("not_found", StatusCode::NOT_FOUND, format!("unknown connection type {prefix:?}")));
+    }
+    if !state.config.allowed_origins.is_empty() {
+        if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+            if !state.config.allowed_origins.iter().any(|o| o == origin) {
+                return Err(refuse("bad_origin", StatusCode::FORBIDDEN, format!("origin {origin} is not allowed")));
+            }
+        }
+    }
+    // Checked before the code is exchanged, so a plain GET does not burn a code.
+    let upgrade = upgrade.map_err(|e| {
+        refuse("not_websocket", StatusCode::BAD_REQUEST, format!("expected a websocket upgrade: {e}"))
+    })?;
+    let code = query.ok().and_then(|Query(q)| q.code).filter(|c| !c.is_empty());
+    let code = code.ok_or_else(|| refuse("no_code", StatusCode::UNAUTHORIZED, "missing code".into()))?;
+    let claims = state
+        .codes
+        .exchange(&code, state.now_instant())
+        .map_err(|e| refuse("bad_code", StatusCode::UNAUTHORIZED, e.to_string()))?;
+    let now = state.now_unix();
+    if !claims.has_required_session_claims() {
+        return Err(refuse("missing_claims", StatusCode::UNAUTHORIZED, "token missing required claims".into()));
+    }
+    if claims.nbf.is_some_and(|nbf| nbf > now) {
+        return Err(refuse("too_early", StatusCode::UNAUTHORIZED, "token not valid yet".into()));
+    }
+    if !claims.aud.contains(&state.relay_url) {
+        return Err(refuse("wrong_audience", StatusCode::FORBIDDEN, "code was issued for another relay".into()));
+    }
+    if claims.topic != topic {
+        return Err(refuse("wrong_topic", StatusCode::FORBIDDEN, format!("code is not for topic {topic:?}")));
+    }
+    if claims.exp.is_some_and(|exp| exp <= now) {
+        return Err(refuse("expired", StatusCode::UNAUTHORIZED, "token expired".into()));
+    }
+    if state.deny.is_denied(&claims.booking_id) {
+        return Err(refuse("denied", StatusCode::FORBIDDEN, "booking has been denied".into()));
+    }
+    if !claims.has_scope(SCOPE_READ) && !claims.has_scope(SCOPE_WRITE) {
+        return Err(refuse("no_scope", StatusCode::FORBIDDEN, "token has neither read nor write scope".into()));
+    }
+    if topic == STATS_TOPIC && state.config.stats_require_scope && !claims.has_scope(SCOPE_STATS) {
+        return Err(refuse("no_stats_scope", StatusCode::FORBIDDEN, "the stats topic needs the relay:stats scope".into()));
+    }
+    Ok((claims, upgrade))
+}
+
+fn upgrade_to_session(
+    state: Arc<AppState>,
+    claims: Claims,
+    topic: String,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let header_text = |name: header::HeaderName| {
+        headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+    };
+    let forwarded = header_text(header::HeaderName::from_static("x-forwarded-for"));
+    let remote_addr = if forwarded.is_empty() { peer.ip().to_string() } else { forwarded };
+    let now = state.now_unix();
+    let expires_in = claims.exp.map(|exp| Duration::from_secs(u64::try_from(exp - now).unwrap_or(0)));
+    let request = JoinRequest {
+        can_read: claims.has_scope(SCOPE_READ),
+        can_write: claims.has_scope(SCOPE_WRITE),
+        topic,
+        booking_id: claims.booking_id,
+        scopes: claims.scopes,
+        expires_at: claims.exp,
+        user_agent: header_text(header::USER_AGENT),
+        remote_addr,
+    };
+    let span = tracing::info_span!("conn", topic = %request.topic, booking_id = %request.booking_id, peer = %request.remote_addr);
+    let cfg = &state.config;
+    upgrade
+        .protocols(["null"])
+        .max_message_size(cfg.max_message_bytes)
+        .max_frame_size(cfg.max_message_bytes)
+        .read_buffer_size(cfg.read_buffer_bytes)
+        .on_failed_upgrade(|e| tracing::info!(error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| {
+            async move {
+                let (membership, inbox) = state.hub.join(request);
+                tracing::info!(can_read = membership.info.can_read, can_write = membership.info.can_write, "connected");
+                let expires_at = expires_in.map(|d| tokio::time::Instant::now() + d);
+                connection::serve(socket, state, membership, inbox, expires_at).await;
+            }
+            .instrument(span)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_path;
+
+    #[test]
+    fn paths_split_like_the_reference() {
+        let split = |p: &str| {
+            let (a, b) = parse_path(p);
+            (a, b)
+        };
+        assert_eq!(split("/session/123"), ("session".into(), "123".into()));
+        assert_eq!(split("/session/123/"), ("session".into(), "123".into()));
+        assert_eq!(split("session/123"), ("session".into(), "123".into()));
+        assert_eq!(split("/foo%20bar/glum"), ("foo bar".into(), "glum".into()));
+        assert_eq!(
+            split("/session/session%20ID/connection%20ID"),
+            ("session".into(), "session ID/connection ID".into())
+        );
+        assert_eq!(split("/"), (String::new(), String::new()));
+    }
+}

@@ -1,0 +1,461 @@
+//! Topics, subscribers and fan-out: the part of the data path that must never stall.
+//!
+//! A connection joins one topic at admission and keeps an `Arc` to it, so publishing takes
+//! only that topic's read lock, never a global one. Every subscriber has a queue bounded in
+//! messages and in bytes; publishing does a non-blocking enqueue into each, and a full queue
+//! drops the message for that subscriber alone (counted). A subscriber whose queue stays
+//! full past a limit is told to close as too slow. Leaving is a `Drop` (of [`Membership`]),
+//! so a connection is unregistered everywhere however its task ends.
+
+use crate::metrics::Metrics;
+use axum::extract::ws::Message;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// Identifies one connection (or internal subscriber) for the life of the process.
+pub type ConnId = u64;
+
+/// Why the relay closes a connection; each maps to a websocket close code and reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed or its socket failed: nothing left to tell it.
+    PeerGone,
+    /// The token's `exp` passed.
+    Expired,
+    /// The booking was denied (`POST /bids/deny`).
+    Denied,
+    /// The reader stayed behind past the slow-reader limit.
+    TooSlow,
+    /// Nothing arrived (not even a pong) within the pong timeout.
+    Unresponsive,
+    /// The server is shutting down.
+    GoingAway,
+}
+
+impl CloseReason {
+    /// Close code and reason text sent in the close frame.
+    pub fn close_frame(self) -> (u16, &'static str) {
+        match self {
+            CloseReason::PeerGone => (1000, "closed"),
+            CloseReason::Expired => (4001, "token expired"),
+            CloseReason::Denied => (4003, "booking denied"),
+            CloseReason::TooSlow => (4008, "reader too slow: queue stayed full"),
+            CloseReason::Unresponsive => (4009, "no pong within timeout"),
+            CloseReason::GoingAway => (1001, "server going away"),
+        }
+    }
+}
+
+/// What is known about a connection, for stats, `/status` and deny.
+pub struct ConnInfo {
+    pub id: ConnId,
+    pub topic: String,
+    pub booking_id: String,
+    pub scopes: Vec<String>,
+    pub can_read: bool,
+    pub can_write: bool,
+    pub connected_at: SystemTime,
+    pub connected_instant: Instant,
+    /// Token expiry in unix seconds (`None` for internal subscribers).
+    pub expires_at: Option<i64>,
+    pub user_agent: String,
+    pub remote_addr: String,
+    /// Messages this connection sent (counted only with `write`).
+    pub tx: Traffic,
+    /// Messages written to this connection (counted only with `read`).
+    pub rx: Traffic,
+    /// Messages dropped for this connection because its queue was full.
+    pub drops: AtomicU64,
+}
+
+/// Message count, bytes and time of the last message, updated lock-free.
+#[derive(Default)]
+pub struct Traffic {
+    pub messages: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Nanoseconds after `connected_instant` of the last message; 0 = never.
+    pub last_nanos: AtomicU64,
+}
+
+impl Traffic {
+    pub(crate) fn record(&self, bytes: usize, since_connect: Duration) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        let nanos = u64::try_from(since_connect.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.last_nanos.store(nanos, Ordering::Relaxed);
+    }
+}
+
+/// Queue bounds applied to every subscriber.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub messages: usize,
+    pub bytes: usize,
+    pub slow_reader_timeout: Duration,
+}
+
+/// The sending half of a subscriber: its bounded queue and its close signal.
+pub struct Subscriber {
+    pub info: Arc<ConnInfo>,
+    queue: mpsc::Sender<Message>,
+    queued_bytes: AtomicUsize,
+    /// Milliseconds after `hub.epoch` when the queue was first found full; 0 = not full.
+    full_since_ms: AtomicU64,
+    close: watch::Sender<Option<CloseReason>>,
+}
+
+/// The receiving half, owned by the connection's writer (or the stats reporter).
+pub struct Inbox {
+    pub messages: mpsc::Receiver<Message>,
+    pub close: watch::Receiver<Option<CloseReason>>,
+    /// The sending side's handle, to account for taken messages and to ask for a close.
+    pub subscriber: Arc<Subscriber>,
+}
+
+impl Subscriber {
+    /// Account for a message taken off the queue: frees its bytes and marks progress.
+    pub fn taken(&self, message: &Message) {
+        self.queued_bytes.fetch_sub(payload_len(message), Ordering::Relaxed);
+        self.full_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Signal the connection to close; the first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        self.close.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// The payload size of a data message.
+pub fn payload_len(message: &Message) -> usize {
+    match message {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => b.len(),
+        _ => 0,
+    }
+}
+
+/// One topic: the subscribers that receive what any other member writes.
+pub struct Topic {
+    pub name: String,
+    subscribers: RwLock<Vec<Arc<Subscriber>>>,
+}
+
+impl Topic {
+    /// Deliver `message` from `from` to every other member that may read. Never blocks.
+    pub fn publish(&self, hub: &Hub, from: ConnId, message: &Message) {
+        let subscribers = self.subscribers.read().unwrap_or_else(|p| p.into_inner());
+        for sub in subscribers.iter() {
+            if sub.info.id != from && sub.info.can_read {
+                hub.offer(sub, message);
+            }
+        }
+    }
+
+    /// How many members the topic has.
+    pub fn len(&self) -> usize {
+        self.subscribers.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// True when nobody is on the topic.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Registry of topics and connections.
+pub struct Hub {
+    topics: Mutex<HashMap<String, Arc<Topic>>>,
+    connections: Mutex<HashMap<ConnId, Arc<Subscriber>>>,
+    next_id: AtomicU64,
+    limits: QueueLimits,
+    epoch: Instant,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A connection's place in the hub; dropping it leaves the topic and the registry.
+pub struct Membership {
+    hub: Arc<Hub>,
+    pub topic: Arc<Topic>,
+    pub info: Arc<ConnInfo>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.hub.leave(&self.topic, self.info.id);
+    }
+}
+
+/// Details of a connection that is about to join.
+pub struct JoinRequest {
+    pub topic: String,
+    pub booking_id: String,
+    pub scopes: Vec<String>,
+    pub can_read: bool,
+    pub can_write: bool,
+    pub expires_at: Option<i64>,
+    pub user_agent: String,
+    pub remote_addr: String,
+}
+
+impl Hub {
+    pub fn new(limits: QueueLimits, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Hub {
+            topics: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            limits,
+            epoch: Instant::now(),
+            metrics,
+        })
+    }
+
+    /// Join a topic: returns the membership (leave on drop) and the inbox to drain.
+    pub fn join(self: &Arc<Self>, req: JoinRequest) -> (Membership, Inbox) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let info = Arc::new(ConnInfo {
+            id,
+            topic: req.topic,
+            booking_id: req.booking_id,
+            scopes: req.scopes,
+            can_read: req.can_read,
+            can_write: req.can_write,
+            connected_at: SystemTime::now(),
+            connected_instant: Instant::now(),
+            expires_at: req.expires_at,
+            user_agent: req.user_agent,
+            remote_addr: req.remote_addr,
+            tx: Traffic::default(),
+            rx: Traffic::default(),
+            drops: AtomicU64::new(0),
+        });
+        let (queue_tx, queue_rx) = mpsc::channel(self.limits.messages.max(1));
+        let (close_tx, close_rx) = watch::channel(None);
+        let subscriber = Arc::new(Subscriber {
+            info: info.clone(),
+            queue: queue_tx,
+            queued_bytes: AtomicUsize::new(0),
+            full_since_ms: AtomicU64::new(0),
+            close: close_tx,
+        });
+        let topic = {
+            let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+            let topic = topics
+                .entry(info.topic.clone())
+                .or_insert_with(|| {
+                    Arc::new(Topic { name: info.topic.clone(), subscribers: RwLock::default() })
+                })
+                .clone();
+            // Added under the topics lock so a concurrent leave cannot remove the topic
+            // between lookup and insertion.
+            topic.subscribers.write().unwrap_or_else(|p| p.into_inner()).push(subscriber.clone());
+            topic
+        };
+        self.connections.lock().unwrap_or_else(|p| p.into_inner()).insert(id, subscriber.clone());
+        self.metrics.connections.inc();
+        let membership = Membership { hub: self.clone(), topic, info };
+        let inbox = Inbox { messages: queue_rx, close: close_rx, subscriber };
+        (membership, inbox)
+    }
+
+    fn leave(&self, topic: &Arc<Topic>, id: ConnId) {
+        {
+            let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+            let mut subs = topic.subscribers.write().unwrap_or_else(|p| p.into_inner());
+            subs.retain(|s| s.info.id != id);
+            if subs.is_empty() {
+                // Only remove the map entry if it is still this topic object.
+                if topics.get(&topic.name).is_some_and(|t| Arc::ptr_eq(t, topic)) {
+                    topics.remove(&topic.name);
+                }
+            }
+        }
+        if self.connections.lock().unwrap_or_else(|p| p.into_inner()).remove(&id).is_some() {
+            self.metrics.connections.dec();
+        }
+    }
+
+    /// Non-blocking enqueue for one subscriber; a full queue drops and counts.
+    fn offer(&self, sub: &Subscriber, message: &Message) {
+        let len = payload_len(message);
+        let before = sub.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let fits = before + len <= self.limits.bytes || before == 0;
+        if fits && sub.queue.try_send(message.clone()).is_ok() {
+            return;
+        }
+        sub.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        if sub.queue.is_closed() {
+            return;
+        }
+        sub.info.drops.fetch_add(1, Ordering::Relaxed);
+        self.metrics.drops.inc();
+        let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+        match sub.full_since_ms.compare_exchange(0, now_ms, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => {}
+            Err(since) => {
+                let limit = u64::try_from(self.limits.slow_reader_timeout.as_millis())
+                    .unwrap_or(u64::MAX);
+                if now_ms.saturating_sub(since) >= limit && sub.close.borrow().is_none() {
+                    self.metrics.slow_disconnects.inc();
+                    sub.close(CloseReason::TooSlow);
+                }
+            }
+        }
+    }
+
+    /// Close every live connection of `booking_id`; returns how many were told.
+    pub fn deny(&self, booking_id: &str) -> usize {
+        let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let mut closed = 0;
+        for sub in connections.values().filter(|s| s.info.booking_id == booking_id) {
+            sub.close(CloseReason::Denied);
+            closed += 1;
+        }
+        closed
+    }
+
+    /// Tell every connection to close (shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        for sub in self.connections.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            sub.close(reason);
+        }
+    }
+
+    /// A snapshot of every connection, sorted by topic then connection time.
+    pub fn connections(&self) -> Vec<Arc<ConnInfo>> {
+        let mut all: Vec<Arc<ConnInfo>> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|s| s.info.clone())
+            .collect();
+        all.sort_by(|a, b| a.topic.cmp(&b.topic).then(a.id.cmp(&b.id)));
+        all
+    }
+
+    /// Number of registered connections (including internal subscribers).
+    pub fn connection_count(&self) -> usize {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Number of live topics.
+    pub fn topic_count(&self) -> usize {
+        self.topics.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn hub(messages: usize, bytes: usize) -> Arc<Hub> {
+        let limits =
+            QueueLimits { messages, bytes, slow_reader_timeout: Duration::from_secs(10) };
+        Hub::new(limits, Arc::new(Metrics::new()))
+    }
+
+    fn member(topic: &str, read: bool, write: bool) -> JoinRequest {
+        JoinRequest {
+            topic: topic.into(),
+            booking_id: "b".into(),
+            scopes: vec![],
+            can_read: read,
+            can_write: write,
+            expires_at: None,
+            user_agent: String::new(),
+            remote_addr: String::new(),
+        }
+    }
+
+    fn bin(n: usize) -> Message {
+        Message::Binary(Bytes::from(vec![7u8; n]))
+    }
+
+    #[tokio::test]
+    async fn fan_out_is_exact_topic_and_never_echoes() {
+        let hub = hub(8, 1 << 20);
+        let (a, mut a_in) = hub.join(member("t", true, true));
+        let (_b, mut b_in) = hub.join(member("t", true, true));
+        let (_c, mut c_in) = hub.join(member("t/x", true, true));
+        a.topic.publish(&hub, a.info.id, &Message::Text("hello".into()));
+        assert_eq!(b_in.messages.try_recv().ok(), Some(Message::Text("hello".into())));
+        assert!(a_in.messages.try_recv().is_err());
+        assert!(c_in.messages.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn no_read_scope_means_nothing_is_queued() {
+        let hub = hub(8, 1 << 20);
+        let (a, _a_in) = hub.join(member("t", true, true));
+        let (_w, mut w_in) = hub.join(member("t", false, true));
+        a.topic.publish(&hub, a.info.id, &bin(3));
+        assert!(w_in.messages.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_drops_for_that_reader_only_then_disconnects_it() {
+        let hub = hub(2, 1 << 20);
+        let (a, _a_in) = hub.join(member("t", true, true));
+        let (_slow, slow_in) = hub.join(member("t", true, true));
+        let (_fast, mut fast_in) = hub.join(member("t", true, true));
+        for _ in 0..5 {
+            a.topic.publish(&hub, a.info.id, &bin(10));
+            let m = fast_in.messages.try_recv();
+            assert!(m.is_ok());
+            if let Ok(m) = m {
+                fast_in.subscriber.taken(&m);
+            }
+        }
+        assert_eq!(slow_in.subscriber.info.drops.load(Ordering::Relaxed), 3);
+        assert_eq!(fast_in.subscriber.info.drops.load(Ordering::Relaxed), 0);
+        assert_eq!(*slow_in.close.borrow(), None);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        a.topic.publish(&hub, a.info.id, &bin(10));
+        assert_eq!(*slow_in.close.borrow(), Some(CloseReason::TooSlow));
+        assert_eq!(hub.metrics.slow_disconnects.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_applies_but_one_large_message_always_fits() {
+        let hub = hub(100, 100);
+        let (a, _) = hub.join(member("t", true, true));
+        let (_r, mut r_in) = hub.join(member("t", true, true));
+        a.topic.publish(&hub, a.info.id, &bin(500));
+        a.topic.publish(&hub, a.info.id, &bin(1));
+        assert!(r_in.messages.try_recv().is_ok());
+        assert!(r_in.messages.try_recv().is_err());
+        assert_eq!(r_in.subscriber.info.drops.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn leaving_removes_the_topic_and_deny_reaches_only_that_booking() {
+        let hub = hub(8, 1 << 20);
+        let (a, a_in) = hub.join(member("t", true, true));
+        let mut other = member("t", true, true);
+        other.booking_id = "other".into();
+        let (b, b_in) = hub.join(other);
+        assert_eq!(hub.deny("b"), 1);
+        assert_eq!(*a_in.close.borrow(), Some(CloseReason::Denied));
+        assert_eq!(*b_in.close.borrow(), None);
+        drop(a);
+        drop(b);
+        assert_eq!(hub.topic_count(), 0);
+        assert_eq!(hub.connection_count(), 0);
+        assert_eq!(hub.metrics.connections.get(), 0);
+        // The same booking id can join again after a deny (reference bug B2 crashed here).
+        let (_again, _) = hub.join(member("t", true, true));
+        assert_eq!(hub.connection_count(), 1);
+    }
+}

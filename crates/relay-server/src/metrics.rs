@@ -1,0 +1,89 @@
+//! Prometheus metrics for `/metrics`: connections, traffic, drops, slow-reader
+//! disconnects and handshakes by result.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Label of `relay_handshakes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `ok`, or the short reason a handshake was refused.
+    pub result: &'static str,
+}
+
+/// All the server's metrics; cheap atomics, safe to touch on the hot path.
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Gauge,
+    pub messages_in: Counter,
+    pub bytes_in: Counter,
+    pub messages_out: Counter,
+    pub bytes_out: Counter,
+    pub drops: Counter,
+    pub slow_disconnects: Counter,
+    pub access_requests: Family<HandshakeLabels, Counter>,
+    pub handshakes: Family<HandshakeLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("relay");
+        let m = Metrics {
+            connections: Gauge::default(),
+            messages_in: Counter::default(),
+            bytes_in: Counter::default(),
+            messages_out: Counter::default(),
+            bytes_out: Counter::default(),
+            drops: Counter::default(),
+            slow_disconnects: Counter::default(),
+            access_requests: Family::default(),
+            handshakes: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("connections", "Open websocket connections", m.connections.clone());
+        registry.register("messages_in", "Messages received from writers", m.messages_in.clone());
+        registry.register("bytes_in", "Payload bytes received from writers", m.bytes_in.clone());
+        registry.register("messages_out", "Messages written to readers", m.messages_out.clone());
+        registry.register("bytes_out", "Payload bytes written to readers", m.bytes_out.clone());
+        registry.register("drops", "Messages dropped because a reader's queue was full", m.drops.clone());
+        registry.register(
+            "slow_reader_disconnects",
+            "Readers disconnected for staying behind",
+            m.slow_disconnects.clone(),
+        );
+        registry.register(
+            "access_requests",
+            "Access API session requests by result",
+            m.access_requests.clone(),
+        );
+        registry.register("handshakes", "Websocket admissions by result", m.handshakes.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Count a websocket admission outcome.
+    pub fn handshake(&self, result: &'static str) {
+        self.handshakes.get_or_create(&HandshakeLabels { result }).inc();
+    }
+
+    /// Count an access API session request outcome.
+    pub fn access(&self, result: &'static str) {
+        self.access_requests.get_or_create(&HandshakeLabels { result }).inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,37 @@
+//! What every handler and connection of one server shares.
+
+use crate::config::ServerConfig;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use relay_auth::{CodeStore, DenyStore, Verifier};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Shared state of one running server.
+pub struct AppState {
+    pub config: ServerConfig,
+    /// The resolved access base URL (user tokens' audience).
+    pub audience: String,
+    /// The resolved websocket base URL (audience of code-store tokens).
+    pub relay_url: String,
+    pub verifier: Verifier,
+    pub codes: CodeStore,
+    pub deny: DenyStore,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// Wall-clock unix seconds, for token and booking expiries.
+    pub fn now_unix(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+
+    /// Monotonic now from tokio's clock (pausable in tests), for code lifetimes.
+    pub fn now_instant(&self) -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}

@@ -1,0 +1,208 @@
+//! Connection reports in the two formats clients read: the `stats` topic's array
+//! (v0.6.2 camelCase with per-client `stats`, plus the later `scopes`) and `GET /status`
+//! (v0.7.0 snake_case, plus traffic counters).
+
+use crate::hub::{ConnInfo, Hub, Traffic};
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// One entry of a `stats` topic report (field order as the reference writes it).
+#[derive(Serialize)]
+pub struct StatsReport {
+    #[serde(rename = "canRead")]
+    pub can_read: bool,
+    #[serde(rename = "canWrite")]
+    pub can_write: bool,
+    pub connected: String,
+    #[serde(rename = "expiresAt")]
+    pub expires_at: String,
+    #[serde(rename = "remoteAddr")]
+    pub remote_addr: String,
+    pub scopes: Vec<String>,
+    pub stats: RxTx,
+    pub topic: String,
+    #[serde(rename = "userAgent")]
+    pub user_agent: String,
+}
+
+/// Per-direction statistics of a stats report.
+#[derive(Serialize)]
+pub struct RxTx {
+    pub tx: TrafficReport,
+    pub rx: TrafficReport,
+}
+
+/// `{"last":"2.9s","size":5,"fps":20.17}`.
+#[derive(Serialize)]
+pub struct TrafficReport {
+    /// Go duration since the last message, or `Never`.
+    pub last: String,
+    /// Mean bytes per message, rounded.
+    pub size: u64,
+    /// Messages per second since connecting.
+    pub fps: f64,
+}
+
+/// One entry of `GET /status`.
+#[derive(Serialize)]
+pub struct StatusReport {
+    pub can_read: bool,
+    pub can_write: bool,
+    pub connected_at: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub expires_at: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub remote_addr: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    pub topic: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub user_agent: String,
+    pub messages_in: u64,
+    pub bytes_in: u64,
+    pub messages_out: u64,
+    pub bytes_out: u64,
+    pub drops: u64,
+}
+
+/// The stats-topic report of every connection.
+pub fn stats_reports(hub: &Hub) -> Vec<StatsReport> {
+    hub.connections()
+        .iter()
+        .map(|c| StatsReport {
+            can_read: c.can_read,
+            can_write: c.can_write,
+            connected: rfc3339(c.connected_at, true),
+            expires_at: unix_rfc3339(c.expires_at.unwrap_or(ZERO_TIME_UNIX)),
+            remote_addr: c.remote_addr.clone(),
+            scopes: c.scopes.clone(),
+            stats: RxTx { tx: traffic_report(c, &c.tx), rx: traffic_report(c, &c.rx) },
+            topic: c.topic.clone(),
+            user_agent: c.user_agent.clone(),
+        })
+        .collect()
+}
+
+/// The `GET /status` report of every connection.
+pub fn status_reports(hub: &Hub) -> Vec<StatusReport> {
+    hub.connections()
+        .iter()
+        .map(|c| StatusReport {
+            can_read: c.can_read,
+            can_write: c.can_write,
+            connected_at: rfc3339(c.connected_at, false),
+            expires_at: c.expires_at.map(unix_rfc3339).unwrap_or_default(),
+            remote_addr: c.remote_addr.clone(),
+            scopes: c.scopes.clone(),
+            topic: c.topic.clone(),
+            user_agent: c.user_agent.clone(),
+            messages_in: c.tx.messages.load(Ordering::Relaxed),
+            bytes_in: c.tx.bytes.load(Ordering::Relaxed),
+            messages_out: c.rx.messages.load(Ordering::Relaxed),
+            bytes_out: c.rx.bytes.load(Ordering::Relaxed),
+            drops: c.drops.load(Ordering::Relaxed),
+        })
+        .collect()
+}
+
+fn traffic_report(conn: &ConnInfo, traffic: &Traffic) -> TrafficReport {
+    let count = traffic.messages.load(Ordering::Relaxed);
+    let bytes = traffic.bytes.load(Ordering::Relaxed);
+    let last = traffic.last_nanos.load(Ordering::Relaxed);
+    if count == 0 || last == 0 {
+        return TrafficReport { last: "Never".into(), size: 0, fps: 0.0 };
+    }
+    let since_connect = conn.connected_instant.elapsed();
+    let ago = since_connect.saturating_sub(Duration::from_nanos(last));
+    // Mean interval with the first one measured from connect time, as the reference.
+    let span_secs = Duration::from_nanos(last).as_secs_f64();
+    let fps = if span_secs > 0.0 { count as f64 / span_secs } else { 0.0 };
+    TrafficReport {
+        last: go_duration(ago),
+        size: (bytes as f64 / count as f64).round() as u64,
+        fps: if fps.is_finite() { (fps * 100.0).round() / 100.0 } else { 0.0 },
+    }
+}
+
+/// Go's zero `time.Time` (`0001-01-01T00:00:00Z`) in unix seconds.
+const ZERO_TIME_UNIX: i64 = -62_135_596_800;
+
+fn unix_rfc3339(secs: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn rfc3339(at: SystemTime, with_nanos: bool) -> String {
+    let t = OffsetDateTime::from(at);
+    let t = if with_nanos { t } else { t.replace_nanosecond(0).unwrap_or(t) };
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// Format like Go's `time.Duration.String`: `850ms`, `2.90373838s`, `1m2.5s`, `1h0m0s`.
+pub fn go_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < 1_000_000 {
+        return format!("{}µs", decimal(nanos, 1_000));
+    }
+    if nanos < 1_000_000_000 {
+        return format!("{}ms", decimal(nanos, 1_000_000));
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    let seconds = decimal(u128::from(s) * 1_000_000_000 + u128::from(d.subsec_nanos()), 1_000_000_000);
+    match (h, m) {
+        (0, 0) => format!("{seconds}s"),
+        (0, m) => format!("{m}m{seconds}s"),
+        (h, m) => format!("{h}h{m}m{seconds}s"),
+    }
+}
+
+/// `value / unit` as a decimal with trailing zeros trimmed.
+fn decimal(value: u128, unit: u128) -> String {
+    let whole = value / unit;
+    let frac = value % unit;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let width = unit.ilog10() as usize;
+    let frac = format!("{frac:0width$}");
+    format!("{whole}.{}", frac.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_duration_matches_go() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(5), "5ns"),
+            (Duration::from_nanos(1_500), "1.5µs"),
+            (Duration::from_millis(850), "850ms"),
+            (Duration::from_nanos(2_903_738_380), "2.90373838s"),
+            (Duration::from_millis(62_500), "1m2.5s"),
+            (Duration::from_secs(3600), "1h0m0s"),
+            (Duration::from_secs(3723), "1h2m3s"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(go_duration(d), want);
+        }
+    }
+
+    #[test]
+    fn zero_expiry_prints_as_go_zero_time() {
+        assert_eq!(unix_rfc3339(ZERO_TIME_UNIX), "0001-01-01T00:00:00Z");
+    }
+}
