@@ -13,10 +13,13 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior};
 
 /// Most messages written per flush, so one busy reader cannot hog its task forever.
 const MAX_BATCH: usize = 256;
+/// How long the close frame may take to write.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serve an admitted connection until it closes.
 pub async fn serve(
@@ -60,7 +63,8 @@ async fn read_loop(
         // every client also sends, so this is strictly more forgiving.
         let frame = match timeout(state.config.pong_timeout, stream.next()).await {
             Err(_) => break CloseReason::Unresponsive,
-            Ok(None | Some(Err(_))) => break CloseReason::PeerGone,
+            Ok(None) => break CloseReason::PeerGone,
+            Ok(Some(Err(e))) => break read_error_reason(e),
             Ok(Some(Ok(frame))) => frame,
         };
         match frame {
@@ -78,7 +82,18 @@ async fn read_loop(
             Message::Ping(_) | Message::Pong(_) => {}
         }
     };
-    subscriber.close(reason);
+    let _ = subscriber.close(reason);
+}
+
+/// A message over the size limit gets close code 1009; any other read error means the
+/// peer is gone.
+fn read_error_reason(error: axum::Error) -> CloseReason {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
+    let inner = error.into_inner();
+    match inner.downcast_ref::<Error>() {
+        Some(Error::Capacity(CapacityError::MessageTooLong { .. })) => CloseReason::TooBig,
+        _ => CloseReason::PeerGone,
+    }
 }
 
 /// Write queued messages (many frames, one flush), ping, and close with a reason.
@@ -97,17 +112,12 @@ async fn write_loop(
     let expiry = sleep_until(expires_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)));
     tokio::pin!(expiry);
     let info = &membership.info;
+    let slow_limit = state.hub.limits().slow_reader_timeout;
 
     let reason = loop {
         tokio::select! {
             biased;
-            changed = close.changed() => {
-                match (changed, *close.borrow()) {
-                    (Ok(()), Some(reason)) => break reason,
-                    (Ok(()), None) => continue,
-                    (Err(_), _) => break CloseReason::PeerGone,
-                }
-            }
+            reason = closing(&mut close) => break reason,
             () = &mut expiry => break CloseReason::Expired,
             _ = ping.tick() => {
                 let sent = timeout(cfg.write_timeout, sink.send(Message::Ping(Default::default()))).await;
@@ -118,7 +128,16 @@ async fn write_loop(
             first = messages.recv() => {
                 let Some(first) = first else { break CloseReason::PeerGone };
                 let batch = drain_batch(first, &mut messages, &subscriber, cfg.coalesce_binary);
-                let written = timeout(cfg.write_timeout, write_batch(&mut sink, &batch)).await;
+                // A reader stuck mid-write must still notice deny, expiry or "too slow".
+                let written = tokio::select! {
+                    written = timeout(cfg.write_timeout, write_batch(&mut sink, &batch)) => written,
+                    reason = closing(&mut close) => break reason,
+                    () = &mut expiry => break CloseReason::Expired,
+                    () = stays_behind(&subscriber, slow_limit) => {
+                        subscriber.close_as_too_slow(&state.metrics);
+                        break CloseReason::TooSlow;
+                    }
+                };
                 if !matches!(written, Ok(Ok(()))) {
                     break CloseReason::PeerGone;
                 }
@@ -132,13 +151,35 @@ async fn write_loop(
             }
         }
     };
+    // A stuck peer must not hold the connection open for long just to hear why it closes.
+    let close_timeout = cfg.write_timeout.min(CLOSE_TIMEOUT);
     if reason != CloseReason::PeerGone {
         let (code, text) = reason.close_frame();
         let frame = Message::Close(Some(CloseFrame { code, reason: text.into() }));
-        let _ = timeout(cfg.write_timeout, sink.send(frame)).await;
+        let _ = timeout(close_timeout, sink.send(frame)).await;
     }
-    let _ = timeout(cfg.write_timeout, sink.close()).await;
+    let _ = timeout(close_timeout, sink.close()).await;
     reason
+}
+
+/// Resolves with the first close reason anyone sets for this connection.
+async fn closing(close: &mut watch::Receiver<Option<CloseReason>>) -> CloseReason {
+    match close.wait_for(Option::is_some).await {
+        Ok(reason) => reason.unwrap_or(CloseReason::PeerGone),
+        Err(_) => CloseReason::PeerGone,
+    }
+}
+
+/// Resolves once the subscriber's queue has stayed full for `limit` while its writer is
+/// stuck (a publisher may not come along to notice once the burst is over).
+async fn stays_behind(subscriber: &Subscriber, limit: Duration) {
+    let poll = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(poll).await;
+        if subscriber.behind_for().is_some_and(|d| d >= limit) {
+            return;
+        }
+    }
 }
 
 /// Take `first` and everything already queued (up to [`MAX_BATCH`]); with coalescing on,

@@ -34,6 +34,8 @@ pub enum CloseReason {
     Unresponsive,
     /// The server is shutting down.
     GoingAway,
+    /// The peer sent a message over the size limit.
+    TooBig,
 }
 
 impl CloseReason {
@@ -46,6 +48,7 @@ impl CloseReason {
             CloseReason::TooSlow => (4008, "reader too slow: queue stayed full"),
             CloseReason::Unresponsive => (4009, "no pong within timeout"),
             CloseReason::GoingAway => (1001, "server going away"),
+            CloseReason::TooBig => (1009, "message too big"),
         }
     }
 }
@@ -103,8 +106,9 @@ pub struct Subscriber {
     pub info: Arc<ConnInfo>,
     queue: mpsc::Sender<Message>,
     queued_bytes: AtomicUsize,
-    /// Milliseconds after `hub.epoch` when the queue was first found full; 0 = not full.
+    /// Milliseconds after `epoch` when the queue was first found full; 0 = not full.
     full_since_ms: AtomicU64,
+    epoch: Instant,
     close: watch::Sender<Option<CloseReason>>,
 }
 
@@ -123,8 +127,8 @@ impl Subscriber {
         self.full_since_ms.store(0, Ordering::Relaxed);
     }
 
-    /// Signal the connection to close; the first reason wins.
-    pub fn close(&self, reason: CloseReason) {
+    /// Signal the connection to close; the first reason wins. True if this call set it.
+    pub fn close(&self, reason: CloseReason) -> bool {
         self.close.send_if_modified(|current| {
             if current.is_none() {
                 *current = Some(reason);
@@ -132,7 +136,22 @@ impl Subscriber {
             } else {
                 false
             }
-        });
+        })
+    }
+
+    /// How long the queue has been full without the writer taking anything, if it is.
+    pub fn behind_for(&self) -> Option<Duration> {
+        match self.full_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(self.epoch.elapsed().saturating_sub(Duration::from_millis(since))),
+        }
+    }
+
+    /// Close as too slow (counted once, however many paths notice).
+    pub fn close_as_too_slow(&self, metrics: &Metrics) {
+        if self.close(CloseReason::TooSlow) {
+            metrics.slow_disconnects.inc();
+        }
     }
 }
 
@@ -246,6 +265,7 @@ impl Hub {
             queue: queue_tx,
             queued_bytes: AtomicUsize::new(0),
             full_since_ms: AtomicU64::new(0),
+            epoch: self.epoch,
             close: close_tx,
         });
         let topic = {
@@ -300,16 +320,12 @@ impl Hub {
         sub.info.drops.fetch_add(1, Ordering::Relaxed);
         self.metrics.drops.inc();
         let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
-        match sub.full_since_ms.compare_exchange(0, now_ms, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => {}
-            Err(since) => {
-                let limit = u64::try_from(self.limits.slow_reader_timeout.as_millis())
-                    .unwrap_or(u64::MAX);
-                if now_ms.saturating_sub(since) >= limit && sub.close.borrow().is_none() {
-                    self.metrics.slow_disconnects.inc();
-                    sub.close(CloseReason::TooSlow);
-                }
-            }
+        let first_drop = sub
+            .full_since_ms
+            .compare_exchange(0, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if !first_drop && sub.behind_for().is_some_and(|d| d >= self.limits.slow_reader_timeout) {
+            sub.close_as_too_slow(&self.metrics);
         }
     }
 
@@ -318,7 +334,7 @@ impl Hub {
         let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
         let mut closed = 0;
         for sub in connections.values().filter(|s| s.info.booking_id == booking_id) {
-            sub.close(CloseReason::Denied);
+            let _ = sub.close(CloseReason::Denied);
             closed += 1;
         }
         closed
@@ -327,7 +343,7 @@ impl Hub {
     /// Tell every connection to close (shutdown).
     pub fn close_all(&self, reason: CloseReason) {
         for sub in self.connections.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            sub.close(reason);
+            let _ = sub.close(reason);
         }
     }
 
@@ -347,6 +363,11 @@ impl Hub {
     /// Number of registered connections (including internal subscribers).
     pub fn connection_count(&self) -> usize {
         self.connections.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The queue bounds every subscriber gets.
+    pub fn limits(&self) -> QueueLimits {
+        self.limits
     }
 
     /// Number of live topics.

@@ -1,0 +1,131 @@
+//! Shared helpers for the relay-server integration tests: a real server on 127.0.0.1:0,
+//! token minting, the access POST and websocket clients.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use relay_auth::{mint, Audience, Claims};
+use relay_server::{RunningServer, ServerConfig};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const SECRET: &[u8] = b"testsecret";
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+pub async fn start(adjust: impl FnOnce(&mut ServerConfig)) -> RunningServer {
+    let mut cfg = ServerConfig::local(SECRET.to_vec());
+    adjust(&mut cfg);
+    RunningServer::start(cfg).await.expect("server starts")
+}
+
+/// Session claims for `topic` valid for a minute, audience the server's access URL.
+pub fn claims(server: &RunningServer, topic: &str, scopes: &[&str]) -> Claims {
+    let now = now();
+    Claims {
+        booking_id: "bid".into(),
+        topic: topic.into(),
+        prefix: "session".into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        aud: Audience::single(server.access_url()),
+        exp: Some(now + 60),
+        nbf: Some(now - 1),
+        iat: Some(now - 1),
+        ..Claims::default()
+    }
+}
+
+pub fn token(claims: &Claims) -> String {
+    mint(claims, SECRET)
+}
+
+pub fn admin_token(server: &RunningServer) -> String {
+    token(&Claims { topic: String::new(), ..claims(server, "", &["relay:admin"]) })
+}
+
+/// POST the access route with `authorization`; returns status and body.
+pub async fn post(url: &str, authorization: Option<&str>) -> (u16, String) {
+    let client = reqwest::Client::new();
+    let mut req = client.post(url);
+    if let Some(a) = authorization {
+        req = req.header("Authorization", a);
+    }
+    let resp = req.send().await.expect("request sent");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+pub async fn get(url: &str, authorization: Option<&str>) -> (u16, String) {
+    let client = reqwest::Client::new();
+    let mut req = client.get(url);
+    if let Some(a) = authorization {
+        req = req.header("Authorization", a);
+    }
+    let resp = req.send().await.expect("request sent");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+/// Trade claims for a websocket uri through the access API.
+pub async fn access_uri(server: &RunningServer, claims: &Claims) -> String {
+    let url = format!("{}/session/{}", server.access_url(), claims.topic);
+    let (status, body) = post(&url, Some(&token(claims))).await;
+    assert_eq!(status, 200, "access refused: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    v["uri"].as_str().expect("uri").to_owned()
+}
+
+/// Access POST then websocket dial.
+pub async fn join(server: &RunningServer, topic: &str, scopes: &[&str]) -> Ws {
+    let uri = access_uri(server, &claims(server, topic, scopes)).await;
+    dial(&uri).await
+}
+
+pub async fn dial(uri: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(uri).await.expect("websocket opens");
+    ws
+}
+
+/// Next data or close frame within `within`; pings and pongs are skipped.
+pub async fn next_frame(ws: &mut Ws, within: Duration) -> Option<Message> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) | Ok(None) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Ok(m))) => return Some(m),
+        }
+    }
+}
+
+/// Assert that nothing but control frames arrives within `within`.
+pub async fn expect_silence(ws: &mut Ws, within: Duration) {
+    if let Some(m) = next_frame(ws, within).await {
+        panic!("expected nothing, got {m:?}");
+    }
+}
+
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
+}
+
+/// Wait until `check` holds, polling every 10 ms, failing after `within`.
+pub async fn wait_until(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The close code of the next close frame, if one arrives within `within`.
+pub async fn close_code(ws: &mut Ws, within: Duration) -> Option<u16> {
+    match next_frame(ws, within).await {
+        Some(Message::Close(Some(frame))) => Some(frame.code.into()),
+        _ => None,
+    }
+}

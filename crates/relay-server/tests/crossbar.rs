@@ -1,0 +1,343 @@
+//! The crossbar against a real server: the reference's crossbar and relay tests (spec §7)
+//! and one test per reference bug this server must not have (B1, B2, B3, B7, B8, B11, B12).
+
+mod common;
+use bytes::Bytes;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use relay_auth::{Audience, Claims};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(5);
+const QUIET: Duration = Duration::from_millis(300);
+
+#[tokio::test]
+async fn messages_cross_both_ways_and_the_sender_never_hears_itself() {
+    let s = start(|_| {}).await;
+    let mut a = join(&s, "123", &["read", "write"]).await;
+    let mut b = join(&s, "123", &["read", "write"]).await;
+    let mut other = join(&s, "456", &["read", "write"]).await;
+    wait_until(WAIT, "three members", || s.connection_count() == 4).await;
+    send_text(&mut a, "ping").await;
+    assert_eq!(next_frame(&mut b, WAIT).await, Some(Message::text("ping")));
+    b.send(Message::Binary(Bytes::from_static(&[0, 1, 2, 255]))).await.unwrap();
+    assert_eq!(next_frame(&mut a, WAIT).await, Some(Message::Binary(Bytes::from_static(&[0, 1, 2, 255]))));
+    expect_silence(&mut a, QUIET).await;
+    expect_silence(&mut other, Duration::from_millis(50)).await;
+}
+
+#[tokio::test]
+async fn messages_are_never_merged_by_default() {
+    let s = start(|_| {}).await;
+    let mut a = join(&s, "t", &["read", "write"]).await;
+    let mut b = join(&s, "t", &["read", "write"]).await;
+    // A burst within the queue bound (128 messages by default, as the reference).
+    for i in 0..120 {
+        a.feed(Message::text(format!("{{\"n\":{i}}}"))).await.unwrap();
+    }
+    a.flush().await.unwrap();
+    for i in 0..120 {
+        assert_eq!(next_frame(&mut b, WAIT).await, Some(Message::text(format!("{{\"n\":{i}}}"))));
+    }
+}
+
+#[tokio::test]
+async fn binary_coalescing_is_an_opt_in() {
+    let s = start(|c| c.coalesce_binary = true).await;
+    let mut a = join(&s, "video", &["read", "write"]).await;
+    let mut b = join(&s, "video", &["read", "write"]).await;
+    let mut total = 0;
+    for _ in 0..100 {
+        a.feed(Message::Binary(Bytes::from(vec![1u8; 1316]))).await.unwrap();
+    }
+    a.flush().await.unwrap();
+    while total < 100 * 1316 {
+        match next_frame(&mut b, WAIT).await {
+            Some(Message::Binary(bytes)) => total += bytes.len(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(total, 100 * 1316);
+}
+
+#[tokio::test]
+async fn scopes_are_enforced_read_only_and_write_only() {
+    let s = start(|_| {}).await;
+    let mut rw = join(&s, "t", &["read", "write"]).await;
+    let mut r = join(&s, "t", &["read"]).await;
+    let mut w = join(&s, "t", &["write"]).await;
+    send_text(&mut r, "from reader").await;
+    expect_silence(&mut rw, QUIET).await;
+    send_text(&mut w, "from writer").await;
+    assert_eq!(next_frame(&mut rw, WAIT).await, Some(Message::text("from writer")));
+    assert_eq!(next_frame(&mut r, WAIT).await, Some(Message::text("from writer")));
+    send_text(&mut rw, "to all").await;
+    assert_eq!(next_frame(&mut r, WAIT).await, Some(Message::text("to all")));
+    expect_silence(&mut w, QUIET).await;
+}
+
+/// Reference bug B3: a refused connection must get an HTTP error with a JSON reason, not
+/// a silent open socket.
+#[tokio::test]
+async fn refused_admissions_get_http_errors_before_the_upgrade() {
+    let s = start(|_| {}).await;
+    let c = claims(&s, "123", &["read", "write"]);
+    let uri = access_uri(&s, &c).await;
+    let relay = s.relay_url().to_owned();
+    let expect_refusal = |uri: String, status: u16| async move {
+        match tokio_tungstenite::connect_async(uri.as_str()).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), status, "{uri}");
+                let body = resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("not json: {body}"));
+                assert!(v["message"].is_string());
+            }
+            other => panic!("{uri}: expected an HTTP refusal, got {:?}", other.map(|_| ())),
+        }
+    };
+    // Wrong topic for this code (PreventValidCodeAtWrongSessionID) burns the code.
+    expect_refusal(uri.replace("/session/123", "/session/456"), 403).await;
+    expect_refusal(uri.clone(), 401).await;
+    expect_refusal(format!("{relay}/session/123"), 401).await;
+    expect_refusal(format!("{relay}/session/123?code=not-a-code"), 401).await;
+    expect_refusal(format!("{relay}/shell/123?code=x"), 404).await;
+    // A reused code (CannotConnectWithReusedCode).
+    let uri = access_uri(&s, &c).await;
+    let _ok = dial(&uri).await;
+    expect_refusal(uri, 401).await;
+    // Wrong audience on the relay (EnforceAudience): a token for another access host
+    // cannot even get a code.
+    let foreign = Claims { aud: Audience::single("ws://wrong.server.io"), ..c.clone() };
+    assert_eq!(post(&format!("{}/session/123", s.access_url()), Some(&token(&foreign))).await.0, 401);
+    // A plain GET does not burn the code.
+    let uri = access_uri(&s, &c).await;
+    let plain = reqwest::get(uri.replace("ws://", "http://")).await.unwrap();
+    assert_eq!(plain.status().as_u16(), 400);
+    let _still_ok = dial(&uri).await;
+    // A token with neither read nor write.
+    let uri = access_uri(&s, &claims(&s, "123", &["other"])).await;
+    expect_refusal(uri, 403).await;
+    assert_eq!(s.connection_count(), 3);
+}
+
+/// Reference bug B7: codes expire at exchange, not only when a sweep runs.
+#[tokio::test]
+async fn an_expired_code_is_refused() {
+    let s = start(|c| c.code_ttl = Duration::ZERO).await;
+    let uri = access_uri(&s, &claims(&s, "t", &["read"])).await;
+    match tokio_tungstenite::connect_async(uri.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn the_null_subprotocol_is_echoed() {
+    let s = start(|_| {}).await;
+    let uri = access_uri(&s, &claims(&s, "t", &["read"])).await;
+    let mut req = uri.into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "null".parse().unwrap());
+    let (_ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "null");
+}
+
+/// EnforceExpiresAt, and reference bugs B11/B20: the connection closes at `exp` with a
+/// close code and reason, and nothing of it remains.
+#[tokio::test]
+async fn a_connection_closes_with_4001_at_token_expiry() {
+    let s = start(|_| {}).await;
+    let c = Claims { exp: Some(now() + 2), ..claims(&s, "t", &["read", "write"]) };
+    let mut a = dial(&access_uri(&s, &c).await).await;
+    let mut b = join(&s, "t", &["read", "write"]).await;
+    send_text(&mut b, "before").await;
+    assert_eq!(next_frame(&mut a, WAIT).await, Some(Message::text("before")));
+    assert_eq!(close_code(&mut a, WAIT).await, Some(4001));
+    wait_until(WAIT, "expired connection freed", || s.connection_count() == 2).await;
+}
+
+/// DenyClosesCurrentConnection (within 100 ms here, 1 s in the reference) and
+/// DeniedBookingIDCannotConnect; then reference bug B2: allow and reconnect with the same
+/// booking id must work (the reference crashed).
+#[tokio::test]
+async fn deny_closes_live_connections_at_once_and_allow_lets_the_booking_back() {
+    let s = start(|c| c.allow_no_booking_id = false).await;
+    let c = claims(&s, "t", &["read", "write"]);
+    let mut a = dial(&access_uri(&s, &c).await).await;
+    let mut b = dial(&access_uri(&s, &c).await).await;
+    let unused_code = access_uri(&s, &c).await;
+    let mut bystander = dial(&access_uri(&s, &Claims { booking_id: "other".into(), ..c.clone() }).await).await;
+    wait_until(WAIT, "members", || s.connection_count() == 4).await;
+
+    let admin = admin_token(&s);
+    let exp = now() + 60;
+    let started = tokio::time::Instant::now();
+    assert_eq!(post(&format!("{}/bids/deny?bid=bid&exp={exp}", s.access_url()), Some(&admin)).await.0, 204);
+    assert_eq!(close_code(&mut a, WAIT).await, Some(4003));
+    assert_eq!(close_code(&mut b, WAIT).await, Some(4003));
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(100), "deny took {took:?}");
+    // Unused codes of the booking were destroyed.
+    assert!(tokio_tungstenite::connect_async(unused_code.as_str()).await.is_err());
+    let (status, _) = post(&format!("{}/session/t", s.access_url()), Some(&token(&c))).await;
+    assert_eq!(status, 400);
+    send_text(&mut bystander, "still here").await;
+    wait_until(WAIT, "denied connections freed", || s.connection_count() == 2).await;
+
+    assert_eq!(post(&format!("{}/bids/allow?bid=bid&exp={exp}", s.access_url()), Some(&admin)).await.0, 204);
+    let mut again = dial(&access_uri(&s, &c).await).await;
+    send_text(&mut bystander, "welcome back").await;
+    assert_eq!(next_frame(&mut again, WAIT).await, Some(Message::text("welcome back")));
+}
+
+/// Reference bug B1: one stalled reader must not slow or freeze anyone else; it loses
+/// messages (counted) and is then disconnected as too slow.
+#[tokio::test]
+async fn a_stalled_reader_never_blocks_the_others() {
+    let s = start(|c| {
+        c.queue_messages = 8;
+        c.slow_reader_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut writer = join(&s, "video", &["write"]).await;
+    let mut fast = join(&s, "video", &["read"]).await;
+    // The stalled reader never reads: its socket buffers fill, then its queue.
+    let stalled = join(&s, "video", &["read"]).await;
+    let mut other_topic_a = join(&s, "data", &["read", "write"]).await;
+    let mut other_topic_b = join(&s, "data", &["read", "write"]).await;
+    wait_until(WAIT, "members", || s.connection_count() == 6).await;
+
+    let payload = Bytes::from(vec![9u8; 64 * 1024]);
+    let frames = 600; // ~38 MiB: far more than socket buffers plus 8 queued messages
+    let reader = tokio::spawn(async move {
+        let mut got = 0usize;
+        while got < frames {
+            match next_frame(&mut fast, WAIT).await {
+                Some(Message::Binary(_)) => got += 1,
+                other => panic!("fast reader got {other:?} after {got}"),
+            }
+        }
+        (got, fast)
+    });
+    for _ in 0..frames {
+        writer.send(Message::Binary(payload.clone())).await.unwrap();
+        // Pace a little so the fast reader (not the relay) is never the bottleneck.
+        tokio::task::yield_now().await;
+    }
+    let (got, _fast) = reader.await.unwrap();
+    assert_eq!(got, frames, "the fast reader received every frame");
+    // Another topic still works while the stalled reader is stuck.
+    send_text(&mut other_topic_a, "alive").await;
+    assert_eq!(next_frame(&mut other_topic_b, WAIT).await, Some(Message::text("alive")));
+    // The stalled reader is disconnected, and the drops were counted.
+    wait_until(WAIT, "stalled reader disconnected", || s.connection_count() == 5).await;
+    let (_, metrics) = get(&format!("{}/metrics", s.access_url()), None).await;
+    assert!(metrics.contains("relay_slow_reader_disconnects_total 1\n"), "{metrics}");
+    assert!(!metrics.contains("relay_drops_total 0\n"), "{metrics}");
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn oversized_messages_close_with_1009_and_others_carry_on() {
+    let s = start(|c| c.max_message_bytes = 1024).await;
+    let mut big = join(&s, "t", &["read", "write"]).await;
+    let mut a = join(&s, "t", &["read", "write"]).await;
+    let mut b = join(&s, "t", &["read", "write"]).await;
+    big.send(Message::Binary(Bytes::from(vec![0u8; 4096]))).await.unwrap();
+    let closed = next_frame(&mut big, WAIT).await;
+    assert!(matches!(&closed, Some(Message::Close(Some(f))) if u16::from(f.code) == 1009) || closed.is_none(), "{closed:?}");
+    send_text(&mut a, "fine").await;
+    assert_eq!(next_frame(&mut b, WAIT).await, Some(Message::text("fine")));
+}
+
+/// Reference bug B11: every registration of a connection is freed when it ends, however
+/// long its token lives.
+#[tokio::test]
+async fn leaving_frees_the_connection_at_once() {
+    let s = start(|_| {}).await;
+    let long = Claims { exp: Some(now() + 30 * 86_400), ..claims(&s, "t", &["read", "write"]) };
+    for _ in 0..20 {
+        let mut ws = dial(&access_uri(&s, &long).await).await;
+        ws.close(None).await.unwrap();
+    }
+    wait_until(WAIT, "all connections freed", || s.connection_count() == 1).await;
+}
+
+#[tokio::test]
+async fn pings_are_sent_and_a_silent_peer_is_closed() {
+    let s = start(|c| {
+        c.ping_interval = Duration::from_millis(100);
+        c.pong_timeout = Duration::from_millis(400);
+    })
+    .await;
+    let mut ws = join(&s, "t", &["read"]).await;
+    // Not polling the socket means no pong is sent; after the timeout the relay closes.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut saw_ping = false;
+    let mut code = None;
+    while let Ok(Some(m)) = tokio::time::timeout(WAIT, ws.next()).await {
+        // Answering a ping can hit the socket the relay already closed.
+        let Ok(m) = m else { break };
+        match m {
+            Message::Ping(_) => saw_ping = true,
+            Message::Close(Some(f)) => {
+                code = Some(u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(saw_ping);
+    assert!(code.is_none_or(|c| c == 4009), "{code:?}");
+    wait_until(WAIT, "silent peer dropped", || s.connection_count() == 1).await;
+}
+
+/// The stats topic: GetStats, plus reference bug B12 (reports starved by traffic).
+#[tokio::test]
+async fn stats_reports_on_update_and_periodically_despite_traffic() {
+    let s = start(|c| c.stats_every = Duration::from_secs(1)).await;
+    let _a = join(&s, "123", &["read", "write"]).await;
+    let _b = join(&s, "123", &["read", "write"]).await;
+    let mut stats = join(&s, "stats", &["read", "write"]).await;
+    send_text(&mut stats, r#"{"cmd":"update"}"#).await;
+    let report = loop {
+        match next_frame(&mut stats, WAIT).await {
+            Some(Message::Text(t)) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if v.as_array().unwrap().iter().filter(|r| r["topic"] == "123").count() == 2 {
+                    break v;
+                }
+            }
+            other => panic!("no report: {other:?}"),
+        }
+    };
+    let first = report.as_array().unwrap().iter().find(|r| r["topic"] == "123").unwrap();
+    for key in ["canRead", "canWrite", "connected", "expiresAt", "remoteAddr", "scopes", "stats", "topic", "userAgent"] {
+        assert!(first.get(key).is_some(), "missing {key}: {first}");
+    }
+    assert_eq!(first["stats"]["rx"]["last"], "Never");
+
+    // Junk and non-update commands every 100 ms must not starve the periodic report.
+    let started = tokio::time::Instant::now();
+    let mut reports = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        send_text(&mut stats, "not json").await;
+        send_text(&mut stats, r#"{"cmd":"other"}"#).await;
+        if let Some(Message::Text(_)) = next_frame(&mut stats, Duration::from_millis(100)).await {
+            reports += 1;
+        }
+    }
+    assert!((1..=3).contains(&reports), "periodic reports in 2.5 s: {reports}");
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_socket_with_going_away() {
+    let s = start(|_| {}).await;
+    let mut a = join(&s, "t", &["read", "write"]).await;
+    let mut b = join(&s, "u", &["read"]).await;
+    let shutdown = tokio::spawn(s.shutdown());
+    assert_eq!(close_code(&mut a, WAIT).await, Some(1001));
+    assert_eq!(close_code(&mut b, WAIT).await, Some(1001));
+    tokio::time::timeout(WAIT, shutdown).await.unwrap().unwrap();
+}
