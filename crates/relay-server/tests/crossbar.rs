@@ -341,3 +341,14 @@ async fn shutdown_closes_every_socket_with_going_away() {
     assert_eq!(close_code(&mut b, WAIT).await, Some(1001));
     tokio::time::timeout(WAIT, shutdown).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_stats_page_is_served_with_the_access_url_filled_in() {
+    let s = start(|_| {}).await;
+    let page_url = format!("{}/stats", s.relay_url().replacen("ws", "http", 1));
+    let (status, page) = get(&page_url, None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("const ACCESS_URL = \"{}\";", s.access_url())), "{page}");
+    assert!(page.contains("/status"));
+    assert_eq!(get(&page_url.replace("/stats", "/healthz"), None).await, (200, "ok\n".into()));
+}
