@@ -44,6 +44,13 @@ pub struct Claims {
     /// Token id; carried but never checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// Shell relay tickets only: a random suffix that makes a client connection's topic
+    /// unguessable.
+    #[serde(default, rename = "topicSalt", skip_serializing_if = "Option::is_none")]
+    pub topic_salt: Option<String>,
+    /// Shell relay tickets only: tell the host to dial in when this connection arrives.
+    #[serde(default, rename = "alertHost", skip_serializing_if = "std::ops::Not::not")]
+    pub alert_host: bool,
 }
 
 impl Claims {

@@ -26,3 +26,9 @@ pub const SCOPE_WRITE: &str = "write";
 pub const SCOPE_ADMIN: &str = "relay:admin";
 /// Scope for `GET /status` and the stats page.
 pub const SCOPE_STATS: &str = "relay:stats";
+/// Shell relay: the experiment's management connection.
+pub const SCOPE_SHELL_HOST: &str = "host";
+/// Shell relay: one admin TCP connection.
+pub const SCOPE_SHELL_CLIENT: &str = "client";
+/// Shell relay: the statistics feed.
+pub const SCOPE_SHELL_STATS: &str = "stats";

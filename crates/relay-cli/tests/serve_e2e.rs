@@ -4,6 +4,7 @@
 //! curl and websocat must be installed (`scripts/test.sh` installs them); the test fails
 //! if they are missing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

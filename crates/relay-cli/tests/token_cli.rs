@@ -1,6 +1,7 @@
 //! `relay token` as a user runs it: the reference's environment, defaults, scope order,
 //! `iat = now − 1`, token + newline on stdout, one line per problem and exit 1.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use std::process::{Command, Output};
 

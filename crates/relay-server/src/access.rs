@@ -24,6 +24,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/session/{session_id}", post(session))
+        .route("/shell/{shell_id}", post(shell))
         .route("/bids/deny", post(deny).get(deny_list))
         .route("/bids/allow", post(allow).get(allow_list))
         .route("/status", get(status))
@@ -115,6 +116,10 @@ fn issue_code(
     if claims.topic != session_id {
         return Err(refuse("wrong_topic", StatusCode::UNAUTHORIZED, "Token Wrong Topic"));
     }
+    if claims.prefix == crate::crossbar::SHELL_PREFIX {
+        // Shell tickets carry the shell scope rules; they are only issued by /shell/{id}.
+        return Err(refuse("wrong_prefix", StatusCode::UNAUTHORIZED, "Token Wrong Connection Type"));
+    }
     if claims.booking_id.is_empty() && !state.config.allow_no_booking_id {
         return Err(refuse(
             "no_booking_id",
@@ -131,14 +136,102 @@ fn issue_code(
     }
     let exp = claims.exp.unwrap_or_default();
     state.deny.allow(&claims.booking_id, exp);
-    let prefix = claims.prefix.clone();
-    let internal = Claims {
-        aud: Audience::single(state.relay_url.clone()),
-        topic: session_id.to_owned(),
-        ..claims
+    let ticket = Claims { topic: session_id.to_owned(), ..claims };
+    Ok(code_uri(state, ticket))
+}
+
+/// Store `ticket` (re-addressed to the relay) under a fresh code and return the websocket
+/// URI that redeems it.
+fn code_uri(state: &AppState, ticket: Claims) -> String {
+    let ticket = Claims { aud: Audience::single(state.relay_url.clone()), ..ticket };
+    let path = format!("{}/{}/{}", state.relay_url, ticket.prefix, ticket.topic);
+    let code = state.codes.submit(ticket, state.now_instant());
+    format!("{path}?code={code}")
+}
+
+#[derive(Deserialize)]
+struct ShellPath {
+    shell_id: String,
+}
+
+/// `POST /shell/{shell_id}`: a host's management connection (scope `host`), one admin TCP
+/// connection (scope `client`, which gets its own salted pair topic), or the stats feed
+/// (scope `stats`, path `stats`), with the shell relay's rules (shell spec §1.4).
+async fn shell(
+    State(state): State<Arc<AppState>>,
+    Path(ShellPath { shell_id }): Path<ShellPath>,
+    headers: HeaderMap,
+) -> Response {
+    match issue_shell_code(&state, &shell_id, &headers) {
+        Ok(uri) => {
+            state.metrics.access("ok");
+            json_line(&json!({ "uri": uri }))
+        }
+        Err((result, err)) => {
+            state.metrics.access(result);
+            tracing::info!(shell_id = %shell_id, status = err.status.as_u16(), body = err.body().trim(), "shell access refused");
+            err.into_response()
+        }
+    }
+}
+
+fn issue_shell_code(
+    state: &AppState,
+    shell_id: &str,
+    headers: &HeaderMap,
+) -> Result<String, (&'static str, ApiError)> {
+    use relay_auth::{SCOPE_SHELL_CLIENT, SCOPE_SHELL_HOST, SCOPE_SHELL_STATS};
+    let claims = authenticate(state, headers).map_err(|e| ("bad_token", e))?;
+    let refuse = |result, message: &str| (result, ApiError::handler(StatusCode::UNAUTHORIZED, message));
+    if !claims.has_required_session_claims() {
+        return Err(refuse("missing_claims", "Token Missing Required Claims"));
+    }
+    if claims.topic != shell_id {
+        return Err(refuse("wrong_topic", "ShellID Does Not Match Token"));
+    }
+    let (host, client, stats) = (
+        claims.has_scope(SCOPE_SHELL_HOST),
+        claims.has_scope(SCOPE_SHELL_CLIENT),
+        claims.has_scope(SCOPE_SHELL_STATS),
+    );
+    if stats && shell_id != "stats" {
+        return Err(refuse("wrong_topic", "Path Not Valid for Stats Scope"));
+    }
+    if !stats && shell_id == "stats" {
+        return Err(refuse("wrong_topic", "Path Not Valid Without Stats Scope"));
+    }
+    if !(host || client || stats) {
+        return Err(refuse("no_scope", "Missing client, host or stats Scope"));
+    }
+    if host && client {
+        return Err(refuse("bad_scope", "Can only have Client Or Host Scope, Not Both"));
+    }
+    if state.deny.is_denied(&claims.booking_id) {
+        return Err((
+            "denied",
+            ApiError::handler(
+                StatusCode::BAD_REQUEST,
+                "bookingID has been deny-listed, probably because the session was cancelled",
+            ),
+        ));
+    }
+    let scopes = vec![relay_auth::SCOPE_READ.to_owned(), relay_auth::SCOPE_WRITE.to_owned()];
+    // The ticket is always a shell one, whatever the token's prefix: its read/write scopes
+    // must never reach a session topic.
+    let claims = Claims { prefix: crate::crossbar::SHELL_PREFIX.to_owned(), ..claims };
+    let ticket = if client {
+        let connection = uuid::Uuid::new_v4();
+        Claims {
+            topic: format!("{shell_id}/{connection}"),
+            topic_salt: Some(uuid::Uuid::new_v4().simple().to_string()),
+            alert_host: true,
+            scopes,
+            ..claims
+        }
+    } else {
+        Claims { topic: shell_id.to_owned(), topic_salt: None, alert_host: false, scopes, ..claims }
     };
-    let code = state.codes.submit(internal, state.now_instant());
-    Ok(format!("{}/{}/{}?code={}", state.relay_url, prefix, session_id, code))
+    Ok(code_uri(state, ticket))
 }
 
 /// Query of the deny/allow routes. Both are strings here so that missing and malformed

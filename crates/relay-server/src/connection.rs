@@ -21,19 +21,32 @@ const MAX_BATCH: usize = 256;
 /// How long the close frame may take to write.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How an admitted connection behaves beyond its scopes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectionOptions {
+    /// Close with 4001 at this instant (the token's `exp`).
+    pub expires_at: Option<Instant>,
+    /// Hold back what this connection sends until something has been written to it: SSH
+    /// is "server speaks first", so the admin's bytes wait for the sshd banner, which
+    /// proves the host's side of the pair has joined (shell spec §1.6.5).
+    pub gate_until_first_write: bool,
+}
+
 /// Serve an admitted connection until it closes.
 pub async fn serve(
     socket: WebSocket,
     state: Arc<AppState>,
     membership: Membership,
     inbox: Inbox,
-    expires_at: Option<Instant>,
+    options: ConnectionOptions,
 ) {
     let (sink, stream) = socket.split();
     let started = Instant::now();
     let subscriber = inbox.subscriber.clone();
-    let mut reader = std::pin::pin!(read_loop(stream, &state, &membership, &subscriber));
-    let mut writer = std::pin::pin!(write_loop(sink, &state, &membership, inbox, expires_at));
+    let (gate_open, gate) = watch::channel(!options.gate_until_first_write);
+    let mut reader = std::pin::pin!(read_loop(stream, &state, &membership, &subscriber, gate));
+    let mut writer =
+        std::pin::pin!(write_loop(sink, &state, &membership, inbox, options.expires_at, gate_open));
     let reason = tokio::select! {
         _ = &mut reader => (&mut writer).await,
         reason = &mut writer => reason,
@@ -56,6 +69,7 @@ async fn read_loop(
     state: &AppState,
     membership: &Membership,
     subscriber: &Subscriber,
+    mut gate: watch::Receiver<bool>,
 ) {
     let info = &membership.info;
     let reason = loop {
@@ -71,6 +85,12 @@ async fn read_loop(
             Message::Text(_) | Message::Binary(_) => {
                 if !info.can_write {
                     continue;
+                }
+                if !*gate.borrow() {
+                    let opened = timeout(state.config.pong_timeout, gate.wait_for(|open| *open)).await;
+                    if !matches!(opened, Ok(Ok(_))) {
+                        break CloseReason::Unresponsive;
+                    }
                 }
                 let len = payload_len(&frame);
                 info.tx.record(len, info.connected_instant.elapsed());
@@ -103,6 +123,7 @@ async fn write_loop(
     membership: &Membership,
     inbox: Inbox,
     expires_at: Option<Instant>,
+    gate_open: watch::Sender<bool>,
 ) -> CloseReason {
     let Inbox { mut messages, mut close, subscriber } = inbox;
     let cfg = &state.config;
@@ -141,6 +162,7 @@ async fn write_loop(
                 if !matches!(written, Ok(Ok(()))) {
                     break CloseReason::PeerGone;
                 }
+                gate_open.send_if_modified(|open| !std::mem::replace(open, true));
                 let since_connect = info.connected_instant.elapsed();
                 for m in &batch {
                     let len = payload_len(m);

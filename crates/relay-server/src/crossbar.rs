@@ -1,12 +1,18 @@
-//! The relay port: `/session/{topic}?code=…` websocket admission, plus `/stats` (a page
-//! for humans) and `/healthz`.
+//! The relay port: `/session/{topic}?code=…` and `/shell/{topic}?code=…` websocket
+//! admission, plus `/stats` (a page for humans) and `/healthz`.
+//!
+//! Shell connections (shell spec §1.6) follow the same admission; on top, a shell client's
+//! connection gets a salted pair topic, its arrival makes the relay send the host's
+//! management connection a `connect` action with a fresh code for that pair, its first
+//! bytes wait for the first byte from the host, and when either end of the pair leaves
+//! the other is closed and the host gets a `disconnect` action.
 //!
 //! Admission happens before the upgrade: a missing, unknown, reused or expired code, a
 //! token for another topic or audience, a denied booking or a token with neither `read`
 //! nor `write` gets an HTTP error with a JSON reason (the reference upgraded first and then
 //! left the socket open and silent).
 
-use crate::connection;
+use crate::connection::{self, ConnectionOptions};
 use crate::error::ApiError;
 use crate::hub::JoinRequest;
 use crate::state::AppState;
@@ -26,8 +32,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
-/// The only connection type this server relays (the reference also reserved `shell`).
+/// Connection type of data sessions (video, JSON commands).
 pub const SESSION_PREFIX: &str = "session";
+/// Connection type of shell (TCP-over-websocket) connections.
+pub const SHELL_PREFIX: &str = "shell";
 
 /// The relay port's router.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -72,7 +80,7 @@ async fn entry(
     match admit(&state, &prefix, &topic, &headers, query, upgrade) {
         Ok((claims, upgrade)) => {
             state.metrics.handshake("ok");
-            upgrade_to_session(state, claims, topic, &headers, peer, upgrade)
+            upgrade_to_connection(state, claims, topic, &headers, peer, upgrade)
         }
         Err((result, err)) => {
             state.metrics.handshake(result);
@@ -93,7 +101,7 @@ fn admit(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<(Claims, WebSocketUpgrade), Refusal> {
     let refuse = |result, status, message: String| (result, ApiError::new(status, message));
-    if prefix != SESSION_PREFIX {
+    if prefix != SESSION_PREFIX && prefix != SHELL_PREFIX {
         return Err(refuse("not_found", StatusCode::NOT_FOUND, format!("unknown connection type {prefix:?}")));
     }
     if !state.config.allowed_origins.is_empty() {
@@ -138,10 +146,83 @@ fn admit(
     if topic == STATS_TOPIC && state.config.stats_require_scope && !claims.has_scope(SCOPE_STATS) {
         return Err(refuse("no_stats_scope", StatusCode::FORBIDDEN, "the stats topic needs the relay:stats scope".into()));
     }
+    if claims.prefix != prefix {
+        return Err(refuse("wrong_prefix", StatusCode::FORBIDDEN, format!("code is not for {prefix:?} connections")));
+    }
+    if claims.alert_host {
+        // Without a host the admin's connection would wait for a banner that never comes.
+        let host = shell_host_key(topic);
+        if state.hub.members(&host) == 0 {
+            return Err(refuse(
+                "host_offline",
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("shell host {:?} is not connected", topic.split('/').next().unwrap_or(topic)),
+            ));
+        }
+    }
     Ok((claims, upgrade))
 }
 
-fn upgrade_to_session(
+/// Hub key of a shell host's management topic for a shell topic `id` or `id/connection`.
+fn shell_host_key(topic: &str) -> String {
+    format!("shell:{}", topic.split('/').next().unwrap_or(topic))
+}
+
+/// Where a connection is routed and how it is reported.
+struct Routing {
+    /// Reported topic.
+    topic: String,
+    /// Hub key.
+    key: String,
+    /// One end of a shell connection pair.
+    paired: bool,
+}
+
+fn routing(claims: &Claims, topic: String) -> Routing {
+    if claims.prefix != SHELL_PREFIX {
+        return Routing { key: topic.clone(), topic, paired: false };
+    }
+    if topic == STATS_TOPIC {
+        // One stats feed covers sessions and shells alike.
+        return Routing { key: topic.clone(), topic, paired: false };
+    }
+    let salt = claims.topic_salt.clone().unwrap_or_default();
+    Routing {
+        key: format!("shell:{topic}{salt}"),
+        topic: format!("shell/{topic}"),
+        paired: !salt.is_empty(),
+    }
+}
+
+/// A shell client's connection tells the host to dial in (a fresh code for the same pair
+/// topic) when it arrives, and to hang up when it leaves.
+struct HostAlert {
+    host_key: String,
+    uuid: String,
+}
+
+impl HostAlert {
+    fn connect(state: &AppState, claims: &Claims) -> Self {
+        let alert = HostAlert { host_key: shell_host_key(&claims.topic), uuid: uuid::Uuid::new_v4().to_string() };
+        let ticket = Claims { alert_host: false, ..claims.clone() };
+        let code = state.codes.submit(ticket, state.now_instant());
+        let uri = format!("{}/{}/{}?code={}", state.relay_url, claims.prefix, claims.topic, code);
+        alert.send(state, "connect", &uri);
+        alert
+    }
+
+    fn disconnect(&self, state: &AppState) {
+        self.send(state, "disconnect", "");
+    }
+
+    fn send(&self, state: &AppState, action: &str, uri: &str) {
+        let json = serde_json::json!({"action": action, "uri": uri, "uuid": self.uuid}).to_string();
+        let hosts = state.hub.publish_to(&self.host_key, &axum::extract::ws::Message::Text(json.into()));
+        tracing::info!(action, uuid = %self.uuid, hosts, "shell host alerted");
+    }
+}
+
+fn upgrade_to_connection(
     state: Arc<AppState>,
     claims: Claims,
     topic: String,
@@ -156,12 +237,15 @@ fn upgrade_to_session(
     let remote_addr = if forwarded.is_empty() { peer.ip().to_string() } else { forwarded };
     let now = state.now_unix();
     let expires_in = claims.exp.map(|exp| Duration::from_secs(u64::try_from(exp - now).unwrap_or(0)));
+    let route = routing(&claims, topic);
     let request = JoinRequest {
         can_read: claims.has_scope(SCOPE_READ),
         can_write: claims.has_scope(SCOPE_WRITE),
-        topic,
-        booking_id: claims.booking_id,
-        scopes: claims.scopes,
+        topic: route.topic,
+        key: route.key,
+        paired: route.paired,
+        booking_id: claims.booking_id.clone(),
+        scopes: claims.scopes.clone(),
         expires_at: claims.exp,
         user_agent: header_text(header::USER_AGENT),
         remote_addr,
@@ -178,8 +262,15 @@ fn upgrade_to_session(
             async move {
                 let (membership, inbox) = state.hub.join(request);
                 tracing::info!(can_read = membership.info.can_read, can_write = membership.info.can_write, "connected");
-                let expires_at = expires_in.map(|d| tokio::time::Instant::now() + d);
-                connection::serve(socket, state, membership, inbox, expires_at).await;
+                let alert = claims.alert_host.then(|| HostAlert::connect(&state, &claims));
+                let options = ConnectionOptions {
+                    expires_at: expires_in.map(|d| tokio::time::Instant::now() + d),
+                    gate_until_first_write: claims.alert_host,
+                };
+                connection::serve(socket, state.clone(), membership, inbox, options).await;
+                if let Some(alert) = alert {
+                    alert.disconnect(&state);
+                }
             }
             .instrument(span)
         })

@@ -36,6 +36,8 @@ pub enum CloseReason {
     GoingAway,
     /// The peer sent a message over the size limit.
     TooBig,
+    /// The other end of a paired (shell) connection left.
+    PeerLeft,
 }
 
 impl CloseReason {
@@ -49,6 +51,7 @@ impl CloseReason {
             CloseReason::Unresponsive => (4009, "no pong within timeout"),
             CloseReason::GoingAway => (1001, "server going away"),
             CloseReason::TooBig => (1009, "message too big"),
+            CloseReason::PeerLeft => (1000, "the other end closed"),
         }
     }
 }
@@ -56,7 +59,10 @@ impl CloseReason {
 /// What is known about a connection, for stats, `/status` and deny.
 pub struct ConnInfo {
     pub id: ConnId,
+    /// The topic as reported (stats, `/status`).
     pub topic: String,
+    /// The hub key the connection is routed by (differs from `topic` for shell connections).
+    pub key: String,
     pub booking_id: String,
     pub scopes: Vec<String>,
     pub can_read: bool,
@@ -166,7 +172,10 @@ pub fn payload_len(message: &Message) -> usize {
 
 /// One topic: the subscribers that receive what any other member writes.
 pub struct Topic {
+    /// The hub key.
     pub name: String,
+    /// A pair topic (one shell connection): when one end leaves, the other is closed.
+    paired: bool,
     subscribers: RwLock<Vec<Arc<Subscriber>>>,
 }
 
@@ -217,7 +226,12 @@ impl Drop for Membership {
 
 /// Details of a connection that is about to join.
 pub struct JoinRequest {
+    /// The topic as reported.
     pub topic: String,
+    /// The hub key to route by; usually equal to `topic`.
+    pub key: String,
+    /// Close the other members when this one leaves (shell connection pairs).
+    pub paired: bool,
     pub booking_id: String,
     pub scopes: Vec<String>,
     pub can_read: bool,
@@ -245,6 +259,7 @@ impl Hub {
         let info = Arc::new(ConnInfo {
             id,
             topic: req.topic,
+            key: req.key,
             booking_id: req.booking_id,
             scopes: req.scopes,
             can_read: req.can_read,
@@ -271,9 +286,13 @@ impl Hub {
         let topic = {
             let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
             let topic = topics
-                .entry(info.topic.clone())
+                .entry(info.key.clone())
                 .or_insert_with(|| {
-                    Arc::new(Topic { name: info.topic.clone(), subscribers: RwLock::default() })
+                    Arc::new(Topic {
+                        name: info.key.clone(),
+                        paired: req.paired,
+                        subscribers: RwLock::default(),
+                    })
                 })
                 .clone();
             // Added under the topics lock so a concurrent leave cannot remove the topic
@@ -293,6 +312,11 @@ impl Hub {
             let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
             let mut subs = topic.subscribers.write().unwrap_or_else(|p| p.into_inner());
             subs.retain(|s| s.info.id != id);
+            if topic.paired {
+                for other in subs.iter() {
+                    let _ = other.close(CloseReason::PeerLeft);
+                }
+            }
             if subs.is_empty() {
                 // Only remove the map entry if it is still this topic object.
                 if topics.get(&topic.name).is_some_and(|t| Arc::ptr_eq(t, topic)) {
@@ -327,6 +351,25 @@ impl Hub {
         if !first_drop && sub.behind_for().is_some_and(|d| d >= self.limits.slow_reader_timeout) {
             sub.close_as_too_slow(&self.metrics);
         }
+    }
+
+    /// Publish `message` to the topic with hub key `key` from the relay itself (not a
+    /// member); returns how many members it was offered to.
+    pub fn publish_to(&self, key: &str, message: &Message) -> usize {
+        let topic = self.topics.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned();
+        match topic {
+            Some(topic) => {
+                topic.publish(self, 0, message);
+                topic.len()
+            }
+            None => 0,
+        }
+    }
+
+    /// Members of the topic with hub key `key` (0 when it does not exist).
+    pub fn members(&self, key: &str) -> usize {
+        let topic = self.topics.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned();
+        topic.map_or(0, |t| t.len())
     }
 
     /// Close every live connection of `booking_id`; returns how many were told.
@@ -390,6 +433,8 @@ mod tests {
     fn member(topic: &str, read: bool, write: bool) -> JoinRequest {
         JoinRequest {
             topic: topic.into(),
+            key: topic.into(),
+            paired: false,
             booking_id: "b".into(),
             scopes: vec![],
             can_read: read,
@@ -476,6 +521,7 @@ mod tests {
         assert_eq!(hub.connection_count(), 0);
         assert_eq!(hub.metrics.connections.get(), 0);
         // The same booking id can join again after a deny (reference bug B2 crashed here).
+        // (Paired topics are tested through the shell relay.)
         let (_again, _) = hub.join(member("t", true, true));
         assert_eq!(hub.connection_count(), 1);
     }

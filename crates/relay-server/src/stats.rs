@@ -37,6 +37,8 @@ fn is_update(message: &Message) -> bool {
 pub async fn run(state: Arc<AppState>) {
     let (membership, mut inbox) = state.hub.join(JoinRequest {
         topic: STATS_TOPIC.into(),
+        key: STATS_TOPIC.into(),
+        paired: false,
         booking_id: String::new(),
         scopes: vec!["read".into(), "stats".into(), "write".into()],
         can_read: true,

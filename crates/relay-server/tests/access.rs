@@ -1,6 +1,7 @@
 //! The access API against a real server: the reference's access tests (spec §7
 //! internal/access), the deny/allow flow, `/status`, and a table of hostile requests.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 mod common;
 use common::*;
 use relay_auth::{mint, Audience, Claims};

@@ -1,6 +1,7 @@
 //! The crossbar against a real server: the reference's crossbar and relay tests (spec §7)
 //! and one test per reference bug this server must not have (B1, B2, B3, B7, B8, B11, B12).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 mod common;
 use bytes::Bytes;
 use common::*;
@@ -102,7 +103,7 @@ async fn refused_admissions_get_http_errors_before_the_upgrade() {
     expect_refusal(uri.clone(), 401).await;
     expect_refusal(format!("{relay}/session/123"), 401).await;
     expect_refusal(format!("{relay}/session/123?code=not-a-code"), 401).await;
-    expect_refusal(format!("{relay}/shell/123?code=x"), 404).await;
+    expect_refusal(format!("{relay}/nope/123?code=x"), 404).await;
     // A reused code (CannotConnectWithReusedCode).
     let uri = access_uri(&s, &c).await;
     let _ok = dial(&uri).await;

@@ -1,6 +1,6 @@
 //! Shared helpers for the relay-server integration tests: a real server on 127.0.0.1:0,
 //! token minting, the access POST and websocket clients.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use futures_util::{SinkExt, StreamExt};
 use relay_auth::{mint, Audience, Claims};

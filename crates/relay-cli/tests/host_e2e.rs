@@ -1,0 +1,371 @@
+//! End to end for `relay host`, with the programs an experiment uses: ffmpeg posts MPEG-TS
+//! to the real `relay host` binary, which carries it (rules from a TOML file, tokens from
+//! `relay token`) to the real `relay serve`; a viewer records what arrives and ffprobe
+//! checks it decodes with every frame. websocat plays the serial bridge on feed `data`
+//! and a remote user on the relay. A fault test restarts the relay while ffmpeg streams.
+//! ffmpeg, ffprobe, curl and websocat must be installed; the tests fail if they are not.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use relay_client::session::{Message, Session, SessionConfig};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const RELAY: &str = env!("CARGO_BIN_EXE_relay");
+const SECRET: &str = "host-e2e-secret";
+
+fn require(program: &str) {
+    let found = Command::new("sh").args(["-c", &format!("command -v {program}")]).output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "{program} is required for this test (apt-get install -y ffmpeg curl; websocat from its releases)"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("relay-host-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A token from the real `relay token`.
+fn mint(access: &str, topic: &str, read: bool, write: bool) -> String {
+    let out = Command::new(RELAY)
+        .arg("token")
+        .env("RELAY_TOKEN_AUDIENCE", access)
+        .env("RELAY_TOKEN_SECRET", SECRET)
+        .env("RELAY_TOKEN_LIFETIME", "600")
+        .env("RELAY_TOKEN_TOPIC", topic)
+        .env("RELAY_TOKEN_SCOPE_READ", read.to_string())
+        .env("RELAY_TOKEN_SCOPE_WRITE", write.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "relay token: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn curl(args: &[&str]) -> Option<String> {
+    let out = Command::new("curl").args(["-sS", "--max-time", "5"]).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The real `relay serve` on fixed ports (so it can be restarted on the same ones).
+struct Relay {
+    access: String,
+    port_access: u16,
+    port_relay: u16,
+    log: PathBuf,
+}
+
+impl Relay {
+    fn new(dir: &Path) -> Self {
+        let port_access = free_port();
+        let port_relay = free_port();
+        Relay { access: format!("http://127.0.0.1:{port_access}"), port_access, port_relay, log: dir.join("relay.log") }
+    }
+
+    async fn start(&self) -> Killed {
+        let child = Command::new(RELAY)
+            .arg("serve")
+            .env("RELAY_AUDIENCE", &self.access)
+            .env("RELAY_URL", format!("ws://127.0.0.1:{}", self.port_relay))
+            .env("RELAY_SECRET", SECRET)
+            .env("RELAY_PORT_ACCESS", self.port_access.to_string())
+            .env("RELAY_PORT_RELAY", self.port_relay.to_string())
+            .env("RELAY_BIND", "127.0.0.1")
+            .env("RELAY_ALLOW_NO_BOOKING_ID", "true")
+            .env("RELAY_LOG_FILE", &self.log)
+            .env("RELAY_LOG_LEVEL", "info")
+            .spawn()
+            .unwrap();
+        let access = self.access.clone();
+        wait_until("relay serve to listen", Duration::from_secs(15), || curl(&[&format!("{access}/healthz")]).is_some()).await;
+        Killed(child)
+    }
+}
+
+/// The real `relay host` with a rules file, listening on 127.0.0.1:`port`.
+async fn start_host(dir: &Path, port: u16, rules: &Path) -> Killed {
+    let child = Command::new(RELAY)
+        .arg("host")
+        .env("VW_PORT", port.to_string())
+        .env("VW_RULES", rules)
+        .env("VW_LOG_LEVEL", "info")
+        .env("VW_LOG_FILE", dir.join("host.log"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let health = format!("http://127.0.0.1:{port}/healthcheck");
+    wait_until("relay host to listen", Duration::from_secs(15), || curl(&[&health]).as_deref() == Some("\"ok\"\n")).await;
+    Killed(child)
+}
+
+/// Whether every listed destination of the host reports a live relay link.
+fn host_connected(port: u16, ids: &[&str]) -> bool {
+    let Some(body) = curl(&[&format!("http://127.0.0.1:{port}/api/status")]) else { return false };
+    let Ok(status) = serde_json::from_str::<serde_json::Value>(&body) else { return false };
+    ids.iter().all(|id| status[id]["connected"] == serde_json::Value::Bool(true))
+}
+
+/// A viewer on the relay that records every binary message, with arrival times.
+struct Recorder {
+    received: Arc<Mutex<Vec<(Instant, Vec<u8>)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Recorder {
+    async fn start(access: &str, topic: &str, token: String) -> Self {
+        let config = SessionConfig::new(format!("{access}/session/{topic}")).with_token(token);
+        let mut session = Session::spawn(config);
+        tokio::time::timeout(Duration::from_secs(15), session.wait_connected()).await.unwrap().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        let task = tokio::spawn(async move {
+            while let Some(message) = session.recv().await {
+                if let Message::Binary(data) = message {
+                    sink.lock().unwrap().push((Instant::now(), data.to_vec()));
+                }
+            }
+        });
+        Recorder { received, task }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        self.received.lock().unwrap().iter().flat_map(|(_, d)| d.clone()).collect()
+    }
+
+    fn count_since(&self, since: Instant) -> usize {
+        self.received.lock().unwrap().iter().filter(|(at, _)| *at >= since).count()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// ffmpeg encoding a test pattern as the experiment's camera would, posting to /ts/video.
+fn ffmpeg_camera(port: u16, frames: Option<u32>) -> Killed {
+    let mut command = Command::new("ffmpeg");
+    command.args(["-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"]);
+    if let Some(frames) = frames {
+        command.args(["-frames:v", &frames.to_string()]);
+    }
+    command
+        .args(["-c:v", "mpeg1video", "-b:v", "1000k", "-bf", "0", "-f", "mpegts"])
+        .arg(format!("http://127.0.0.1:{port}/ts/video"))
+        .stdin(Stdio::null());
+    Killed(command.spawn().unwrap())
+}
+
+/// Frames ffprobe counts in a recording, and what ffmpeg says when decoding it.
+fn probe(path: &Path) -> (u64, String) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    // ffprobe may print the count once per program and once per stream.
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let frames = stdout.lines().find_map(|l| l.trim().trim_end_matches(',').parse().ok()).unwrap_or(0);
+    let decode = Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(path).args(["-f", "null", "-"]).output().unwrap();
+    (frames, String::from_utf8_lossy(&decode.stderr).into_owned())
+}
+
+/// websocat connected to `url`, with its output lines on a channel.
+fn websocat(url: &str) -> (Killed, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new("websocat")
+        .args(["--text", url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (Killed(child), rx)
+}
+
+fn say(child: &mut Killed, line: &str) {
+    let stdin = child.0.stdin.as_mut().unwrap();
+    writeln!(stdin, "{line}").unwrap();
+    stdin.flush().unwrap();
+}
+
+fn write_rules(path: &Path, access: &str, extra: &str) {
+    let rules = format!(
+        r#"# Written by the e2e test the way an experiment would.
+[[destinations]]
+id = "video"
+stream = "video"
+destination = "{access}/session/expt00-video"
+token_file = "video.jwt"
+
+[[destinations]]
+id = "data"
+stream = "data"
+destination = "{access}/session/expt00-data"
+token_file = "data.jwt"
+{extra}"#
+    );
+    std::fs::write(path, rules).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_video_and_serial_data_flow_through_the_real_host_and_relay() {
+    for program in ["ffmpeg", "ffprobe", "curl", "websocat"] {
+        require(program);
+    }
+    let dir = temp_dir("flow");
+    let relay = Relay::new(&dir);
+    let _relay_process = relay.start().await;
+    std::fs::write(dir.join("video.jwt"), mint(&relay.access, "expt00-video", false, true)).unwrap();
+    std::fs::write(dir.join("data.jwt"), mint(&relay.access, "expt00-data", true, true)).unwrap();
+    let rules = dir.join("rules.toml");
+    write_rules(&rules, &relay.access, "");
+    let port = free_port();
+    let mut host = start_host(&dir, port, &rules).await;
+    wait_until("host destinations to connect", Duration::from_secs(15), || host_connected(port, &["video", "data"])).await;
+
+    // Video: ffmpeg → /ts/video → relay → a read-only viewer.
+    let viewer = Recorder::start(&relay.access, "expt00-video", mint(&relay.access, "expt00-video", true, false)).await;
+    let frames = 100;
+    let mut camera = ffmpeg_camera(port, Some(frames));
+    let posted = tokio::task::spawn_blocking(move || camera.0.wait().unwrap()).await.unwrap();
+    assert!(posted.success(), "ffmpeg failed to post to relay host");
+    let recording = dir.join("recording.ts");
+    let mut last = (0, String::new());
+    wait_until("the viewer's recording to hold every frame", Duration::from_secs(15), || {
+        std::fs::write(&recording, viewer.bytes()).unwrap();
+        last = probe(&recording);
+        last.0 >= frames as u64
+    })
+    .await;
+    let (decoded, errors) = last;
+    assert_eq!(decoded, frames as u64, "frame count of the recording");
+    assert!(errors.trim().is_empty(), "the recording does not decode cleanly: {errors}");
+    println!("video: {frames} frames, {} bytes, decoded without errors", viewer.bytes().len());
+
+    // Data: websocat as the serial bridge on /ws/data ↔ websocat as a user on the relay.
+    let (mut bridge, bridge_out) = websocat(&format!("ws://127.0.0.1:{port}/ws/data"));
+    let user_token = mint(&relay.access, "expt00-data", true, true);
+    let uri = curl(&["-X", "POST", "-H", &format!("Authorization: {user_token}"), &format!("{}/session/expt00-data", relay.access)])
+        .expect("access POST failed");
+    let uri: serde_json::Value = serde_json::from_str(&uri).unwrap();
+    let (mut user, user_out) = websocat(uri["uri"].as_str().unwrap());
+    // Either side may connect last; repeat the first command until the bridge hears it.
+    let mut heard = None;
+    for _ in 0..50 {
+        say(&mut user, "{\"set\":\"speed\",\"to\":2}");
+        if let Ok(line) = bridge_out.recv_timeout(Duration::from_millis(200)) {
+            heard = Some(line);
+            break;
+        }
+    }
+    assert_eq!(heard.as_deref(), Some("{\"set\":\"speed\",\"to\":2}"));
+    say(&mut bridge, "{\"speed\":2}");
+    let reply = loop {
+        let line = user_out.recv_timeout(Duration::from_secs(5)).expect("the user got no reply");
+        if !line.starts_with("{\"set\"") {
+            break line;
+        }
+    };
+    assert_eq!(reply, "{\"speed\":2}");
+
+    // SIGHUP reloads the rules file: a new stream destination appears, others stay up.
+    write_rules(
+        &rules,
+        &relay.access,
+        &format!(
+            "\n[[streams]]\nstream = \"stream/all\"\nfeeds = [\"video\", \"data\"]\n\n[[destinations]]\nid = \"all\"\nstream = \"stream/all\"\ndestination = \"{}/session/expt00-all\"\ntoken_file = \"video.jwt\"\n",
+            relay.access
+        ),
+    );
+    assert!(Command::new("kill").args(["-HUP", &host.0.id().to_string()]).status().unwrap().success());
+    wait_until("the reloaded rule to appear", Duration::from_secs(10), || {
+        curl(&[&format!("http://127.0.0.1:{port}/api/streams/all")]).is_some_and(|b| b.contains("stream/all"))
+    })
+    .await;
+    assert!(host_connected(port, &["video", "data"]));
+
+    // SIGTERM: clean exit 0.
+    assert!(Command::new("kill").args(["-TERM", &host.0.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = host.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "relay host did not exit on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "relay host exited with {status}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_reconnects_by_itself_when_the_relay_restarts_during_streaming() {
+    for program in ["ffmpeg", "ffprobe", "curl"] {
+        require(program);
+    }
+    let dir = temp_dir("fault");
+    let relay = Relay::new(&dir);
+    let relay_process = relay.start().await;
+    std::fs::write(dir.join("video.jwt"), mint(&relay.access, "expt00-video", false, true)).unwrap();
+    std::fs::write(dir.join("data.jwt"), mint(&relay.access, "expt00-data", true, true)).unwrap();
+    let rules = dir.join("rules.toml");
+    write_rules(&rules, &relay.access, "");
+    let port = free_port();
+    let _host = start_host(&dir, port, &rules).await;
+    wait_until("host destinations to connect", Duration::from_secs(15), || host_connected(port, &["video"])).await;
+    let viewer = Recorder::start(&relay.access, "expt00-video", mint(&relay.access, "expt00-video", true, false)).await;
+    let _camera = ffmpeg_camera(port, None);
+    let started = Instant::now();
+    wait_until("video before the fault", Duration::from_secs(15), || viewer.count_since(started) >= 25).await;
+
+    drop(relay_process); // SIGKILL: the relay vanishes without closing anything.
+    wait_until("the host to notice", Duration::from_secs(15), || !host_connected(port, &["video"])).await;
+    let _relay_process = relay.start().await;
+    let restarted = Instant::now();
+    wait_until("the host to reconnect", Duration::from_secs(20), || host_connected(port, &["video"])).await;
+    let host_back = restarted.elapsed();
+    wait_until("video at the viewer again", Duration::from_secs(20), || viewer.count_since(restarted) >= 25).await;
+    let video_back = restarted.elapsed();
+    println!("relay restarted: host reconnected after {host_back:?}; viewer had 25 new frames after {video_back:?}");
+    // Nobody waits longer than the 10 s backoff cap.
+    assert!(host_back < Duration::from_secs(12), "{host_back:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
