@@ -259,7 +259,8 @@ fn print_dev_banner(server: &RunningServer, secret: &[u8]) {
     println!("{}", lines.join("\n"));
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -2,6 +2,7 @@
 //! print it followed by a newline, exactly as the reference does (spec §4): scopes in the
 //! order `relay:admin`, `write`, `read`, then `RELAY_TOKEN_SCOPE_OTHER`; `iat = now − 1`,
 //! `nbf = iat`, `exp = iat + lifetime`; one line per missing variable and exit 1.
+//! `--role host|client|stats` (`RELAY_TOKEN_ROLE`) mints shell relay tokens.
 
 use clap::{ArgAction, Args};
 use relay_auth::{mint, Audience, Claims, SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE};
@@ -41,6 +42,10 @@ pub struct TokenArgs {
     /// Add one more scope, e.g. `relay:stats`.
     #[arg(long, env = "RELAY_TOKEN_SCOPE_OTHER")]
     scope_other: Option<String>,
+    /// Mint a shell relay token instead: scope `host` (the experiment), `client` (an admin)
+    /// or `stats`, with connection type `shell`; the read/write/admin scopes are not added.
+    #[arg(long, env = "RELAY_TOKEN_ROLE", value_parser = ["host", "client", "stats"])]
+    role: Option<String>,
 }
 
 /// Build the claims, or the list of problems (one line each).
@@ -62,14 +67,14 @@ fn claims(args: &TokenArgs, now: i64) -> Result<Claims, Vec<String>> {
         problems.push("RELAY_TOKEN_TOPIC not set".to_owned());
     }
     let mut scopes = Vec::new();
-    for (on, scope) in [
+    let flag_scopes = [
         (args.scope_admin, SCOPE_ADMIN),
         (args.scope_write, SCOPE_WRITE),
         (args.scope_read, SCOPE_READ),
-    ] {
-        if on {
-            scopes.push(scope.to_owned());
-        }
+    ];
+    match &args.role {
+        Some(role) => scopes.push(role.clone()),
+        None => scopes.extend(flag_scopes.iter().filter(|(on, _)| *on).map(|(_, s)| (*s).to_owned())),
     }
     if let Some(other) = args.scope_other.as_deref().filter(|s| !s.is_empty()) {
         scopes.push(other.to_owned());
@@ -84,7 +89,7 @@ fn claims(args: &TokenArgs, now: i64) -> Result<Claims, Vec<String>> {
     Ok(Claims {
         booking_id: args.booking_id.clone(),
         topic,
-        prefix: args.connection_type.clone(),
+        prefix: if args.role.is_some() { "shell".to_owned() } else { args.connection_type.clone() },
         scopes,
         aud: Audience(audience.into_iter().collect()),
         exp: Some(iat.saturating_add(lifetime)),

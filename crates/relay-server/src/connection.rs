@@ -175,6 +175,15 @@ async fn write_loop(
     };
     // A stuck peer must not hold the connection open for long just to hear why it closes.
     let close_timeout = cfg.write_timeout.min(CLOSE_TIMEOUT);
+    if reason == CloseReason::PeerLeft {
+        // The other end of a shell pair said everything before it left: deliver it all.
+        while let Ok(first) = messages.try_recv() {
+            let batch = drain_batch(first, &mut messages, &subscriber, false);
+            if !matches!(timeout(cfg.write_timeout, write_batch(&mut sink, &batch)).await, Ok(Ok(()))) {
+                break;
+            }
+        }
+    }
     if reason != CloseReason::PeerGone {
         let (code, text) = reason.close_frame();
         let frame = Message::Close(Some(CloseFrame { code, reason: text.into() }));
