@@ -1,0 +1,247 @@
+//! End to end with real OpenSSH: sshd on a loopback port (key auth, test-only keys),
+//! `relay serve`, `relay shell host`, `relay shell client`; ssh runs a command, scp moves a
+//! 50 MB file both ways, 20 sessions run at once, and afterwards neither the relay nor the
+//! host holds anything. sshd, ssh, scp and ssh-keygen must be installed (`scripts/test.sh`
+//! installs openssh); the test fails if they are missing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const RELAY: &str = env!("CARGO_BIN_EXE_relay");
+const SECRET: &str = "shell-e2e-secret";
+const SSHD: &str = "/usr/sbin/sshd";
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn require(program: &str) {
+    let ok = Path::new(program).is_absolute() && Path::new(program).exists()
+        || Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success());
+    assert!(ok, "{program} is required for this test: run scripts/test.sh, which installs openssh");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Established TCP connections whose local or remote port is `port` (from /proc/net/tcp).
+fn established_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let hex = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            cols.len() > 3 && cols[3] == "01" && (cols[1].ends_with(&hex) || cols[2].ends_with(&hex))
+        })
+        .count()
+}
+
+fn mint(access: &str, topic: &str, role: &str) -> String {
+    let out = run(Command::new(RELAY)
+        .args(["token", "--role", role])
+        .env("RELAY_TOKEN_AUDIENCE", access)
+        .env("RELAY_TOKEN_SECRET", SECRET)
+        .env("RELAY_TOKEN_LIFETIME", "3600")
+        .env("RELAY_TOKEN_TOPIC", topic));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+struct Ssh {
+    dir: PathBuf,
+    port: u16,
+    user: String,
+}
+
+impl Ssh {
+    fn args(&self, extra: &[&str]) -> Vec<String> {
+        let key = self.dir.join("client_key");
+        let mut args: Vec<String> = vec![
+            "-i".into(),
+            key.display().to_string(),
+            "-o".into(),
+            "StrictHostKeyChecking=no".into(),
+            "-o".into(),
+            "UserKnownHostsFile=/dev/null".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    fn command(&self, remote: &str) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(self.args(&["-p", &self.port.to_string()]))
+            .arg(format!("{}@127.0.0.1", self.user))
+            .arg(remote);
+        cmd
+    }
+
+    fn scp(&self, from: &str, to: &str) {
+        let mut cmd = Command::new("scp");
+        cmd.args(self.args(&["-P", &self.port.to_string()])).arg(from).arg(to);
+        run(&mut cmd);
+    }
+}
+
+fn sha(path: &Path) -> String {
+    let out = run(Command::new("sha256sum").arg(path));
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+}
+
+#[test]
+fn openssh_through_the_relay() {
+    for program in [SSHD, "ssh", "scp", "ssh-keygen", "sha256sum", "curl"] {
+        require(program);
+    }
+    let dir = std::env::temp_dir().join(format!("relay-shell-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all("/run/sshd").ok(); // sshd's privilege separation directory
+    for key in ["host_key", "client_key"] {
+        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.join(key)));
+    }
+    std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
+    let user = String::from_utf8(run(&mut Command::new("id").arg("-un")).stdout).unwrap().trim().to_owned();
+
+    let sshd_port = free_port();
+    let config = format!(
+        "Port {sshd_port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
+         PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+         PermitRootLogin prohibit-password\nPidFile none\nSubsystem sftp internal-sftp\n\
+         MaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n",
+        hk = dir.join("host_key").display(),
+        ak = dir.join("authorized_keys").display(),
+    );
+    std::fs::write(dir.join("sshd_config"), config).unwrap();
+    let _sshd = Killed(
+        Command::new(SSHD).args(["-D", "-e", "-f"]).arg(dir.join("sshd_config")).stderr(Stdio::null()).spawn().unwrap(),
+    );
+    wait_until("sshd listening", Duration::from_secs(10), || port_open(sshd_port));
+
+    let (pa, pr) = (free_port(), free_port());
+    let access = format!("http://127.0.0.1:{pa}");
+    let _relay = Killed(
+        Command::new(RELAY)
+            .args(["serve", "--bind", "127.0.0.1", "--log-file", "stderr"])
+            .env("RELAY_AUDIENCE", &access)
+            .env("RELAY_URL", format!("ws://127.0.0.1:{pr}"))
+            .env("RELAY_SECRET", SECRET)
+            .env("RELAY_PORT_ACCESS", pa.to_string())
+            .env("RELAY_PORT_RELAY", pr.to_string())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("relay listening", Duration::from_secs(10), || port_open(pa) && port_open(pr));
+    let session = format!("{access}/shell/expt");
+    let _host = Killed(
+        Command::new(RELAY)
+            .args(["shell", "host"])
+            .env("SHELLHOST_RELAYSESSION", &session)
+            .env("SHELLHOST_TOKEN", mint(&access, "expt", "host"))
+            .env("SHELLHOST_LOCALPORT", sshd_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client_port = free_port();
+    let _client = Killed(
+        Command::new(RELAY)
+            .args(["shell", "client"])
+            .env("SHELLCLIENT_RELAYSESSION", &session)
+            .env("SHELLCLIENT_TOKEN", mint(&access, "expt", "client"))
+            .env("SHELLCLIENT_LOCALPORT", client_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("shell client listening", Duration::from_secs(10), || port_open(client_port));
+    let stats = {
+        let out = run(Command::new(RELAY)
+            .arg("token")
+            .env("RELAY_TOKEN_AUDIENCE", &access)
+            .env("RELAY_TOKEN_SECRET", SECRET)
+            .env("RELAY_TOKEN_LIFETIME", "3600")
+            .env("RELAY_TOKEN_TOPIC", "stats")
+            .env("RELAY_TOKEN_SCOPE_OTHER", "relay:stats"));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let status = || {
+        let out = run(Command::new("curl").args(["-s", "-H"]).arg(format!("Authorization: {stats}")).arg(format!("{access}/status")));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array().unwrap().iter().filter_map(|r| r["topic"].as_str().map(str::to_owned)).collect::<Vec<_>>()
+    };
+    wait_until("host management connection", Duration::from_secs(15), || status().iter().any(|t| t == "shell/expt"));
+
+    let ssh = Ssh { dir: dir.clone(), port: client_port, user };
+    let out = run(&mut ssh.command("echo hello from $(hostname)"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("hello from"), "{out:?}");
+
+    // scp of 50 MB of random bytes, both ways.
+    let original = dir.join("random.bin");
+    run(Command::new("head").args(["-c", "52428800", "/dev/urandom"]).stdout(std::fs::File::create(&original).unwrap()));
+    let remote_copy = dir.join("uploaded.bin");
+    let started = Instant::now();
+    ssh.scp(&original.display().to_string(), &format!("{}@127.0.0.1:{}", ssh.user, remote_copy.display()));
+    let up = started.elapsed();
+    let downloaded = dir.join("downloaded.bin");
+    let started = Instant::now();
+    ssh.scp(&format!("{}@127.0.0.1:{}", ssh.user, remote_copy.display()), &downloaded.display().to_string());
+    let down = started.elapsed();
+    let want = sha(&original);
+    assert_eq!(sha(&remote_copy), want, "upload corrupted");
+    assert_eq!(sha(&downloaded), want, "download corrupted");
+    eprintln!("scp 50 MB through the relay: up {up:?}, down {down:?}");
+
+    // 20 concurrent sessions.
+    let children: Vec<Child> = (0..20)
+        .map(|i| ssh.command(&format!("sleep 1; echo session-{i}")).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "session {i}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("session-{i}"));
+    }
+
+    // Nothing left over: only the host's management connection (and the stats reporter)
+    // at the relay, and no TCP connection between the host and sshd.
+    wait_until("relay shell connections freed", Duration::from_secs(15), || {
+        status().iter().all(|t| t == "shell/expt" || t == "stats")
+    });
+    wait_until("host's sshd connections closed", Duration::from_secs(15), || established_on(sshd_port) == 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
