@@ -34,7 +34,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .or_else(|_| {
             // humantime wants spaces between units that Go writes together ("1m0s").
             let spaced: String = s.chars().fold(String::new(), |mut out, c| {
-                if c.is_ascii_digit() && out.chars().last().is_some_and(|p| p.is_ascii_alphabetic()) {
+                if c.is_ascii_digit() && out.chars().last().is_some_and(|p| p.is_ascii_alphabetic())
+                {
                     out.push(' ');
                 }
                 out.push(c);
@@ -59,7 +60,12 @@ fn log_level(level: i32) -> LogLevel {
 #[derive(Args)]
 pub struct ServeArgs {
     /// TCP port to listen on (all interfaces); 0 picks a free port, -1 means 80.
-    #[arg(long, env = "RELAY_HTTP_PORT", default_value_t = 80, allow_hyphen_values = true)]
+    #[arg(
+        long,
+        env = "RELAY_HTTP_PORT",
+        default_value_t = 80,
+        allow_hyphen_values = true
+    )]
     port: i32,
     /// Address to bind (ours; the reference always binds every interface).
     #[arg(long, env = "RELAY_HTTP_BIND", default_value = "0.0.0.0")]
@@ -77,14 +83,22 @@ pub struct ServeArgs {
     #[arg(long = "log_level", default_value_t = 0, allow_hyphen_values = true)]
     log_level: i32,
     /// Largest user request body in bytes; 0 is unlimited (the reference's behaviour).
-    #[arg(long = "max_request_body", env = "RELAY_HTTP_MAX_REQUEST_BODY", default_value_t = 0)]
+    #[arg(
+        long = "max_request_body",
+        env = "RELAY_HTTP_MAX_REQUEST_BODY",
+        default_value_t = 0
+    )]
     max_request_body: u64,
     /// Bodies longer than this are streamed to relay-clients that can pull them in pieces.
     #[arg(long = "body_stream_threshold", default_value_t = 256 * 1024)]
     body_stream_threshold: usize,
     /// HMAC secret of relay JWTs; when set, relay-clients must present a token with the
     /// scope `http:server:<name>` (or `http:server:*`) for each name they serve.
-    #[arg(long = "auth_secret", env = "RELAY_HTTP_SECRET", hide_env_values = true)]
+    #[arg(
+        long = "auth_secret",
+        env = "RELAY_HTTP_SECRET",
+        hide_env_values = true
+    )]
     auth_secret: Option<String>,
     /// When set with --auth_secret, tokens' `aud` must contain this value.
     #[arg(long = "auth_audience", env = "RELAY_HTTP_AUDIENCE")]
@@ -109,7 +123,7 @@ pub struct ClientArgs {
     #[arg(long = "backend_path", default_value = "")]
     backend_path: String,
     /// Send the user's original Host header to the backend.
-    #[arg(long = "preserve_host", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long = "preserve_host", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     preserve_host: bool,
     /// Scheme towards the relay server.
     #[arg(long = "relay_scheme", default_value = "https")]
@@ -121,7 +135,11 @@ pub struct ClientArgs {
     #[arg(long = "relay_prefix", default_value = "")]
     relay_prefix: String,
     /// Name to poll for (users reach it as /client/<name>/).
-    #[arg(long = "server_name", env = "RELAY_HTTP_SERVER_NAME", default_value = "server_name")]
+    #[arg(
+        long = "server_name",
+        env = "RELAY_HTTP_SERVER_NAME",
+        default_value = "server_name"
+    )]
     server_name: String,
     /// File re-read per request and sent to the backend as `Authorization: Bearer <contents>`.
     #[arg(long = "authentication_token_file")]
@@ -181,7 +199,10 @@ pub fn run(args: HttpArgs) -> ExitCode {
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("relay http: cannot start the async runtime: {e}");
@@ -192,10 +213,14 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 
 fn warn_unsupported(trace_project: &str, pprof_port: u16) {
     if !trace_project.is_empty() {
-        tracing::warn!("--trace-stackdriver-project-id is accepted but Cloud Trace export is not implemented");
+        tracing::warn!(
+            "--trace-stackdriver-project-id is accepted but Cloud Trace export is not implemented"
+        );
     }
     if pprof_port != 0 {
-        tracing::warn!("--pprof_port is accepted but there is no pprof endpoint in this implementation");
+        tracing::warn!(
+            "--pprof_port is accepted but there is no pprof endpoint in this implementation"
+        );
     }
 }
 
@@ -207,14 +232,15 @@ fn shutdown_signal() -> CancellationToken {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    fire.cancel();
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        fire.cancel();
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}
@@ -251,7 +277,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             .map(|secret| PollerAuth::new(secret.as_bytes(), args.auth_audience.clone())),
         ..ServerConfig::default()
     };
-    let Some(rt) = runtime() else { return ExitCode::FAILURE };
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
     rt.block_on(async move {
         warn_unsupported(&args.trace_stackdriver_project_id, args.pprof_port);
         let listener = match tokio::net::TcpListener::bind(config.listen).await {
@@ -277,7 +305,10 @@ fn client(args: ClientArgs) -> ExitCode {
     let (relay_token_file, relay_token) = if args.disable_auth_for_remote {
         (None, None)
     } else {
-        (args.relay_token_file, args.relay_token.filter(|t| !t.is_empty()))
+        (
+            args.relay_token_file,
+            args.relay_token.filter(|t| !t.is_empty()),
+        )
     };
     let config = ClientConfig {
         backend_scheme: args.backend_scheme,
@@ -302,7 +333,9 @@ fn client(args: ClientArgs) -> ExitCode {
         max_concurrent_requests: args.max_concurrent_requests.max(1),
         ..ClientConfig::default()
     };
-    let Some(rt) = runtime() else { return ExitCode::FAILURE };
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
     rt.block_on(async move {
         warn_unsupported(&args.trace_stackdriver_project_id, args.pprof_port);
         tracing::info!(ServerName = %config.server_name, relay = %config.relay_address, backend = %config.backend_address, "relay http client starting");
@@ -322,6 +355,7 @@ fn client(args: ClientArgs) -> ExitCode {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -332,6 +366,32 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn go_style_boolean_flags_parse() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            client: ClientArgs,
+        }
+        let parse = |args: &[&str]| {
+            <Cli as clap::Parser>::try_parse_from(args.iter().copied()).map(|c| c.client)
+        };
+        let c = parse(&[
+            "x",
+            "--preserve_host=false",
+            "--disable_http2",
+            "--force_http2=false",
+        ])
+        .unwrap();
+        assert!(!c.preserve_host && c.disable_http2 && !c.force_http2);
+        let c = parse(&["x", "--server_name=robot-1", "--num_pending_requests=5"]).unwrap();
+        assert!(c.preserve_host);
+        assert_eq!(
+            (c.server_name.as_str(), c.num_pending_requests),
+            ("robot-1", 5)
+        );
     }
 
     #[test]

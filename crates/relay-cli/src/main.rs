@@ -6,12 +6,15 @@
 //! - [`token`]: `relay token`, mint HS256 tokens from `RELAY_TOKEN_*`.
 //! - [`http`]: `relay http serve` / `relay http client`, the HTTP relay.
 //! - [`host`]: `relay host`, the experiment side (ingest, feeds, destinations, rule APIs).
+//! - [`client`]: `relay client file`, log/play/check against a relay topic.
 //! - [`logging`]: the tracing set-up shared by every long-running subcommand.
 
+mod client;
 mod host;
 mod http;
 mod logging;
 mod serve;
+mod shell;
 mod token;
 
 use clap::{Parser, Subcommand};
@@ -32,10 +35,14 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Mint a token from RELAY_TOKEN_* variables (or flags) and print it.
     Token(token::TokenArgs),
+    /// SSH (any TCP) to an experiment behind NAT: `relay shell host` / `relay shell client`.
+    Shell(shell::ShellArgs),
     /// HTTP relay (Cloud Robotics compatible): `relay http serve` / `relay http client`.
     Http(http::HttpArgs),
     /// Run next to an experiment: ingest local video/data and carry it to the relay.
     Host(host::HostArgs),
+    /// Test and maintenance clients; `relay client file` logs, records and plays.
+    Client(client::ClientArgs),
     /// Print the version.
     Version,
 }
@@ -45,8 +52,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Token(args) => token::run(args),
+        Command::Shell(args) => shell::run(args),
         Command::Http(args) => http::run(args),
         Command::Host(args) => host::run(args),
+        Command::Client(args) => client::run(args),
         Command::Version => {
             println!("relay {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

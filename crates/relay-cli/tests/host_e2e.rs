@@ -132,9 +132,12 @@ fn host_connected(port: u16, ids: &[&str]) -> bool {
     ids.iter().all(|id| status[id]["connected"] == serde_json::Value::Bool(true))
 }
 
+/// Binary messages with their arrival times.
+type Received = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
+
 /// A viewer on the relay that records every binary message, with arrival times.
 struct Recorder {
-    received: Arc<Mutex<Vec<(Instant, Vec<u8>)>>>,
+    received: Received,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -227,6 +230,8 @@ fn say(child: &mut Killed, line: &str) {
 }
 
 fn write_rules(path: &Path, access: &str, extra: &str) {
+    let recording = path.with_file_name("host-out.ts");
+    let recording = recording.display();
     let rules = format!(
         r#"# Written by the e2e test the way an experiment would.
 [[destinations]]
@@ -234,6 +239,7 @@ id = "video"
 stream = "video"
 destination = "{access}/session/expt00-video"
 token_file = "video.jwt"
+file = "{recording}"
 
 [[destinations]]
 id = "data"
@@ -279,6 +285,10 @@ async fn ffmpeg_video_and_serial_data_flow_through_the_real_host_and_relay() {
     assert_eq!(decoded, frames as u64, "frame count of the recording");
     assert!(errors.trim().is_empty(), "the recording does not decode cleanly: {errors}");
     println!("video: {frames} frames, {} bytes, decoded without errors", viewer.bytes().len());
+    // The host's own raw recording of what it sent is the same playable stream.
+    let (recorded, errors) = probe(&dir.join("host-out.ts"));
+    assert_eq!(recorded, frames as u64, "frame count of the host's recording");
+    assert!(errors.trim().is_empty(), "the host's recording does not decode cleanly: {errors}");
 
     // Data: websocat as the serial bridge on /ws/data ↔ websocat as a user on the relay.
     let (mut bridge, bridge_out) = websocat(&format!("ws://127.0.0.1:{port}/ws/data"));
@@ -368,4 +378,28 @@ async fn the_host_reconnects_by_itself_when_the_relay_restarts_during_streaming(
     // Nobody waits longer than the 10 s backoff cap.
     assert!(host_back < Duration::from_secs(12), "{host_back:?}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn relayhost_names_from_the_reference_help_work_and_bad_numbers_are_refused() {
+    require("curl");
+    let port = free_port();
+    let mut host = Command::new(RELAY)
+        .arg("host")
+        .env("RELAYHOST_PORT", port.to_string())
+        .env("RELAYHOST_LOGLEVEL", "warning")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let health = format!("http://127.0.0.1:{port}/healthcheck");
+    wait_until("relay host on RELAYHOST_PORT", Duration::from_secs(15), || curl(&[&health]).is_some()).await;
+    let _ = host.kill();
+    let _ = host.wait();
+
+    for (name, value) in [("RELAYHOST_PORT", "eighty"), ("VW_PORT", "eighty"), ("VW_HTTPWAITMS", "soon")] {
+        let out = Command::new(RELAY).arg("host").env(name, value).output().unwrap();
+        assert!(!out.status.success(), "{name}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(value), "{name}={value}: unclear error: {stderr}");
+    }
 }

@@ -13,8 +13,16 @@ const RELAY: &str = env!("CARGO_BIN_EXE_relay");
 
 /// Panic with an install hint when `program` cannot run.
 fn require(program: &str, hint: &str) {
-    let ok = Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
-    assert!(ok, "`{program}` is required for this test but was not found on PATH; {hint}");
+    let ok = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        ok,
+        "`{program}` is required for this test but was not found on PATH; {hint}"
+    );
 }
 
 /// Kills the child (by its own pid) when dropped.
@@ -110,7 +118,9 @@ fn start_backend(dir: &Path) -> (Proc, u16) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let port = line.trim().parse().unwrap();
     (Proc(child), port)
 }
@@ -136,13 +146,21 @@ fn start_server(extra: &[&str]) -> (Proc, u16) {
             }
         }
     });
-    let port = rx.recv_timeout(Duration::from_secs(10)).expect("server never logged its port");
+    let port = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("server never logged its port");
     (Proc(child), port)
 }
 
 fn start_client(relay_port: u16, backend_port: u16, name: &str, extra: &[&str]) -> Proc {
     let child = Command::new(RELAY)
-        .args(["http", "client", "--backend_scheme=http", "--relay_scheme=http", "--log_level=4"])
+        .args([
+            "http",
+            "client",
+            "--backend_scheme=http",
+            "--relay_scheme=http",
+            "--log_level=4",
+        ])
         .arg(format!("--backend_address=127.0.0.1:{backend_port}"))
         .arg(format!("--relay_address=127.0.0.1:{relay_port}"))
         .arg(format!("--server_name={name}"))
@@ -156,21 +174,31 @@ fn start_client(relay_port: u16, backend_port: u16, name: &str, extra: &[&str]) 
 
 fn curl(args: &[&str]) -> Output {
     require("curl", "apt-get install -y curl");
-    Command::new("curl").args(["-sS", "--max-time", "30"]).args(args).output().unwrap()
+    Command::new("curl")
+        .args(["-sS", "--max-time", "30"])
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn curl_text(args: &[&str]) -> String {
     let out = curl(args);
-    assert!(out.status.success(), "curl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The reference's WaitForClient: retry while the relay says "unknown client".
 fn wait_for_client(relay_port: u16, name: &str) {
     let url = format!("http://127.0.0.1:{relay_port}/client/{name}/");
-    wait_until(&format!("relay client {name}"), Duration::from_secs(15), || {
-        !curl_text(&["-w", "%{http_code}", &url]).contains("unknown client")
-    });
+    wait_until(
+        &format!("relay client {name}"),
+        Duration::from_secs(15),
+        || !curl_text(&["-w", "%{http_code}", &url]).contains("unknown client"),
+    );
 }
 
 #[test]
@@ -178,26 +206,61 @@ fn curl_get_post_and_stream_through_the_relay() {
     let dir = temp_dir("curl");
     let (_backend, backend_port) = start_backend(&dir);
     let (_server, relay_port) = start_server(&[]);
-    let _client = start_client(relay_port, backend_port, "remote1", &["--disable_auth_for_remote"]);
+    let _client = start_client(
+        relay_port,
+        backend_port,
+        "remote1",
+        &["--disable_auth_for_remote"],
+    );
     wait_for_client(relay_port, "remote1");
     let base = format!("http://127.0.0.1:{relay_port}/client/remote1");
 
     // GET, and the reference's TestHttpRelay statuses.
     assert_eq!(curl_text(&[&format!("{base}/")]), "Hello");
-    assert_eq!(curl_text(&["-o", "/dev/null", "-w", "%{http_code}", &format!("{base}/bad-path")]), "404");
+    assert_eq!(
+        curl_text(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{base}/bad-path")
+        ]),
+        "404"
+    );
     let wrong = format!("http://127.0.0.1:{relay_port}/client/wrong/");
-    assert_eq!(curl_text(&["-o", "/dev/null", "-w", "%{http_code}", &wrong]), "503");
+    assert_eq!(
+        curl_text(&["-o", "/dev/null", "-w", "%{http_code}", &wrong]),
+        "503"
+    );
     // X-Server-Name routing.
     let by_header = format!("http://127.0.0.1:{relay_port}/");
-    assert_eq!(curl_text(&["-H", "X-Server-Name: remote1", &by_header]), "Hello");
+    assert_eq!(
+        curl_text(&["-H", "X-Server-Name: remote1", &by_header]),
+        "Hello"
+    );
 
     // POST of a 10 MB body.
-    let body: Vec<u8> = (0..10_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let body: Vec<u8> = (0..10_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
     let file = dir.join("body.bin");
     std::fs::write(&file, &body).unwrap();
-    let expected = format!("{} {}", body.len(), body.iter().map(|b| u64::from(*b)).sum::<u64>());
+    let expected = format!(
+        "{} {}",
+        body.len(),
+        body.iter().map(|b| u64::from(*b)).sum::<u64>()
+    );
     let data = format!("@{}", file.display());
-    assert_eq!(curl_text(&["--data-binary", &data, "-H", "Content-Type: application/octet-stream", &format!("{base}/sum")]), expected);
+    assert_eq!(
+        curl_text(&[
+            "--data-binary",
+            &data,
+            "-H",
+            "Content-Type: application/octet-stream",
+            &format!("{base}/sum")
+        ]),
+        expected
+    );
 
     // A chunked stream: the backend writes chunk2 only once curl has printed chunk1.
     let mut stream = Command::new("curl")
@@ -219,7 +282,10 @@ fn curl_get_post_and_stream_through_the_relay() {
 
 #[test]
 fn websocat_echo_through_a_101_upgrade() {
-    require("websocat", "cargo install websocat (not packaged in Debian bookworm)");
+    require(
+        "websocat",
+        "cargo install websocat (not packaged in Debian bookworm)",
+    );
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
@@ -232,7 +298,9 @@ fn websocat_echo_through_a_101_upgrade() {
             .spawn()
             .unwrap(),
     );
-    wait_until("websocat echo server", Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    wait_until("websocat echo server", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     let (_server, relay_port) = start_server(&[]);
     let _client = start_client(relay_port, port, "ws1", &["--disable_auth_for_remote"]);
     wait_for_client(relay_port, "ws1");
@@ -244,13 +312,24 @@ fn websocat_echo_through_a_101_upgrade() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    user.stdin.take().unwrap().write_all(b"hello\nsecond line\n").unwrap();
+    user.stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello\nsecond line\n")
+        .unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(user.wait_with_output());
     });
-    let out = rx.recv_timeout(Duration::from_secs(20)).expect("websocat did not finish").unwrap();
-    assert!(out.status.success(), "websocat failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("websocat did not finish")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "websocat failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nsecond line\n");
 }
 
@@ -268,26 +347,43 @@ fn robot_token(secret: &[u8], name: &str) -> String {
 fn a_token_for_robot_a_cannot_poll_robot_b() {
     let dir = temp_dir("auth");
     let (_backend, backend_port) = start_backend(&dir);
-    let (_server, relay_port) = start_server(&["--auth_secret=e2e-secret", "--auth_audience=http-relay"]);
+    let (_server, relay_port) =
+        start_server(&["--auth_secret=e2e-secret", "--auth_audience=http-relay"]);
     let token_a = robot_token(b"e2e-secret", "robot-a");
 
     // Robot A's token, polling as robot B: the client is refused and exits with an error.
     let token_arg = format!("--relay_token={token_a}");
     let mut thief = start_client(relay_port, backend_port, "robot-b", &[&token_arg]);
     let mut status = None;
-    wait_until("the refused client to exit", Duration::from_secs(15), || {
-        status = thief.0.try_wait().unwrap();
-        status.is_some()
-    });
+    wait_until(
+        "the refused client to exit",
+        Duration::from_secs(15),
+        || {
+            status = thief.0.try_wait().unwrap();
+            status.is_some()
+        },
+    );
     assert!(!status.unwrap().success());
     let mut stderr = String::new();
-    thief.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    thief
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(stderr.contains("403"), "{stderr}");
     let b_url = format!("http://127.0.0.1:{relay_port}/client/robot-b/");
-    assert!(curl_text(&[&b_url]).contains("unknown client"), "robot-b must never have registered");
+    assert!(
+        curl_text(&[&b_url]).contains("unknown client"),
+        "robot-b must never have registered"
+    );
 
     // The same token serves robot A.
     let _robot_a = start_client(relay_port, backend_port, "robot-a", &[&token_arg]);
     wait_for_client(relay_port, "robot-a");
-    assert_eq!(curl_text(&[&format!("http://127.0.0.1:{relay_port}/client/robot-a/")]), "Hello");
+    assert_eq!(
+        curl_text(&[&format!("http://127.0.0.1:{relay_port}/client/robot-a/")]),
+        "Hello"
+    );
 }

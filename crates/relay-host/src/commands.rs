@@ -1,0 +1,154 @@
+//! The websocket JSON command API on feed `api` (the reference's internalAPI).
+//!
+//! Every message on `api` (from a local `/ws/api` client, or from relay users through a
+//! destination whose stream is `api`) is parsed as a command, and the reply is published
+//! as text on `api` to every other `api` client. Keys are case-insensitive. Every reply,
+//! including errors, is valid JSON built by serde, and nothing in a command can crash the
+//! host (bug B6: the reference dereferenced a missing `rule`).
+
+use crate::destinations::{strip_leading_slash, DestinationRule, DELETE_ALL};
+use crate::hub::{Message, Subscription};
+use crate::state::HostState;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+/// The feed the command API listens on.
+pub const API_FEED: &str = "api";
+
+/// The id of the start-up rule made from `VW_API`; it cannot be deleted by command.
+pub const API_RULE_ID: &str = "apiRule";
+
+/// A stream rule: `{"stream":"stream/front","feeds":["video0","audio0"]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct StreamRule {
+    #[serde(default)]
+    pub stream: String,
+    #[serde(default)]
+    pub feeds: Vec<String>,
+}
+
+impl StreamRule {
+    pub fn normalised(mut self) -> Self {
+        self.stream = strip_leading_slash(&self.stream);
+        self
+    }
+
+    /// A stream rule needs a name, and not the reserved `deleteAll`.
+    pub fn validate(&self) -> Result<(), StreamRuleError> {
+        if self.stream.is_empty() {
+            return Err(StreamRuleError::Empty);
+        }
+        if self.stream == DELETE_ALL {
+            return Err(StreamRuleError::Reserved(self.stream.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Why a stream rule was refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StreamRuleError {
+    #[error("stream name is empty")]
+    Empty,
+    #[error("{0:?} is reserved and cannot be used as a stream name")]
+    Reserved(String),
+}
+
+/// Validates and applies a stream rule; returns it as stored.
+pub fn add_stream_rule(state: &HostState, rule: StreamRule) -> Result<StreamRule, StreamRuleError> {
+    let rule = rule.normalised();
+    rule.validate()?;
+    state.hub.set_stream_rule(&rule.stream, rule.feeds.clone());
+    tracing::info!(stream = %rule.stream, feeds = ?rule.feeds, "stream rule set");
+    Ok(rule)
+}
+
+/// Listens on `api` until the subscription ends.
+pub async fn run(state: Arc<HostState>, mut subscription: Subscription) {
+    while let Some(message) = subscription.recv().await {
+        let reply = handle(&state, &message.data);
+        subscription.publish(Message::text(reply.to_string()));
+    }
+}
+
+fn error(message: impl std::fmt::Display) -> Value {
+    json!({ "error": message.to_string() })
+}
+
+/// Runs one command and returns the reply.
+pub fn handle(state: &HostState, raw: &[u8]) -> Value {
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(raw) else {
+        return error("Unrecognised Command");
+    };
+    let fields: Map<String, Value> = fields.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect();
+    let text = |key: &str| fields.get(key).and_then(Value::as_str).unwrap_or("").to_lowercase();
+    let which = fields.get("which").and_then(Value::as_str).unwrap_or("").to_string();
+    let with_tokens = fields.get("tokens").and_then(Value::as_bool).unwrap_or(false);
+    let rule = fields.get("rule");
+    match (text("verb").as_str(), text("what").as_str()) {
+        ("healthcheck", _) => json!({ "healthcheck": "ok" }),
+        ("add", "destination") => {
+            let Some(rule) = rule else { return error("add destination needs a rule") };
+            match DestinationRule::deserialize(rule) {
+                Ok(rule) => match state.destinations.add(rule) {
+                    Ok(stored) => to_value(&stored.redacted()),
+                    Err(e) => error(e),
+                },
+                Err(e) => error(format!("bad destination rule: {e}")),
+            }
+        }
+        ("delete", "destination") => match which.as_str() {
+            "" => error("delete destination needs which"),
+            API_RULE_ID => error("Cannot delete apiRule"),
+            "all" | DELETE_ALL => {
+                state.delete_all_destinations();
+                json!({ "deleted": DELETE_ALL })
+            }
+            id => {
+                state.destinations.delete(id);
+                json!({ "deleted": id })
+            }
+        },
+        ("list", "destination") => match which.as_str() {
+            "" => error("list destination needs which"),
+            "all" => to_value(&state.destinations.list(with_tokens)),
+            id => {
+                let rule = state.destinations.get(id).unwrap_or_default();
+                to_value(&if with_tokens { rule } else { rule.redacted() })
+            }
+        },
+        ("add", "stream") => {
+            let Some(rule) = rule else { return error("add stream needs a rule") };
+            match StreamRule::deserialize(rule) {
+                Ok(rule) => match add_stream_rule(state, rule) {
+                    Ok(stored) => to_value(&stored),
+                    Err(e) => error(e),
+                },
+                Err(e) => error(format!("bad stream rule: {e}")),
+            }
+        }
+        ("delete", "stream") => match which.as_str() {
+            "" => error("delete stream needs which"),
+            "all" | DELETE_ALL => {
+                state.hub.delete_all_stream_rules();
+                json!({ "deleted": DELETE_ALL })
+            }
+            name => {
+                let name = strip_leading_slash(name);
+                state.hub.delete_stream_rule(&name);
+                json!({ "deleted": name })
+            }
+        },
+        ("list", "stream") => match which.as_str() {
+            "" => error("list stream needs which"),
+            "all" => to_value(&state.hub.stream_rules()),
+            name => json!({ "feeds": state.hub.stream_rule(&strip_leading_slash(name)) }),
+        },
+        _ => error("Unrecognised Command"),
+    }
+}
+
+fn to_value<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or_else(|e| error(format!("cannot encode reply: {e}")))
+}

@@ -1,0 +1,358 @@
+//! Destination rules: each rule connects one local topic (a feed or a `stream/`) to the
+//! relay through a reconnecting [`Link`], in both directions, and optionally records the
+//! outgoing bytes to a file.
+//!
+//! Rules are keyed by id. Adding a rule with an existing id stops the old connection and
+//! starts the new one, which is how a token is rotated or a destination switched. Other
+//! rules are untouched.
+
+use crate::hub::{Hub, Message, Subscription};
+use crate::link::{Link, LinkTarget, SharedConnector};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{oneshot, watch};
+
+/// Reserved by the reference for "delete all"; refused as a rule id or stream name.
+pub const DELETE_ALL: &str = "deleteAll";
+
+/// What list calls show instead of a token unless tokens are asked for explicitly.
+pub const REDACTED: &str = "<redacted>";
+
+/// How many hub messages may wait for one destination before newer ones are dropped.
+const DESTINATION_QUEUE: usize = 64;
+
+/// The reference's rule JSON; all fields are strings and all five are always written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationRule {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub stream: String,
+    #[serde(default)]
+    pub destination: String,
+    #[serde(default)]
+    pub token: String,
+    #[serde(default)]
+    pub file: String,
+}
+
+/// A rule that cannot be used.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RuleError {
+    #[error("rule id is empty")]
+    EmptyId,
+    #[error("{0:?} is reserved and cannot be used as a name")]
+    Reserved(String),
+    #[error("rule {0:?} has an empty stream")]
+    EmptyStream(String),
+    #[error("rule {id:?}: destination {destination:?} must be {expected}")]
+    BadDestination { id: String, destination: String, expected: &'static str },
+}
+
+impl DestinationRule {
+    /// The reference strips a leading `/` from the stream (`/stream/x` → `stream/x`).
+    pub fn normalised(mut self) -> Self {
+        self.stream = strip_leading_slash(&self.stream);
+        self
+    }
+
+    /// Checks the rule can run: an id, a stream, and a URL scheme that fits the token
+    /// (http/https access URL with a token, ws/wss without).
+    pub fn validate(&self) -> Result<(), RuleError> {
+        if self.id.is_empty() {
+            return Err(RuleError::EmptyId);
+        }
+        if self.id == DELETE_ALL {
+            return Err(RuleError::Reserved(self.id.clone()));
+        }
+        if self.stream.is_empty() {
+            return Err(RuleError::EmptyStream(self.id.clone()));
+        }
+        let (schemes, expected): (&[&str], _) = if self.token.is_empty() {
+            (&["ws://", "wss://"], "a ws:// or wss:// URL when there is no token")
+        } else {
+            (&["http://", "https://"], "an http:// or https:// access URL when there is a token")
+        };
+        if !schemes.iter().any(|s| self.destination.starts_with(s)) {
+            return Err(RuleError::BadDestination {
+                id: self.id.clone(),
+                destination: self.destination.clone(),
+                expected,
+            });
+        }
+        Ok(())
+    }
+
+    /// The rule with its token hidden (when it has one), for list replies.
+    pub fn redacted(&self) -> Self {
+        let mut rule = self.clone();
+        if !rule.token.is_empty() {
+            rule.token = REDACTED.to_string();
+        }
+        rule
+    }
+}
+
+/// Strips one leading `/`, as the reference does for stream names.
+pub fn strip_leading_slash(name: &str) -> String {
+    name.strip_prefix('/').unwrap_or(name).to_string()
+}
+
+/// One rule's state as shown by `GET /api/status` (not in the reference).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DestinationStatus {
+    pub stream: String,
+    pub destination: String,
+    pub connected: bool,
+}
+
+struct Running {
+    rule: DestinationRule,
+    connected: watch::Receiver<bool>,
+    /// Dropping this stops the destination's task, which closes its link.
+    _stop: oneshot::Sender<()>,
+}
+
+/// The running destinations of a host.
+pub struct Destinations {
+    hub: Arc<Hub>,
+    connector: SharedConnector,
+    running: Mutex<BTreeMap<String, Running>>,
+}
+
+impl Destinations {
+    pub fn new(hub: Arc<Hub>, connector: SharedConnector) -> Self {
+        Destinations { hub, connector, running: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Starts `rule`, replacing (and disconnecting) any rule with the same id. Returns the
+    /// normalised rule as stored.
+    pub fn add(&self, rule: DestinationRule) -> Result<DestinationRule, RuleError> {
+        let rule = rule.normalised();
+        rule.validate()?;
+        let subscription = self.hub.subscribe(&rule.stream, DESTINATION_QUEUE);
+        let link = self.connector.open(LinkTarget {
+            destination: rule.destination.clone(),
+            token: (!rule.token.is_empty()).then(|| rule.token.clone()),
+        });
+        let (stop, stopped) = oneshot::channel();
+        let connected = link.connected.clone();
+        tokio::spawn(run_destination(rule.clone(), subscription, link, stopped));
+        let running = Running { rule: rule.clone(), connected, _stop: stop };
+        let previous = self.lock().insert(rule.id.clone(), running);
+        if previous.is_some() {
+            tracing::info!(id = %rule.id, "destination rule replaced");
+        } else {
+            tracing::info!(id = %rule.id, stream = %rule.stream, destination = %rule.destination, "destination rule added");
+        }
+        Ok(rule)
+    }
+
+    /// Stops and removes rule `id`. Returns whether it existed.
+    pub fn delete(&self, id: &str) -> bool {
+        let removed = self.lock().remove(id).is_some();
+        if removed {
+            tracing::info!(id, "destination rule deleted");
+        }
+        removed
+    }
+
+    /// Stops and removes every rule.
+    pub fn delete_all(&self) {
+        let all = std::mem::take(&mut *self.lock());
+        tracing::info!(count = all.len(), "all destination rules deleted");
+    }
+
+    /// One rule, as stored (token included).
+    pub fn get(&self, id: &str) -> Option<DestinationRule> {
+        self.lock().get(id).map(|r| r.rule.clone())
+    }
+
+    /// Whether rule `id`'s link to the relay is up (`None`: no such rule).
+    pub fn is_connected(&self, id: &str) -> Option<bool> {
+        self.lock().get(id).map(|r| *r.connected.borrow())
+    }
+
+    /// Every rule's stream, destination and link state, for `GET /api/status`.
+    pub fn status(&self) -> BTreeMap<String, DestinationStatus> {
+        self.lock()
+            .iter()
+            .map(|(id, r)| {
+                let status = DestinationStatus {
+                    stream: r.rule.stream.clone(),
+                    destination: r.rule.destination.clone(),
+                    connected: *r.connected.borrow(),
+                };
+                (id.clone(), status)
+            })
+            .collect()
+    }
+
+    /// Every rule by id (sorted), with tokens only when `with_tokens`.
+    pub fn list(&self, with_tokens: bool) -> BTreeMap<String, DestinationRule> {
+        self.lock()
+            .iter()
+            .map(|(id, r)| (id.clone(), if with_tokens { r.rule.clone() } else { r.rule.redacted() }))
+            .collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Moves messages between the hub and the link until the rule is stopped.
+async fn run_destination(
+    rule: DestinationRule,
+    mut subscription: Subscription,
+    mut link: Link,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut recorder = Recorder::open(&rule.file).await;
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            message = subscription.recv() => {
+                let Some(message) = message else { break };
+                recorder.record(&message).await;
+                // While disconnected the message is dropped: the relay gets live data only.
+                if *link.connected.borrow() && link.outgoing.try_send(message).is_err() {
+                    tracing::debug!(id = %rule.id, "relay link busy; message dropped");
+                }
+            }
+            message = link.incoming.recv() => {
+                let Some(message) = message else { break };
+                subscription.publish(message);
+            }
+        }
+    }
+    tracing::debug!(id = %rule.id, "destination stopped");
+}
+
+/// Raw recording of outgoing messages: bytes appended with no framing, as the reference.
+struct Recorder {
+    file: Option<tokio::fs::File>,
+    path: String,
+}
+
+impl Recorder {
+    async fn open(path: &str) -> Self {
+        if path.is_empty() {
+            return Recorder { file: None, path: String::new() };
+        }
+        let file = match tokio::fs::File::create(path).await {
+            Ok(file) => Some(file),
+            Err(e) => {
+                tracing::error!(path, error = %e, "cannot create recording file; not recording");
+                None
+            }
+        };
+        Recorder { file, path: path.to_string() }
+    }
+
+    async fn record(&mut self, message: &Message) {
+        let Some(file) = self.file.as_mut() else { return };
+        let written = match file.write_all(&message.data).await {
+            Ok(()) => file.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            tracing::error!(path = %self.path, error = %e, "recording failed; recording stopped");
+            self.file = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::ChannelConnector;
+
+    fn rule(id: &str, stream: &str) -> DestinationRule {
+        DestinationRule {
+            id: id.into(),
+            stream: stream.into(),
+            destination: "ws://127.0.0.1:1/x".into(),
+            ..Default::default()
+        }
+    }
+
+    fn setup() -> (Arc<Hub>, Arc<ChannelConnector>, Destinations) {
+        let hub = Hub::new();
+        let connector = Arc::new(ChannelConnector::new(true));
+        let destinations = Destinations::new(hub.clone(), connector.clone());
+        (hub, connector, destinations)
+    }
+
+    #[tokio::test]
+    async fn rules_register_replace_by_id_and_delete() {
+        let (hub, _c, d) = setup();
+        d.add(rule("a", "/stream/x")).unwrap();
+        d.add(rule("b", "data")).unwrap();
+        assert_eq!(d.get("a").unwrap().stream, "stream/x");
+        assert_eq!(d.list(true).len(), 2);
+        d.add(rule("a", "video")).unwrap();
+        assert_eq!(d.list(true).len(), 2);
+        assert_eq!(d.get("a").unwrap().stream, "video");
+        // The replaced rule's subscription is gone (its task saw the stop).
+        tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            while hub.subscriber_count("stream/x") != 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        assert!(d.delete("a"));
+        assert!(!d.delete("a"));
+        d.delete_all();
+        assert!(d.list(true).is_empty());
+    }
+
+    #[tokio::test]
+    async fn reserved_and_malformed_rules_are_refused() {
+        let (_h, _c, d) = setup();
+        assert_eq!(d.add(rule(DELETE_ALL, "x")), Err(RuleError::Reserved(DELETE_ALL.into())));
+        assert_eq!(d.add(rule("", "x")), Err(RuleError::EmptyId));
+        assert_eq!(d.add(rule("a", "")), Err(RuleError::EmptyStream("a".into())));
+        let mut with_token = rule("t", "x");
+        with_token.token = "jwt".into();
+        assert!(matches!(d.add(with_token), Err(RuleError::BadDestination { .. })));
+        assert!(d.list(true).is_empty());
+    }
+
+    #[tokio::test]
+    async fn tokens_are_redacted_in_lists_unless_asked() {
+        let (_h, _c, d) = setup();
+        let mut r = rule("a", "data");
+        r.token = "secret.jwt".into();
+        r.destination = "https://relay.example.io/session/x".into();
+        d.add(r).unwrap();
+        assert_eq!(d.list(false)["a"].token, REDACTED);
+        assert_eq!(d.list(true)["a"].token, "secret.jwt");
+    }
+
+    #[tokio::test]
+    async fn messages_flow_both_ways_and_outgoing_is_recorded() {
+        let (hub, connector, d) = setup();
+        let dir = std::env::temp_dir().join(format!("relay-host-rec-{}", uuid::Uuid::new_v4()));
+        let mut r = rule("a", "data");
+        r.file = dir.to_string_lossy().into_owned();
+        d.add(r).unwrap();
+        let mut local = hub.subscribe("data", 8);
+        let mut relay = connector.take_ends().pop().unwrap();
+        assert_eq!(relay.target.token, None);
+        // The destination subscribes inside add(), so this publish reaches it.
+        local.publish(Message::text("test message"));
+        local.publish(Message::text("here we go again"));
+        assert_eq!(relay.sent.recv().await, Some(Message::text("test message")));
+        assert_eq!(relay.sent.recv().await, Some(Message::text("here we go again")));
+        relay.reply.send(Message::text("reply")).await.unwrap();
+        assert_eq!(local.recv().await, Some(Message::text("reply")));
+        d.delete("a");
+        let recorded = tokio::fs::read(&dir).await.unwrap();
+        assert_eq!(recorded, b"test messagehere we go again");
+        let _ = std::fs::remove_file(&dir);
+    }
+}

@@ -1,0 +1,152 @@
+//! `relay host`: the experiment side of the relay.
+//!
+//! A host runs next to an experiment. Local programs feed it (ffmpeg POSTs MPEG-TS to
+//! `/ts/{feed}`, a serial bridge talks over `/ws/{feed}`), and destination rules carry
+//! each feed or `stream/` aggregate to the cloud relay over reconnecting websockets, with
+//! whatever the relay sends coming back to the same local topic. Rules are managed over a
+//! local REST API, a JSON command API on feed `api`, and a rules file.
+//!
+//! Modules:
+//! - [`hub`]: topics, `stream/` aggregation and per-subscriber bounded queues.
+//! - [`ingest`]: the 1 ms-gap framing of `/ts` bodies into one message per burst.
+//! - [`link`]: the [`link::Connector`] trait and its `relay_client::Session` implementation.
+//! - [`destinations`]: destination rules, their relay links and raw recording.
+//! - [`commands`]: the websocket JSON command API and stream rules.
+//! - [`rules_file`]: start-up rules from a TOML/JSON file, reloadable for token rotation.
+//! - [`server`]: the local HTTP routes (`/ts`, `/ws`, `/api/...`, `/healthcheck`).
+//! - [`state`]: what the handlers share.
+//!
+//! [`RunningHost::start`] puts these together.
+
+pub mod commands;
+pub mod destinations;
+pub mod hub;
+pub mod ingest;
+pub mod link;
+pub mod rules_file;
+pub mod server;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use destinations::DestinationRule;
+pub use link::{Connector, SessionConnector, SharedConnector};
+pub use rules_file::{ApplySummary, RulesFileError, RulesLoader};
+pub use state::HostState;
+
+/// Largest `/ts` message by default; bigger bursts are split (never truncated).
+pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
+
+/// Everything a host needs to start.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Where the local HTTP/websocket server listens (127.0.0.1:8888 by default).
+    pub listen: SocketAddr,
+    /// `VW_API`: a websocket URL for a start-up destination on feed `api`.
+    pub api_destination: Option<String>,
+    /// Start-up rules file.
+    pub rules_file: Option<PathBuf>,
+    /// Largest `/ts` message.
+    pub max_frame: usize,
+    /// Browser origins allowed besides localhost ones.
+    pub allowed_origins: Vec<String>,
+    /// How long shutdown waits for open requests.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8888)),
+            api_destination: None,
+            rules_file: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            allowed_origins: Vec::new(),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Rules(#[from] RulesFileError),
+}
+
+/// A started host. Dropping it does not stop it; call [`RunningHost::shutdown`].
+pub struct RunningHost {
+    addr: SocketAddr,
+    state: Arc<HostState>,
+    rules: Option<RulesLoader>,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    shutdown_grace: Duration,
+}
+
+impl RunningHost {
+    /// Binds, loads the rules file and the `VW_API` rule, and starts serving.
+    pub async fn start(config: HostConfig, connector: SharedConnector) -> Result<Self, HostError> {
+        let state = Arc::new(HostState::new(connector, config.api_destination.clone(), config.max_frame));
+        let rules = config.rules_file.as_ref().map(RulesLoader::new);
+        if let Some(rules) = &rules {
+            rules.apply(&state)?;
+        }
+        state.start_api_rule();
+        server::spawn_command_api(&state);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| HostError::Bind { addr: config.listen, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| HostError::Bind { addr: config.listen, source })?;
+        let app = server::router(state.clone(), server::OriginPolicy { allowed: config.allowed_origins.clone() });
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                tracing::error!(error = %e, "local server failed");
+            }
+        });
+        tracing::info!(%addr, "relay host listening");
+        Ok(RunningHost { addr, state, rules, stop, server, shutdown_grace: config.shutdown_grace })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, the base of the local routes.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn state(&self) -> &Arc<HostState> {
+        &self.state
+    }
+
+    /// Re-reads the rules file (for SIGHUP). Without a rules file this does nothing.
+    pub fn reload_rules(&self) -> Result<Option<ApplySummary>, RulesFileError> {
+        self.rules.as_ref().map(|r| r.apply(&self.state)).transpose()
+    }
+
+    /// Closes local websocket clients with 1001 "going away", stops accepting, waits up to
+    /// the grace period for open requests, and closes every destination.
+    pub async fn shutdown(self) {
+        self.state.shutting_down.send_replace(true);
+        let _ = self.stop.send(true);
+        let mut server = self.server;
+        if tokio::time::timeout(self.shutdown_grace, &mut server).await.is_err() {
+            tracing::warn!("open requests did not finish within the grace period; stopping anyway");
+            server.abort();
+        }
+        self.state.destinations.delete_all();
+    }
+}

@@ -1,0 +1,298 @@
+//! The host's local HTTP server: `/ts/{feed}` ingest, `/ws/{feed}` local websocket clients,
+//! the REST rule API under `/api` (plus `GET /api/status`, each destination's link state,
+//! which the reference did not have), and `/healthcheck`.
+//!
+//! It listens on 127.0.0.1 by default (the reference listened on all interfaces with no
+//! authentication, B14), and refuses browser requests from other origins, so a web page
+//! cannot reconfigure the experiment or read its tokens.
+
+use crate::commands::{self, add_stream_rule, StreamRule, API_FEED};
+use crate::destinations::{strip_leading_slash, DestinationRule, DELETE_ALL};
+use crate::hub::{Kind, Message};
+use crate::ingest::{frame_bursts, FRAME_GAP};
+use crate::state::HostState;
+use axum::body::Body;
+use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Local websocket clients: ping period, silence limit, largest message (as the reference).
+const WS_PING_EVERY: Duration = Duration::from_secs(54);
+const WS_PONG_WAIT: Duration = Duration::from_secs(60);
+const WS_MAX_MESSAGE: usize = 10 * 1024 * 1024;
+/// Messages that may wait for one local websocket client before newer ones are dropped.
+const WS_QUEUE: usize = 256;
+
+/// Which browser origins may use the local API (requests without `Origin`, such as curl,
+/// ffmpeg or websocat, are always allowed).
+#[derive(Debug, Clone, Default)]
+pub struct OriginPolicy {
+    /// Extra origins allowed besides localhost ones, e.g. `http://lab-pc:3000`; `*` allows any.
+    pub allowed: Vec<String>,
+}
+
+impl OriginPolicy {
+    fn allows(&self, origin: &str) -> bool {
+        if self.allowed.iter().any(|a| a == "*" || a == origin) {
+            return true;
+        }
+        let host = origin.split("://").nth(1).unwrap_or("");
+        let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) { h } else { host }
+        });
+        matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+    }
+}
+
+/// Builds the router for a host.
+pub fn router(state: Arc<HostState>, origins: OriginPolicy) -> Router {
+    let origins = Arc::new(origins);
+    Router::new()
+        .route("/api", any(|| async { StatusCode::OK }))
+        .route("/api/destinations", any(add_destination))
+        .route("/api/destinations/{*id}", get(show_destination).delete(delete_destination))
+        .route("/api/status", get(|State(state): State<Arc<HostState>>| async move { Json(state.destinations.status()) }))
+        .route("/api/streams", any(add_stream))
+        .route("/api/streams/{*stream}", get(show_stream).delete(delete_stream))
+        .route("/ts/{*feed}", any(ingest))
+        .route("/ws/{*feed}", any(local_client))
+        .layer(middleware::from_fn_with_state(origins, check_origin))
+        .route("/healthcheck", get(|| async { "\"ok\"\n" }))
+        .with_state(state)
+}
+
+async fn check_origin(
+    State(origins): State<Arc<OriginPolicy>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(origin) = request.headers().get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !origins.allows(origin) {
+            tracing::warn!(origin, path = %request.uri().path(), "request from a foreign origin refused");
+            return (StatusCode::FORBIDDEN, format!("origin {origin:?} is not allowed\n")).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// The reference accepts PUT, POST and the non-standard UPDATE for adding rules.
+fn is_add_method(method: &Method) -> bool {
+    method == Method::PUT || method == Method::POST || method.as_str() == "UPDATE"
+}
+
+fn bad_request(message: impl std::fmt::Display) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    /// `?tokens=true` shows tokens, which are hidden otherwise.
+    #[serde(default)]
+    tokens: bool,
+}
+
+/// The shared shape of the two "add rule" routes: method check, JSON body, apply, echo.
+fn add_rule<R, S, E>(method: &Method, body: &[u8], what: &str, apply: impl FnOnce(R) -> Result<S, E>) -> Response
+where
+    R: serde::de::DeserializeOwned,
+    S: serde::Serialize,
+    E: std::fmt::Display,
+{
+    if !is_add_method(method) {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    match serde_json::from_slice(body) {
+        Ok(rule) => match apply(rule) {
+            Ok(stored) => Json(stored).into_response(),
+            Err(e) => bad_request(e),
+        },
+        Err(e) => bad_request(format!("{what} rule is not valid JSON: {e}")),
+    }
+}
+
+async fn add_destination(State(state): State<Arc<HostState>>, method: Method, body: Bytes) -> Response {
+    add_rule(&method, &body, "destination", |rule: DestinationRule| state.destinations.add(rule))
+}
+
+async fn show_destination(
+    State(state): State<Arc<HostState>>,
+    Path(id): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    if id == "all" {
+        return Json(state.destinations.list(query.tokens)).into_response();
+    }
+    // The reference answers an unknown id with the zero rule and 200.
+    let rule = state.destinations.get(&id).unwrap_or_default();
+    Json(if query.tokens { rule } else { rule.redacted() }).into_response()
+}
+
+async fn delete_destination(State(state): State<Arc<HostState>>, Path(id): Path<String>) -> Response {
+    if id == "all" {
+        state.delete_all_destinations();
+        return Json(DELETE_ALL).into_response();
+    }
+    state.destinations.delete(&id);
+    Json(id).into_response()
+}
+
+async fn add_stream(State(state): State<Arc<HostState>>, method: Method, body: Bytes) -> Response {
+    add_rule(&method, &body, "stream", |rule: StreamRule| add_stream_rule(&state, rule))
+}
+
+async fn show_stream(State(state): State<Arc<HostState>>, Path(stream): Path<String>) -> Response {
+    if stream == "all" {
+        return Json(state.hub.stream_rules()).into_response();
+    }
+    match state.hub.stream_rule(&strip_leading_slash(&stream)) {
+        Some(feeds) => Json(feeds).into_response(),
+        None => (StatusCode::NOT_FOUND, "Stream not found\n").into_response(),
+    }
+}
+
+async fn delete_stream(State(state): State<Arc<HostState>>, Path(stream): Path<String>) -> Response {
+    if stream == "all" {
+        state.hub.delete_all_stream_rules();
+        return Json(DELETE_ALL).into_response();
+    }
+    state.hub.delete_stream_rule(&strip_leading_slash(&stream));
+    Json(stream).into_response()
+}
+
+/// `/ts/{feed}`: one binary message per burst of the request body; replies when it ends.
+///
+/// The body is read in its own task: ffmpeg closes the connection right after the last
+/// chunk without waiting for the reply, and hyper then drops the handler. The task still
+/// drains the body to its end, so the last frames are published rather than lost.
+async fn ingest(State(state): State<Arc<HostState>>, Path(feed): Path<String>, body: Body) -> Response {
+    let (done, result) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let sender = state.hub.new_client_id();
+        tracing::info!(feed, "ingest started");
+        let result = frame_bursts(body.into_data_stream(), FRAME_GAP, state.max_frame, |frame| {
+            state.hub.publish(&feed, Some(sender), Message::binary(frame));
+        })
+        .await;
+        match &result {
+            Ok(summary) => tracing::info!(feed, frames = summary.frames, bytes = summary.bytes, "ingest ended"),
+            Err(e) => tracing::warn!(feed, error = %e, "ingest ended with an error"),
+        }
+        let _ = done.send(result);
+    });
+    match result.await {
+        Ok(Ok(summary)) => format!("{} frames, {} bytes\n", summary.frames, summary.bytes).into_response(),
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ingest task failed\n").into_response(),
+    }
+}
+
+/// `/ws/{feed}`: a local program (a serial bridge, a viewer, a configuration tool).
+async fn local_client(
+    State(state): State<Arc<HostState>>,
+    Path(feed): Path<String>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    upgrade
+        .protocols(["null"])
+        .max_message_size(WS_MAX_MESSAGE)
+        .on_upgrade(move |socket| serve_local_client(state, feed, agent, socket))
+}
+
+async fn serve_local_client(state: Arc<HostState>, feed: String, agent: String, socket: WebSocket) {
+    let mut subscription = state.hub.subscribe(&feed, WS_QUEUE);
+    tracing::info!(feed, agent, "local websocket client connected");
+    let (mut sink, mut stream) = socket.split();
+    let mut ping = tokio::time::interval_at(Instant::now() + WS_PING_EVERY, WS_PING_EVERY);
+    let mut last_heard = Instant::now();
+    let mut shutting_down = state.shutting_down.subscribe();
+    let reason = loop {
+        tokio::select! {
+            () = async { let _ = shutting_down.wait_for(|s| *s).await; } => {
+                let close = ws::CloseFrame { code: ws::close_code::AWAY, reason: "relay host shutting down".into() };
+                let _ = sink.send(ws::Message::Close(Some(close))).await;
+                break "host shutting down".to_string();
+            }
+            frame = stream.next() => {
+                last_heard = Instant::now();
+                match frame {
+                    Some(Ok(ws::Message::Text(text))) => { subscription.publish(Message::text(Bytes::from(text))); }
+                    Some(Ok(ws::Message::Binary(data))) => { subscription.publish(Message::binary(data)); }
+                    Some(Ok(ws::Message::Close(_))) | None => break "closed by client".to_string(),
+                    Some(Err(e)) => break format!("read error: {e}"),
+                    Some(Ok(_ping_or_pong)) => {}
+                }
+            }
+            message = subscription.recv() => {
+                let Some(first) = message else { break "hub closed".to_string() };
+                // Everything already queued goes out with one flush.
+                let mut batch = vec![first];
+                while let Some(more) = subscription.try_recv() {
+                    batch.push(more);
+                }
+                let mut failed = None;
+                for message in batch {
+                    if let Err(e) = sink.feed(to_axum(message)).await {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                if let Some(e) = failed.or(sink.flush().await.err()) {
+                    break format!("write error: {e}");
+                }
+            }
+            _ = ping.tick() => {
+                if let Err(e) = sink.send(ws::Message::Ping(Bytes::new())).await {
+                    break format!("ping failed: {e}");
+                }
+            }
+            _ = tokio::time::sleep_until(last_heard + WS_PONG_WAIT) => break "silent past the pong wait".to_string(),
+        }
+    };
+    tracing::info!(feed, reason, "local websocket client disconnected");
+}
+
+fn to_axum(message: Message) -> ws::Message {
+    match message.kind {
+        Kind::Binary => ws::Message::Binary(message.data),
+        Kind::Text => match ws::Utf8Bytes::try_from(message.data.clone()) {
+            Ok(text) => ws::Message::Text(text),
+            Err(_) => ws::Message::Binary(message.data),
+        },
+    }
+}
+
+/// Starts the command API listener on feed `api`.
+pub fn spawn_command_api(state: &Arc<HostState>) {
+    let subscription = state.hub.subscribe(API_FEED, WS_QUEUE);
+    tokio::spawn(commands::run(state.clone(), subscription));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_policy_allows_local_origins_and_listed_ones_only() {
+        let policy = OriginPolicy { allowed: vec!["http://lab:3000".into()] };
+        assert!(policy.allows("http://localhost:8888"));
+        assert!(policy.allows("http://127.0.0.1"));
+        assert!(policy.allows("http://[::1]:80"));
+        assert!(policy.allows("http://lab:3000"));
+        assert!(!policy.allows("https://evil.example"));
+        assert!(!policy.allows("http://localhost.evil.example"));
+        assert!(!policy.allows("null"));
+        assert!(OriginPolicy { allowed: vec!["*".into()] }.allows("https://evil.example"));
+    }
+}

@@ -1,0 +1,54 @@
+//! What every handler of a host shares: the hub, the destinations and the start-up rules.
+
+use crate::commands::API_RULE_ID;
+use crate::destinations::{DestinationRule, Destinations};
+use crate::hub::Hub;
+use crate::link::SharedConnector;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Shared state of one running host.
+pub struct HostState {
+    pub hub: Arc<Hub>,
+    pub destinations: Destinations,
+    /// The `VW_API` rule, re-added after "delete all" so remote configuration survives.
+    pub api_rule: Option<DestinationRule>,
+    /// Largest message `/ts` ingest publishes; longer bursts are split.
+    pub max_frame: usize,
+    /// Set to true at shutdown so local websocket clients are closed with "going away".
+    pub shutting_down: watch::Sender<bool>,
+}
+
+impl HostState {
+    pub fn new(connector: SharedConnector, api_destination: Option<String>, max_frame: usize) -> Self {
+        let hub = Hub::new();
+        let api_rule = api_destination.filter(|d| !d.is_empty()).map(|destination| DestinationRule {
+            id: API_RULE_ID.to_string(),
+            stream: crate::commands::API_FEED.to_string(),
+            destination,
+            ..Default::default()
+        });
+        HostState {
+            destinations: Destinations::new(hub.clone(), connector),
+            hub,
+            api_rule,
+            max_frame,
+            shutting_down: watch::Sender::new(false),
+        }
+    }
+
+    /// Starts the `VW_API` rule if there is one.
+    pub fn start_api_rule(&self) {
+        if let Some(rule) = &self.api_rule {
+            if let Err(e) = self.destinations.add(rule.clone()) {
+                tracing::error!(error = %e, "the VW_API rule is not usable");
+            }
+        }
+    }
+
+    /// Deletes every destination, then restores the `VW_API` rule.
+    pub fn delete_all_destinations(&self) {
+        self.destinations.delete_all();
+        self.start_api_rule();
+    }
+}
