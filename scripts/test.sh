@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 say() { printf '\n== %s\n' "$*"; }
 
 # Debian packages used by end-to-end tests: curl (access API), ffmpeg/ffprobe (video),
-# python3 (HTTP backends), openssh (shell relay), nginx (HTTP relay backend).
-APT_PACKAGES=(curl ffmpeg python3 openssh-client openssh-server nginx-light)
+# python3 (HTTP backends), openssh (shell relay), openssl (test certificates), procps (kill),
+# chromium (the browser test of the demo page, web/test).
+APT_PACKAGES=(curl ffmpeg python3 openssh-client openssh-server openssl procps chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -32,12 +33,25 @@ for program in curl ffmpeg ffprobe websocat; do
 done
 
 say "building"
-cargo build --workspace --all-targets --quiet 2>&1 | grep -v '^\s*$' || true
 cargo build --workspace --quiet
+mkdir -p target
+
+# The browser test's node modules (playwright-core drives Debian's Chromium; never
+# `npx playwright install`).
+say "installing the browser test's node modules"
+npm ci --prefix web/test --no-audit --no-fund --loglevel=error
 
 say "running the test suite"
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
 status=${PIPESTATUS[0]}
+
+say "running the browser test"
+if RELAY_BIN="${CARGO_TARGET_DIR:-target}/debug/relay" node --test web/test/ 2>&1 | tee target/browser-test-output.txt; then
+  echo "test result: ok. 1 passed; browser test" >> target/test-output.txt
+else
+  status=1
+  echo "browser test: 1 failed" >> target/test-output.txt
+fi
 
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')

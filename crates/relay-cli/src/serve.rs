@@ -225,6 +225,8 @@ fn print_dev_banner(server: &RunningServer, secret: &[u8]) {
     let access = server.access_url();
     let token = dev_token(server, secret, "demo", &[SCOPE_READ, SCOPE_WRITE]);
     let stats = dev_token(server, secret, "stats", &[SCOPE_READ, SCOPE_STATS]);
+    let video = dev_token(server, secret, "video", &[SCOPE_READ, SCOPE_WRITE]);
+    let data = dev_token(server, secret, "data", &[SCOPE_READ, SCOPE_WRITE]);
     let secret_text = String::from_utf8_lossy(secret);
     let relay = server.relay_url();
     let relay_http = relay.replacen("ws", "http", 1);
@@ -238,6 +240,7 @@ fn print_dev_banner(server: &RunningServer, secret: &[u8]) {
         format!("  access API  {access}"),
         format!("  relay       {relay}"),
         format!("  stats page  {relay_http}/stats#token={stats}"),
+        format!("  demo page   {relay_http}/demo#video=video&videoToken={video}&data=data&dataToken={data}"),
         format!("  secret      {secret_text}"),
         String::new(),
         "A read+write token for topic \"demo\", valid 24 h:".into(),
@@ -251,6 +254,9 @@ fn print_dev_banner(server: &RunningServer, secret: &[u8]) {
         "Join the topic from two terminals and type in either (needs websocat):".into(),
         String::new(),
         format!("  websocat \"$({uri_of})\""),
+        String::new(),
+        "The demo page shows topic \"video\" (MPEG-TS, e.g. ffmpeg through `relay host`) and".into(),
+        "sends commands on topic \"data\"; see README \"See it in a browser\".".into(),
         String::new(),
         format!("Mint more tokens: RELAY_TOKEN_SECRET={secret_text} RELAY_TOKEN_AUDIENCE={access} \\"),
         "  RELAY_TOKEN_TOPIC=demo RELAY_TOKEN_LIFETIME=3600 relay token".into(),

@@ -133,7 +133,7 @@ fn openssh_through_the_relay() {
         run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.join(key)));
     }
     std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
-    let user = String::from_utf8(run(&mut Command::new("id").arg("-un")).stdout).unwrap().trim().to_owned();
+    let user = String::from_utf8(run(Command::new("id").arg("-un")).stdout).unwrap().trim().to_owned();
 
     let sshd_port = free_port();
     let config = format!(

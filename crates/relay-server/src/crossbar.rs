@@ -1,5 +1,6 @@
 //! The relay port: `/session/{topic}?code=…` and `/shell/{topic}?code=…` websocket
-//! admission, plus `/stats` (a page for humans) and `/healthz`.
+//! admission, plus `/stats` and `/demo` (pages for humans, with the vendored
+//! `/vendor/jsmpeg.min.js`) and `/healthz`.
 //!
 //! Shell connections (shell spec §1.6) follow the same admission; on top, a shell client's
 //! connection gets a salted pair topic, its arrival makes the relay send the host's
@@ -41,6 +42,8 @@ pub const SHELL_PREFIX: &str = "shell";
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/stats", get(stats_page))
+        .route("/demo", get(demo_page))
+        .route("/vendor/jsmpeg.min.js", get(jsmpeg_script))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(entry)
         .with_state(state)
@@ -49,8 +52,26 @@ pub fn router(state: Arc<AppState>) -> Router {
 const STATS_PAGE: &str = include_str!("../../../web/stats.html");
 
 async fn stats_page(State(state): State<Arc<AppState>>) -> Html<String> {
+    with_access_url(STATS_PAGE, &state)
+}
+
+/// The browser demo: video and commands through the relay (issue #8).
+const DEMO_PAGE: &str = include_str!("../../../web/demo.html");
+/// JSMpeg (MIT, from npm `@cycjimmy/jsmpeg-player`), vendored so the demo needs no CDN.
+const JSMPEG_SCRIPT: &str = include_str!("../../../web/vendor/jsmpeg.min.js");
+
+async fn demo_page(State(state): State<Arc<AppState>>) -> Html<String> {
+    with_access_url(DEMO_PAGE, &state)
+}
+
+async fn jsmpeg_script() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], JSMPEG_SCRIPT)
+}
+
+/// A page with its `"{{ACCESS_URL}}"` placeholder replaced by the access API URL (JSON).
+fn with_access_url(page: &str, state: &AppState) -> Html<String> {
     let access = serde_json::to_string(&state.audience).unwrap_or_else(|_| "\"\"".into());
-    Html(STATS_PAGE.replace("\"{{ACCESS_URL}}\"", &access))
+    Html(page.replace("\"{{ACCESS_URL}}\"", &access))
 }
 
 /// Split a request path into connection type and topic, as the reference does:

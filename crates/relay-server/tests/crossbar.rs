@@ -353,3 +353,18 @@ async fn the_stats_page_is_served_with_the_access_url_filled_in() {
     assert!(page.contains("/status"));
     assert_eq!(get(&page_url.replace("/stats", "/healthz"), None).await, (200, "ok\n".into()));
 }
+
+#[tokio::test]
+async fn the_demo_page_and_its_player_script_are_served() {
+    let s = start(|_| {}).await;
+    let base = s.relay_url().replacen("ws", "http", 1);
+    let (status, page) = get(&format!("{base}/demo"), None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("const ACCESS_URL = \"{}\";", s.access_url())), "{page}");
+    assert!(page.contains("<script src=\"/vendor/jsmpeg.min.js\">"));
+    assert!(page.contains("window.demoState"));
+    let script = reqwest::get(format!("{base}/vendor/jsmpeg.min.js")).await.unwrap();
+    assert_eq!(script.status(), 200);
+    assert_eq!(script.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert!(script.text().await.unwrap().contains("JSMpeg"));
+}
