@@ -13,7 +13,7 @@
 //!   logrotate's move-then-HUP works. Nothing queued is lost across the reopen.
 //! - Stopping (SIGINT, or the end of the playfile) drains what was already received, flushes
 //!   and closes the websocket.
-//! - Differences from the reference (B18) are listed in `docs/compat/relay-client.md`:
+//! - Differences from the reference (B18) are listed in `docs/COMPATIBILITY.md` (relay-client section):
 //!   condition timeouts are exact deadlines not starved by traffic, a deny-only filter denies
 //!   only what it matches, and received messages are drained even with no log file.
 

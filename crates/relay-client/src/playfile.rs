@@ -12,7 +12,7 @@
 //!
 //! Error texts follow the reference so existing scripts' checks read the same. Where the
 //! reference misparsed (B18), this parser differs; each difference is listed in
-//! `docs/compat/relay-client.md`: `[5]` is an error rather than zero, blank lines are
+//! `docs/COMPATIBILITY.md` (relay-client section): `[5]` is an error rather than zero, blank lines are
 //! ignored rather than sent, `\'` escapes a quote in a condition's regexp, and the condition
 //! ends at the first `>` after its arguments (the reference split at the last `>`).
 

@@ -91,7 +91,7 @@ impl ServerConfig {
             pong_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             max_message_bytes: 10 * 1024 * 1024,
-            read_buffer_bytes: 8 * 1024,
+            read_buffer_bytes: 4 * 1024,
             coalesce_binary: false,
             leeway_secs: 0,
             code_ttl: relay_auth::codes::DEFAULT_CODE_TTL,

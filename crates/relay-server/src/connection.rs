@@ -149,15 +149,26 @@ async fn write_loop(
             first = messages.recv() => {
                 let Some(first) = first else { break CloseReason::PeerGone };
                 let batch = drain_batch(first, &mut messages, &subscriber, cfg.coalesce_binary);
-                // A reader stuck mid-write must still notice deny, expiry or "too slow".
-                let written = tokio::select! {
-                    written = timeout(cfg.write_timeout, write_batch(&mut sink, &batch)) => written,
-                    reason = closing(&mut close) => break reason,
-                    () = &mut expiry => break CloseReason::Expired,
-                    () = stays_behind(&subscriber, slow_limit) => {
-                        subscriber.close_as_too_slow(&state.metrics);
-                        break CloseReason::TooSlow;
-                    }
+                let mut write = std::pin::pin!(write_batch(&mut sink, &batch));
+                // Most writes complete at once; only a write that would block arms the
+                // timers (a reader stuck mid-write must still notice deny, expiry or
+                // "too slow").
+                let at_once = tokio::select! {
+                    biased;
+                    written = &mut write => Some(written),
+                    () = std::future::ready(()) => None,
+                };
+                let written = match at_once {
+                    Some(written) => Ok(written),
+                    None => tokio::select! {
+                        written = timeout(cfg.write_timeout, &mut write) => written,
+                        reason = closing(&mut close) => break reason,
+                        () = &mut expiry => break CloseReason::Expired,
+                        () = stays_behind(&subscriber, slow_limit) => {
+                            subscriber.close_as_too_slow(&state.metrics);
+                            break CloseReason::TooSlow;
+                        }
+                    },
                 };
                 if !matches!(written, Ok(Ok(()))) {
                     break CloseReason::PeerGone;

@@ -112,8 +112,10 @@ impl RunningServer {
             let service = app.into_make_service_with_connect_info::<SocketAddr>();
             let task = match &tls {
                 Some(tls) => {
+                    // Nagle's algorithm would hold small messages back for up to 40 ms.
                     let server = axum_server::from_tcp_rustls(listener, tls.clone())
-                        .map_err(|e| StartError::Bind { addr: access_addr, what: "tls", source: e })?;
+                        .map_err(|e| StartError::Bind { addr: access_addr, what: "tls", source: e })?
+                        .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()));
                     tokio::spawn(async move {
                         if let Err(e) = server.handle(handle).serve(service).await {
                             tracing::error!(error = %e, "server stopped with an error");
@@ -122,7 +124,8 @@ impl RunningServer {
                 }
                 None => {
                     let server = axum_server::from_tcp(listener)
-                        .map_err(|e| StartError::Bind { addr: access_addr, what: "listener", source: e })?;
+                        .map_err(|e| StartError::Bind { addr: access_addr, what: "listener", source: e })?
+                        .acceptor(axum_server::accept::NoDelayAcceptor::new());
                     tokio::spawn(async move {
                         if let Err(e) = server.handle(handle).serve(service).await {
                             tracing::error!(error = %e, "server stopped with an error");

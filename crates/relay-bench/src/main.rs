@@ -1,0 +1,155 @@
+//! `relay-bench`: run one benchmark scenario against the relay and its peers and print a
+//! markdown table. See BENCHMARKS.md at the repository root for results and commands.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use relay_bench::peers::{Lab, ALL_PEERS};
+use relay_bench::scenarios::{b1_video, b2_latency, b3_throughput, b4_idle_memory, b5_handshakes, b8_slow_reader};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(version, about = "Side-by-side benchmarks of the relay and its peers (scenarios B1–B5, B8 of PERFORMANCE.md)")]
+#[command(after_help = "Run scripts/bench-peers.sh first to install the peers (websocat, nats-server, node ws).\n\
+Example: relay-bench b1 --readers 100,500,1000 --runs 3")]
+struct Cli {
+    /// Peers to include, in table order.
+    #[arg(long, global = true, value_delimiter = ',', default_value = "relay,node-ws,websocat,nats")]
+    peers: Vec<String>,
+    /// Repetitions per measurement (tables show median and min–max).
+    #[arg(long, global = true, default_value_t = 3)]
+    runs: usize,
+    /// The relay binary (default: `relay` next to this program, i.e. the same target dir).
+    #[arg(long, global = true, env = "RELAY_BENCH_RELAY_BIN")]
+    relay_bin: Option<PathBuf>,
+    /// The repository's bench/ folder (holds the Node relay).
+    #[arg(long, global = true, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench"))]
+    bench_dir: PathBuf,
+    /// Do not pin servers to core 0 and the load generator to core 1.
+    #[arg(long, global = true)]
+    no_pin: bool,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// B1 video fan-out: one 2 Mbit/s stream to N readers.
+    B1 {
+        #[arg(long, value_delimiter = ',', default_value = "100,500,1000")]
+        readers: Vec<usize>,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 2.0)]
+        mbps: f64,
+        /// 188-byte TS packets per message.
+        #[arg(long, default_value_t = 49)]
+        ts_packets: usize,
+    },
+    /// B2 small-message latency, open loop.
+    B2 {
+        #[arg(long, value_delimiter = ',', default_value = "64,1024")]
+        sizes: Vec<usize>,
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+        rates: Vec<u64>,
+        #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+        readers: Vec<usize>,
+        #[arg(long, default_value_t = 1.5)]
+        seconds: f64,
+    },
+    /// B3 single-stream throughput against direct loopback TCP.
+    B3 {
+        #[arg(long, value_delimiter = ',', default_value = "1024,16384,65536,1048576")]
+        sizes: Vec<usize>,
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+    /// B4 memory per idle authorised connection.
+    B4 {
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+        counts: Vec<usize>,
+    },
+    /// B5 handshakes per second.
+    B5 {
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        concurrency: Vec<usize>,
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+    /// B8 one stalled reader among fast ones.
+    B8 {
+        #[arg(long, default_value_t = 10)]
+        readers: usize,
+        #[arg(long, default_value_t = 20.0)]
+        mbps: f64,
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+        #[arg(long, default_value = "2s")]
+        slow_timeout: String,
+    },
+    /// Print the machine description used in BENCHMARKS.md.
+    Machine,
+    /// Internal: the TCP echo server used as the B2 floor.
+    #[command(hide = true)]
+    TcpEcho {
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let pin = !cli.no_pin && std::thread::available_parallelism().map(|n| n.get() >= 2).unwrap_or(false);
+    if pin && !matches!(cli.scenario, Scenario::TcpEcho { .. }) {
+        // Threads inherit the main thread's affinity, so pin before the runtime starts.
+        let status = std::process::Command::new("taskset")
+            .args(["-pc", "1", &std::process::id().to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("taskset (util-linux) is needed to pin; pass --no-pin to skip")?;
+        anyhow::ensure!(status.success(), "taskset failed to pin the load generator");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli, pin))
+}
+
+async fn run(cli: Cli, pin: bool) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let relay_bin = cli.relay_bin.clone().unwrap_or_else(|| exe.with_file_name("relay"));
+    for peer in &cli.peers {
+        anyhow::ensure!(ALL_PEERS.contains(&peer.as_str()), "unknown peer {peer:?} (known: {})", ALL_PEERS.join(", "));
+    }
+    let lab = Lab {
+        relay_bin,
+        bench_dir: cli.bench_dir.clone(),
+        server_core: pin.then_some(0),
+        peers: cli.peers.clone(),
+        external_relay: None,
+        echo_bin: Some(exe),
+    };
+    let runs = cli.runs.max(1);
+    let machine = relay_bench::machine::describe();
+    let table = match cli.scenario {
+        Scenario::TcpEcho { port } => return relay_bench::floor::serve_echo(port).await,
+        Scenario::Machine => {
+            println!("{machine}");
+            return Ok(());
+        }
+        Scenario::B1 { readers, seconds, mbps, ts_packets } => {
+            b1_video::run(&lab, &b1_video::Options { readers, seconds, mbps, ts_packets, runs }).await?
+        }
+        Scenario::B2 { sizes, rates, readers, seconds } => {
+            b2_latency::run(&lab, &b2_latency::Options { sizes, rates, readers, seconds, runs }).await?
+        }
+        Scenario::B3 { sizes, seconds } => b3_throughput::run(&lab, &b3_throughput::Options { sizes, seconds, runs }).await?,
+        Scenario::B4 { counts } => b4_idle_memory::run(&lab, &b4_idle_memory::Options { counts }).await?,
+        Scenario::B5 { concurrency, seconds } => {
+            b5_handshakes::run(&lab, &b5_handshakes::Options { concurrency, seconds, runs }).await?
+        }
+        Scenario::B8 { readers, mbps, seconds, slow_timeout } => {
+            b8_slow_reader::run(&lab, &b8_slow_reader::Options { readers, mbps, seconds, slow_timeout, runs }).await?
+        }
+    };
+    let placement = if pin { "servers pinned to core 0, load generator to core 1" } else { "unpinned" };
+    println!("{}\n{machine} {placement}; load average {} at end.", table.to_markdown(), relay_bench::machine::load_average());
+    Ok(())
+}

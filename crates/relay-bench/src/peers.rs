@@ -1,0 +1,376 @@
+//! The systems under test and how to talk to them: our relay (access POST, then dial the
+//! returned URI), the Node `ws` broadcast relay and websocat `broadcast:` (plain dial), and
+//! nats-server's websocket listener (NATS text protocol inside websocket frames).
+//!
+//! Every target is reached through the same [`Tx`]/[`Rx`] pair, so each scenario's load is
+//! identical whichever peer serves it.
+
+use crate::procs::{free_port, wait_listening, Proc};
+use anyhow::{bail, Context, Result};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Peer names the runner knows, in the order tables list them.
+pub const ALL_PEERS: [&str; 4] = ["relay", "node-ws", "websocat", "nats"];
+
+/// Where the runner finds programs, and how it places them on cores.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    /// The `relay` binary.
+    pub relay_bin: PathBuf,
+    /// The repository's `bench/` folder (Node relay).
+    pub bench_dir: PathBuf,
+    /// Core for servers; the load generator runs on the other one.
+    pub server_core: Option<usize>,
+    /// Peers to include.
+    pub peers: Vec<String>,
+    /// Use an already running relay (access URL, secret) instead of starting one.
+    pub external_relay: Option<(String, Vec<u8>)>,
+    /// Binary that serves `tcp-echo` (the TCP floor); `None` skips the floor.
+    pub echo_bin: Option<PathBuf>,
+}
+
+/// How a target is reached.
+#[derive(Debug, Clone)]
+enum Endpoint {
+    Relay { access: String, secret: Vec<u8> },
+    /// Plain websocket; `rooms` means the URL path selects the room.
+    Plain { base: String, rooms: bool },
+    Nats { url: String },
+}
+
+/// One running system under test.
+pub struct Target {
+    pub name: String,
+    endpoint: Endpoint,
+    pub proc: Option<Proc>,
+    http: reqwest::Client,
+    ws_config: WebSocketConfig,
+}
+
+/// Sending half of a connection.
+pub struct Tx {
+    sink: SplitSink<Ws, Message>,
+    nats_subject: Option<String>,
+}
+
+/// Receiving half of a connection.
+pub struct Rx {
+    stream: SplitStream<Ws>,
+    nats: Option<BytesMut>,
+    /// Close code the server sent, if it closed with one.
+    pub close_code: Option<u16>,
+}
+
+const SECRET: &[u8] = b"relay-bench-secret";
+
+impl Lab {
+    /// Start peer `name` (fresh process, free ports); `relay_args` are extra `relay serve` flags.
+    pub async fn start(&self, name: &str, relay_args: &[String]) -> Result<Target> {
+        let core = self.server_core;
+        let (endpoint, proc) = match name {
+            "relay" => {
+                if let Some((access, secret)) = &self.external_relay {
+                    let endpoint = Endpoint::Relay { access: access.clone(), secret: secret.clone() };
+                    return Ok(Target::new(name, endpoint, None));
+                }
+                let (pa, pr) = (free_port()?, free_port()?);
+                let access = format!("http://127.0.0.1:{pa}");
+                let mut args: Vec<String> = [
+                    "serve", "--audience", &access, "--url", &format!("ws://127.0.0.1:{pr}"),
+                    "--secret", std::str::from_utf8(SECRET)?, "--port-access", &pa.to_string(),
+                    "--port-relay", &pr.to_string(), "--bind", "127.0.0.1",
+                    "--allow-no-booking-id", "--log-file", "stderr",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                args.extend(relay_args.iter().cloned());
+                let bin = self.relay_bin.to_string_lossy().into_owned();
+                let mut proc = Proc::spawn("relay", &bin, &args, core)?;
+                wait_listening(&mut proc, pa).await?;
+                wait_listening(&mut proc, pr).await?;
+                (Endpoint::Relay { access, secret: SECRET.to_vec() }, proc)
+            }
+            "node-ws" => {
+                let port = free_port()?;
+                let script = self.bench_dir.join("node-ws-relay/relay.js");
+                let args = vec![script.to_string_lossy().into_owned(), port.to_string()];
+                let mut proc = Proc::spawn("node-ws", "node", &args, core)?;
+                wait_listening(&mut proc, port).await?;
+                (Endpoint::Plain { base: format!("ws://127.0.0.1:{port}"), rooms: true }, proc)
+            }
+            "websocat" => {
+                let port = free_port()?;
+                let args: Vec<String> = [
+                    "-b", "-B", "2097152", "--queue-len", "128",
+                    &format!("ws-l:127.0.0.1:{port}"), "broadcast:mirror:",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                let mut proc = Proc::spawn("websocat", "websocat", &args, core)?;
+                wait_listening(&mut proc, port).await?;
+                (Endpoint::Plain { base: format!("ws://127.0.0.1:{port}"), rooms: false }, proc)
+            }
+            "nats" => {
+                let (client, ws) = (free_port()?, free_port()?);
+                let conf = std::env::temp_dir().join("relay-bench-nats.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "listen: \"127.0.0.1:{client}\"\nmax_payload: 2MB\nmax_connections: 100000\n\
+                         websocket {{\n  listen: \"127.0.0.1:{ws}\"\n  no_tls: true\n  compression: false\n}}\n"
+                    ),
+                )?;
+                let args = vec!["-c".to_owned(), conf.to_string_lossy().into_owned()];
+                let mut proc = Proc::spawn("nats", "nats-server", &args, core)?;
+                wait_listening(&mut proc, ws).await?;
+                (Endpoint::Nats { url: format!("ws://127.0.0.1:{ws}") }, proc)
+            }
+            other => bail!("unknown peer {other:?} (known: {})", ALL_PEERS.join(", ")),
+        };
+        Ok(Target::new(name, endpoint, Some(proc)))
+    }
+}
+
+impl Target {
+    fn new(name: &str, endpoint: Endpoint, proc: Option<Proc>) -> Target {
+        // Small read buffers: B4 holds 10k client sockets in this process too.
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(16 * 1024)
+            .max_message_size(Some(64 << 20))
+            .max_frame_size(Some(64 << 20));
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        Target { name: name.to_owned(), endpoint, proc, http, ws_config }
+    }
+
+    /// True when messages are also delivered back to their sender (websocat's mirror).
+    pub fn echoes_to_sender(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Plain { rooms: false, .. })
+    }
+
+    /// True when every connection shares one room whatever the topic.
+    pub fn single_room(&self) -> bool {
+        self.echoes_to_sender()
+    }
+
+    /// Join `topic` as a reader and writer. Returns once the target will deliver to it.
+    pub async fn open(&self, topic: &str) -> Result<(Tx, Rx)> {
+        let (url, nats) = match &self.endpoint {
+            Endpoint::Relay { access, secret } => (self.access(access, secret, topic).await?, false),
+            Endpoint::Plain { base, rooms: true } => (format!("{base}/{topic}"), false),
+            Endpoint::Plain { base, rooms: false } => (format!("{base}/"), false),
+            Endpoint::Nats { url } => (url.clone(), true),
+        };
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(self.ws_config), true)
+            .await
+            .with_context(|| format!("{}: websocket dial {url}", self.name))?;
+        let (sink, stream) = ws.split();
+        let mut tx = Tx { sink, nats_subject: None };
+        let mut rx = Rx { stream, nats: None, close_code: None };
+        if nats {
+            let subject = topic.replace('/', ".");
+            let hello = format!(
+                "CONNECT {{\"verbose\":false,\"pedantic\":false,\"echo\":false,\"protocol\":1}}\r\nSUB {subject} 1\r\nPING\r\n"
+            );
+            tx.sink.send(Message::Binary(Bytes::from(hello))).await?;
+            rx.nats = Some(BytesMut::new());
+            // The PONG proves the subscription is registered.
+            tokio::time::timeout(Duration::from_secs(10), rx.wait_nats_pong()).await??;
+            tx.nats_subject = Some(subject);
+        }
+        Ok((tx, rx))
+    }
+
+    /// POST the token to the access API; returns the single-use websocket URI.
+    async fn access(&self, access: &str, secret: &[u8], topic: &str) -> Result<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let claims = relay_auth::Claims {
+            topic: topic.to_owned(),
+            prefix: "session".into(),
+            scopes: vec![relay_auth::SCOPE_READ.into(), relay_auth::SCOPE_WRITE.into()],
+            aud: relay_auth::Audience::single(access),
+            exp: Some(now + 3600),
+            nbf: Some(now - 5),
+            iat: Some(now - 5),
+            ..Default::default()
+        };
+        let token = relay_auth::mint(&claims, secret);
+        let response = self
+            .http
+            .post(format!("{access}/session/{topic}"))
+            .header("Authorization", token)
+            .send()
+            .await
+            .with_context(|| format!("POST {access}/session/{topic}"))?;
+        let status = response.status();
+        let body = response.text().await?;
+        if !status.is_success() {
+            bail!("access refused: {status} {body}");
+        }
+        let value: serde_json::Value = serde_json::from_str(&body)?;
+        value.get("uri").and_then(|u| u.as_str()).map(str::to_owned).context("no uri in access reply")
+    }
+
+    /// Stop the target's process, if the runner started it.
+    pub async fn stop(self) {
+        if let Some(p) = self.proc {
+            p.stop().await;
+        }
+    }
+}
+
+impl Tx {
+    /// Send one message (wrapped in a NATS `PUB` for nats).
+    pub async fn send(&mut self, payload: Bytes) -> Result<()> {
+        self.sink.send(self.frame(payload)).await?;
+        Ok(())
+    }
+
+    /// Queue one message without flushing.
+    pub async fn feed(&mut self, payload: Bytes) -> Result<()> {
+        let frame = self.frame(payload);
+        self.sink.feed(frame).await?;
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> Result<()> {
+        self.sink.flush().await?;
+        Ok(())
+    }
+
+    fn frame(&self, payload: Bytes) -> Message {
+        match &self.nats_subject {
+            None => Message::Binary(payload),
+            Some(subject) => {
+                let head = format!("PUB {subject} {}\r\n", payload.len());
+                let mut b = BytesMut::with_capacity(head.len() + payload.len() + 2);
+                b.put_slice(head.as_bytes());
+                b.put_slice(&payload);
+                b.put_slice(b"\r\n");
+                Message::Binary(b.freeze())
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.close()).await;
+    }
+}
+
+/// One item of the NATS server-to-client protocol.
+#[derive(Debug, PartialEq)]
+pub enum NatsItem {
+    Msg(Bytes),
+    Control(String),
+}
+
+/// Take the next complete NATS item from `buf`, if there is one.
+pub fn nats_take(buf: &mut BytesMut) -> Result<Option<NatsItem>> {
+    let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
+    let line = String::from_utf8_lossy(&buf[..eol]).into_owned();
+    if line.starts_with("MSG ") {
+        let len: usize = line
+            .split_whitespace()
+            .last()
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("bad NATS MSG line {line:?}"))?;
+        if buf.len() < eol + 2 + len + 2 {
+            return Ok(None);
+        }
+        buf.advance(eol + 2);
+        let payload = buf.split_to(len).freeze();
+        buf.advance(2);
+        return Ok(Some(NatsItem::Msg(payload)));
+    }
+    if line.starts_with("-ERR") {
+        bail!("nats-server: {line}");
+    }
+    buf.advance(eol + 2);
+    Ok(Some(NatsItem::Control(line)))
+}
+
+impl Rx {
+    /// The next data message; `None` once the connection is closed.
+    pub async fn recv(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            if let Some(buf) = &mut self.nats {
+                match nats_take(buf)? {
+                    Some(NatsItem::Msg(m)) => return Ok(Some(m)),
+                    Some(NatsItem::Control(_)) => continue,
+                    None => {}
+                }
+            }
+            let Some(frame) = self.stream.next().await else { return Ok(None) };
+            let data = match frame? {
+                Message::Binary(b) => b,
+                Message::Text(t) => Bytes::copy_from_slice(t.as_bytes()),
+                Message::Close(frame) => {
+                    self.close_code = frame.map(|f| u16::from(f.code));
+                    return Ok(None);
+                }
+                _ => continue,
+            };
+            match &mut self.nats {
+                Some(buf) => buf.extend_from_slice(&data),
+                None => return Ok(Some(data)),
+            }
+        }
+    }
+
+    async fn wait_nats_pong(&mut self) -> Result<()> {
+        loop {
+            if let Some(buf) = &mut self.nats {
+                while let Some(item) = nats_take(buf)? {
+                    if item == NatsItem::Control("PONG".into()) {
+                        return Ok(());
+                    }
+                }
+            }
+            let Some(frame) = self.stream.next().await else { bail!("nats closed during handshake") };
+            if let (Message::Binary(b), Some(buf)) = (frame?, &mut self.nats) {
+                buf.extend_from_slice(&b);
+            }
+        }
+    }
+
+    /// Read and discard everything until the connection ends (a writer's echo channel).
+    pub async fn drain(mut self) {
+        while let Ok(Some(_)) = self.recv().await {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_items_split_across_frames_are_reassembled() {
+        let mut buf = BytesMut::from(&b"INFO {}\r\nMSG a.b 1 5\r\nhel"[..]);
+        assert_eq!(nats_take(&mut buf).unwrap(), Some(NatsItem::Control("INFO {}".into())));
+        assert_eq!(nats_take(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"lo\r\nPONG\r\n");
+        assert_eq!(nats_take(&mut buf).unwrap(), Some(NatsItem::Msg(Bytes::from_static(b"hello"))));
+        assert_eq!(nats_take(&mut buf).unwrap(), Some(NatsItem::Control("PONG".into())));
+        assert!(buf.is_empty());
+        let mut bad = BytesMut::from(&b"-ERR 'Maximum Payload Violation'\r\n"[..]);
+        assert!(nats_take(&mut bad).is_err());
+    }
+}

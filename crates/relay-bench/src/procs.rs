@@ -1,0 +1,140 @@
+//! Child processes the runner starts (relays, peers, the TCP echo floor): spawn pinned to
+//! a core, wait until listening, read CPU time and RSS from /proc, stop by pid.
+
+use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// A started child process; killed when stopped or dropped.
+pub struct Proc {
+    pub name: String,
+    pub pid: u32,
+    child: Child,
+    pub log: PathBuf,
+}
+
+/// CPU time (user + system, seconds) and resident memory (bytes) of a process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub cpu_s: f64,
+    pub rss: u64,
+}
+
+impl Proc {
+    /// Start `program args`, pinned to `core` with `taskset` when given (taskset execs the
+    /// program, so the pid stays the program's). Output goes to a log file in /tmp.
+    pub fn spawn(name: &str, program: &str, args: &[String], core: Option<usize>) -> Result<Proc> {
+        let log = std::env::temp_dir().join(format!("relay-bench-{name}.log"));
+        let out = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let err = out.try_clone()?;
+        let mut cmd = match core {
+            Some(core) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(core.to_string()).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err).kill_on_drop(true);
+        let child = cmd.spawn().with_context(|| format!("cannot start {name} ({program}); is it installed? see scripts/bench-peers.sh"))?;
+        let pid = child.id().context("child has no pid")?;
+        Ok(Proc { name: name.to_owned(), pid, child, log })
+    }
+
+    /// Current CPU time and RSS.
+    pub fn usage(&self) -> Result<Usage> {
+        usage_of(self.pid)
+    }
+
+    /// Fail with the log's tail if the process has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: String = tail.lines().rev().take(10).collect::<Vec<_>>().join("\n");
+            bail!("{} exited ({status}); log {}:\n{tail}", self.name, self.log.display());
+        }
+        Ok(())
+    }
+
+    /// Kill (SIGKILL by pid) and reap.
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}
+
+/// CPU time and RSS of `pid` from /proc.
+pub fn usage_of(pid: u32) -> Result<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start at field 3 (state).
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("bad /proc stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| -> Result<f64> {
+        Ok(fields.get(i).context("short /proc stat")?.parse::<f64>()?)
+    };
+    let cpu_s = (tick(11)? + tick(12)?) / clock_ticks();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok(Usage { cpu_s, rss: rss_kb * 1024 })
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// A currently free port on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Wait until something accepts TCP connections on `port` (at most 15 s).
+pub async fn wait_listening(proc: &mut Proc, port: u16) -> Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        proc.check_alive()?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("{} did not listen on {port} within 15 s (log {})", proc.name, proc.log.display())
+}
+
+/// The soft limit on open files of this process (children inherit it).
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_usage() {
+        let u = usage_of(std::process::id()).unwrap();
+        assert!(u.rss > 1024 * 1024, "{u:?}");
+        assert!(u.cpu_s >= 0.0);
+        assert!(open_files_limit().unwrap() > 0);
+    }
+}
