@@ -90,14 +90,23 @@ async fn session(
     Path(SessionPath { session_id }): Path<SessionPath>,
     headers: HeaderMap,
 ) -> Response {
-    match issue_code(&state, &session_id, &headers) {
+    access_reply(&state, &session_id, issue_code(&state, &session_id, &headers))
+}
+
+/// Answer an access request with `{"uri":…}` or its error, counting and logging refusals.
+fn access_reply(
+    state: &AppState,
+    topic: &str,
+    outcome: Result<String, (&'static str, ApiError)>,
+) -> Response {
+    match outcome {
         Ok(uri) => {
             state.metrics.access("ok");
             json_line(&json!({ "uri": uri }))
         }
         Err((result, err)) => {
             state.metrics.access(result);
-            tracing::info!(topic = %session_id, status = err.status.as_u16(), body = err.body().trim(), "access refused");
+            tracing::info!(topic, status = err.status.as_u16(), body = err.body().trim(), "access refused");
             err.into_response()
         }
     }
@@ -162,17 +171,7 @@ async fn shell(
     Path(ShellPath { shell_id }): Path<ShellPath>,
     headers: HeaderMap,
 ) -> Response {
-    match issue_shell_code(&state, &shell_id, &headers) {
-        Ok(uri) => {
-            state.metrics.access("ok");
-            json_line(&json!({ "uri": uri }))
-        }
-        Err((result, err)) => {
-            state.metrics.access(result);
-            tracing::info!(shell_id = %shell_id, status = err.status.as_u16(), body = err.body().trim(), "shell access refused");
-            err.into_response()
-        }
-    }
+    access_reply(&state, &format!("shell/{shell_id}"), issue_shell_code(&state, &shell_id, &headers))
 }
 
 fn issue_shell_code(
