@@ -171,11 +171,35 @@ struct Waiting {
     satisfied: Option<oneshot::Sender<()>>,
 }
 
+impl Waiting {
+    fn notify_if_met(&mut self) {
+        if self.seen >= self.needed {
+            if let Some(satisfied) = self.satisfied.take() {
+                let _ = satisfied.send(());
+            }
+        }
+    }
+}
+
+/// Most received messages remembered between a send and the condition that follows it.
+const RECENT_LIMIT: usize = 1024;
+
+/// What a condition counts: while one is registered, the matches it sees; otherwise the
+/// messages received since the player last sent, so a reply that arrives before the
+/// condition line is reached still counts (on a fast link the echo of a message can beat
+/// the player to its next line).
+#[derive(Default)]
+struct Watch {
+    waiting: Option<Waiting>,
+    /// `Some` while a playfile is playing.
+    since_send: Option<std::collections::VecDeque<String>>,
+}
+
 /// State shared by the player (which changes it) and the receiver (which consults it).
 #[derive(Default)]
 pub struct PlayState {
     filter: Mutex<Filter>,
-    condition: Mutex<Option<Waiting>>,
+    condition: Mutex<Watch>,
 }
 
 impl PlayState {
@@ -186,16 +210,18 @@ impl PlayState {
         let text = std::cell::OnceCell::new();
         let text_of = |message: &Message| -> &str { text.get_or_init(|| message_text(message)) };
         {
-            let mut condition = self.condition.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(waiting) = condition.as_mut() {
+            let mut watch = self.condition.lock().unwrap_or_else(PoisonError::into_inner);
+            let Watch { waiting, since_send } = &mut *watch;
+            if let Some(waiting) = waiting.as_mut() {
                 if waiting.pattern.is_match(text_of(message)) {
                     waiting.seen += 1;
-                    if waiting.seen >= waiting.needed {
-                        if let Some(satisfied) = waiting.satisfied.take() {
-                            let _ = satisfied.send(());
-                        }
-                    }
+                    waiting.notify_if_met();
                 }
+            } else if let Some(recent) = since_send.as_mut() {
+                if recent.len() >= RECENT_LIMIT {
+                    recent.pop_front();
+                }
+                recent.push_back(text_of(message).to_owned());
             }
         }
         let filter = self.filter.lock().unwrap_or_else(PoisonError::into_inner);
@@ -206,18 +232,41 @@ impl PlayState {
         self.filter.lock().unwrap_or_else(PoisonError::into_inner).apply(action);
     }
 
-    /// Wait until `condition` is met by messages received from now on, or its timeout.
-    /// Returns true when met, false on timeout.
+    /// Start remembering received messages for conditions (playing), or forget them.
+    fn remember_since_send(&self, on: bool) {
+        self.condition.lock().unwrap_or_else(PoisonError::into_inner).since_send =
+            on.then(std::collections::VecDeque::new);
+    }
+
+    /// The player is about to send: conditions from now on count only what follows.
+    fn sending(&self) {
+        if let Some(recent) = self.condition.lock().unwrap_or_else(PoisonError::into_inner).since_send.as_mut() {
+            recent.clear();
+        }
+    }
+
+    /// Wait until `condition` is met by messages received since the last send (or since
+    /// playing started), or its timeout. Returns true when met, false on timeout.
     async fn wait_for(&self, condition: &Condition) -> bool {
         let (satisfied_tx, satisfied_rx) = oneshot::channel();
-        *self.condition.lock().unwrap_or_else(PoisonError::into_inner) = Some(Waiting {
-            pattern: condition.pattern.clone(),
-            needed: condition.count,
-            seen: 0,
-            satisfied: Some(satisfied_tx),
-        });
+        {
+            let mut watch = self.condition.lock().unwrap_or_else(PoisonError::into_inner);
+            let seen = watch
+                .since_send
+                .as_mut()
+                .map(|recent| recent.drain(..).filter(|text| condition.pattern.is_match(text)).count())
+                .unwrap_or(0);
+            let mut waiting = Waiting {
+                pattern: condition.pattern.clone(),
+                needed: condition.count,
+                seen,
+                satisfied: Some(satisfied_tx),
+            };
+            waiting.notify_if_met();
+            watch.waiting = Some(waiting);
+        }
         let met = timeout(condition.timeout, satisfied_rx).await.is_ok();
-        *self.condition.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.condition.lock().unwrap_or_else(PoisonError::into_inner).waiting = None;
         met
     }
 }
@@ -239,6 +288,7 @@ pub async fn play(
     log: Option<&mpsc::Sender<LogEntry>>,
 ) -> Result<(), SessionClosed> {
     info!(lines = playfile.lines.len(), "playing");
+    state.remember_since_send(true);
     for (index, line) in playfile.lines.iter().enumerate() {
         let number = index + 1;
         match line {
@@ -257,12 +307,14 @@ pub async fn play(
                     let met = state.wait_for(condition).await;
                     debug!(line = number, met, pattern = condition.pattern.as_str(), "condition done");
                 }
+                state.sending();
                 sender.send(Message::Text(msg.clone())).await?;
                 debug!(line = number, %msg, "sent");
             }
             Line::Filter(action) => state.apply_filter(action),
         }
     }
+    state.remember_since_send(false);
     Ok(())
 }
 
@@ -555,7 +607,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_condition_is_met_early_by_enough_matching_lines_received_after_it() {
         let state = Arc::new(PlayState::default());
-        // Received before the condition is registered: must not count.
+        // Received before playing started: must not count.
         state.observe(&Message::Text("foo before".into()));
         let feeder_state = state.clone();
         let feeder = tokio::spawn(async move {
@@ -568,6 +620,22 @@ mod tests {
         let (sent, _) = play_script("<'^foo',3,60s> enough\n", state).await;
         feeder.abort();
         assert_eq!(sent, [(5_000, "enough".to_string())]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_that_beats_the_player_to_the_condition_still_counts() {
+        let state = Arc::new(PlayState::default());
+        let echo_state = state.clone();
+        // The reply to "first" arrives at once, 100 ms before the condition line is reached
+        // (the reference ignored it and waited out the full timeout).
+        let script = "first\n[100ms]\n<'^reply$',1,5s> next\n";
+        let replier = tokio::spawn(async move {
+            sleep(Duration::from_millis(1)).await;
+            echo_state.observe(&Message::Text("reply".into()));
+        });
+        let (sent, _) = play_script(script, state).await;
+        replier.abort();
+        assert_eq!(sent, [(0, "first".to_string()), (100, "next".into())]);
     }
 
     #[tokio::test(start_paused = true)]
