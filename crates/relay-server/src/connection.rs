@@ -26,9 +26,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct ConnectionOptions {
     /// Close with 4001 at this instant (the token's `exp`).
     pub expires_at: Option<Instant>,
-    /// Hold back what this connection sends until something has been written to it: SSH
-    /// is "server speaks first", so the admin's bytes wait for the sshd banner, which
-    /// proves the host's side of the pair has joined (shell spec §1.6.5).
+    /// Hold back what this connection sends until the other end of its pair has joined
+    /// (or something has been written to it): the admin's early bytes must not be lost
+    /// while the host is still dialling in (shell spec §1.6.5). Unlike the reference, a
+    /// client-speaks-first protocol does not wait for a first byte that never comes.
     pub gate_until_first_write: bool,
 }
 
@@ -87,8 +88,16 @@ async fn read_loop(
                     continue;
                 }
                 if !*gate.borrow() {
-                    let opened = timeout(state.config.pong_timeout, gate.wait_for(|open| *open)).await;
-                    if !matches!(opened, Ok(Ok(_))) {
+                    // Open once the other end has joined the pair (so nothing is lost) or
+                    // has spoken (sshd's banner).
+                    let opened = timeout(state.config.pong_timeout, async {
+                        tokio::select! {
+                            _ = gate.wait_for(|open| *open) => {}
+                            () = membership.topic.wait_for_members(2) => {}
+                        }
+                    })
+                    .await;
+                    if opened.is_err() {
                         break CloseReason::Unresponsive;
                     }
                 }

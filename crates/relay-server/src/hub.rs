@@ -177,6 +177,8 @@ pub struct Topic {
     /// A pair topic (one shell connection): when one end leaves, the other is closed.
     paired: bool,
     subscribers: RwLock<Vec<Arc<Subscriber>>>,
+    /// Member count, for waiting until the other end of a pair has joined.
+    size: watch::Sender<usize>,
 }
 
 impl Topic {
@@ -193,6 +195,12 @@ impl Topic {
     /// How many members the topic has.
     pub fn len(&self) -> usize {
         self.subscribers.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Resolves once the topic has at least `n` members.
+    pub async fn wait_for_members(&self, n: usize) {
+        let mut size = self.size.subscribe();
+        let _ = size.wait_for(|members| *members >= n).await;
     }
 
     /// True when nobody is on the topic.
@@ -292,12 +300,16 @@ impl Hub {
                         name: info.key.clone(),
                         paired: req.paired,
                         subscribers: RwLock::default(),
+                        size: watch::channel(0).0,
                     })
                 })
                 .clone();
             // Added under the topics lock so a concurrent leave cannot remove the topic
             // between lookup and insertion.
-            topic.subscribers.write().unwrap_or_else(|p| p.into_inner()).push(subscriber.clone());
+            let mut subscribers = topic.subscribers.write().unwrap_or_else(|p| p.into_inner());
+            subscribers.push(subscriber.clone());
+            topic.size.send_replace(subscribers.len());
+            drop(subscribers);
             topic
         };
         self.connections.lock().unwrap_or_else(|p| p.into_inner()).insert(id, subscriber.clone());
@@ -312,6 +324,7 @@ impl Hub {
             let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
             let mut subs = topic.subscribers.write().unwrap_or_else(|p| p.into_inner());
             subs.retain(|s| s.info.id != id);
+            topic.size.send_replace(subs.len());
             if topic.paired {
                 for other in subs.iter() {
                     let _ = other.close(CloseReason::PeerLeft);

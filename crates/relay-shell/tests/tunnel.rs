@@ -226,3 +226,40 @@ async fn a_disconnect_action_hangs_up_the_host_side() {
     tokio::time::timeout(WAIT, open.wait_for(|n| *n == 0)).await.unwrap().unwrap();
     assert!(!rig.host.is_finished());
 }
+
+#[tokio::test]
+async fn a_client_speaks_first_service_works_too() {
+    // The reference held the admin's bytes until the service spoke, which hangs any
+    // protocol where the client speaks first (HTTP, a plain echo).
+    let server = RunningServer::start(ServerConfig::local(SECRET.to_vec())).await.unwrap();
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = echo.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut rd, mut wr) = tcp.split();
+                let _ = tokio::io::copy(&mut rd, &mut wr).await;
+            });
+        }
+    });
+    let access = format!("{}/shell/quiet", server.access_url());
+    let mut host = ShellHost::start(HostConfig {
+        access_url: access.clone(),
+        token: token(&server, "quiet", "host"),
+        target: format!("127.0.0.1:{echo_port}"),
+        extra_ca_file: None,
+    });
+    let mut state = host.state();
+    tokio::time::timeout(WAIT, state.wait_for(|s| s.is_connected())).await.unwrap().unwrap();
+    tokio::spawn(async move { host.run().await });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(client::serve(
+        listener,
+        ClientConfig { access_url: access, token: token(&server, "quiet", "client"), extra_ca_file: None, max_connections: 4 },
+    ));
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    assert_eq!(read_exactly(&mut tcp, 18).await, b"GET / HTTP/1.0\r\n\r\n");
+}
