@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
+mod support;
+use support::{Killed};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,14 +18,6 @@ use relay_server::{RunningServer, ServerConfig};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
 const SECRET: &[u8] = b"client-file-e2e-secret";
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("relay-client-file-e2e-{name}-{}", std::process::id()));

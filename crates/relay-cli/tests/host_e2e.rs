@@ -7,36 +7,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+use support::{Killed, free_port, require};
+
 use relay_client::session::{Message, Session, SessionConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
 const SECRET: &str = "host-e2e-secret";
-
-fn require(program: &str) {
-    let found = Command::new("sh").args(["-c", &format!("command -v {program}")]).output();
-    assert!(
-        found.is_ok_and(|o| o.status.success()),
-        "{program} is required for this test (apt-get install -y ffmpeg curl; websocat from its releases)"
-    );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A child process killed when the test ends, however it ends.
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("relay-host-e2e-{name}-{}", std::process::id()));

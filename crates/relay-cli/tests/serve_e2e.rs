@@ -5,34 +5,16 @@
 //! if they are missing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+mod support;
+use support::{Killed, free_port, require};
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
 const SECRET: &str = "e2e-secret";
-
-fn require(program: &str) {
-    let found = Command::new("sh").args(["-c", &format!("command -v {program}")]).output();
-    assert!(
-        found.is_ok_and(|o| o.status.success()),
-        "{program} is required for this test: run scripts/test.sh, which installs it"
-    );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn mint(access: &str, topic: &str, extra: &[(&str, &str)]) -> String {
     let out = Command::new(RELAY)

@@ -6,7 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
-use std::net::TcpListener;
+mod support;
+use support::{Killed, free_port};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -15,22 +17,10 @@ const RELAY: &str = env!("CARGO_BIN_EXE_relay");
 const SECRET: &str = "shell-e2e-secret";
 const SSHD: &str = "/usr/sbin/sshd";
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn require(program: &str) {
     let ok = Path::new(program).is_absolute() && Path::new(program).exists()
         || Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success());
     assert!(ok, "{program} is required for this test: run scripts/test.sh, which installs openssh");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn run(cmd: &mut Command) -> Output {
