@@ -8,10 +8,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
-use support::{Killed, free_port, require};
+use support::{websocat, Killed, free_port, require};
 
 use relay_client::session::{Message, Session, SessionConfig};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -184,27 +184,6 @@ fn probe(path: &Path) -> (u64, String) {
     (frames, String::from_utf8_lossy(&decode.stderr).into_owned())
 }
 
-/// websocat connected to `url`, with its output lines on a channel.
-fn websocat(url: &str) -> (Killed, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new("websocat")
-        .args(["--text", url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (Killed(child), rx)
-}
-
 fn say(child: &mut Killed, line: &str) {
     let stdin = child.0.stdin.as_mut().unwrap();
     writeln!(stdin, "{line}").unwrap();
@@ -273,12 +252,12 @@ async fn ffmpeg_video_and_serial_data_flow_through_the_real_host_and_relay() {
     assert!(errors.trim().is_empty(), "the host's recording does not decode cleanly: {errors}");
 
     // Data: websocat as the serial bridge on /ws/data ↔ websocat as a user on the relay.
-    let (mut bridge, bridge_out) = websocat(&format!("ws://127.0.0.1:{port}/ws/data"));
+    let (mut bridge, bridge_out) = websocat(&format!("ws://127.0.0.1:{port}/ws/data"), &[]);
     let user_token = mint(&relay.access, "expt00-data", true, true);
     let uri = curl(&["-X", "POST", "-H", &format!("Authorization: {user_token}"), &format!("{}/session/expt00-data", relay.access)])
         .expect("access POST failed");
     let uri: serde_json::Value = serde_json::from_str(&uri).unwrap();
-    let (mut user, user_out) = websocat(uri["uri"].as_str().unwrap());
+    let (mut user, user_out) = websocat(uri["uri"].as_str().unwrap(), &[]);
     // Either side may connect last; repeat the first command until the bridge hears it.
     let mut heard = None;
     for _ in 0..50 {

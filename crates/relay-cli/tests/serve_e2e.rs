@@ -7,10 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod support;
-use support::{Killed, free_port, require};
-use std::io::{BufRead, BufReader, Write};
+use support::{websocat, Killed, free_port, require};
+use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
@@ -44,27 +43,6 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// A websocat client with its stdout lines delivered on a channel.
-fn websocat(uri: &str) -> (Killed, mpsc::Receiver<String>) {
-    let mut child = Command::new("websocat")
-        .args(["--text", "--exit-on-eof", uri])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (Killed(child), rx)
-}
-
 fn access_uri(access: &str, token: &str, topic: &str) -> String {
     let body = curl(&["-X", "POST", "-H", &format!("Authorization: {token}"), &format!("{access}/session/{topic}")]);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
@@ -96,8 +74,8 @@ fn curl_and_websocat_talk_through_the_real_relay_and_sigterm_exits_cleanly() {
     });
 
     let token = mint(&access, "expt00-data", &[]);
-    let (mut a, a_out) = websocat(&access_uri(&access, &token, "expt00-data"));
-    let (mut b, b_out) = websocat(&access_uri(&access, &token, "expt00-data"));
+    let (mut a, a_out) = websocat(&access_uri(&access, &token, "expt00-data"), &["--exit-on-eof"]);
+    let (mut b, b_out) = websocat(&access_uri(&access, &token, "expt00-data"), &["--exit-on-eof"]);
     let stats = mint(&access, "stats", &[("RELAY_TOKEN_SCOPE_OTHER", "relay:stats")]);
     wait_until("both clients connected", || {
         let status = curl(&["-H", &format!("Authorization: {stats}"), &format!("{access}/status")]);
