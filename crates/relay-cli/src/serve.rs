@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Per-connection queue limit in bytes.
     #[arg(long, env = "RELAY_BUFFER_BYTES", default_value_t = 16 * 1024 * 1024)]
     buffer_bytes: usize,
+    /// Past the message limit, small messages still queue while the queue holds at most
+    /// this many bytes, so short bursts of small messages are not dropped (0: off).
+    #[arg(long, env = "RELAY_BUFFER_BURST_BYTES", default_value_t = relay_server::config::DEFAULT_QUEUE_BURST_BYTES)]
+    buffer_burst_bytes: usize,
     /// A reader whose queue stays full this long is disconnected (close code 4008).
     #[arg(long, env = "RELAY_SLOW_READER_TIMEOUT", default_value = "10s", value_parser = duration)]
     slow_reader_timeout: Duration,
@@ -135,6 +139,7 @@ fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Ve
     cfg.allow_no_booking_id = args.allow_no_booking_id || args.dev;
     cfg.queue_messages = queue_messages;
     cfg.queue_bytes = args.buffer_bytes;
+    cfg.queue_burst_bytes = args.buffer_burst_bytes;
     cfg.slow_reader_timeout = args.slow_reader_timeout;
     cfg.stats_every = args.stats_every.max(Duration::from_secs(1));
     cfg.tidy_every = args.tidy_every;

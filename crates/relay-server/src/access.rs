@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use relay_auth::{Claims, Audience, SCOPE_ADMIN, SCOPE_STATS};
+use relay_auth::{Audience, Claims, SCOPE_ADMIN, SCOPE_STATS};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -48,7 +48,10 @@ fn cors(allowed: &[String]) -> CorsLayer {
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("path {} was not found", uri.path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("path {} was not found", uri.path()),
+    )
 }
 
 /// Read and verify the token in `Authorization` (raw, or with a `Bearer ` prefix), and
@@ -69,11 +72,16 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Claims, ApiErro
     let claims = state
         .verifier
         .verify(token, state.now_unix())
-        .map_err(|e| ApiError::with_reason(StatusCode::UNAUTHORIZED, "token invalid", e.to_string()))?;
+        .map_err(|e| {
+            ApiError::with_reason(StatusCode::UNAUTHORIZED, "token invalid", e.to_string())
+        })?;
     if !claims.aud.contains(&state.audience) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            format!("aud {:?} does not match this host {}", claims.aud.0, state.audience),
+            format!(
+                "aud {:?} does not match this host {}",
+                claims.aud.0, state.audience
+            ),
         ));
     }
     Ok(claims)
@@ -90,7 +98,11 @@ async fn session(
     Path(SessionPath { session_id }): Path<SessionPath>,
     headers: HeaderMap,
 ) -> Response {
-    access_reply(&state, &session_id, issue_code(&state, &session_id, &headers))
+    access_reply(
+        &state,
+        &session_id,
+        issue_code(&state, &session_id, &headers),
+    )
 }
 
 /// Answer an access request with `{"uri":…}` or its error, counting and logging refusals.
@@ -106,7 +118,12 @@ fn access_reply(
         }
         Err((result, err)) => {
             state.metrics.access(result);
-            tracing::info!(topic, status = err.status.as_u16(), body = err.body().trim(), "access refused");
+            tracing::info!(
+                topic,
+                status = err.status.as_u16(),
+                body = err.body().trim(),
+                "access refused"
+            );
             err.into_response()
         }
     }
@@ -120,14 +137,26 @@ fn issue_code(
     let claims = authenticate(state, headers).map_err(|e| ("bad_token", e))?;
     let refuse = |result, status, message: &str| (result, ApiError::handler(status, message));
     if !claims.has_required_session_claims() {
-        return Err(refuse("missing_claims", StatusCode::UNAUTHORIZED, "Token Missing Required Claims"));
+        return Err(refuse(
+            "missing_claims",
+            StatusCode::UNAUTHORIZED,
+            "Token Missing Required Claims",
+        ));
     }
     if claims.topic != session_id {
-        return Err(refuse("wrong_topic", StatusCode::UNAUTHORIZED, "Token Wrong Topic"));
+        return Err(refuse(
+            "wrong_topic",
+            StatusCode::UNAUTHORIZED,
+            "Token Wrong Topic",
+        ));
     }
     if claims.prefix == crate::crossbar::SHELL_PREFIX {
         // Shell tickets carry the shell scope rules; they are only issued by /shell/{id}.
-        return Err(refuse("wrong_prefix", StatusCode::UNAUTHORIZED, "Token Wrong Connection Type"));
+        return Err(refuse(
+            "wrong_prefix",
+            StatusCode::UNAUTHORIZED,
+            "Token Wrong Connection Type",
+        ));
     }
     if claims.booking_id.is_empty() && !state.config.allow_no_booking_id {
         return Err(refuse(
@@ -145,14 +174,20 @@ fn issue_code(
     }
     let exp = claims.exp.unwrap_or_default();
     state.deny.allow(&claims.booking_id, exp);
-    let ticket = Claims { topic: session_id.to_owned(), ..claims };
+    let ticket = Claims {
+        topic: session_id.to_owned(),
+        ..claims
+    };
     Ok(code_uri(state, ticket))
 }
 
 /// Store `ticket` (re-addressed to the relay) under a fresh code and return the websocket
 /// URI that redeems it.
 fn code_uri(state: &AppState, ticket: Claims) -> String {
-    let ticket = Claims { aud: Audience::single(state.relay_url.clone()), ..ticket };
+    let ticket = Claims {
+        aud: Audience::single(state.relay_url.clone()),
+        ..ticket
+    };
     let path = format!("{}/{}/{}", state.relay_url, ticket.prefix, ticket.topic);
     let code = state.codes.submit(ticket, state.now_instant());
     format!("{path}?code={code}")
@@ -171,7 +206,11 @@ async fn shell(
     Path(ShellPath { shell_id }): Path<ShellPath>,
     headers: HeaderMap,
 ) -> Response {
-    access_reply(&state, &format!("shell/{shell_id}"), issue_shell_code(&state, &shell_id, &headers))
+    access_reply(
+        &state,
+        &format!("shell/{shell_id}"),
+        issue_shell_code(&state, &shell_id, &headers),
+    )
 }
 
 fn issue_shell_code(
@@ -181,7 +220,8 @@ fn issue_shell_code(
 ) -> Result<String, (&'static str, ApiError)> {
     use relay_auth::{SCOPE_SHELL_CLIENT, SCOPE_SHELL_HOST, SCOPE_SHELL_STATS};
     let claims = authenticate(state, headers).map_err(|e| ("bad_token", e))?;
-    let refuse = |result, message: &str| (result, ApiError::handler(StatusCode::UNAUTHORIZED, message));
+    let refuse =
+        |result, message: &str| (result, ApiError::handler(StatusCode::UNAUTHORIZED, message));
     if !claims.has_required_session_claims() {
         return Err(refuse("missing_claims", "Token Missing Required Claims"));
     }
@@ -203,7 +243,10 @@ fn issue_shell_code(
         return Err(refuse("no_scope", "Missing client, host or stats Scope"));
     }
     if host && client {
-        return Err(refuse("bad_scope", "Can only have Client Or Host Scope, Not Both"));
+        return Err(refuse(
+            "bad_scope",
+            "Can only have Client Or Host Scope, Not Both",
+        ));
     }
     if state.deny.is_denied(&claims.booking_id) {
         return Err((
@@ -214,10 +257,16 @@ fn issue_shell_code(
             ),
         ));
     }
-    let scopes = vec![relay_auth::SCOPE_READ.to_owned(), relay_auth::SCOPE_WRITE.to_owned()];
+    let scopes = vec![
+        relay_auth::SCOPE_READ.to_owned(),
+        relay_auth::SCOPE_WRITE.to_owned(),
+    ];
     // The ticket is always a shell one, whatever the token's prefix: its read/write scopes
     // must never reach a session topic.
-    let claims = Claims { prefix: crate::crossbar::SHELL_PREFIX.to_owned(), ..claims };
+    let claims = Claims {
+        prefix: crate::crossbar::SHELL_PREFIX.to_owned(),
+        ..claims
+    };
     let ticket = if client {
         let connection = uuid::Uuid::new_v4();
         Claims {
@@ -228,7 +277,13 @@ fn issue_shell_code(
             ..claims
         }
     } else {
-        Claims { topic: shell_id.to_owned(), topic_salt: None, alert_host: false, scopes, ..claims }
+        Claims {
+            topic: shell_id.to_owned(),
+            topic_salt: None,
+            alert_host: false,
+            scopes,
+            ..claims
+        }
     };
     Ok(code_uri(state, ticket))
 }
@@ -241,7 +296,11 @@ struct BidQuery {
     exp: Option<String>,
 }
 
-fn require_admin(state: &AppState, headers: &HeaderMap, deny_wording: bool) -> Result<(), ApiError> {
+fn require_admin(
+    state: &AppState,
+    headers: &HeaderMap,
+    deny_wording: bool,
+) -> Result<(), ApiError> {
     let claims = authenticate(state, headers)?;
     let missing = if !claims.has_required_admin_claims() {
         Some("Token Missing Required Claims")
@@ -256,15 +315,24 @@ fn require_admin(state: &AppState, headers: &HeaderMap, deny_wording: bool) -> R
             StatusCode::UNAUTHORIZED,
             format!("is token missing relay:admin scope? {why}"),
         )),
-        Some(_) => Err(ApiError::handler(StatusCode::UNAUTHORIZED, "token missing relay:admin scope")),
+        Some(_) => Err(ApiError::handler(
+            StatusCode::UNAUTHORIZED,
+            "token missing relay:admin scope",
+        )),
     }
 }
 
 fn parse_bid_query(q: BidQuery) -> Result<(String, i64), ApiError> {
     let unprocessable =
         |code: u16, message: &str| ApiError::coded(StatusCode::UNPROCESSABLE_ENTITY, code, message);
-    let bid = q.bid.filter(|b| !b.is_empty()).ok_or_else(|| unprocessable(602, "bid in query is required"))?;
-    let exp = q.exp.filter(|e| !e.is_empty()).ok_or_else(|| unprocessable(602, "exp in query is required"))?;
+    let bid = q
+        .bid
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| unprocessable(602, "bid in query is required"))?;
+    let exp = q
+        .exp
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| unprocessable(602, "exp in query is required"))?;
     let exp = exp
         .parse::<i64>()
         .map_err(|_| unprocessable(601, "exp in query must be of type int64"))?;
@@ -312,28 +380,45 @@ async fn allow(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn deny_list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn deny_list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     require_admin(&state, &headers, false)?;
     Ok(json_line(&json!({ "booking_ids": state.deny.deny_list() })))
 }
 
-async fn allow_list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn allow_list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     require_admin(&state, &headers, false)?;
-    Ok(json_line(&json!({ "booking_ids": state.deny.allow_list() })))
+    Ok(json_line(
+        &json!({ "booking_ids": state.deny.allow_list() }),
+    ))
 }
 
 /// `GET /status` (v0.7.0): every connection, for dashboards; needs `relay:stats`.
-async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn status(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let claims = authenticate(&state, &headers)?;
     if !claims.has_required_admin_claims() || !claims.has_scope(SCOPE_STATS) {
-        return Err(ApiError::handler(StatusCode::UNAUTHORIZED, "token missing relay:stats scope"));
+        return Err(ApiError::handler(
+            StatusCode::UNAUTHORIZED,
+            "token missing relay:stats scope",
+        ));
     }
     Ok(json_line(&status_reports(&state.hub)))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
 }

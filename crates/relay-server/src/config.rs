@@ -10,6 +10,11 @@ pub const DEFAULT_QUEUE_MESSAGES: usize = 128;
 pub const FALLBACK_QUEUE_MESSAGES: usize = 256;
 /// Largest accepted `RELAY_BUFFER_SIZE`.
 pub const MAX_QUEUE_MESSAGES: usize = 512;
+/// Default burst allowance: small messages may queue past the message bound up to this
+/// many bytes, so a short stall at 10k msg/s loses nothing.
+pub const DEFAULT_QUEUE_BURST_BYTES: usize = 1024 * 1024;
+/// However small the messages, a queue never holds more than this many.
+pub const MAX_QUEUED_MESSAGES: usize = 16 * 1024;
 
 /// Configuration of one relay server (both ports).
 #[derive(Debug, Clone)]
@@ -32,6 +37,9 @@ pub struct ServerConfig {
     pub queue_messages: usize,
     /// Per-subscriber queue bound in bytes.
     pub queue_bytes: usize,
+    /// Small messages may queue past `queue_messages` while the queue holds no more than
+    /// this many bytes (at most [`MAX_QUEUED_MESSAGES`] messages). 0 turns bursts off.
+    pub queue_burst_bytes: usize,
     /// A subscriber whose queue stays full this long is disconnected as too slow.
     pub slow_reader_timeout: Duration,
     /// Period of unsolicited reports on the `stats` topic.
@@ -84,6 +92,7 @@ impl ServerConfig {
             allow_no_booking_id: false,
             queue_messages: DEFAULT_QUEUE_MESSAGES,
             queue_bytes: 16 * 1024 * 1024,
+            queue_burst_bytes: DEFAULT_QUEUE_BURST_BYTES,
             slow_reader_timeout: Duration::from_secs(10),
             stats_every: Duration::from_secs(5),
             tidy_every: Duration::from_secs(300),

@@ -46,8 +46,14 @@ pub async fn serve(
     let subscriber = inbox.subscriber.clone();
     let (gate_open, gate) = watch::channel(!options.gate_until_first_write);
     let mut reader = std::pin::pin!(read_loop(stream, &state, &membership, &subscriber, gate));
-    let mut writer =
-        std::pin::pin!(write_loop(sink, &state, &membership, inbox, options.expires_at, gate_open));
+    let mut writer = std::pin::pin!(write_loop(
+        sink,
+        &state,
+        &membership,
+        inbox,
+        options.expires_at,
+        gate_open
+    ));
     let reason = tokio::select! {
         _ = &mut reader => (&mut writer).await,
         reason = &mut writer => reason,
@@ -134,15 +140,23 @@ async fn write_loop(
     expires_at: Option<Instant>,
     gate_open: watch::Sender<bool>,
 ) -> CloseReason {
-    let Inbox { mut messages, mut close, subscriber } = inbox;
+    let Inbox {
+        mut messages,
+        mut close,
+        subscriber,
+    } = inbox;
     let cfg = &state.config;
     let mut ping = interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Far enough to never fire, but still a valid instant.
-    let expiry = sleep_until(expires_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)));
+    let expiry = sleep_until(
+        expires_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)),
+    );
     tokio::pin!(expiry);
     let info = &membership.info;
     let slow_limit = state.hub.limits().slow_reader_timeout;
+    // One batch buffer per connection, reused: no allocation per message on the hot path.
+    let mut batch: Vec<Message> = Vec::new();
 
     let reason = loop {
         tokio::select! {
@@ -157,35 +171,37 @@ async fn write_loop(
             }
             first = messages.recv() => {
                 let Some(first) = first else { break CloseReason::PeerGone };
-                let batch = drain_batch(first, &mut messages, &subscriber, cfg.coalesce_binary);
-                let mut write = std::pin::pin!(write_batch(&mut sink, &batch));
-                // Most writes complete at once; only a write that would block arms the
-                // timers (a reader stuck mid-write must still notice deny, expiry or
-                // "too slow").
-                let at_once = tokio::select! {
-                    biased;
-                    written = &mut write => Some(written),
-                    () = std::future::ready(()) => None,
-                };
-                let written = match at_once {
-                    Some(written) => Ok(written),
-                    None => tokio::select! {
-                        written = timeout(cfg.write_timeout, &mut write) => written,
-                        reason = closing(&mut close) => break reason,
-                        () = &mut expiry => break CloseReason::Expired,
-                        () = stays_behind(&subscriber, slow_limit) => {
-                            subscriber.close_as_too_slow(&state.metrics);
-                            break CloseReason::TooSlow;
-                        }
-                    },
+                drain_batch(first, &mut messages, &subscriber, cfg.coalesce_binary, &mut batch);
+                let written = {
+                    let mut write = std::pin::pin!(write_batch(&mut sink, &batch));
+                    // Most writes complete at once; only a write that would block arms the
+                    // timers (a reader stuck mid-write must still notice deny, expiry or
+                    // "too slow").
+                    let at_once = tokio::select! {
+                        biased;
+                        written = &mut write => Some(written),
+                        () = std::future::ready(()) => None,
+                    };
+                    match at_once {
+                        Some(written) => Ok(written),
+                        None => tokio::select! {
+                            written = timeout(cfg.write_timeout, &mut write) => written,
+                            reason = closing(&mut close) => break reason,
+                            () = &mut expiry => break CloseReason::Expired,
+                            () = stays_behind(&subscriber, slow_limit) => {
+                                subscriber.close_as_too_slow(&state.metrics);
+                                break CloseReason::TooSlow;
+                            }
+                        },
+                    }
                 };
                 if !matches!(written, Ok(Ok(()))) {
                     break CloseReason::PeerGone;
                 }
                 gate_open.send_if_modified(|open| !std::mem::replace(open, true));
                 let since_connect = info.connected_instant.elapsed();
-                for m in &batch {
-                    let len = payload_len(m);
+                for m in batch.drain(..) {
+                    let len = payload_len(&m);
                     info.rx.record(len, since_connect);
                     state.metrics.messages_out.inc();
                     state.metrics.bytes_out.inc_by(len as u64);
@@ -198,15 +214,22 @@ async fn write_loop(
     if reason == CloseReason::PeerLeft {
         // The other end of a shell pair said everything before it left: deliver it all.
         while let Ok(first) = messages.try_recv() {
-            let batch = drain_batch(first, &mut messages, &subscriber, false);
-            if !matches!(timeout(cfg.write_timeout, write_batch(&mut sink, &batch)).await, Ok(Ok(()))) {
+            batch.clear();
+            drain_batch(first, &mut messages, &subscriber, false, &mut batch);
+            if !matches!(
+                timeout(cfg.write_timeout, write_batch(&mut sink, &batch)).await,
+                Ok(Ok(()))
+            ) {
                 break;
             }
         }
     }
     if reason != CloseReason::PeerGone {
         let (code, text) = reason.close_frame();
-        let frame = Message::Close(Some(CloseFrame { code, reason: text.into() }));
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: text.into(),
+        }));
         let _ = timeout(close_timeout, sink.send(frame)).await;
     }
     let _ = timeout(close_timeout, sink.close()).await;
@@ -233,27 +256,29 @@ async fn stays_behind(subscriber: &Subscriber, limit: Duration) {
     }
 }
 
-/// Take `first` and everything already queued (up to [`MAX_BATCH`]); with coalescing on,
-/// runs of binary messages become one frame, as the reference did for video.
+/// Fill the (empty) `batch` with `first` and everything already queued (up to
+/// [`MAX_BATCH`]); with coalescing on, runs of binary messages become one frame, as the
+/// reference did for video.
 fn drain_batch(
     first: Message,
     messages: &mut tokio::sync::mpsc::Receiver<Message>,
     subscriber: &Subscriber,
     coalesce_binary: bool,
-) -> Vec<Message> {
+    batch: &mut Vec<Message>,
+) {
     subscriber.taken(&first);
-    let mut batch = vec![first];
+    batch.push(first);
     while batch.len() < MAX_BATCH {
         let Ok(next) = messages.try_recv() else { break };
         subscriber.taken(&next);
         batch.push(next);
     }
     if !coalesce_binary || batch.len() < 2 {
-        return batch;
+        return;
     }
     let mut merged: Vec<Message> = Vec::with_capacity(batch.len());
     let mut run = BytesMut::new();
-    for m in batch {
+    for m in batch.drain(..) {
         match m {
             Message::Binary(b) => run.extend_from_slice(&b),
             other => {
@@ -267,7 +292,7 @@ fn drain_batch(
     if !run.is_empty() {
         merged.push(Message::Binary(run.freeze()));
     }
-    merged
+    batch.append(&mut merged);
 }
 
 async fn write_batch(

@@ -18,9 +18,9 @@ use crate::error::ApiError;
 use crate::hub::JoinRequest;
 use crate::state::AppState;
 use crate::stats::STATS_TOPIC;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
@@ -65,7 +65,10 @@ async fn demo_page(State(state): State<Arc<AppState>>) -> Html<String> {
 }
 
 async fn jsmpeg_script() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], JSMPEG_SCRIPT)
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        JSMPEG_SCRIPT,
+    )
 }
 
 /// A page with its `"{{ACCESS_URL}}"` placeholder replaced by the access API URL (JSON).
@@ -80,7 +83,11 @@ pub fn parse_path(path: &str) -> (String, String) {
     let trimmed = path.trim_start_matches('/');
     let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
     let (prefix, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     (decode(prefix), decode(rest))
 }
 
@@ -105,7 +112,12 @@ async fn entry(
         }
         Err((result, err)) => {
             state.metrics.handshake(result);
-            tracing::info!(path = uri.path(), status = err.status.as_u16(), body = err.body(), "websocket refused");
+            tracing::info!(
+                path = uri.path(),
+                status = err.status.as_u16(),
+                body = err.body(),
+                "websocket refused"
+            );
             err.into_response()
         }
     }
@@ -123,52 +135,104 @@ fn admit(
 ) -> Result<(Claims, WebSocketUpgrade), Refusal> {
     let refuse = |result, status, message: String| (result, ApiError::new(status, message));
     if prefix != SESSION_PREFIX && prefix != SHELL_PREFIX {
-        return Err(refuse("not_found", StatusCode::NOT_FOUND, format!("unknown connection type {prefix:?}")));
+        return Err(refuse(
+            "not_found",
+            StatusCode::NOT_FOUND,
+            format!("unknown connection type {prefix:?}"),
+        ));
     }
     if !state.config.allowed_origins.is_empty() {
         if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
             if !state.config.allowed_origins.iter().any(|o| o == origin) {
-                return Err(refuse("bad_origin", StatusCode::FORBIDDEN, format!("origin {origin} is not allowed")));
+                return Err(refuse(
+                    "bad_origin",
+                    StatusCode::FORBIDDEN,
+                    format!("origin {origin} is not allowed"),
+                ));
             }
         }
     }
     // Checked before the code is exchanged, so a plain GET does not burn a code.
     let upgrade = upgrade.map_err(|e| {
-        refuse("not_websocket", StatusCode::BAD_REQUEST, format!("expected a websocket upgrade: {e}"))
+        refuse(
+            "not_websocket",
+            StatusCode::BAD_REQUEST,
+            format!("expected a websocket upgrade: {e}"),
+        )
     })?;
-    let code = query.ok().and_then(|Query(q)| q.code).filter(|c| !c.is_empty());
-    let code = code.ok_or_else(|| refuse("no_code", StatusCode::UNAUTHORIZED, "missing code".into()))?;
+    let code = query
+        .ok()
+        .and_then(|Query(q)| q.code)
+        .filter(|c| !c.is_empty());
+    let code =
+        code.ok_or_else(|| refuse("no_code", StatusCode::UNAUTHORIZED, "missing code".into()))?;
     let claims = state
         .codes
         .exchange(&code, state.now_instant())
         .map_err(|e| refuse("bad_code", StatusCode::UNAUTHORIZED, e.to_string()))?;
     let now = state.now_unix();
     if !claims.has_required_session_claims() {
-        return Err(refuse("missing_claims", StatusCode::UNAUTHORIZED, "token missing required claims".into()));
+        return Err(refuse(
+            "missing_claims",
+            StatusCode::UNAUTHORIZED,
+            "token missing required claims".into(),
+        ));
     }
     if claims.nbf.is_some_and(|nbf| nbf > now) {
-        return Err(refuse("too_early", StatusCode::UNAUTHORIZED, "token not valid yet".into()));
+        return Err(refuse(
+            "too_early",
+            StatusCode::UNAUTHORIZED,
+            "token not valid yet".into(),
+        ));
     }
     if !claims.aud.contains(&state.relay_url) {
-        return Err(refuse("wrong_audience", StatusCode::FORBIDDEN, "code was issued for another relay".into()));
+        return Err(refuse(
+            "wrong_audience",
+            StatusCode::FORBIDDEN,
+            "code was issued for another relay".into(),
+        ));
     }
     if claims.topic != topic {
-        return Err(refuse("wrong_topic", StatusCode::FORBIDDEN, format!("code is not for topic {topic:?}")));
+        return Err(refuse(
+            "wrong_topic",
+            StatusCode::FORBIDDEN,
+            format!("code is not for topic {topic:?}"),
+        ));
     }
     if claims.exp.is_some_and(|exp| exp <= now) {
-        return Err(refuse("expired", StatusCode::UNAUTHORIZED, "token expired".into()));
+        return Err(refuse(
+            "expired",
+            StatusCode::UNAUTHORIZED,
+            "token expired".into(),
+        ));
     }
     if state.deny.is_denied(&claims.booking_id) {
-        return Err(refuse("denied", StatusCode::FORBIDDEN, "booking has been denied".into()));
+        return Err(refuse(
+            "denied",
+            StatusCode::FORBIDDEN,
+            "booking has been denied".into(),
+        ));
     }
     if !claims.has_scope(SCOPE_READ) && !claims.has_scope(SCOPE_WRITE) {
-        return Err(refuse("no_scope", StatusCode::FORBIDDEN, "token has neither read nor write scope".into()));
+        return Err(refuse(
+            "no_scope",
+            StatusCode::FORBIDDEN,
+            "token has neither read nor write scope".into(),
+        ));
     }
     if topic == STATS_TOPIC && state.config.stats_require_scope && !claims.has_scope(SCOPE_STATS) {
-        return Err(refuse("no_stats_scope", StatusCode::FORBIDDEN, "the stats topic needs the relay:stats scope".into()));
+        return Err(refuse(
+            "no_stats_scope",
+            StatusCode::FORBIDDEN,
+            "the stats topic needs the relay:stats scope".into(),
+        ));
     }
     if claims.prefix != prefix {
-        return Err(refuse("wrong_prefix", StatusCode::FORBIDDEN, format!("code is not for {prefix:?} connections")));
+        return Err(refuse(
+            "wrong_prefix",
+            StatusCode::FORBIDDEN,
+            format!("code is not for {prefix:?} connections"),
+        ));
     }
     if claims.alert_host {
         // Without a host the admin's connection would wait for a banner that never comes.
@@ -177,7 +241,10 @@ fn admit(
             return Err(refuse(
                 "host_offline",
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("shell host {:?} is not connected", topic.split('/').next().unwrap_or(topic)),
+                format!(
+                    "shell host {:?} is not connected",
+                    topic.split('/').next().unwrap_or(topic)
+                ),
             ));
         }
     }
@@ -201,11 +268,19 @@ struct Routing {
 
 fn routing(claims: &Claims, topic: String) -> Routing {
     if claims.prefix != SHELL_PREFIX {
-        return Routing { key: topic.clone(), topic, paired: false };
+        return Routing {
+            key: topic.clone(),
+            topic,
+            paired: false,
+        };
     }
     if topic == STATS_TOPIC {
         // One stats feed covers sessions and shells alike.
-        return Routing { key: topic.clone(), topic, paired: false };
+        return Routing {
+            key: topic.clone(),
+            topic,
+            paired: false,
+        };
     }
     let salt = claims.topic_salt.clone().unwrap_or_default();
     Routing {
@@ -224,10 +299,19 @@ struct HostAlert {
 
 impl HostAlert {
     fn connect(state: &AppState, claims: &Claims) -> Self {
-        let alert = HostAlert { host_key: shell_host_key(&claims.topic), uuid: uuid::Uuid::new_v4().to_string() };
-        let ticket = Claims { alert_host: false, ..claims.clone() };
+        let alert = HostAlert {
+            host_key: shell_host_key(&claims.topic),
+            uuid: uuid::Uuid::new_v4().to_string(),
+        };
+        let ticket = Claims {
+            alert_host: false,
+            ..claims.clone()
+        };
         let code = state.codes.submit(ticket, state.now_instant());
-        let uri = format!("{}/{}/{}?code={}", state.relay_url, claims.prefix, claims.topic, code);
+        let uri = format!(
+            "{}/{}/{}?code={}",
+            state.relay_url, claims.prefix, claims.topic, code
+        );
         alert.send(state, "connect", &uri);
         alert
     }
@@ -238,7 +322,10 @@ impl HostAlert {
 
     fn send(&self, state: &AppState, action: &str, uri: &str) {
         let json = serde_json::json!({"action": action, "uri": uri, "uuid": self.uuid}).to_string();
-        let hosts = state.hub.publish_to(&self.host_key, &axum::extract::ws::Message::Text(json.into()));
+        let hosts = state.hub.publish_to(
+            &self.host_key,
+            &axum::extract::ws::Message::Text(json.into()),
+        );
         tracing::info!(action, uuid = %self.uuid, hosts, "shell host alerted");
     }
 }
@@ -252,12 +339,22 @@ fn upgrade_to_connection(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let header_text = |name: header::HeaderName| {
-        headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
     };
     let forwarded = header_text(header::HeaderName::from_static("x-forwarded-for"));
-    let remote_addr = if forwarded.is_empty() { peer.ip().to_string() } else { forwarded };
+    let remote_addr = if forwarded.is_empty() {
+        peer.ip().to_string()
+    } else {
+        forwarded
+    };
     let now = state.now_unix();
-    let expires_in = claims.exp.map(|exp| Duration::from_secs(u64::try_from(exp - now).unwrap_or(0)));
+    let expires_in = claims
+        .exp
+        .map(|exp| Duration::from_secs(u64::try_from(exp - now).unwrap_or(0)));
     let route = routing(&claims, topic);
     let request = JoinRequest {
         can_read: claims.has_scope(SCOPE_READ),
@@ -282,8 +379,14 @@ fn upgrade_to_connection(
         .on_upgrade(move |socket| {
             async move {
                 let (membership, inbox) = state.hub.join(request);
-                tracing::info!(can_read = membership.info.can_read, can_write = membership.info.can_write, "connected");
-                let alert = claims.alert_host.then(|| HostAlert::connect(&state, &claims));
+                tracing::info!(
+                    can_read = membership.info.can_read,
+                    can_write = membership.info.can_write,
+                    "connected"
+                );
+                let alert = claims
+                    .alert_host
+                    .then(|| HostAlert::connect(&state, &claims));
                 let options = ConnectionOptions {
                     expires_at: expires_in.map(|d| tokio::time::Instant::now() + d),
                     gate_until_first_write: claims.alert_host,

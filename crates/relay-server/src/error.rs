@@ -53,12 +53,25 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, [(header::CONTENT_TYPE, "application/json")], self.body).into_response()
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            self.body,
+        )
+            .into_response()
     }
 }
 
 /// A 200 JSON body followed by a newline, as the reference's handlers write them.
 pub fn json_line(value: &impl serde::Serialize) -> Response {
-    let body = format!("{}\n", serde_json::to_string(value).unwrap_or_else(|_| "null".into()));
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    let body = format!(
+        "{}\n",
+        serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }

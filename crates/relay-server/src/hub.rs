@@ -94,7 +94,9 @@ impl Traffic {
     pub(crate) fn record(&self, bytes: usize, since_connect: Duration) {
         self.messages.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        let nanos = u64::try_from(since_connect.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let nanos = u64::try_from(since_connect.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.last_nanos.store(nanos, Ordering::Relaxed);
     }
 }
@@ -104,7 +106,32 @@ impl Traffic {
 pub struct QueueLimits {
     pub messages: usize,
     pub bytes: usize,
+    /// Past `messages`, a message is still queued while the queue stays within this many
+    /// bytes: the count bound is for big messages (video), not bursts of small ones.
+    pub burst_bytes: usize,
     pub slow_reader_timeout: Duration,
+}
+
+impl QueueLimits {
+    /// Channel capacity: room for the message bound, or for a burst of small messages.
+    fn capacity(&self) -> usize {
+        let burst = if self.burst_bytes > 0 {
+            crate::config::MAX_QUEUED_MESSAGES
+        } else {
+            0
+        };
+        self.messages.max(burst).max(1)
+    }
+
+    /// Whether a message of `len` bytes may join a queue holding `queued` messages of
+    /// `queued_bytes` bytes. An empty queue takes any message, however big.
+    fn admits(&self, queued: usize, queued_bytes: usize, len: usize) -> bool {
+        if queued_bytes == 0 {
+            return true;
+        }
+        let after = queued_bytes + len;
+        after <= self.bytes && (queued < self.messages || after <= self.burst_bytes)
+    }
 }
 
 /// The sending half of a subscriber: its bounded queue and its close signal.
@@ -129,7 +156,8 @@ pub struct Inbox {
 impl Subscriber {
     /// Account for a message taken off the queue: frees its bytes and marks progress.
     pub fn taken(&self, message: &Message) {
-        self.queued_bytes.fetch_sub(payload_len(message), Ordering::Relaxed);
+        self.queued_bytes
+            .fetch_sub(payload_len(message), Ordering::Relaxed);
         self.full_since_ms.store(0, Ordering::Relaxed);
     }
 
@@ -149,7 +177,11 @@ impl Subscriber {
     pub fn behind_for(&self) -> Option<Duration> {
         match self.full_since_ms.load(Ordering::Relaxed) {
             0 => None,
-            since => Some(self.epoch.elapsed().saturating_sub(Duration::from_millis(since))),
+            since => Some(
+                self.epoch
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(since)),
+            ),
         }
     }
 
@@ -194,7 +226,10 @@ impl Topic {
 
     /// How many members the topic has.
     pub fn len(&self) -> usize {
-        self.subscribers.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.subscribers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Resolves once the topic has at least `n` members.
@@ -281,7 +316,7 @@ impl Hub {
             rx: Traffic::default(),
             drops: AtomicU64::new(0),
         });
-        let (queue_tx, queue_rx) = mpsc::channel(self.limits.messages.max(1));
+        let (queue_tx, queue_rx) = mpsc::channel(self.limits.capacity());
         let (close_tx, close_rx) = watch::channel(None);
         let subscriber = Arc::new(Subscriber {
             info: info.clone(),
@@ -312,10 +347,21 @@ impl Hub {
             drop(subscribers);
             topic
         };
-        self.connections.lock().unwrap_or_else(|p| p.into_inner()).insert(id, subscriber.clone());
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, subscriber.clone());
         self.metrics.connections.inc();
-        let membership = Membership { hub: self.clone(), topic, info };
-        let inbox = Inbox { messages: queue_rx, close: close_rx, subscriber };
+        let membership = Membership {
+            hub: self.clone(),
+            topic,
+            info,
+        };
+        let inbox = Inbox {
+            messages: queue_rx,
+            close: close_rx,
+            subscriber,
+        };
         (membership, inbox)
     }
 
@@ -332,12 +378,21 @@ impl Hub {
             }
             if subs.is_empty() {
                 // Only remove the map entry if it is still this topic object.
-                if topics.get(&topic.name).is_some_and(|t| Arc::ptr_eq(t, topic)) {
+                if topics
+                    .get(&topic.name)
+                    .is_some_and(|t| Arc::ptr_eq(t, topic))
+                {
                     topics.remove(&topic.name);
                 }
             }
         }
-        if self.connections.lock().unwrap_or_else(|p| p.into_inner()).remove(&id).is_some() {
+        if self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+            .is_some()
+        {
             self.metrics.connections.dec();
         }
     }
@@ -346,7 +401,8 @@ impl Hub {
     fn offer(&self, sub: &Subscriber, message: &Message) {
         let len = payload_len(message);
         let before = sub.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let fits = before + len <= self.limits.bytes || before == 0;
+        let queued = sub.queue.max_capacity() - sub.queue.capacity();
+        let fits = self.limits.admits(queued, before, len);
         if fits && sub.queue.try_send(message.clone()).is_ok() {
             return;
         }
@@ -356,12 +412,18 @@ impl Hub {
         }
         sub.info.drops.fetch_add(1, Ordering::Relaxed);
         self.metrics.drops.inc();
-        let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+        let now_ms = u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let first_drop = sub
             .full_since_ms
             .compare_exchange(0, now_ms, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok();
-        if !first_drop && sub.behind_for().is_some_and(|d| d >= self.limits.slow_reader_timeout) {
+        if !first_drop
+            && sub
+                .behind_for()
+                .is_some_and(|d| d >= self.limits.slow_reader_timeout)
+        {
             sub.close_as_too_slow(&self.metrics);
         }
     }
@@ -369,7 +431,12 @@ impl Hub {
     /// Publish `message` to the topic with hub key `key` from the relay itself (not a
     /// member); returns how many members it was offered to.
     pub fn publish_to(&self, key: &str, message: &Message) -> usize {
-        let topic = self.topics.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned();
+        let topic = self
+            .topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned();
         match topic {
             Some(topic) => {
                 topic.publish(self, 0, message);
@@ -381,7 +448,12 @@ impl Hub {
 
     /// Members of the topic with hub key `key` (0 when it does not exist).
     pub fn members(&self, key: &str) -> usize {
-        let topic = self.topics.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned();
+        let topic = self
+            .topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned();
         topic.map_or(0, |t| t.len())
     }
 
@@ -389,7 +461,10 @@ impl Hub {
     pub fn deny(&self, booking_id: &str) -> usize {
         let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
         let mut closed = 0;
-        for sub in connections.values().filter(|s| s.info.booking_id == booking_id) {
+        for sub in connections
+            .values()
+            .filter(|s| s.info.booking_id == booking_id)
+        {
             let _ = sub.close(CloseReason::Denied);
             closed += 1;
         }
@@ -398,7 +473,12 @@ impl Hub {
 
     /// Tell every connection to close (shutdown).
     pub fn close_all(&self, reason: CloseReason) {
-        for sub in self.connections.lock().unwrap_or_else(|p| p.into_inner()).values() {
+        for sub in self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
             let _ = sub.close(reason);
         }
     }
@@ -418,7 +498,10 @@ impl Hub {
 
     /// Number of registered connections (including internal subscribers).
     pub fn connection_count(&self) -> usize {
-        self.connections.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// The queue bounds every subscriber gets.
@@ -437,9 +520,66 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
+    #[test]
+    fn small_messages_may_burst_past_the_message_bound_but_big_ones_may_not() {
+        let limits = QueueLimits {
+            messages: 4,
+            bytes: 10_000,
+            burst_bytes: 1_000,
+            slow_reader_timeout: Duration::from_secs(10),
+        };
+        // Under the message bound: only the byte bound applies.
+        assert!(limits.admits(3, 9_000, 1_000));
+        assert!(!limits.admits(3, 9_000, 1_001));
+        // Past it: small messages while the queue stays within the burst allowance.
+        assert!(limits.admits(4, 900, 100));
+        assert!(limits.admits(100, 500, 64));
+        assert!(!limits.admits(4, 900, 101));
+        // An empty queue takes any message, however big.
+        assert!(limits.admits(0, 0, 1_000_000));
+        let no_burst = QueueLimits {
+            burst_bytes: 0,
+            ..limits
+        };
+        assert!(!no_burst.admits(4, 4, 1));
+        assert_eq!(no_burst.capacity(), 4);
+        assert_eq!(limits.capacity(), crate::config::MAX_QUEUED_MESSAGES);
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_small_messages_is_queued_whole() {
+        let limits = QueueLimits {
+            messages: 8,
+            bytes: 16 << 20,
+            burst_bytes: 64 * 1024,
+            slow_reader_timeout: Duration::from_secs(10),
+        };
+        let hub = Hub::new(limits, Arc::new(Metrics::new()));
+        let (writer, _writer_inbox) = hub.join(member("burst", false, true));
+        let (_reader, mut inbox) = hub.join(member("burst", true, false));
+        for i in 0..500u32 {
+            writer
+                .topic
+                .publish(&hub, writer.info.id, &bin(64 + (i % 2) as usize));
+        }
+        let mut got = 0;
+        while inbox.messages.try_recv().is_ok() {
+            got += 1;
+        }
+        assert_eq!(
+            got, 500,
+            "500 messages of ~64 B fit the 64 KiB burst allowance"
+        );
+        assert_eq!(inbox.subscriber.info.drops.load(Ordering::Relaxed), 0);
+    }
+
     fn hub(messages: usize, bytes: usize) -> Arc<Hub> {
-        let limits =
-            QueueLimits { messages, bytes, slow_reader_timeout: Duration::from_secs(10) };
+        let limits = QueueLimits {
+            messages,
+            bytes,
+            burst_bytes: 0,
+            slow_reader_timeout: Duration::from_secs(10),
+        };
         Hub::new(limits, Arc::new(Metrics::new()))
     }
 
@@ -468,8 +608,12 @@ mod tests {
         let (a, mut a_in) = hub.join(member("t", true, true));
         let (_b, mut b_in) = hub.join(member("t", true, true));
         let (_c, mut c_in) = hub.join(member("t/x", true, true));
-        a.topic.publish(&hub, a.info.id, &Message::Text("hello".into()));
-        assert_eq!(b_in.messages.try_recv().ok(), Some(Message::Text("hello".into())));
+        a.topic
+            .publish(&hub, a.info.id, &Message::Text("hello".into()));
+        assert_eq!(
+            b_in.messages.try_recv().ok(),
+            Some(Message::Text("hello".into()))
+        );
         assert!(a_in.messages.try_recv().is_err());
         assert!(c_in.messages.try_recv().is_err());
     }

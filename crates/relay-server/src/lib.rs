@@ -48,7 +48,11 @@ use tokio::task::JoinHandle;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("cannot load TLS certificate/key: {0}")]
     Tls(std::io::Error),
 }
@@ -82,13 +86,24 @@ impl RunningServer {
             ),
             None => None,
         };
-        let (http, ws) = if tls.is_some() { ("https", "wss") } else { ("http", "ws") };
-        let audience = config.audience.clone().unwrap_or_else(|| format!("{http}://{access_addr}"));
-        let relay_url = config.relay_url.clone().unwrap_or_else(|| format!("{ws}://{relay_addr}"));
+        let (http, ws) = if tls.is_some() {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        };
+        let audience = config
+            .audience
+            .clone()
+            .unwrap_or_else(|| format!("{http}://{access_addr}"));
+        let relay_url = config
+            .relay_url
+            .clone()
+            .unwrap_or_else(|| format!("{ws}://{relay_addr}"));
         let metrics = Arc::new(Metrics::new());
         let limits = QueueLimits {
             messages: config.queue_messages,
             bytes: config.queue_bytes,
+            burst_bytes: config.queue_burst_bytes,
             slow_reader_timeout: config.slow_reader_timeout,
         };
         let state = Arc::new(AppState {
@@ -104,8 +119,16 @@ impl RunningServer {
 
         let handles = [axum_server::Handle::new(), axum_server::Handle::new()];
         let apps = [
-            (access_listener, access::router(state.clone()), handles[0].clone()),
-            (relay_listener, crossbar::router(state.clone()), handles[1].clone()),
+            (
+                access_listener,
+                access::router(state.clone()),
+                handles[0].clone(),
+            ),
+            (
+                relay_listener,
+                crossbar::router(state.clone()),
+                handles[1].clone(),
+            ),
         ];
         let mut servers = Vec::new();
         for (listener, app, handle) in apps {
@@ -114,7 +137,11 @@ impl RunningServer {
                 Some(tls) => {
                     // Nagle's algorithm would hold small messages back for up to 40 ms.
                     let server = axum_server::from_tcp_rustls(listener, tls.clone())
-                        .map_err(|e| StartError::Bind { addr: access_addr, what: "tls", source: e })?
+                        .map_err(|e| StartError::Bind {
+                            addr: access_addr,
+                            what: "tls",
+                            source: e,
+                        })?
                         .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()));
                     tokio::spawn(async move {
                         if let Err(e) = server.handle(handle).serve(service).await {
@@ -124,7 +151,11 @@ impl RunningServer {
                 }
                 None => {
                     let server = axum_server::from_tcp(listener)
-                        .map_err(|e| StartError::Bind { addr: access_addr, what: "listener", source: e })?
+                        .map_err(|e| StartError::Bind {
+                            addr: access_addr,
+                            what: "listener",
+                            source: e,
+                        })?
                         .acceptor(axum_server::accept::NoDelayAcceptor::new());
                     tokio::spawn(async move {
                         if let Err(e) = server.handle(handle).serve(service).await {
@@ -140,7 +171,14 @@ impl RunningServer {
             tokio::spawn(tidy(state.clone())),
         ];
         tracing::info!(access = %access_addr, relay = %relay_addr, audience = %state.audience, relay_url = %state.relay_url, "relay serving");
-        Ok(RunningServer { state, access_addr, relay_addr, handles, servers, background })
+        Ok(RunningServer {
+            state,
+            access_addr,
+            relay_addr,
+            handles,
+            servers,
+            background,
+        })
     }
 
     /// The access API's base URL (the audience user tokens must carry).
@@ -193,14 +231,26 @@ fn trim_slash(url: String) -> String {
 }
 
 fn bind(addr: SocketAddr, what: &'static str) -> Result<std::net::TcpListener, StartError> {
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, what, source })?;
-    listener.set_nonblocking(true).map_err(|source| StartError::Bind { addr, what, source })?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind {
+        addr,
+        what,
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Bind { addr, what, source })?;
     Ok(listener)
 }
 
-fn local_addr(listener: &std::net::TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
-    listener.local_addr().map_err(|source| StartError::Bind { addr, what: "local address", source })
+fn local_addr(
+    listener: &std::net::TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        addr,
+        what: "local address",
+        source,
+    })
 }
 
 /// Forget expired deny/allow entries and codes every `tidy_every`.

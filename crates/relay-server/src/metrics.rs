@@ -43,12 +43,36 @@ impl Metrics {
             handshakes: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("connections", "Open websocket connections", m.connections.clone());
-        registry.register("messages_in", "Messages received from writers", m.messages_in.clone());
-        registry.register("bytes_in", "Payload bytes received from writers", m.bytes_in.clone());
-        registry.register("messages_out", "Messages written to readers", m.messages_out.clone());
-        registry.register("bytes_out", "Payload bytes written to readers", m.bytes_out.clone());
-        registry.register("drops", "Messages dropped because a reader's queue was full", m.drops.clone());
+        registry.register(
+            "connections",
+            "Open websocket connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "messages_in",
+            "Messages received from writers",
+            m.messages_in.clone(),
+        );
+        registry.register(
+            "bytes_in",
+            "Payload bytes received from writers",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "messages_out",
+            "Messages written to readers",
+            m.messages_out.clone(),
+        );
+        registry.register(
+            "bytes_out",
+            "Payload bytes written to readers",
+            m.bytes_out.clone(),
+        );
+        registry.register(
+            "drops",
+            "Messages dropped because a reader's queue was full",
+            m.drops.clone(),
+        );
         registry.register(
             "slow_reader_disconnects",
             "Readers disconnected for staying behind",
@@ -59,18 +83,26 @@ impl Metrics {
             "Access API session requests by result",
             m.access_requests.clone(),
         );
-        registry.register("handshakes", "Websocket admissions by result", m.handshakes.clone());
+        registry.register(
+            "handshakes",
+            "Websocket admissions by result",
+            m.handshakes.clone(),
+        );
         Metrics { registry, ..m }
     }
 
     /// Count a websocket admission outcome.
     pub fn handshake(&self, result: &'static str) {
-        self.handshakes.get_or_create(&HandshakeLabels { result }).inc();
+        self.handshakes
+            .get_or_create(&HandshakeLabels { result })
+            .inc();
     }
 
     /// Count an access API session request outcome.
     pub fn access(&self, result: &'static str) {
-        self.access_requests.get_or_create(&HandshakeLabels { result }).inc();
+        self.access_requests
+            .get_or_create(&HandshakeLabels { result })
+            .inc();
     }
 
     /// The text exposition format.

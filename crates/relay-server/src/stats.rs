@@ -89,6 +89,11 @@ fn publish_report(state: &AppState, membership: &Membership) {
     let json = serde_json::to_string(&stats_reports(&state.hub)).unwrap_or_else(|_| "[]".into());
     let len = json.len();
     let message = Message::Text(json.into());
-    membership.info.tx.record(len, membership.info.connected_instant.elapsed());
-    membership.topic.publish(&state.hub, membership.info.id, &message);
+    membership
+        .info
+        .tx
+        .record(len, membership.info.connected_instant.elapsed());
+    membership
+        .topic
+        .publish(&state.hub, membership.info.id, &message);
 }

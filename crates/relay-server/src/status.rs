@@ -79,7 +79,10 @@ pub fn stats_reports(hub: &Hub) -> Vec<StatsReport> {
             expires_at: unix_rfc3339(c.expires_at.unwrap_or(ZERO_TIME_UNIX)),
             remote_addr: c.remote_addr.clone(),
             scopes: c.scopes.clone(),
-            stats: RxTx { tx: traffic_report(c, &c.tx), rx: traffic_report(c, &c.rx) },
+            stats: RxTx {
+                tx: traffic_report(c, &c.tx),
+                rx: traffic_report(c, &c.rx),
+            },
             topic: c.topic.clone(),
             user_agent: c.user_agent.clone(),
         })
@@ -113,17 +116,29 @@ fn traffic_report(conn: &ConnInfo, traffic: &Traffic) -> TrafficReport {
     let bytes = traffic.bytes.load(Ordering::Relaxed);
     let last = traffic.last_nanos.load(Ordering::Relaxed);
     if count == 0 || last == 0 {
-        return TrafficReport { last: "Never".into(), size: 0, fps: 0.0 };
+        return TrafficReport {
+            last: "Never".into(),
+            size: 0,
+            fps: 0.0,
+        };
     }
     let since_connect = conn.connected_instant.elapsed();
     let ago = since_connect.saturating_sub(Duration::from_nanos(last));
     // Mean interval with the first one measured from connect time, as the reference.
     let span_secs = Duration::from_nanos(last).as_secs_f64();
-    let fps = if span_secs > 0.0 { count as f64 / span_secs } else { 0.0 };
+    let fps = if span_secs > 0.0 {
+        count as f64 / span_secs
+    } else {
+        0.0
+    };
     TrafficReport {
         last: go_duration(ago),
         size: (bytes as f64 / count as f64).round() as u64,
-        fps: if fps.is_finite() { (fps * 100.0).round() / 100.0 } else { 0.0 },
+        fps: if fps.is_finite() {
+            (fps * 100.0).round() / 100.0
+        } else {
+            0.0
+        },
     }
 }
 
@@ -139,7 +154,11 @@ fn unix_rfc3339(secs: i64) -> String {
 
 fn rfc3339(at: SystemTime, with_nanos: bool) -> String {
     let t = OffsetDateTime::from(at);
-    let t = if with_nanos { t } else { t.replace_nanosecond(0).unwrap_or(t) };
+    let t = if with_nanos {
+        t
+    } else {
+        t.replace_nanosecond(0).unwrap_or(t)
+    };
     t.format(&Rfc3339).unwrap_or_default()
 }
 
@@ -160,7 +179,10 @@ pub fn go_duration(d: Duration) -> String {
     }
     let secs = d.as_secs();
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let seconds = decimal(u128::from(s) * 1_000_000_000 + u128::from(d.subsec_nanos()), 1_000_000_000);
+    let seconds = decimal(
+        u128::from(s) * 1_000_000_000 + u128::from(d.subsec_nanos()),
+        1_000_000_000,
+    );
     match (h, m) {
         (0, 0) => format!("{seconds}s"),
         (0, m) => format!("{m}m{seconds}s"),

@@ -11,7 +11,10 @@ async fn missing_authorization_gets_the_reference_401_body() {
     let s = start(|_| {}).await;
     let (status, body) = post(&format!("{}/session/123", s.access_url()), None).await;
     assert_eq!(status, 401);
-    assert_eq!(body, r#"{"code":401,"message":"unauthenticated for invalid credentials"}"#);
+    assert_eq!(
+        body,
+        r#"{"code":401,"message":"unauthenticated for invalid credentials"}"#
+    );
 }
 
 #[tokio::test]
@@ -31,7 +34,11 @@ async fn a_valid_token_gets_a_uri_with_a_code_and_bearer_is_accepted() {
 #[tokio::test]
 async fn garbage_token_is_401_with_the_reference_message() {
     let s = start(|_| {}).await;
-    let (status, body) = post(&format!("{}/session/123", s.access_url()), Some("not-a-token")).await;
+    let (status, body) = post(
+        &format!("{}/session/123", s.access_url()),
+        Some("not-a-token"),
+    )
+    .await;
     assert_eq!(status, 401);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["code"], 401);
@@ -43,34 +50,83 @@ async fn garbage_token_is_401_with_the_reference_message() {
 async fn deny_and_allow_follow_the_reference() {
     let s = start(|c| c.allow_no_booking_id = false).await;
     let base = s.access_url().to_owned();
-    let no_bid = Claims { booking_id: String::new(), ..claims(&s, "123", &["read", "write"]) };
+    let no_bid = Claims {
+        booking_id: String::new(),
+        ..claims(&s, "123", &["read", "write"])
+    };
     let (status, body) = post(&format!("{base}/session/123"), Some(&token(&no_bid))).await;
-    assert_eq!((status, body.as_str()), (400, "{\"code\":\"400\",\"message\":\"empty bookingID field is not permitted\"}\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            400,
+            "{\"code\":\"400\",\"message\":\"empty bookingID field is not permitted\"}\n"
+        )
+    );
 
-    let some = Claims { booking_id: "some-bid".into(), ..claims(&s, "123", &["read", "write"]) };
-    assert_eq!(post(&format!("{base}/session/123"), Some(&token(&some))).await.0, 200);
+    let some = Claims {
+        booking_id: "some-bid".into(),
+        ..claims(&s, "123", &["read", "write"])
+    };
+    assert_eq!(
+        post(&format!("{base}/session/123"), Some(&token(&some)))
+            .await
+            .0,
+        200
+    );
 
     let admin = admin_token(&s);
     let exp = now() + 5;
-    let (status, body) = post(&format!("{base}/bids/deny?bid=another-bid&exp={exp}"), Some(&admin)).await;
+    let (status, body) = post(
+        &format!("{base}/bids/deny?bid=another-bid&exp={exp}"),
+        Some(&admin),
+    )
+    .await;
     assert_eq!((status, body.as_str()), (204, ""));
 
-    let another = Claims { booking_id: "another-bid".into(), ..some.clone() };
+    let another = Claims {
+        booking_id: "another-bid".into(),
+        ..some.clone()
+    };
     let (status, body) = post(&format!("{base}/session/123"), Some(&token(&another))).await;
     assert_eq!(
         (status, body.as_str()),
         (400, "{\"code\":\"400\",\"message\":\"bookingID has been deny-listed, probably because the session was cancelled\"}\n")
     );
-    assert_eq!(get(&format!("{base}/bids/deny"), Some(&admin)).await, (200, "{\"booking_ids\":[\"another-bid\"]}\n".into()));
-    assert_eq!(get(&format!("{base}/bids/allow"), Some(&admin)).await, (200, "{\"booking_ids\":[\"some-bid\"]}\n".into()));
-
-    assert_eq!(post(&format!("{base}/bids/allow?bid=another-bid&exp={exp}"), Some(&admin)).await.0, 204);
-    assert_eq!(post(&format!("{base}/session/123"), Some(&token(&another))).await.0, 200);
+    assert_eq!(
+        get(&format!("{base}/bids/deny"), Some(&admin)).await,
+        (200, "{\"booking_ids\":[\"another-bid\"]}\n".into())
+    );
     assert_eq!(
         get(&format!("{base}/bids/allow"), Some(&admin)).await,
-        (200, "{\"booking_ids\":[\"another-bid\",\"some-bid\"]}\n".into())
+        (200, "{\"booking_ids\":[\"some-bid\"]}\n".into())
     );
-    assert_eq!(get(&format!("{base}/bids/deny"), Some(&admin)).await, (200, "{\"booking_ids\":[]}\n".into()));
+
+    assert_eq!(
+        post(
+            &format!("{base}/bids/allow?bid=another-bid&exp={exp}"),
+            Some(&admin)
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        post(&format!("{base}/session/123"), Some(&token(&another)))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        get(&format!("{base}/bids/allow"), Some(&admin)).await,
+        (
+            200,
+            "{\"booking_ids\":[\"another-bid\",\"some-bid\"]}\n".into()
+        )
+    );
+    assert_eq!(
+        get(&format!("{base}/bids/deny"), Some(&admin)).await,
+        (200, "{\"booking_ids\":[]}\n".into())
+    );
 }
 
 #[tokio::test]
@@ -83,13 +139,32 @@ async fn admin_routes_need_the_admin_scope_and_valid_parameters() {
     let (status, body) = post(&format!("{base}/bids/deny?bid=b&exp={exp}"), Some(&user)).await;
     assert_eq!((status, body.as_str()), (401, "{\"code\":\"401\",\"message\":\"is token missing relay:admin scope? Missing relay:admin Scope\"}\n"));
     let (status, body) = post(&format!("{base}/bids/allow?bid=b&exp={exp}"), Some(&user)).await;
-    assert_eq!((status, body.as_str()), (401, "{\"code\":\"401\",\"message\":\"token missing relay:admin scope\"}\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            401,
+            "{\"code\":\"401\",\"message\":\"token missing relay:admin scope\"}\n"
+        )
+    );
     assert_eq!(get(&format!("{base}/bids/deny"), Some(&user)).await.0, 401);
 
     let (status, body) = post(&format!("{base}/bids/deny?exp={exp}"), Some(&admin)).await;
-    assert_eq!((status, body.as_str()), (422, r#"{"code":602,"message":"bid in query is required"}"#));
-    assert_eq!(post(&format!("{base}/bids/deny?bid=b"), Some(&admin)).await.0, 422);
-    assert_eq!(post(&format!("{base}/bids/deny?bid=b&exp=soon"), Some(&admin)).await.0, 422);
+    assert_eq!(
+        (status, body.as_str()),
+        (422, r#"{"code":602,"message":"bid in query is required"}"#)
+    );
+    assert_eq!(
+        post(&format!("{base}/bids/deny?bid=b"), Some(&admin))
+            .await
+            .0,
+        422
+    );
+    assert_eq!(
+        post(&format!("{base}/bids/deny?bid=b&exp=soon"), Some(&admin))
+            .await
+            .0,
+        422
+    );
     let past = now() - 10;
     let (status, body) = post(&format!("{base}/bids/deny?bid=b&exp={past}"), Some(&admin)).await;
     assert_eq!(status, 400);
@@ -103,18 +178,37 @@ async fn status_needs_relay_stats_and_lists_connections() {
     let s = start(|_| {}).await;
     let base = s.access_url().to_owned();
     let _a = join(&s, "expt", &["read", "write"]).await;
-    wait_until(std::time::Duration::from_secs(5), "connection registered", || s.connection_count() == 2).await;
-    let stats = token(&Claims { topic: String::new(), ..claims(&s, "", &["relay:stats"]) });
+    wait_until(
+        std::time::Duration::from_secs(5),
+        "connection registered",
+        || s.connection_count() == 2,
+    )
+    .await;
+    let stats = token(&Claims {
+        topic: String::new(),
+        ..claims(&s, "", &["relay:stats"])
+    });
     let (status, body) = get(&format!("{base}/status"), Some(&stats)).await;
     assert_eq!(status, 200, "{body}");
     let reports: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let topics: Vec<&str> = reports.as_array().unwrap().iter().filter_map(|r| r["topic"].as_str()).collect();
+    let topics: Vec<&str> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["topic"].as_str())
+        .collect();
     assert_eq!(topics, ["expt", "stats"]);
     assert_eq!(reports[0]["can_read"], true);
     assert_eq!(reports[0]["scopes"], serde_json::json!(["read", "write"]));
     let user = token(&claims(&s, "expt", &["read"]));
     let (status, body) = get(&format!("{base}/status"), Some(&user)).await;
-    assert_eq!((status, body.as_str()), (401, "{\"code\":\"401\",\"message\":\"token missing relay:stats scope\"}\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            401,
+            "{\"code\":\"401\",\"message\":\"token missing relay:stats scope\"}\n"
+        )
+    );
 }
 
 #[tokio::test]
@@ -122,7 +216,10 @@ async fn cors_preflight_healthz_and_metrics() {
     let s = start(|_| {}).await;
     let client = reqwest::Client::new();
     let resp = client
-        .request(reqwest::Method::OPTIONS, format!("{}/session/123", s.access_url()))
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/session/123", s.access_url()),
+        )
         .header("Origin", "https://lab.example.org")
         .header("Access-Control-Request-Method", "POST")
         .header("Access-Control-Request-Headers", "authorization")
@@ -131,7 +228,10 @@ async fn cors_preflight_healthz_and_metrics() {
         .unwrap();
     assert!(resp.status().is_success());
     assert_eq!(resp.headers()["access-control-allow-origin"], "*");
-    assert_eq!(get(&format!("{}/healthz", s.access_url()), None).await, (200, "ok\n".into()));
+    assert_eq!(
+        get(&format!("{}/healthz", s.access_url()), None).await,
+        (200, "ok\n".into())
+    );
     let (_, metrics) = get(&format!("{}/metrics", s.access_url()), None).await;
     assert!(metrics.contains("relay_connections"), "{metrics}");
     assert!(metrics.contains("relay_drops_total"), "{metrics}");
@@ -143,20 +243,31 @@ async fn an_origin_allow_list_is_enforced_for_cors() {
     let client = reqwest::Client::new();
     let preflight = |origin: &'static str| {
         client
-            .request(reqwest::Method::OPTIONS, format!("{}/session/1", s.access_url()))
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/session/1", s.access_url()),
+            )
             .header("Origin", origin)
             .header("Access-Control-Request-Method", "POST")
             .send()
     };
     let good = preflight("https://good.example").await.unwrap();
-    assert_eq!(good.headers()["access-control-allow-origin"], "https://good.example");
+    assert_eq!(
+        good.headers()["access-control-allow-origin"],
+        "https://good.example"
+    );
     let bad = preflight("https://evil.example").await.unwrap();
     assert!(bad.headers().get("access-control-allow-origin").is_none());
 }
 
 fn raw_jwt(header: &str, payload: &str) -> String {
     use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
-    format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode("sig"))
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload),
+        URL_SAFE_NO_PAD.encode("sig")
+    )
 }
 
 /// Every malformed or hostile access request gets the right status and a JSON reason,
@@ -168,7 +279,15 @@ async fn hostile_access_requests_get_json_errors_and_the_server_keeps_serving() 
     let good = claims(&s, "t1", &["read", "write"]);
     let n = now();
     let admin = admin_token(&s);
-    assert_eq!(post(&format!("{base}/bids/deny?bid=cancelled&exp={}", n + 60), Some(&admin)).await.0, 204);
+    assert_eq!(
+        post(
+            &format!("{base}/bids/deny?bid=cancelled&exp={}", n + 60),
+            Some(&admin)
+        )
+        .await
+        .0,
+        204
+    );
 
     let hs384 = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS384),
@@ -179,25 +298,124 @@ async fn hostile_access_requests_get_json_errors_and_the_server_keeps_serving() 
     let cases: Vec<(&str, String, u16)> = vec![
         ("garbage", "garbage".into(), 401),
         ("three dots", "a.b.c".into(), 401),
-        ("alg none", raw_jwt(r#"{"alg":"none","typ":"JWT"}"#, &serde_json::to_string(&good).unwrap()), 401),
-        ("alg RS256", raw_jwt(r#"{"alg":"RS256","typ":"JWT"}"#, &serde_json::to_string(&good).unwrap()), 401),
+        (
+            "alg none",
+            raw_jwt(
+                r#"{"alg":"none","typ":"JWT"}"#,
+                &serde_json::to_string(&good).unwrap(),
+            ),
+            401,
+        ),
+        (
+            "alg RS256",
+            raw_jwt(
+                r#"{"alg":"RS256","typ":"JWT"}"#,
+                &serde_json::to_string(&good).unwrap(),
+            ),
+            401,
+        ),
         ("wrong secret", mint(&good, b"wrong"), 401),
-        ("wrong audience", token(&Claims { aud: Audience::single("https://elsewhere"), ..good.clone() }), 401),
-        ("expired", token(&Claims { exp: Some(n - 1), ..good.clone() }), 401),
-        ("not yet valid", token(&Claims { nbf: Some(n + 100), ..good.clone() }), 401),
-        ("issued in the future", token(&Claims { iat: Some(n + 100), ..good.clone() }), 401),
-        ("no exp", token(&Claims { exp: None, ..good.clone() }), 401),
-        ("no topic", token(&Claims { topic: String::new(), ..good.clone() }), 401),
-        ("no scopes", token(&Claims { scopes: vec![], ..good.clone() }), 401),
-        ("no prefix", token(&Claims { prefix: String::new(), ..good.clone() }), 401),
-        ("wrong topic", token(&Claims { topic: "t2".into(), ..good.clone() }), 401),
-        ("no booking id", token(&Claims { booking_id: String::new(), ..good.clone() }), 400),
-        ("denied booking", token(&Claims { booking_id: "cancelled".into(), ..good.clone() }), 400),
+        (
+            "wrong audience",
+            token(&Claims {
+                aud: Audience::single("https://elsewhere"),
+                ..good.clone()
+            }),
+            401,
+        ),
+        (
+            "expired",
+            token(&Claims {
+                exp: Some(n - 1),
+                ..good.clone()
+            }),
+            401,
+        ),
+        (
+            "not yet valid",
+            token(&Claims {
+                nbf: Some(n + 100),
+                ..good.clone()
+            }),
+            401,
+        ),
+        (
+            "issued in the future",
+            token(&Claims {
+                iat: Some(n + 100),
+                ..good.clone()
+            }),
+            401,
+        ),
+        (
+            "no exp",
+            token(&Claims {
+                exp: None,
+                ..good.clone()
+            }),
+            401,
+        ),
+        (
+            "no topic",
+            token(&Claims {
+                topic: String::new(),
+                ..good.clone()
+            }),
+            401,
+        ),
+        (
+            "no scopes",
+            token(&Claims {
+                scopes: vec![],
+                ..good.clone()
+            }),
+            401,
+        ),
+        (
+            "no prefix",
+            token(&Claims {
+                prefix: String::new(),
+                ..good.clone()
+            }),
+            401,
+        ),
+        (
+            "wrong topic",
+            token(&Claims {
+                topic: "t2".into(),
+                ..good.clone()
+            }),
+            401,
+        ),
+        (
+            "no booking id",
+            token(&Claims {
+                booking_id: String::new(),
+                ..good.clone()
+            }),
+            400,
+        ),
+        (
+            "denied booking",
+            token(&Claims {
+                booking_id: "cancelled".into(),
+                ..good.clone()
+            }),
+            400,
+        ),
         ("large header", "x".repeat(60_000), 401),
         ("huge header", "x".repeat(1_000_000), 431),
         ("HS384 is fine", hs384, 200),
         // Missing iat and nbf crashed the reference's handler; they are optional here.
-        ("no iat or nbf", token(&Claims { iat: None, nbf: None, ..good.clone() }), 200),
+        (
+            "no iat or nbf",
+            token(&Claims {
+                iat: None,
+                nbf: None,
+                ..good.clone()
+            }),
+            200,
+        ),
     ];
     for (what, auth, want) in cases {
         let (status, body) = post(&format!("{base}/session/t1"), Some(&auth)).await;
@@ -209,7 +427,12 @@ async fn hostile_access_requests_get_json_errors_and_the_server_keeps_serving() 
         }
     }
     // Junk paths and methods.
-    assert_eq!(get(&format!("{base}/session/t1"), Some(&token(&good))).await.0, 405);
+    assert_eq!(
+        get(&format!("{base}/session/t1"), Some(&token(&good)))
+            .await
+            .0,
+        405
+    );
     assert_eq!(post(&format!("{base}/nope"), None).await.0, 404);
     // Still serving.
     assert!(access_uri(&s, &good).await.contains("code="));

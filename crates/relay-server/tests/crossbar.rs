@@ -23,8 +23,13 @@ async fn messages_cross_both_ways_and_the_sender_never_hears_itself() {
     wait_until(WAIT, "three members", || s.connection_count() == 4).await;
     send_text(&mut a, "ping").await;
     assert_eq!(next_frame(&mut b, WAIT).await, Some(Message::text("ping")));
-    b.send(Message::Binary(Bytes::from_static(&[0, 1, 2, 255]))).await.unwrap();
-    assert_eq!(next_frame(&mut a, WAIT).await, Some(Message::Binary(Bytes::from_static(&[0, 1, 2, 255]))));
+    b.send(Message::Binary(Bytes::from_static(&[0, 1, 2, 255])))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_frame(&mut a, WAIT).await,
+        Some(Message::Binary(Bytes::from_static(&[0, 1, 2, 255])))
+    );
     expect_silence(&mut a, QUIET).await;
     expect_silence(&mut other, Duration::from_millis(50)).await;
 }
@@ -36,11 +41,16 @@ async fn messages_are_never_merged_by_default() {
     let mut b = join(&s, "t", &["read", "write"]).await;
     // A burst within the queue bound (128 messages by default, as the reference).
     for i in 0..120 {
-        a.feed(Message::text(format!("{{\"n\":{i}}}"))).await.unwrap();
+        a.feed(Message::text(format!("{{\"n\":{i}}}")))
+            .await
+            .unwrap();
     }
     a.flush().await.unwrap();
     for i in 0..120 {
-        assert_eq!(next_frame(&mut b, WAIT).await, Some(Message::text(format!("{{\"n\":{i}}}"))));
+        assert_eq!(
+            next_frame(&mut b, WAIT).await,
+            Some(Message::text(format!("{{\"n\":{i}}}")))
+        );
     }
 }
 
@@ -51,7 +61,9 @@ async fn binary_coalescing_is_an_opt_in() {
     let mut b = join(&s, "video", &["read", "write"]).await;
     let mut total = 0;
     for _ in 0..100 {
-        a.feed(Message::Binary(Bytes::from(vec![1u8; 1316]))).await.unwrap();
+        a.feed(Message::Binary(Bytes::from(vec![1u8; 1316])))
+            .await
+            .unwrap();
     }
     a.flush().await.unwrap();
     while total < 100 * 1316 {
@@ -72,10 +84,19 @@ async fn scopes_are_enforced_read_only_and_write_only() {
     send_text(&mut r, "from reader").await;
     expect_silence(&mut rw, QUIET).await;
     send_text(&mut w, "from writer").await;
-    assert_eq!(next_frame(&mut rw, WAIT).await, Some(Message::text("from writer")));
-    assert_eq!(next_frame(&mut r, WAIT).await, Some(Message::text("from writer")));
+    assert_eq!(
+        next_frame(&mut rw, WAIT).await,
+        Some(Message::text("from writer"))
+    );
+    assert_eq!(
+        next_frame(&mut r, WAIT).await,
+        Some(Message::text("from writer"))
+    );
     send_text(&mut rw, "to all").await;
-    assert_eq!(next_frame(&mut r, WAIT).await, Some(Message::text("to all")));
+    assert_eq!(
+        next_frame(&mut r, WAIT).await,
+        Some(Message::text("to all"))
+    );
     expect_silence(&mut w, QUIET).await;
 }
 
@@ -91,11 +112,19 @@ async fn refused_admissions_get_http_errors_before_the_upgrade() {
         match tokio_tungstenite::connect_async(uri.as_str()).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 assert_eq!(resp.status().as_u16(), status, "{uri}");
-                let body = resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
-                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("not json: {body}"));
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                let v: serde_json::Value =
+                    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not json: {body}"));
                 assert!(v["message"].is_string());
             }
-            other => panic!("{uri}: expected an HTTP refusal, got {:?}", other.map(|_| ())),
+            other => panic!(
+                "{uri}: expected an HTTP refusal, got {:?}",
+                other.map(|_| ())
+            ),
         }
     };
     // Wrong topic for this code (PreventValidCodeAtWrongSessionID) burns the code.
@@ -110,8 +139,19 @@ async fn refused_admissions_get_http_errors_before_the_upgrade() {
     expect_refusal(uri, 401).await;
     // Wrong audience on the relay (EnforceAudience): a token for another access host
     // cannot even get a code.
-    let foreign = Claims { aud: Audience::single("ws://wrong.server.io"), ..c.clone() };
-    assert_eq!(post(&format!("{}/session/123", s.access_url()), Some(&token(&foreign))).await.0, 401);
+    let foreign = Claims {
+        aud: Audience::single("ws://wrong.server.io"),
+        ..c.clone()
+    };
+    assert_eq!(
+        post(
+            &format!("{}/session/123", s.access_url()),
+            Some(&token(&foreign))
+        )
+        .await
+        .0,
+        401
+    );
     // A plain GET does not burn the code.
     let uri = access_uri(&s, &c).await;
     let plain = reqwest::get(uri.replace("ws://", "http://")).await.unwrap();
@@ -129,7 +169,9 @@ async fn an_expired_code_is_refused() {
     let s = start(|c| c.code_ttl = Duration::ZERO).await;
     let uri = access_uri(&s, &claims(&s, "t", &["read"])).await;
     match tokio_tungstenite::connect_async(uri.as_str()).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 401),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 401)
+        }
         other => panic!("expected 401, got {:?}", other.map(|_| ())),
     }
 }
@@ -139,7 +181,8 @@ async fn the_null_subprotocol_is_echoed() {
     let s = start(|_| {}).await;
     let uri = access_uri(&s, &claims(&s, "t", &["read"])).await;
     let mut req = uri.into_client_request().unwrap();
-    req.headers_mut().insert("Sec-WebSocket-Protocol", "null".parse().unwrap());
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "null".parse().unwrap());
     let (_ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert_eq!(resp.headers()["sec-websocket-protocol"], "null");
 }
@@ -149,13 +192,22 @@ async fn the_null_subprotocol_is_echoed() {
 #[tokio::test]
 async fn a_connection_closes_with_4001_at_token_expiry() {
     let s = start(|_| {}).await;
-    let c = Claims { exp: Some(now() + 2), ..claims(&s, "t", &["read", "write"]) };
+    let c = Claims {
+        exp: Some(now() + 2),
+        ..claims(&s, "t", &["read", "write"])
+    };
     let mut a = dial(&access_uri(&s, &c).await).await;
     let mut b = join(&s, "t", &["read", "write"]).await;
     send_text(&mut b, "before").await;
-    assert_eq!(next_frame(&mut a, WAIT).await, Some(Message::text("before")));
+    assert_eq!(
+        next_frame(&mut a, WAIT).await,
+        Some(Message::text("before"))
+    );
     assert_eq!(close_code(&mut a, WAIT).await, Some(4001));
-    wait_until(WAIT, "expired connection freed", || s.connection_count() == 2).await;
+    wait_until(WAIT, "expired connection freed", || {
+        s.connection_count() == 2
+    })
+    .await;
 }
 
 /// DenyClosesCurrentConnection (within 100 ms here, 1 s in the reference) and
@@ -168,28 +220,62 @@ async fn deny_closes_live_connections_at_once_and_allow_lets_the_booking_back() 
     let mut a = dial(&access_uri(&s, &c).await).await;
     let mut b = dial(&access_uri(&s, &c).await).await;
     let unused_code = access_uri(&s, &c).await;
-    let mut bystander = dial(&access_uri(&s, &Claims { booking_id: "other".into(), ..c.clone() }).await).await;
+    let mut bystander = dial(
+        &access_uri(
+            &s,
+            &Claims {
+                booking_id: "other".into(),
+                ..c.clone()
+            },
+        )
+        .await,
+    )
+    .await;
     wait_until(WAIT, "members", || s.connection_count() == 4).await;
 
     let admin = admin_token(&s);
     let exp = now() + 60;
     let started = tokio::time::Instant::now();
-    assert_eq!(post(&format!("{}/bids/deny?bid=bid&exp={exp}", s.access_url()), Some(&admin)).await.0, 204);
+    assert_eq!(
+        post(
+            &format!("{}/bids/deny?bid=bid&exp={exp}", s.access_url()),
+            Some(&admin)
+        )
+        .await
+        .0,
+        204
+    );
     assert_eq!(close_code(&mut a, WAIT).await, Some(4003));
     assert_eq!(close_code(&mut b, WAIT).await, Some(4003));
     let took = started.elapsed();
     assert!(took < Duration::from_millis(100), "deny took {took:?}");
     // Unused codes of the booking were destroyed.
-    assert!(tokio_tungstenite::connect_async(unused_code.as_str()).await.is_err());
+    assert!(tokio_tungstenite::connect_async(unused_code.as_str())
+        .await
+        .is_err());
     let (status, _) = post(&format!("{}/session/t", s.access_url()), Some(&token(&c))).await;
     assert_eq!(status, 400);
     send_text(&mut bystander, "still here").await;
-    wait_until(WAIT, "denied connections freed", || s.connection_count() == 2).await;
+    wait_until(WAIT, "denied connections freed", || {
+        s.connection_count() == 2
+    })
+    .await;
 
-    assert_eq!(post(&format!("{}/bids/allow?bid=bid&exp={exp}", s.access_url()), Some(&admin)).await.0, 204);
+    assert_eq!(
+        post(
+            &format!("{}/bids/allow?bid=bid&exp={exp}", s.access_url()),
+            Some(&admin)
+        )
+        .await
+        .0,
+        204
+    );
     let mut again = dial(&access_uri(&s, &c).await).await;
     send_text(&mut bystander, "welcome back").await;
-    assert_eq!(next_frame(&mut again, WAIT).await, Some(Message::text("welcome back")));
+    assert_eq!(
+        next_frame(&mut again, WAIT).await,
+        Some(Message::text("welcome back"))
+    );
 }
 
 /// Reference bug B1: one stalled reader must not slow or freeze anyone else; it loses
@@ -230,11 +316,20 @@ async fn a_stalled_reader_never_blocks_the_others() {
     assert_eq!(got, frames, "the fast reader received every frame");
     // Another topic still works while the stalled reader is stuck.
     send_text(&mut other_topic_a, "alive").await;
-    assert_eq!(next_frame(&mut other_topic_b, WAIT).await, Some(Message::text("alive")));
+    assert_eq!(
+        next_frame(&mut other_topic_b, WAIT).await,
+        Some(Message::text("alive"))
+    );
     // The stalled reader is disconnected, and the drops were counted.
-    wait_until(WAIT, "stalled reader disconnected", || s.connection_count() == 5).await;
+    wait_until(WAIT, "stalled reader disconnected", || {
+        s.connection_count() == 5
+    })
+    .await;
     let (_, metrics) = get(&format!("{}/metrics", s.access_url()), None).await;
-    assert!(metrics.contains("relay_slow_reader_disconnects_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("relay_slow_reader_disconnects_total 1\n"),
+        "{metrics}"
+    );
     assert!(!metrics.contains("relay_drops_total 0\n"), "{metrics}");
     drop(stalled);
 }
@@ -245,9 +340,15 @@ async fn oversized_messages_close_with_1009_and_others_carry_on() {
     let mut big = join(&s, "t", &["read", "write"]).await;
     let mut a = join(&s, "t", &["read", "write"]).await;
     let mut b = join(&s, "t", &["read", "write"]).await;
-    big.send(Message::Binary(Bytes::from(vec![0u8; 4096]))).await.unwrap();
+    big.send(Message::Binary(Bytes::from(vec![0u8; 4096])))
+        .await
+        .unwrap();
     let closed = next_frame(&mut big, WAIT).await;
-    assert!(matches!(&closed, Some(Message::Close(Some(f))) if u16::from(f.code) == 1009) || closed.is_none(), "{closed:?}");
+    assert!(
+        matches!(&closed, Some(Message::Close(Some(f))) if u16::from(f.code) == 1009)
+            || closed.is_none(),
+        "{closed:?}"
+    );
     send_text(&mut a, "fine").await;
     assert_eq!(next_frame(&mut b, WAIT).await, Some(Message::text("fine")));
 }
@@ -257,7 +358,10 @@ async fn oversized_messages_close_with_1009_and_others_carry_on() {
 #[tokio::test]
 async fn leaving_frees_the_connection_at_once() {
     let s = start(|_| {}).await;
-    let long = Claims { exp: Some(now() + 30 * 86_400), ..claims(&s, "t", &["read", "write"]) };
+    let long = Claims {
+        exp: Some(now() + 30 * 86_400),
+        ..claims(&s, "t", &["read", "write"])
+    };
     for _ in 0..20 {
         let mut ws = dial(&access_uri(&s, &long).await).await;
         ws.close(None).await.unwrap();
@@ -306,15 +410,36 @@ async fn stats_reports_on_update_and_periodically_despite_traffic() {
         match next_frame(&mut stats, WAIT).await {
             Some(Message::Text(t)) => {
                 let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
-                if v.as_array().unwrap().iter().filter(|r| r["topic"] == "123").count() == 2 {
+                if v.as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r["topic"] == "123")
+                    .count()
+                    == 2
+                {
                     break v;
                 }
             }
             other => panic!("no report: {other:?}"),
         }
     };
-    let first = report.as_array().unwrap().iter().find(|r| r["topic"] == "123").unwrap();
-    for key in ["canRead", "canWrite", "connected", "expiresAt", "remoteAddr", "scopes", "stats", "topic", "userAgent"] {
+    let first = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["topic"] == "123")
+        .unwrap();
+    for key in [
+        "canRead",
+        "canWrite",
+        "connected",
+        "expiresAt",
+        "remoteAddr",
+        "scopes",
+        "stats",
+        "topic",
+        "userAgent",
+    ] {
         assert!(first.get(key).is_some(), "missing {key}: {first}");
     }
     assert_eq!(first["stats"]["rx"]["last"], "Never");
@@ -329,7 +454,10 @@ async fn stats_reports_on_update_and_periodically_despite_traffic() {
             reports += 1;
         }
     }
-    assert!((1..=3).contains(&reports), "periodic reports in 2.5 s: {reports}");
+    assert!(
+        (1..=3).contains(&reports),
+        "periodic reports in 2.5 s: {reports}"
+    );
 }
 
 #[tokio::test]
@@ -349,9 +477,15 @@ async fn the_stats_page_is_served_with_the_access_url_filled_in() {
     let page_url = format!("{}/stats", s.relay_url().replacen("ws", "http", 1));
     let (status, page) = get(&page_url, None).await;
     assert_eq!(status, 200);
-    assert!(page.contains(&format!("const ACCESS_URL = \"{}\";", s.access_url())), "{page}");
+    assert!(
+        page.contains(&format!("const ACCESS_URL = \"{}\";", s.access_url())),
+        "{page}"
+    );
     assert!(page.contains("/status"));
-    assert_eq!(get(&page_url.replace("/stats", "/healthz"), None).await, (200, "ok\n".into()));
+    assert_eq!(
+        get(&page_url.replace("/stats", "/healthz"), None).await,
+        (200, "ok\n".into())
+    );
 }
 
 #[tokio::test]
@@ -360,11 +494,19 @@ async fn the_demo_page_and_its_player_script_are_served() {
     let base = s.relay_url().replacen("ws", "http", 1);
     let (status, page) = get(&format!("{base}/demo"), None).await;
     assert_eq!(status, 200);
-    assert!(page.contains(&format!("const ACCESS_URL = \"{}\";", s.access_url())), "{page}");
+    assert!(
+        page.contains(&format!("const ACCESS_URL = \"{}\";", s.access_url())),
+        "{page}"
+    );
     assert!(page.contains("<script src=\"/vendor/jsmpeg.min.js\">"));
     assert!(page.contains("window.demoState"));
-    let script = reqwest::get(format!("{base}/vendor/jsmpeg.min.js")).await.unwrap();
+    let script = reqwest::get(format!("{base}/vendor/jsmpeg.min.js"))
+        .await
+        .unwrap();
     assert_eq!(script.status(), 200);
-    assert_eq!(script.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
     assert!(script.text().await.unwrap().contains("JSMpeg"));
 }

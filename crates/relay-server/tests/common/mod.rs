@@ -14,7 +14,10 @@ pub const SECRET: &[u8] = b"testsecret";
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 pub async fn start(adjust: impl FnOnce(&mut ServerConfig)) -> RunningServer {
@@ -44,7 +47,10 @@ pub fn token(claims: &Claims) -> String {
 }
 
 pub fn admin_token(server: &RunningServer) -> String {
-    token(&Claims { topic: String::new(), ..claims(server, "", &["relay:admin"]) })
+    token(&Claims {
+        topic: String::new(),
+        ..claims(server, "", &["relay:admin"])
+    })
 }
 
 /// POST the access route with `authorization`; returns status and body.
@@ -86,7 +92,9 @@ pub async fn join(server: &RunningServer, topic: &str, scopes: &[&str]) -> Ws {
 }
 
 pub async fn dial(uri: &str) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(uri).await.expect("websocket opens");
+    let (ws, _) = tokio_tungstenite::connect_async(uri)
+        .await
+        .expect("websocket opens");
     ws
 }
 
@@ -117,7 +125,10 @@ pub async fn send_text(ws: &mut Ws, text: &str) {
 pub async fn wait_until(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
