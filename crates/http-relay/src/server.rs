@@ -291,18 +291,12 @@ async fn metrics_handler(State(app): State<AppState>) -> Response {
         .into_response()
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// Refuse a relay-client call for `server_name` when authorisation is on and fails.
 fn authorise(app: &AppState, headers: &HeaderMap, server_name: &str) -> Result<(), Box<Response>> {
     let Some(auth) = &app.config.auth else {
         return Ok(());
     };
-    auth.check(headers, server_name, unix_now()).map_err(|e| {
+    auth.check(headers, server_name, relay_auth::unix_now()).map_err(|e| {
         tracing::warn!(ServerName = %server_name, error = %e, "relay-client refused");
         Box::new(text_error(
             StatusCode::FORBIDDEN,

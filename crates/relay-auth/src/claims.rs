@@ -53,7 +53,31 @@ pub struct Claims {
     pub alert_host: bool,
 }
 
+/// Seconds since the Unix epoch (0 if the clock reads earlier).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 impl Claims {
+    /// A grant of `scopes` on `prefix`/`topic` for `audience`, valid for `lifetime_secs`.
+    /// `iat` and `nbf` are one second before `now`, so a verifier whose clock is a little
+    /// behind (or reads the same second) does not find the token "not yet valid".
+    pub fn grant(prefix: &str, topic: &str, scopes: &[&str], audience: &str, now: i64, lifetime_secs: i64) -> Claims {
+        let issued = now.saturating_sub(1);
+        Claims {
+            topic: topic.to_owned(),
+            prefix: prefix.to_owned(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            aud: Audience::single(audience),
+            exp: Some(now.saturating_add(lifetime_secs)),
+            nbf: Some(issued),
+            iat: Some(issued),
+            ..Claims::default()
+        }
+    }
+
     /// True when `scope` is one of the token's scopes.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)

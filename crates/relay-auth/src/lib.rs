@@ -14,7 +14,7 @@ pub mod claims;
 pub mod codes;
 pub mod deny;
 
-pub use claims::{mint, Audience, Claims, TokenError, Verifier};
+pub use claims::{mint, unix_now, Audience, Claims, TokenError, Verifier};
 pub use codes::{CodeError, CodeStore};
 pub use deny::DenyStore;
 

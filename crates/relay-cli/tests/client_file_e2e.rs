@@ -10,9 +10,9 @@ use support::{Killed};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use relay_auth::{Audience, Claims};
+use relay_auth::Claims;
 use relay_client::session::{Message, Session, SessionConfig};
 use relay_server::{RunningServer, ServerConfig};
 
@@ -27,19 +27,8 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn token(server: &RunningServer, topic: &str) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-    let claims = Claims {
-        booking_id: "e2e".into(),
-        topic: topic.into(),
-        prefix: "session".into(),
-        scopes: vec!["read".into(), "write".into()],
-        aud: Audience::single(server.access_url()),
-        exp: Some(now + 600),
-        nbf: Some(now - 1),
-        iat: Some(now - 1),
-        ..Claims::default()
-    };
-    relay_auth::mint(&claims, SECRET)
+    let grant = Claims::grant("session", topic, &["read", "write"], server.access_url(), relay_auth::unix_now(), 600);
+    relay_auth::mint(&Claims { booking_id: "e2e".into(), ..grant }, SECRET)
 }
 
 fn signal(child: &Child, name: &str) {

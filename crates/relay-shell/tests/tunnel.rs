@@ -5,11 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
-use relay_auth::{mint, Audience, Claims};
+use relay_auth::{mint, Claims};
 use relay_server::{RunningServer, ServerConfig};
 use relay_shell::client::{self, ClientConfig};
 use relay_shell::host::{HostConfig, ShellHost};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -18,20 +18,8 @@ const WAIT: Duration = Duration::from_secs(10);
 const BANNER: &[u8] = b"SSH-2.0-FakeSSH\r\n";
 
 fn token(server: &RunningServer, topic: &str, scope: &str) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-    mint(
-        &Claims {
-            topic: topic.into(),
-            prefix: "shell".into(),
-            scopes: vec![scope.into()],
-            aud: Audience::single(server.access_url()),
-            iat: Some(now - 1),
-            nbf: Some(now - 1),
-            exp: Some(now + 600),
-            ..Claims::default()
-        },
-        SECRET,
-    )
+    let claims = Claims::grant("shell", topic, &[scope], server.access_url(), relay_auth::unix_now(), 600);
+    mint(&claims, SECRET)
 }
 
 /// A service that speaks first (a banner), then echoes everything, counting connections.

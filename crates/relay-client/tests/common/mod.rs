@@ -4,9 +4,9 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use relay_auth::{Audience, Claims};
+use relay_auth::Claims;
 use relay_client::session::{Message, Session, SessionConfig};
 use relay_client::status::{fetch_status, Report};
 use relay_server::{RunningServer, ServerConfig};
@@ -18,19 +18,8 @@ pub async fn start_relay() -> RunningServer {
 }
 
 pub fn token(server: &RunningServer, topic: &str, scopes: &[&str]) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-    let claims = Claims {
-        booking_id: "relay-client-test".into(),
-        topic: topic.into(),
-        prefix: "session".into(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        aud: Audience::single(server.access_url()),
-        exp: Some(now + 600),
-        nbf: Some(now - 1),
-        iat: Some(now - 1),
-        ..Claims::default()
-    };
-    relay_auth::mint(&claims, SECRET)
+    let grant = Claims::grant("session", topic, scopes, server.access_url(), relay_auth::unix_now(), 600);
+    relay_auth::mint(&Claims { booking_id: "relay-client-test".into(), ..grant }, SECRET)
 }
 
 pub fn session_config(server: &RunningServer, topic: &str) -> SessionConfig {

@@ -90,17 +90,7 @@ pub const SECRET: &[u8] = b"testsecret";
 
 /// A session token for `topic` at `audience` with the given scopes, valid for an hour.
 pub fn token(audience: &str, topic: &str, scopes: &[&str]) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let claims = relay_auth::Claims {
-        topic: topic.into(),
-        prefix: "session".into(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        aud: relay_auth::Audience::single(audience),
-        iat: Some(now - 1),
-        nbf: Some(now - 1),
-        exp: Some(now + 3600),
-        ..Default::default()
-    };
+    let claims = relay_auth::Claims::grant("session", topic, scopes, audience, relay_auth::unix_now(), 3600);
     relay_auth::mint(&claims, SECRET)
 }
 

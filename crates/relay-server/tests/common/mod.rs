@@ -3,9 +3,9 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use futures_util::{SinkExt, StreamExt};
-use relay_auth::{mint, Audience, Claims};
+use relay_auth::{mint, Claims};
 use relay_server::{RunningServer, ServerConfig};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -14,10 +14,7 @@ pub const SECRET: &[u8] = b"testsecret";
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    relay_auth::unix_now()
 }
 
 pub async fn start(adjust: impl FnOnce(&mut ServerConfig)) -> RunningServer {
@@ -28,18 +25,7 @@ pub async fn start(adjust: impl FnOnce(&mut ServerConfig)) -> RunningServer {
 
 /// Session claims for `topic` valid for a minute, audience the server's access URL.
 pub fn claims(server: &RunningServer, topic: &str, scopes: &[&str]) -> Claims {
-    let now = now();
-    Claims {
-        booking_id: "bid".into(),
-        topic: topic.into(),
-        prefix: "session".into(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        aud: Audience::single(server.access_url()),
-        exp: Some(now + 60),
-        nbf: Some(now - 1),
-        iat: Some(now - 1),
-        ..Claims::default()
-    }
+    Claims { booking_id: "bid".into(), ..Claims::grant("session", topic, scopes, server.access_url(), now(), 60) }
 }
 
 pub fn token(claims: &Claims) -> String {
