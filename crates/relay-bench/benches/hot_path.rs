@@ -33,7 +33,7 @@ fn member(can_write: bool) -> JoinRequest {
 fn fan_out(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _guard = runtime.enter();
-    let limits = QueueLimits { messages: 128, bytes: 16 << 20, slow_reader_timeout: Duration::from_secs(10) };
+    let limits = QueueLimits { messages: 128, bytes: 16 << 20, burst_bytes: 1 << 20, slow_reader_timeout: Duration::from_secs(10) };
     let hub = Hub::new(limits, Arc::new(Metrics::new()));
     let (writer, _writer_inbox) = hub.join(member(true));
     let mut inboxes: Vec<_> = (0..1000).map(|_| hub.join(member(false))).collect();
