@@ -2,13 +2,15 @@
 //!
 //! Each scenario of docs PERFORMANCE.md (B1 video fan-out, B2 small-message latency, B3
 //! single-stream throughput, B4 memory per idle connection, B5 handshakes per second, B8
-//! slow reader) starts the relay and its peers as child processes (pinned to one core,
+//! slow reader, relay restart and deny) starts the relay and its peers as child processes (pinned to one core,
 //! stopped by pid), drives them with the same load from this process, reads their CPU time
 //! and RSS from /proc, and prints a markdown table with medians and spread over runs.
 //!
 //! - [`peers`]: starting the relay, the Node `ws` relay, websocat and nats-server, and one
 //!   send/receive interface over all of them.
 //! - [`scenarios`]: the scenarios and the load pieces they share.
+//! - [`lean_ws`]: the lean websocket client behind every plain `ws://` connection, so the
+//!   load generator is not the bottleneck.
 //! - [`floor`]: direct TCP round trip and stream throughput, the physical floor.
 //! - [`procs`]: child processes, /proc CPU and RSS, ports.
 //! - [`report`]: HDR latency histograms, median/spread, markdown tables.
@@ -16,6 +18,7 @@
 //! - [`machine`]: what the run happened on (CPU, cores, rustc, load).
 
 pub mod floor;
+pub mod lean_ws;
 pub mod machine;
 pub mod peers;
 pub mod procs;

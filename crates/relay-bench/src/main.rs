@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use relay_bench::peers::{Lab, ALL_PEERS};
-use relay_bench::scenarios::{b1_video, b2_latency, b3_throughput, b4_idle_memory, b5_handshakes, b8_slow_reader};
+use relay_bench::scenarios::{b1_video, b2_latency, b3_throughput, b4_idle_memory, b5_handshakes, b8_faults, b8_slow_reader};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -86,6 +86,36 @@ enum Scenario {
         #[arg(long, default_value = "2s")]
         slow_timeout: String,
     },
+    /// B8 faults, relay only: kill and restart under live video; deny with many live connections.
+    B8Faults {
+        /// Which measurements to run: restart, deny.
+        #[arg(long, value_delimiter = ',', default_value = "restart,deny")]
+        parts: Vec<String>,
+        /// Readers of the restarted stream.
+        #[arg(long, default_value_t = 10)]
+        readers: usize,
+        /// Seconds the relay stays down between the kill and the restart.
+        #[arg(long, default_value_t = 1.0)]
+        outage: f64,
+        /// Seconds of streaming before the kill (past the client's 10 s stable_after, the
+        /// lost link counts as a stable one, as under a long-running stream).
+        #[arg(long, default_value_t = 11.0)]
+        warmup: f64,
+        #[arg(long, default_value_t = 2.0)]
+        mbps: f64,
+        /// First wait of the client's reconnect backoff, seconds (the library's default is 1).
+        #[arg(long, default_value_t = 1.0)]
+        backoff_min: f64,
+        /// Live connections of the denied booking(s).
+        #[arg(long, default_value_t = 1000)]
+        deny_conns: usize,
+        /// Booking ids the denied connections are spread over, one table row each; all are denied.
+        #[arg(long, value_delimiter = ',', default_value = "1,10")]
+        bookings: Vec<usize>,
+        /// Connections of another booking on the same topic, which must stay open.
+        #[arg(long, default_value_t = 10)]
+        undenied: usize,
+    },
     /// Print the machine description used in BENCHMARKS.md.
     Machine,
     /// Internal: the TCP echo server used as the B2 floor.
@@ -108,6 +138,9 @@ fn main() -> Result<()> {
             .context("taskset (util-linux) is needed to pin; pass --no-pin to skip")?;
         anyhow::ensure!(status.success(), "taskset failed to pin the load generator");
     }
+    // reqwest may be built without a default TLS provider (features unify with the
+    // relay's), and then panics when a client is built; the bench only needs one present.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli, pin))
 }
@@ -147,6 +180,16 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
         }
         Scenario::B8 { readers, mbps, seconds, slow_timeout } => {
             b8_slow_reader::run(&lab, &b8_slow_reader::Options { readers, mbps, seconds, slow_timeout, runs }).await?
+        }
+        Scenario::B8Faults { parts, readers, outage, warmup, mbps, backoff_min, deny_conns, bookings, undenied } => {
+            let opts = b8_faults::Options { parts, readers, outage, warmup, mbps, backoff_min, deny_conns, bookings, undenied, runs };
+            // Two tables: print the first here; the last gets the machine footer below.
+            let mut tables = b8_faults::run(&lab, &opts).await?;
+            let last = tables.pop().context("b8-faults: no part selected")?;
+            for table in &tables {
+                println!("{}", table.to_markdown());
+            }
+            last
         }
     };
     let placement = if pin { "servers pinned to core 0, load generator to core 1" } else { "unpinned" };

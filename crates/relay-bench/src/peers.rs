@@ -3,8 +3,11 @@
 //! nats-server's websocket listener (NATS text protocol inside websocket frames).
 //!
 //! Every target is reached through the same [`Tx`]/[`Rx`] pair, so each scenario's load is
-//! identical whichever peer serves it.
+//! identical whichever peer serves it. Plain `ws://` connections (all of them, unless an
+//! external relay hands out `wss://`) use [`crate::lean_ws`], so the load generator costs
+//! little CPU per message; `wss://` goes through tokio-tungstenite.
 
+use crate::lean_ws;
 use crate::procs::{free_port, wait_listening, Proc};
 use anyhow::{bail, Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -59,16 +62,28 @@ pub struct Target {
 
 /// Sending half of a connection.
 pub struct Tx {
-    sink: SplitSink<Ws, Message>,
+    sink: Sink,
     nats_subject: Option<String>,
+}
+
+/// The lean client for `ws://`; tokio-tungstenite for anything else (`wss://`).
+enum Sink {
+    Lean(lean_ws::Writer),
+    Tungstenite(SplitSink<Ws, Message>),
 }
 
 /// Receiving half of a connection.
 pub struct Rx {
-    stream: SplitStream<Ws>,
+    stream: Stream,
     nats: Option<BytesMut>,
     /// Close code the server sent, if it closed with one.
     pub close_code: Option<u16>,
+}
+
+/// The lean client for `ws://`; tokio-tungstenite for anything else (`wss://`).
+enum Stream {
+    Lean(lean_ws::Reader),
+    Tungstenite(SplitStream<Ws>),
 }
 
 const SECRET: &[u8] = b"relay-bench-secret";
@@ -176,10 +191,16 @@ impl Target {
             Endpoint::Plain { base, rooms: false } => (format!("{base}/"), false),
             Endpoint::Nats { url } => (url.clone(), true),
         };
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(self.ws_config), true)
-            .await
-            .with_context(|| format!("{}: websocket dial {url}", self.name))?;
-        let (sink, stream) = ws.split();
+        let (sink, stream) = if url.starts_with("ws://") {
+            let (w, r) = lean_ws::connect(&url).await.with_context(|| format!("{}: websocket dial {url}", self.name))?;
+            (Sink::Lean(w), Stream::Lean(r))
+        } else {
+            let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(self.ws_config), true)
+                .await
+                .with_context(|| format!("{}: websocket dial {url}", self.name))?;
+            let (sink, stream) = ws.split();
+            (Sink::Tungstenite(sink), Stream::Tungstenite(stream))
+        };
         let mut tx = Tx { sink, nats_subject: None };
         let mut rx = Rx { stream, nats: None, close_code: None };
         if nats {
@@ -187,7 +208,8 @@ impl Target {
             let hello = format!(
                 "CONNECT {{\"verbose\":false,\"pedantic\":false,\"echo\":false,\"protocol\":1}}\r\nSUB {subject} 1\r\nPING\r\n"
             );
-            tx.sink.send(Message::Binary(Bytes::from(hello))).await?;
+            // Sent before `nats_subject` is set, so it goes out as is, not inside a PUB.
+            tx.send(Bytes::from(hello)).await?;
             rx.nats = Some(BytesMut::new());
             // The PONG proves the subscription is registered.
             tokio::time::timeout(Duration::from_secs(10), rx.wait_nats_pong()).await??;
@@ -240,39 +262,57 @@ impl Target {
 impl Tx {
     /// Send one message (wrapped in a NATS `PUB` for nats).
     pub async fn send(&mut self, payload: Bytes) -> Result<()> {
-        self.sink.send(self.frame(payload)).await?;
-        Ok(())
+        self.feed(payload).await?;
+        self.flush().await
     }
 
     /// Queue one message without flushing.
     pub async fn feed(&mut self, payload: Bytes) -> Result<()> {
-        let frame = self.frame(payload);
-        self.sink.feed(frame).await?;
-        Ok(())
-    }
-
-    pub async fn flush(&mut self) -> Result<()> {
-        self.sink.flush().await?;
-        Ok(())
-    }
-
-    fn frame(&self, payload: Bytes) -> Message {
-        match &self.nats_subject {
-            None => Message::Binary(payload),
-            Some(subject) => {
-                let head = format!("PUB {subject} {}\r\n", payload.len());
-                let mut b = BytesMut::with_capacity(head.len() + payload.len() + 2);
-                b.put_slice(head.as_bytes());
-                b.put_slice(&payload);
-                b.put_slice(b"\r\n");
-                Message::Binary(b.freeze())
+        match &mut self.sink {
+            Sink::Lean(w) => match &self.nats_subject {
+                None => w.feed(&[&payload]).await,
+                Some(subject) => {
+                    // The PUB line, payload and CRLF become one frame without being joined.
+                    let head = format!("PUB {subject} {}\r\n", payload.len());
+                    w.feed(&[head.as_bytes(), &payload, b"\r\n"]).await
+                }
+            },
+            Sink::Tungstenite(sink) => {
+                let frame = Message::Binary(nats_pub(self.nats_subject.as_deref(), payload));
+                sink.feed(frame).await?;
+                Ok(())
             }
         }
     }
 
-    pub async fn close(mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.close()).await;
+    pub async fn flush(&mut self) -> Result<()> {
+        match &mut self.sink {
+            Sink::Lean(w) => w.flush().await,
+            Sink::Tungstenite(sink) => Ok(sink.flush().await?),
+        }
     }
+
+    /// Send a normal close (1000) and shut the write side; bounded to one second.
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            match &mut self.sink {
+                Sink::Lean(w) => w.close(1000).await,
+                Sink::Tungstenite(sink) => Ok(sink.close().await?),
+            }
+        })
+        .await;
+    }
+}
+
+/// `payload` as the body of a NATS `PUB` to `subject`, or as is without a subject.
+fn nats_pub(subject: Option<&str>, payload: Bytes) -> Bytes {
+    let Some(subject) = subject else { return payload };
+    let head = format!("PUB {subject} {}\r\n", payload.len());
+    let mut b = BytesMut::with_capacity(head.len() + payload.len() + 2);
+    b.put_slice(head.as_bytes());
+    b.put_slice(&payload);
+    b.put_slice(b"\r\n");
+    b.freeze()
 }
 
 /// One item of the NATS server-to-client protocol.
@@ -318,20 +358,37 @@ impl Rx {
                     None => {}
                 }
             }
-            let Some(frame) = self.stream.next().await else { return Ok(None) };
-            let data = match frame? {
-                Message::Binary(b) => b,
-                Message::Text(t) => Bytes::copy_from_slice(t.as_bytes()),
-                Message::Close(frame) => {
-                    self.close_code = frame.map(|f| u16::from(f.code));
-                    return Ok(None);
-                }
-                _ => continue,
-            };
+            let Some(data) = self.next_ws().await? else { return Ok(None) };
             match &mut self.nats {
                 Some(buf) => buf.extend_from_slice(&data),
                 None => return Ok(Some(data)),
             }
+        }
+    }
+
+    /// The next websocket text or binary message; `None` once closed, with
+    /// [`Rx::close_code`] set if the server sent one. Cancel-safe, as `recv` must be.
+    async fn next_ws(&mut self) -> Result<Option<Bytes>> {
+        match &mut self.stream {
+            Stream::Lean(r) => {
+                let got = r.recv().await?;
+                if got.is_none() {
+                    self.close_code = r.close_code;
+                }
+                Ok(got)
+            }
+            Stream::Tungstenite(stream) => loop {
+                let Some(frame) = stream.next().await else { return Ok(None) };
+                match frame? {
+                    Message::Binary(b) => return Ok(Some(b)),
+                    Message::Text(t) => return Ok(Some(Bytes::copy_from_slice(t.as_bytes()))),
+                    Message::Close(frame) => {
+                        self.close_code = frame.map(|f| u16::from(f.code));
+                        return Ok(None);
+                    }
+                    _ => continue,
+                }
+            },
         }
     }
 
@@ -344,9 +401,9 @@ impl Rx {
                     }
                 }
             }
-            let Some(frame) = self.stream.next().await else { bail!("nats closed during handshake") };
-            if let (Message::Binary(b), Some(buf)) = (frame?, &mut self.nats) {
-                buf.extend_from_slice(&b);
+            let Some(data) = self.next_ws().await? else { bail!("nats closed during handshake") };
+            if let Some(buf) = &mut self.nats {
+                buf.extend_from_slice(&data);
             }
         }
     }

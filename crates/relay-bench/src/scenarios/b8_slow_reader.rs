@@ -1,7 +1,6 @@
-//! B8 faults: one reader in ten stops reading (a stalled browser tab) while video flows;
-//! the fast readers' delay must not change and the server's memory must stay bounded. With
-//! `--restart`, also the time for video to flow again after the relay is killed and started
-//! again on the same ports.
+//! B8 slow reader: one reader in ten stops reading (a stalled browser tab) while video
+//! flows; the fast readers' delay must not change and the server's memory must stay
+//! bounded. The other B8 faults (restart, deny) are in [`super::b8_faults`].
 
 use super::{close_all, connect_many, read_timed, rss_mib, send_paced, topic, usage};
 use crate::peers::{Lab, Target};

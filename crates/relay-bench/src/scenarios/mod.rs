@@ -6,6 +6,7 @@ pub mod b2_latency;
 pub mod b3_throughput;
 pub mod b4_idle_memory;
 pub mod b5_handshakes;
+pub mod b8_faults;
 pub mod b8_slow_reader;
 
 use crate::peers::{Lab, Rx, Target, Tx};
