@@ -157,11 +157,15 @@ async fn write_loop(
     let slow_limit = state.hub.limits().slow_reader_timeout;
     // One batch buffer per connection, reused: no allocation per message on the hot path.
     let mut batch: Vec<Message> = Vec::new();
+    // Created once: a fresh wait on the close signal per message would register and
+    // unregister a waiter under the watch channel's lock every time.
+    let closed = closing(&mut close);
+    tokio::pin!(closed);
 
     let reason = loop {
         tokio::select! {
             biased;
-            reason = closing(&mut close) => break reason,
+            reason = &mut closed => break reason,
             () = &mut expiry => break CloseReason::Expired,
             _ = ping.tick() => {
                 let sent = timeout(cfg.write_timeout, sink.send(Message::Ping(Default::default()))).await;
@@ -186,7 +190,7 @@ async fn write_loop(
                         Some(written) => Ok(written),
                         None => tokio::select! {
                             written = timeout(cfg.write_timeout, &mut write) => written,
-                            reason = closing(&mut close) => break reason,
+                            reason = &mut closed => break reason,
                             () = &mut expiry => break CloseReason::Expired,
                             () = stays_behind(&subscriber, slow_limit) => {
                                 subscriber.close_as_too_slow(&state.metrics);
