@@ -431,13 +431,7 @@ impl Hub {
     /// Publish `message` to the topic with hub key `key` from the relay itself (not a
     /// member); returns how many members it was offered to.
     pub fn publish_to(&self, key: &str, message: &Message) -> usize {
-        let topic = self
-            .topics
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned();
-        match topic {
+        match self.topic(key) {
             Some(topic) => {
                 topic.publish(self, 0, message);
                 topic.len()
@@ -448,13 +442,12 @@ impl Hub {
 
     /// Members of the topic with hub key `key` (0 when it does not exist).
     pub fn members(&self, key: &str) -> usize {
-        let topic = self
-            .topics
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned();
-        topic.map_or(0, |t| t.len())
+        self.topic(key).map_or(0, |t| t.len())
+    }
+
+    /// The live topic with hub key `key`, if any.
+    fn topic(&self, key: &str) -> Option<Arc<Topic>> {
+        self.topics.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 
     /// Close every live connection of `booking_id`; returns how many were told.
