@@ -218,37 +218,11 @@ impl Target {
         Ok((tx, rx))
     }
 
-    /// POST the token to the access API; returns the single-use websocket URI.
+    /// POST a read/write token for `topic` to the access API; returns the websocket URI.
     async fn access(&self, access: &str, secret: &[u8], topic: &str) -> Result<String> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let claims = relay_auth::Claims {
-            topic: topic.to_owned(),
-            prefix: "session".into(),
-            scopes: vec![relay_auth::SCOPE_READ.into(), relay_auth::SCOPE_WRITE.into()],
-            aud: relay_auth::Audience::single(access),
-            exp: Some(now + 3600),
-            nbf: Some(now - 5),
-            iat: Some(now - 5),
-            ..Default::default()
-        };
-        let token = relay_auth::mint(&claims, secret);
-        let response = self
-            .http
-            .post(format!("{access}/session/{topic}"))
-            .header("Authorization", token)
-            .send()
-            .await
-            .with_context(|| format!("POST {access}/session/{topic}"))?;
-        let status = response.status();
-        let body = response.text().await?;
-        if !status.is_success() {
-            bail!("access refused: {status} {body}");
-        }
-        let value: serde_json::Value = serde_json::from_str(&body)?;
-        value.get("uri").and_then(|u| u.as_str()).map(str::to_owned).context("no uri in access reply")
+        let scopes = [relay_auth::SCOPE_READ, relay_auth::SCOPE_WRITE];
+        let claims = relay_auth::Claims::grant("session", topic, &scopes, access, relay_auth::unix_now(), 3600);
+        access_uri(&self.http, access, topic, &relay_auth::mint(&claims, secret)).await
     }
 
     /// Stop the target's process, if the runner started it.
@@ -257,6 +231,24 @@ impl Target {
             p.stop().await;
         }
     }
+}
+
+/// The relay's access exchange: POST `token` to `{access}/session/{topic}` and return the
+/// single-use websocket URI from the reply (an error carries the relay's status and reason).
+pub async fn access_uri(http: &reqwest::Client, access: &str, topic: &str, token: &str) -> Result<String> {
+    let response = http
+        .post(format!("{access}/session/{topic}"))
+        .header("Authorization", token)
+        .send()
+        .await
+        .with_context(|| format!("POST {access}/session/{topic}"))?;
+    let status = response.status();
+    let body = response.text().await?;
+    if !status.is_success() {
+        bail!("access refused: {status} {body}");
+    }
+    let value: serde_json::Value = serde_json::from_str(&body)?;
+    value.get("uri").and_then(|u| u.as_str()).map(str::to_owned).context("no uri in access reply")
 }
 
 impl Tx {

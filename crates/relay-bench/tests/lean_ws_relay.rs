@@ -7,25 +7,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test set-up: a failure should stop loudly
 use bytes::Bytes;
 use relay_bench::lean_ws;
-use relay_bench::peers::{Lab, Rx, Tx};
+use relay_bench::peers::{Rx, Tx};
 use std::time::Duration;
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn lab() -> (relay_server::RunningServer, Lab) {
-    let secret = b"relay-bench-secret".to_vec();
-    let server = relay_server::RunningServer::start(relay_server::ServerConfig::local(secret.clone())).await.unwrap();
-    let lab = Lab {
-        relay_bin: "unused".into(),
-        bench_dir: "unused".into(),
-        server_core: None,
-        peers: vec!["relay".into()],
-        external_relay: Some((server.access_url().to_owned(), secret)),
-        echo_bin: None,
-    };
-    (server, lab)
-}
+mod common;
+use common::lab;
 
 async fn recv(rx: &mut Rx) -> Option<Bytes> {
     timeout(WAIT, rx.recv()).await.expect("receive timed out").unwrap()

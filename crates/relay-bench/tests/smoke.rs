@@ -2,22 +2,10 @@
 //! produce tables with real numbers. Not a performance test: nothing here is timed.
 
 #![allow(clippy::unwrap_used)] // test and bench set-up: a failure should stop loudly
-use relay_bench::peers::Lab;
 use relay_bench::scenarios::{b2_latency, b3_throughput};
 
-async fn lab() -> (relay_server::RunningServer, Lab) {
-    let secret = b"relay-bench-secret".to_vec();
-    let server = relay_server::RunningServer::start(relay_server::ServerConfig::local(secret.clone())).await.unwrap();
-    let lab = Lab {
-        relay_bin: "unused".into(),
-        bench_dir: "unused".into(),
-        server_core: None,
-        peers: vec!["relay".into()],
-        external_relay: Some((server.access_url().to_owned(), secret)),
-        echo_bin: None,
-    };
-    (server, lab)
-}
+mod common;
+use common::lab;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b2_against_an_in_process_relay_produces_a_latency_row() {

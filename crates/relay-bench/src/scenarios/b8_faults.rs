@@ -578,20 +578,8 @@ async fn open_ws(
     scopes: &[&str],
 ) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>> {
     let token = session_token(access, topic, booking_id, scopes);
-    let response = http
-        .post(format!("{access}/session/{topic}"))
-        .header("Authorization", token)
-        .send()
-        .await
-        .with_context(|| format!("POST {access}/session/{topic}"))?;
-    let status = response.status();
-    let body = response.text().await?;
-    if !status.is_success() {
-        bail!("access refused: {status} {body}");
-    }
-    let value: serde_json::Value = serde_json::from_str(&body)?;
-    let uri = value.get("uri").and_then(|u| u.as_str()).context("no uri in access reply")?;
-    let (ws, _) = tokio_tungstenite::connect_async(uri).await.with_context(|| format!("websocket dial {uri}"))?;
+    let uri = crate::peers::access_uri(http, access, topic, &token).await?;
+    let (ws, _) = tokio_tungstenite::connect_async(uri.as_str()).await.with_context(|| format!("websocket dial {uri}"))?;
     Ok(ws)
 }
 
