@@ -296,13 +296,14 @@ fn authorise(app: &AppState, headers: &HeaderMap, server_name: &str) -> Result<(
     let Some(auth) = &app.config.auth else {
         return Ok(());
     };
-    auth.check(headers, server_name, relay_auth::unix_now()).map_err(|e| {
-        tracing::warn!(ServerName = %server_name, error = %e, "relay-client refused");
-        Box::new(text_error(
-            StatusCode::FORBIDDEN,
-            format!("not allowed to serve {server_name:?}: {e}"),
-        ))
-    })
+    auth.check(headers, server_name, relay_auth::unix_now())
+        .map_err(|e| {
+            tracing::warn!(ServerName = %server_name, error = %e, "relay-client refused");
+            Box::new(text_error(
+                StatusCode::FORBIDDEN,
+                format!("not allowed to serve {server_name:?}: {e}"),
+            ))
+        })
 }
 
 async fn server_request(

@@ -27,13 +27,25 @@ pub struct Claims {
     #[serde(default)]
     pub aud: Audience,
     /// Expiry, unix seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "numeric_date")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "numeric_date"
+    )]
     pub exp: Option<i64>,
     /// Not before, unix seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "numeric_date")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "numeric_date"
+    )]
     pub nbf: Option<i64>,
     /// Issued at, unix seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "numeric_date")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "numeric_date"
+    )]
     pub iat: Option<i64>,
     /// Issuer; carried but never checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,7 +61,11 @@ pub struct Claims {
     #[serde(default, rename = "topicSalt", skip_serializing_if = "Option::is_none")]
     pub topic_salt: Option<String>,
     /// Shell relay tickets only: tell the host to dial in when this connection arrives.
-    #[serde(default, rename = "alertHost", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "alertHost",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub alert_host: bool,
 }
 
@@ -64,7 +80,14 @@ impl Claims {
     /// A grant of `scopes` on `prefix`/`topic` for `audience`, valid for `lifetime_secs`.
     /// `iat` and `nbf` are one second before `now`, so a verifier whose clock is a little
     /// behind (or reads the same second) does not find the token "not yet valid".
-    pub fn grant(prefix: &str, topic: &str, scopes: &[&str], audience: &str, now: i64, lifetime_secs: i64) -> Claims {
+    pub fn grant(
+        prefix: &str,
+        topic: &str,
+        scopes: &[&str],
+        audience: &str,
+        now: i64,
+        lifetime_secs: i64,
+    ) -> Claims {
         let issued = now.saturating_sub(1);
         Claims {
             topic: topic.to_owned(),
@@ -180,7 +203,9 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("leeway", &self.leeway).finish_non_exhaustive()
+        f.debug_struct("Verifier")
+            .field("leeway", &self.leeway)
+            .finish_non_exhaustive()
     }
 }
 
@@ -340,9 +365,16 @@ mod tests {
         assert_eq!(strict.verify(&token, now - 2), Err(TokenError::NotYetValid));
         let lenient = Verifier::new(SECRET, 5);
         assert_eq!(lenient.verify(&token, now + 64).map(|_| ()), Ok(()));
-        assert_eq!(lenient.verify(&token, now - 7), Err(TokenError::NotYetValid));
+        assert_eq!(
+            lenient.verify(&token, now - 7),
+            Err(TokenError::NotYetValid)
+        );
 
-        let future_iat = Claims { nbf: None, iat: Some(now + 10), ..session(now) };
+        let future_iat = Claims {
+            nbf: None,
+            iat: Some(now + 10),
+            ..session(now)
+        };
         assert_eq!(
             strict.verify(&mint(&future_iat, SECRET), now),
             Err(TokenError::IssuedInFuture)
@@ -352,9 +384,17 @@ mod tests {
     #[test]
     fn missing_time_claims_do_not_panic() {
         let now = 1_700_000_000;
-        let c = Claims { exp: None, nbf: None, iat: None, ..session(now) };
+        let c = Claims {
+            exp: None,
+            nbf: None,
+            iat: None,
+            ..session(now)
+        };
         let got = Verifier::new(SECRET, 0).verify(&mint(&c, SECRET), now);
-        assert_eq!(got.as_ref().map(|c| c.has_required_session_claims()), Ok(false));
+        assert_eq!(
+            got.as_ref().map(|c| c.has_required_session_claims()),
+            Ok(false)
+        );
     }
 
     #[test]
@@ -381,9 +421,22 @@ mod tests {
     fn wrong_secret_and_garbage_are_refused() {
         let now = 1_700_000_000;
         let v = Verifier::new(SECRET, 0);
-        assert_eq!(v.verify(&mint(&session(now), b"other"), now), Err(TokenError::Signature));
-        for junk in ["", "x", "a.b.c", "....", "eyJhbGciOiJIUzI1NiJ9.e30", "Bearer x"] {
-            assert!(matches!(v.verify(junk, now), Err(TokenError::Malformed(_))), "{junk}");
+        assert_eq!(
+            v.verify(&mint(&session(now), b"other"), now),
+            Err(TokenError::Signature)
+        );
+        for junk in [
+            "",
+            "x",
+            "a.b.c",
+            "....",
+            "eyJhbGciOiJIUzI1NiJ9.e30",
+            "Bearer x",
+        ] {
+            assert!(
+                matches!(v.verify(junk, now), Err(TokenError::Malformed(_))),
+                "{junk}"
+            );
         }
     }
 }

@@ -36,7 +36,10 @@ pub struct CodeStore {
 impl CodeStore {
     /// A store whose codes live for `ttl`.
     pub fn new(ttl: Duration) -> Self {
-        CodeStore { ttl, entries: Mutex::new(HashMap::new()) }
+        CodeStore {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     /// How long a code lives.
@@ -53,7 +56,10 @@ impl CodeStore {
     /// Store `claims` under a fresh random code (a UUIDv4 string) and return the code.
     pub fn submit(&self, claims: Claims, now: Instant) -> String {
         let code = uuid::Uuid::new_v4().to_string();
-        let entry = Entry { claims, expires_at: now + self.ttl };
+        let entry = Entry {
+            claims,
+            expires_at: now + self.ttl,
+        };
         self.lock().insert(code.clone(), entry);
         code
     }
@@ -106,7 +112,11 @@ mod tests {
     use super::*;
 
     fn claims(bid: &str) -> Claims {
-        Claims { booking_id: bid.into(), topic: "t".into(), ..Claims::default() }
+        Claims {
+            booking_id: bid.into(),
+            topic: "t".into(),
+            ..Claims::default()
+        }
     }
 
     #[test]
@@ -125,9 +135,14 @@ mod tests {
         let store = CodeStore::new(Duration::from_secs(1));
         let now = Instant::now();
         let code = store.submit(claims("b"), now);
-        assert_eq!(store.exchange(&code, now + Duration::from_secs(1)), Err(CodeError::Expired));
+        assert_eq!(
+            store.exchange(&code, now + Duration::from_secs(1)),
+            Err(CodeError::Expired)
+        );
         let code = store.submit(claims("b"), now);
-        assert!(store.exchange(&code, now + Duration::from_millis(999)).is_ok());
+        assert!(store
+            .exchange(&code, now + Duration::from_millis(999))
+            .is_ok());
     }
 
     #[test]

@@ -31,9 +31,17 @@ fn member(can_write: bool) -> JoinRequest {
 }
 
 fn fan_out(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let _guard = runtime.enter();
-    let limits = QueueLimits { messages: 128, bytes: 16 << 20, burst_bytes: 1 << 20, slow_reader_timeout: Duration::from_secs(10) };
+    let limits = QueueLimits {
+        messages: 128,
+        bytes: 16 << 20,
+        burst_bytes: 1 << 20,
+        slow_reader_timeout: Duration::from_secs(10),
+    };
     let hub = Hub::new(limits, Arc::new(Metrics::new()));
     let (writer, _writer_inbox) = hub.join(member(true));
     let mut inboxes: Vec<_> = (0..1000).map(|_| hub.join(member(false))).collect();
@@ -79,7 +87,8 @@ fn frame_writing(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::new("server_binary", size), &size, |b, _| {
             b.iter(|| {
-                ws.write(tungstenite::Message::Binary(payload.clone())).unwrap();
+                ws.write(tungstenite::Message::Binary(payload.clone()))
+                    .unwrap();
                 ws.flush().unwrap();
             })
         });
@@ -103,7 +112,9 @@ fn token_verification(c: &mut Criterion) {
     };
     let token = relay_auth::mint(&claims, secret);
     let verifier = relay_auth::Verifier::new(secret, 0);
-    c.bench_function("verify_hs256_session_token", |b| b.iter(|| verifier.verify(&token, now).unwrap()));
+    c.bench_function("verify_hs256_session_token", |b| {
+        b.iter(|| verifier.verify(&token, now).unwrap())
+    });
 }
 
 criterion_group!(benches, fan_out, frame_writing, token_verification);

@@ -18,7 +18,9 @@ pub async fn serve_echo(port: u16) -> Result<()> {
         tokio::spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];
             while let Ok(n) = socket.read(&mut buf).await {
-                let Some(data) = buf.get(..n).filter(|d| !d.is_empty()) else { break };
+                let Some(data) = buf.get(..n).filter(|d| !d.is_empty()) else {
+                    break;
+                };
                 if socket.write_all(data).await.is_err() {
                     break;
                 }

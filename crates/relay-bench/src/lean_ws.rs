@@ -43,7 +43,9 @@ const FEED_LIMIT: usize = 256 * 1024;
 /// Dial a `ws://` URL and complete the upgrade. Refusals (the relay answers them with an
 /// HTTP error and a JSON reason) become an error carrying the status line and body start.
 pub async fn connect(url: &str) -> Result<(Writer, Reader)> {
-    let rest = url.strip_prefix("ws://").with_context(|| format!("not a ws:// URL: {url}"))?;
+    let rest = url
+        .strip_prefix("ws://")
+        .with_context(|| format!("not a ws:// URL: {url}"))?;
     let split = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(split);
     if authority.is_empty() {
@@ -55,12 +57,17 @@ pub async fn connect(url: &str) -> Result<(Writer, Reader)> {
         p => p.to_owned(),
     };
     // A port-less authority means port 80; "[::1]" style hosts keep their brackets.
-    let addr = if authority.rsplit_once(':').is_some_and(|(_, port)| !port.contains(']')) {
+    let addr = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.contains(']'))
+    {
         authority.to_owned()
     } else {
         format!("{authority}:80")
     };
-    let mut stream = TcpStream::connect(&addr).await.with_context(|| format!("connect {addr}"))?;
+    let mut stream = TcpStream::connect(&addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
     // Small frames (B2) must leave at once, not wait for Nagle.
     stream.set_nodelay(true)?;
 
@@ -81,7 +88,10 @@ pub async fn connect(url: &str) -> Result<(Writer, Reader)> {
         }
         buf.reserve(4096);
         if stream.read_buf(&mut buf).await? == 0 {
-            bail!("{addr} closed the connection during the websocket upgrade ({} bytes of response)", buf.len());
+            bail!(
+                "{addr} closed the connection during the websocket upgrade ({} bytes of response)",
+                buf.len()
+            );
         }
     };
     let head = String::from_utf8_lossy(&buf[..header_end]).into_owned();
@@ -92,12 +102,20 @@ pub async fn connect(url: &str) -> Result<(Writer, Reader)> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     buf.advance(header_end);
 
     if status != "101" {
         // Wait briefly for the start of the body: it says why (e.g. a used code).
-        let want = header("content-length").and_then(|n| n.parse::<usize>().ok()).unwrap_or(0).min(512);
+        let want = header("content-length")
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0)
+            .min(512);
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             while buf.len() < want {
                 buf.reserve(want - buf.len());
@@ -117,8 +135,19 @@ pub async fn connect(url: &str) -> Result<(Writer, Reader)> {
 
     let (read, write) = stream.into_split();
     // Bytes after the header are already the server's first frames.
-    let reader = Reader { io: read, buf, decoder: Decoder::default(), close_code: None, done: false };
-    let writer = Writer { io: write, out: BytesMut::new(), rng: seed(), closed: false };
+    let reader = Reader {
+        io: read,
+        buf,
+        decoder: Decoder::default(),
+        close_code: None,
+        done: false,
+    };
+    let writer = Writer {
+        io: write,
+        out: BytesMut::new(),
+        rng: seed(),
+        closed: false,
+    };
     Ok((writer, reader))
 }
 
@@ -144,7 +173,9 @@ fn xorshift(state: &mut u64) -> u64 {
 
 /// XOR `data` with the repeating 4-byte `key`, eight bytes at a time.
 pub fn apply_mask(data: &mut [u8], key: [u8; 4]) {
-    let wide = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
+    let wide = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
     let mut chunks = data.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
@@ -160,7 +191,13 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4]) {
 /// Append one frame whose payload is the concatenation of `parts` (so a NATS `PUB` line,
 /// its payload and the trailing CRLF go out as one frame without being joined first).
 /// `mask` is `Some` for client-to-server frames, which RFC 6455 requires to be masked.
-pub fn encode_frame(out: &mut BytesMut, fin: bool, opcode: u8, parts: &[&[u8]], mask: Option<[u8; 4]>) {
+pub fn encode_frame(
+    out: &mut BytesMut,
+    fin: bool,
+    opcode: u8,
+    parts: &[&[u8]],
+    mask: Option<[u8; 4]>,
+) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     out.reserve(14 + len);
     out.extend_from_slice(&[if fin { 0x80 } else { 0 } | opcode]);
@@ -207,14 +244,20 @@ pub struct Decoder {
 
 impl Default for Decoder {
     fn default() -> Self {
-        Decoder { partial: None, max_message: MAX_MESSAGE }
+        Decoder {
+            partial: None,
+            max_message: MAX_MESSAGE,
+        }
     }
 }
 
 impl Decoder {
     /// A decoder that refuses messages over `max_message` bytes.
     pub fn with_max_message(max_message: usize) -> Self {
-        Decoder { partial: None, max_message }
+        Decoder {
+            partial: None,
+            max_message,
+        }
     }
 
     /// Take the next item from the front of `buf`. `Ok(Err(n))` means the frame at the
@@ -247,7 +290,11 @@ impl Decoder {
                 _ => 0,
             };
             if len.saturating_add(so_far) > self.max_message as u64 {
-                bail!("websocket message of over {} bytes exceeds the {} byte limit", len + so_far, self.max_message);
+                bail!(
+                    "websocket message of over {} bytes exceeds the {} byte limit",
+                    len + so_far,
+                    self.max_message
+                );
             }
             let len = len as usize;
             if opcode >= 0x8 && (len > 125 || !fin) {
@@ -258,7 +305,12 @@ impl Decoder {
                 if buf.len() < header + 4 {
                     return Ok(Err(header + 4 - buf.len()));
                 }
-                let k = [buf[header], buf[header + 1], buf[header + 2], buf[header + 3]];
+                let k = [
+                    buf[header],
+                    buf[header + 1],
+                    buf[header + 2],
+                    buf[header + 3],
+                ];
                 header += 4;
                 Some(k)
             } else {
@@ -293,7 +345,8 @@ impl Decoder {
                     }
                 }
                 OP_CLOSE => {
-                    let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    let code =
+                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
                     return Ok(Ok(Incoming::Close(code)));
                 }
                 OP_PING => return Ok(Ok(Incoming::Ping(payload.freeze()))),
@@ -391,7 +444,13 @@ impl Writer {
         if !self.closed {
             self.closed = true;
             let mask = self.mask();
-            encode_frame(&mut self.out, true, OP_CLOSE, &[&code.to_be_bytes()], Some(mask));
+            encode_frame(
+                &mut self.out,
+                true,
+                OP_CLOSE,
+                &[&code.to_be_bytes()],
+                Some(mask),
+            );
             self.flush().await?;
         }
         self.io.shutdown().await?;
@@ -416,14 +475,28 @@ mod tests {
             let mut buf = BytesMut::new();
             let key = (xorshift(&mut rng) as u32).to_ne_bytes();
             encode_frame(&mut buf, true, OP_BINARY, &[&data], Some(key));
-            let header = if len < 126 { 2 } else if len <= 0xFFFF { 4 } else { 10 };
+            let header = if len < 126 {
+                2
+            } else if len <= 0xFFFF {
+                4
+            } else {
+                10
+            };
             assert_eq!(buf.len(), header + 4 + len, "frame size for {len}");
             assert_eq!(buf[1] & 0x80, 0x80, "client frames are masked");
             if len > 8 {
-                assert_ne!(&buf[header + 4..], &data[..], "payload of {len} is masked on the wire");
+                assert_ne!(
+                    &buf[header + 4..],
+                    &data[..],
+                    "payload of {len} is masked on the wire"
+                );
             }
             let mut dec = Decoder::default();
-            assert_eq!(dec.decode(&mut buf).unwrap(), Ok(Incoming::Data(Bytes::from(data))), "len {len}");
+            assert_eq!(
+                dec.decode(&mut buf).unwrap(),
+                Ok(Incoming::Data(Bytes::from(data))),
+                "len {len}"
+            );
             assert!(buf.is_empty());
         }
     }
@@ -436,10 +509,19 @@ mod tests {
         encode_frame(&mut buf, true, OP_TEXT, &[b"hi"], None);
         let base = buf.as_ptr();
         let mut dec = Decoder::default();
-        let Ok(Incoming::Data(first)) = dec.decode(&mut buf).unwrap() else { panic!("no data") };
+        let Ok(Incoming::Data(first)) = dec.decode(&mut buf).unwrap() else {
+            panic!("no data")
+        };
         assert_eq!(first, data);
-        assert_eq!(first.as_ptr(), base.wrapping_add(4), "payload points into the read buffer");
-        assert_eq!(dec.decode(&mut buf).unwrap(), Ok(Incoming::Data(Bytes::from_static(b"hi"))));
+        assert_eq!(
+            first.as_ptr(),
+            base.wrapping_add(4),
+            "payload points into the read buffer"
+        );
+        assert_eq!(
+            dec.decode(&mut buf).unwrap(),
+            Ok(Incoming::Data(Bytes::from_static(b"hi")))
+        );
     }
 
     #[test]
@@ -452,10 +534,16 @@ mod tests {
         for (i, &b) in whole.iter().enumerate() {
             let got = dec.decode(&mut buf).unwrap();
             let missing = got.expect_err("incomplete until the last byte");
-            assert!(missing >= 1 && missing <= whole.len() - i, "byte {i}: asks for {missing}");
+            assert!(
+                missing >= 1 && missing <= whole.len() - i,
+                "byte {i}: asks for {missing}"
+            );
             buf.extend_from_slice(&[b]);
         }
-        assert_eq!(dec.decode(&mut buf).unwrap(), Ok(Incoming::Data(Bytes::from(data))));
+        assert_eq!(
+            dec.decode(&mut buf).unwrap(),
+            Ok(Incoming::Data(Bytes::from(data)))
+        );
     }
 
     #[test]
@@ -464,10 +552,22 @@ mod tests {
         encode_frame(&mut buf, false, OP_BINARY, &[b"hel"], None);
         encode_frame(&mut buf, true, OP_PING, &[b"p"], None);
         encode_frame(&mut buf, false, OP_CONTINUATION, &[b"lo ", b"wo"], None);
-        encode_frame(&mut buf, true, OP_CONTINUATION, &[b"rld"], Some([1, 2, 3, 4]));
+        encode_frame(
+            &mut buf,
+            true,
+            OP_CONTINUATION,
+            &[b"rld"],
+            Some([1, 2, 3, 4]),
+        );
         let mut dec = Decoder::default();
-        assert_eq!(dec.decode(&mut buf).unwrap(), Ok(Incoming::Ping(Bytes::from_static(b"p"))));
-        assert_eq!(dec.decode(&mut buf).unwrap(), Ok(Incoming::Data(Bytes::from_static(b"hello world"))));
+        assert_eq!(
+            dec.decode(&mut buf).unwrap(),
+            Ok(Incoming::Ping(Bytes::from_static(b"p")))
+        );
+        assert_eq!(
+            dec.decode(&mut buf).unwrap(),
+            Ok(Incoming::Data(Bytes::from_static(b"hello world")))
+        );
         assert_eq!(dec.decode(&mut buf).unwrap(), Err(2));
     }
 
@@ -476,13 +576,19 @@ mod tests {
         let mut dec = Decoder::default();
         let mut buf = BytesMut::new();
         encode_frame(&mut buf, true, OP_CONTINUATION, &[b"x"], None);
-        assert!(dec.decode(&mut buf).is_err(), "continuation without a start");
+        assert!(
+            dec.decode(&mut buf).is_err(),
+            "continuation without a start"
+        );
 
         let mut dec = Decoder::default();
         let mut buf = BytesMut::new();
         encode_frame(&mut buf, false, OP_BINARY, &[b"a"], None);
         encode_frame(&mut buf, true, OP_BINARY, &[b"b"], None);
-        assert!(dec.decode(&mut buf).is_err(), "new message inside a fragmented one");
+        assert!(
+            dec.decode(&mut buf).is_err(),
+            "new message inside a fragmented one"
+        );
 
         let mut dec = Decoder::default();
         let mut buf = BytesMut::new();
@@ -508,13 +614,31 @@ mod tests {
     #[test]
     fn close_frames_carry_their_code() {
         let mut buf = BytesMut::new();
-        encode_frame(&mut buf, true, OP_CLOSE, &[&4008u16.to_be_bytes(), b"too slow"], None);
+        encode_frame(
+            &mut buf,
+            true,
+            OP_CLOSE,
+            &[&4008u16.to_be_bytes(), b"too slow"],
+            None,
+        );
         encode_frame(&mut buf, true, OP_CLOSE, &[], Some([9, 9, 9, 9]));
-        encode_frame(&mut buf, true, OP_CLOSE, &[&1000u16.to_be_bytes()], Some([9, 8, 7, 6]));
+        encode_frame(
+            &mut buf,
+            true,
+            OP_CLOSE,
+            &[&1000u16.to_be_bytes()],
+            Some([9, 8, 7, 6]),
+        );
         let mut dec = Decoder::default();
-        assert_eq!(dec.decode(&mut buf).unwrap(), Ok(Incoming::Close(Some(4008))));
+        assert_eq!(
+            dec.decode(&mut buf).unwrap(),
+            Ok(Incoming::Close(Some(4008)))
+        );
         assert_eq!(dec.decode(&mut buf).unwrap(), Ok(Incoming::Close(None)));
-        assert_eq!(dec.decode(&mut buf).unwrap(), Ok(Incoming::Close(Some(1000))));
+        assert_eq!(
+            dec.decode(&mut buf).unwrap(),
+            Ok(Incoming::Close(Some(1000)))
+        );
     }
 
     #[test]
@@ -524,7 +648,11 @@ mod tests {
             let key = [0xA1, 0x02, 0xF3, 0x44];
             let mut fast = data.clone();
             apply_mask(&mut fast, key);
-            let slow: Vec<u8> = data.iter().enumerate().map(|(i, b)| b ^ key[i % 4]).collect();
+            let slow: Vec<u8> = data
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ key[i % 4])
+                .collect();
             assert_eq!(fast, slow, "len {len}");
         }
     }

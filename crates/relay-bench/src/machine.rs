@@ -4,7 +4,12 @@
 pub fn describe() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
         .unwrap_or_else(|| "unknown".into());
     // Count from /proc/cpuinfo: available_parallelism follows this process's pinning.
     let cores = std::fs::read_to_string("/proc/cpuinfo")
@@ -20,7 +25,9 @@ pub fn describe() -> String {
     format!(
         "Machine: {cores} cores, {cpu}, {rustc}; load average {} at start; open files limit {}.",
         load_average(),
-        crate::procs::open_files_limit().map(|l| l.to_string()).unwrap_or_else(|| "?".into()),
+        crate::procs::open_files_limit()
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "?".into()),
     )
 }
 

@@ -4,16 +4,28 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use relay_bench::peers::{Lab, ALL_PEERS};
-use relay_bench::scenarios::{b1_video, b2_latency, b3_throughput, b4_idle_memory, b5_handshakes, b8_faults, b8_slow_reader};
+use relay_bench::scenarios::{
+    b1_video, b2_latency, b3_throughput, b4_idle_memory, b5_handshakes, b8_faults, b8_slow_reader,
+};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(version, about = "Side-by-side benchmarks of the relay and its peers (scenarios B1–B5, B8 of PERFORMANCE.md)")]
-#[command(after_help = "Run scripts/bench-peers.sh first to install the peers (websocat, nats-server, node ws).\n\
-Example: relay-bench b1 --readers 100,500,1000 --runs 3")]
+#[command(
+    version,
+    about = "Side-by-side benchmarks of the relay and its peers (scenarios B1–B5, B8 of PERFORMANCE.md)"
+)]
+#[command(
+    after_help = "Run scripts/bench-peers.sh first to install the peers (websocat, nats-server, node ws).\n\
+Example: relay-bench b1 --readers 100,500,1000 --runs 3"
+)]
 struct Cli {
     /// Peers to include, in table order.
-    #[arg(long, global = true, value_delimiter = ',', default_value = "relay,node-ws,websocat,nats")]
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "relay,node-ws,websocat,nats"
+    )]
     peers: Vec<String>,
     /// Repetitions per measurement (tables show median and min–max).
     #[arg(long, global = true, default_value_t = 3)]
@@ -58,7 +70,11 @@ enum Scenario {
     },
     /// B3 single-stream throughput against direct loopback TCP.
     B3 {
-        #[arg(long, value_delimiter = ',', default_value = "1024,16384,65536,1048576")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1024,16384,65536,1048576"
+        )]
         sizes: Vec<usize>,
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
@@ -128,7 +144,10 @@ enum Scenario {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let pin = !cli.no_pin && std::thread::available_parallelism().map(|n| n.get() >= 2).unwrap_or(false);
+    let pin = !cli.no_pin
+        && std::thread::available_parallelism()
+            .map(|n| n.get() >= 2)
+            .unwrap_or(false);
     if pin && !matches!(cli.scenario, Scenario::TcpEcho { .. }) {
         // Threads inherit the main thread's affinity, so pin before the runtime starts.
         let status = std::process::Command::new("taskset")
@@ -141,15 +160,24 @@ fn main() -> Result<()> {
     // reqwest may be built without a default TLS provider (features unify with the
     // relay's), and then panics when a client is built; the bench only needs one present.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(cli, pin))
 }
 
 async fn run(cli: Cli, pin: bool) -> Result<()> {
     let exe = std::env::current_exe()?;
-    let relay_bin = cli.relay_bin.clone().unwrap_or_else(|| exe.with_file_name("relay"));
+    let relay_bin = cli
+        .relay_bin
+        .clone()
+        .unwrap_or_else(|| exe.with_file_name("relay"));
     for peer in &cli.peers {
-        anyhow::ensure!(ALL_PEERS.contains(&peer.as_str()), "unknown peer {peer:?} (known: {})", ALL_PEERS.join(", "));
+        anyhow::ensure!(
+            ALL_PEERS.contains(&peer.as_str()),
+            "unknown peer {peer:?} (known: {})",
+            ALL_PEERS.join(", ")
+        );
     }
     let lab = Lab {
         relay_bin,
@@ -167,22 +195,111 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
             println!("{machine}");
             return Ok(());
         }
-        Scenario::B1 { readers, seconds, mbps, ts_packets } => {
-            b1_video::run(&lab, &b1_video::Options { readers, seconds, mbps, ts_packets, runs }).await?
+        Scenario::B1 {
+            readers,
+            seconds,
+            mbps,
+            ts_packets,
+        } => {
+            b1_video::run(
+                &lab,
+                &b1_video::Options {
+                    readers,
+                    seconds,
+                    mbps,
+                    ts_packets,
+                    runs,
+                },
+            )
+            .await?
         }
-        Scenario::B2 { sizes, rates, readers, seconds } => {
-            b2_latency::run(&lab, &b2_latency::Options { sizes, rates, readers, seconds, runs }).await?
+        Scenario::B2 {
+            sizes,
+            rates,
+            readers,
+            seconds,
+        } => {
+            b2_latency::run(
+                &lab,
+                &b2_latency::Options {
+                    sizes,
+                    rates,
+                    readers,
+                    seconds,
+                    runs,
+                },
+            )
+            .await?
         }
-        Scenario::B3 { sizes, seconds } => b3_throughput::run(&lab, &b3_throughput::Options { sizes, seconds, runs }).await?,
-        Scenario::B4 { counts } => b4_idle_memory::run(&lab, &b4_idle_memory::Options { counts }).await?,
-        Scenario::B5 { concurrency, seconds } => {
-            b5_handshakes::run(&lab, &b5_handshakes::Options { concurrency, seconds, runs }).await?
+        Scenario::B3 { sizes, seconds } => {
+            b3_throughput::run(
+                &lab,
+                &b3_throughput::Options {
+                    sizes,
+                    seconds,
+                    runs,
+                },
+            )
+            .await?
         }
-        Scenario::B8 { readers, mbps, seconds, slow_timeout } => {
-            b8_slow_reader::run(&lab, &b8_slow_reader::Options { readers, mbps, seconds, slow_timeout, runs }).await?
+        Scenario::B4 { counts } => {
+            b4_idle_memory::run(&lab, &b4_idle_memory::Options { counts }).await?
         }
-        Scenario::B8Faults { parts, readers, outage, warmup, mbps, backoff_min, deny_conns, bookings, undenied } => {
-            let opts = b8_faults::Options { parts, readers, outage, warmup, mbps, backoff_min, deny_conns, bookings, undenied, runs };
+        Scenario::B5 {
+            concurrency,
+            seconds,
+        } => {
+            b5_handshakes::run(
+                &lab,
+                &b5_handshakes::Options {
+                    concurrency,
+                    seconds,
+                    runs,
+                },
+            )
+            .await?
+        }
+        Scenario::B8 {
+            readers,
+            mbps,
+            seconds,
+            slow_timeout,
+        } => {
+            b8_slow_reader::run(
+                &lab,
+                &b8_slow_reader::Options {
+                    readers,
+                    mbps,
+                    seconds,
+                    slow_timeout,
+                    runs,
+                },
+            )
+            .await?
+        }
+        Scenario::B8Faults {
+            parts,
+            readers,
+            outage,
+            warmup,
+            mbps,
+            backoff_min,
+            deny_conns,
+            bookings,
+            undenied,
+        } => {
+            let opts = b8_faults::Options {
+                parts,
+                readers,
+                outage,
+                warmup,
+                mbps,
+                backoff_min,
+                deny_conns,
+                bookings,
+                undenied,
+                runs,
+            };
             // Two tables: print the first here; the last gets the machine footer below.
             let mut tables = b8_faults::run(&lab, &opts).await?;
             let last = tables.pop().context("b8-faults: no part selected")?;
@@ -192,7 +309,15 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
             last
         }
     };
-    let placement = if pin { "servers pinned to core 0, load generator to core 1" } else { "unpinned" };
-    println!("{}\n{machine} {placement}; load average {} at end.", table.to_markdown(), relay_bench::machine::load_average());
+    let placement = if pin {
+        "servers pinned to core 0, load generator to core 1"
+    } else {
+        "unpinned"
+    };
+    println!(
+        "{}\n{machine} {placement}; load average {} at end.",
+        table.to_markdown(),
+        relay_bench::machine::load_average()
+    );
     Ok(())
 }

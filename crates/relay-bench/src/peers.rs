@@ -45,10 +45,18 @@ pub struct Lab {
 /// How a target is reached.
 #[derive(Debug, Clone)]
 enum Endpoint {
-    Relay { access: String, secret: Vec<u8> },
+    Relay {
+        access: String,
+        secret: Vec<u8>,
+    },
     /// Plain websocket; `rooms` means the URL path selects the room.
-    Plain { base: String, rooms: bool },
-    Nats { url: String },
+    Plain {
+        base: String,
+        rooms: bool,
+    },
+    Nats {
+        url: String,
+    },
 }
 
 /// One running system under test.
@@ -95,16 +103,31 @@ impl Lab {
         let (endpoint, proc) = match name {
             "relay" => {
                 if let Some((access, secret)) = &self.external_relay {
-                    let endpoint = Endpoint::Relay { access: access.clone(), secret: secret.clone() };
+                    let endpoint = Endpoint::Relay {
+                        access: access.clone(),
+                        secret: secret.clone(),
+                    };
                     return Ok(Target::new(name, endpoint, None));
                 }
                 let (pa, pr) = (free_port()?, free_port()?);
                 let access = format!("http://127.0.0.1:{pa}");
                 let mut args: Vec<String> = [
-                    "serve", "--audience", &access, "--url", &format!("ws://127.0.0.1:{pr}"),
-                    "--secret", std::str::from_utf8(SECRET)?, "--port-access", &pa.to_string(),
-                    "--port-relay", &pr.to_string(), "--bind", "127.0.0.1",
-                    "--allow-no-booking-id", "--log-file", "stderr",
+                    "serve",
+                    "--audience",
+                    &access,
+                    "--url",
+                    &format!("ws://127.0.0.1:{pr}"),
+                    "--secret",
+                    std::str::from_utf8(SECRET)?,
+                    "--port-access",
+                    &pa.to_string(),
+                    "--port-relay",
+                    &pr.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--allow-no-booking-id",
+                    "--log-file",
+                    "stderr",
                 ]
                 .iter()
                 .map(|s| s.to_string())
@@ -114,7 +137,13 @@ impl Lab {
                 let mut proc = Proc::spawn("relay", &bin, &args, core)?;
                 wait_listening(&mut proc, pa).await?;
                 wait_listening(&mut proc, pr).await?;
-                (Endpoint::Relay { access, secret: SECRET.to_vec() }, proc)
+                (
+                    Endpoint::Relay {
+                        access,
+                        secret: SECRET.to_vec(),
+                    },
+                    proc,
+                )
             }
             "node-ws" => {
                 let port = free_port()?;
@@ -122,20 +151,37 @@ impl Lab {
                 let args = vec![script.to_string_lossy().into_owned(), port.to_string()];
                 let mut proc = Proc::spawn("node-ws", "node", &args, core)?;
                 wait_listening(&mut proc, port).await?;
-                (Endpoint::Plain { base: format!("ws://127.0.0.1:{port}"), rooms: true }, proc)
+                (
+                    Endpoint::Plain {
+                        base: format!("ws://127.0.0.1:{port}"),
+                        rooms: true,
+                    },
+                    proc,
+                )
             }
             "websocat" => {
                 let port = free_port()?;
                 let args: Vec<String> = [
-                    "-b", "-B", "2097152", "--queue-len", "128",
-                    &format!("ws-l:127.0.0.1:{port}"), "broadcast:mirror:",
+                    "-b",
+                    "-B",
+                    "2097152",
+                    "--queue-len",
+                    "128",
+                    &format!("ws-l:127.0.0.1:{port}"),
+                    "broadcast:mirror:",
                 ]
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
                 let mut proc = Proc::spawn("websocat", "websocat", &args, core)?;
                 wait_listening(&mut proc, port).await?;
-                (Endpoint::Plain { base: format!("ws://127.0.0.1:{port}"), rooms: false }, proc)
+                (
+                    Endpoint::Plain {
+                        base: format!("ws://127.0.0.1:{port}"),
+                        rooms: false,
+                    },
+                    proc,
+                )
             }
             "nats" => {
                 let (client, ws) = (free_port()?, free_port()?);
@@ -150,7 +196,12 @@ impl Lab {
                 let args = vec!["-c".to_owned(), conf.to_string_lossy().into_owned()];
                 let mut proc = Proc::spawn("nats", "nats-server", &args, core)?;
                 wait_listening(&mut proc, ws).await?;
-                (Endpoint::Nats { url: format!("ws://127.0.0.1:{ws}") }, proc)
+                (
+                    Endpoint::Nats {
+                        url: format!("ws://127.0.0.1:{ws}"),
+                    },
+                    proc,
+                )
             }
             other => bail!("unknown peer {other:?} (known: {})", ALL_PEERS.join(", ")),
         };
@@ -170,7 +221,13 @@ impl Target {
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
-        Target { name: name.to_owned(), endpoint, proc, http, ws_config }
+        Target {
+            name: name.to_owned(),
+            endpoint,
+            proc,
+            http,
+            ws_config,
+        }
     }
 
     /// True when messages are also delivered back to their sender (websocat's mirror).
@@ -186,23 +243,38 @@ impl Target {
     /// Join `topic` as a reader and writer. Returns once the target will deliver to it.
     pub async fn open(&self, topic: &str) -> Result<(Tx, Rx)> {
         let (url, nats) = match &self.endpoint {
-            Endpoint::Relay { access, secret } => (self.access(access, secret, topic).await?, false),
+            Endpoint::Relay { access, secret } => {
+                (self.access(access, secret, topic).await?, false)
+            }
             Endpoint::Plain { base, rooms: true } => (format!("{base}/{topic}"), false),
             Endpoint::Plain { base, rooms: false } => (format!("{base}/"), false),
             Endpoint::Nats { url } => (url.clone(), true),
         };
         let (sink, stream) = if url.starts_with("ws://") {
-            let (w, r) = lean_ws::connect(&url).await.with_context(|| format!("{}: websocket dial {url}", self.name))?;
-            (Sink::Lean(w), Stream::Lean(r))
-        } else {
-            let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(self.ws_config), true)
+            let (w, r) = lean_ws::connect(&url)
                 .await
                 .with_context(|| format!("{}: websocket dial {url}", self.name))?;
+            (Sink::Lean(w), Stream::Lean(r))
+        } else {
+            let (ws, _) = tokio_tungstenite::connect_async_with_config(
+                url.as_str(),
+                Some(self.ws_config),
+                true,
+            )
+            .await
+            .with_context(|| format!("{}: websocket dial {url}", self.name))?;
             let (sink, stream) = ws.split();
             (Sink::Tungstenite(sink), Stream::Tungstenite(stream))
         };
-        let mut tx = Tx { sink, nats_subject: None };
-        let mut rx = Rx { stream, nats: None, close_code: None };
+        let mut tx = Tx {
+            sink,
+            nats_subject: None,
+        };
+        let mut rx = Rx {
+            stream,
+            nats: None,
+            close_code: None,
+        };
         if nats {
             let subject = topic.replace('/', ".");
             let hello = format!(
@@ -221,8 +293,21 @@ impl Target {
     /// POST a read/write token for `topic` to the access API; returns the websocket URI.
     async fn access(&self, access: &str, secret: &[u8], topic: &str) -> Result<String> {
         let scopes = [relay_auth::SCOPE_READ, relay_auth::SCOPE_WRITE];
-        let claims = relay_auth::Claims::grant("session", topic, &scopes, access, relay_auth::unix_now(), 3600);
-        access_uri(&self.http, access, topic, &relay_auth::mint(&claims, secret)).await
+        let claims = relay_auth::Claims::grant(
+            "session",
+            topic,
+            &scopes,
+            access,
+            relay_auth::unix_now(),
+            3600,
+        );
+        access_uri(
+            &self.http,
+            access,
+            topic,
+            &relay_auth::mint(&claims, secret),
+        )
+        .await
     }
 
     /// Stop the target's process, if the runner started it.
@@ -235,7 +320,12 @@ impl Target {
 
 /// The relay's access exchange: POST `token` to `{access}/session/{topic}` and return the
 /// single-use websocket URI from the reply (an error carries the relay's status and reason).
-pub async fn access_uri(http: &reqwest::Client, access: &str, topic: &str, token: &str) -> Result<String> {
+pub async fn access_uri(
+    http: &reqwest::Client,
+    access: &str,
+    topic: &str,
+    token: &str,
+) -> Result<String> {
     let response = http
         .post(format!("{access}/session/{topic}"))
         .header("Authorization", token)
@@ -248,7 +338,11 @@ pub async fn access_uri(http: &reqwest::Client, access: &str, topic: &str, token
         bail!("access refused: {status} {body}");
     }
     let value: serde_json::Value = serde_json::from_str(&body)?;
-    value.get("uri").and_then(|u| u.as_str()).map(str::to_owned).context("no uri in access reply")
+    value
+        .get("uri")
+        .and_then(|u| u.as_str())
+        .map(str::to_owned)
+        .context("no uri in access reply")
 }
 
 impl Tx {
@@ -298,7 +392,9 @@ impl Tx {
 
 /// `payload` as the body of a NATS `PUB` to `subject`, or as is without a subject.
 fn nats_pub(subject: Option<&str>, payload: Bytes) -> Bytes {
-    let Some(subject) = subject else { return payload };
+    let Some(subject) = subject else {
+        return payload;
+    };
     let head = format!("PUB {subject} {}\r\n", payload.len());
     let mut b = BytesMut::with_capacity(head.len() + payload.len() + 2);
     b.put_slice(head.as_bytes());
@@ -316,7 +412,9 @@ pub enum NatsItem {
 
 /// Take the next complete NATS item from `buf`, if there is one.
 pub fn nats_take(buf: &mut BytesMut) -> Result<Option<NatsItem>> {
-    let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
+    let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return Ok(None);
+    };
     let line = String::from_utf8_lossy(&buf[..eol]).into_owned();
     if line.starts_with("MSG ") {
         let len: usize = line
@@ -350,7 +448,9 @@ impl Rx {
                     None => {}
                 }
             }
-            let Some(data) = self.next_ws().await? else { return Ok(None) };
+            let Some(data) = self.next_ws().await? else {
+                return Ok(None);
+            };
             match &mut self.nats {
                 Some(buf) => buf.extend_from_slice(&data),
                 None => return Ok(Some(data)),
@@ -370,7 +470,9 @@ impl Rx {
                 Ok(got)
             }
             Stream::Tungstenite(stream) => loop {
-                let Some(frame) = stream.next().await else { return Ok(None) };
+                let Some(frame) = stream.next().await else {
+                    return Ok(None);
+                };
                 match frame? {
                     Message::Binary(b) => return Ok(Some(b)),
                     Message::Text(t) => return Ok(Some(Bytes::copy_from_slice(t.as_bytes()))),
@@ -393,7 +495,9 @@ impl Rx {
                     }
                 }
             }
-            let Some(data) = self.next_ws().await? else { bail!("nats closed during handshake") };
+            let Some(data) = self.next_ws().await? else {
+                bail!("nats closed during handshake")
+            };
             if let Some(buf) = &mut self.nats {
                 buf.extend_from_slice(&data);
             }
@@ -413,11 +517,20 @@ mod tests {
     #[test]
     fn nats_items_split_across_frames_are_reassembled() {
         let mut buf = BytesMut::from(&b"INFO {}\r\nMSG a.b 1 5\r\nhel"[..]);
-        assert_eq!(nats_take(&mut buf).unwrap(), Some(NatsItem::Control("INFO {}".into())));
+        assert_eq!(
+            nats_take(&mut buf).unwrap(),
+            Some(NatsItem::Control("INFO {}".into()))
+        );
         assert_eq!(nats_take(&mut buf).unwrap(), None);
         buf.extend_from_slice(b"lo\r\nPONG\r\n");
-        assert_eq!(nats_take(&mut buf).unwrap(), Some(NatsItem::Msg(Bytes::from_static(b"hello"))));
-        assert_eq!(nats_take(&mut buf).unwrap(), Some(NatsItem::Control("PONG".into())));
+        assert_eq!(
+            nats_take(&mut buf).unwrap(),
+            Some(NatsItem::Msg(Bytes::from_static(b"hello")))
+        );
+        assert_eq!(
+            nats_take(&mut buf).unwrap(),
+            Some(NatsItem::Control("PONG".into()))
+        );
         assert!(buf.is_empty());
         let mut bad = BytesMut::from(&b"-ERR 'Maximum Payload Violation'\r\n"[..]);
         assert!(nats_take(&mut bad).is_err());

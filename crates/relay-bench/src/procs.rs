@@ -29,7 +29,8 @@ impl Proc {
     /// program, so the pid stays the program's). Output goes to a log file in /tmp.
     pub fn spawn(name: &str, program: &str, args: &[String], core: Option<usize>) -> Result<Proc> {
         let log = std::env::temp_dir().join(format!("relay-bench-{name}.log"));
-        let out = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let err = out.try_clone()?;
         let mut cmd = match core {
             Some(core) => {
@@ -39,10 +40,21 @@ impl Proc {
             }
             None => Command::new(program),
         };
-        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err).kill_on_drop(true);
-        let child = cmd.spawn().with_context(|| format!("cannot start {name} ({program}); is it installed? see scripts/bench-peers.sh"))?;
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true);
+        let child = cmd.spawn().with_context(|| {
+            format!("cannot start {name} ({program}); is it installed? see scripts/bench-peers.sh")
+        })?;
         let pid = child.id().context("child has no pid")?;
-        Ok(Proc { name: name.to_owned(), pid, child, log })
+        Ok(Proc {
+            name: name.to_owned(),
+            pid,
+            child,
+            log,
+        })
     }
 
     /// Current CPU time and RSS.
@@ -55,7 +67,11 @@ impl Proc {
         if let Some(status) = self.child.try_wait()? {
             let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: String = tail.lines().rev().take(10).collect::<Vec<_>>().join("\n");
-            bail!("{} exited ({status}); log {}:\n{tail}", self.name, self.log.display());
+            bail!(
+                "{} exited ({status}); log {}:\n{tail}",
+                self.name,
+                self.log.display()
+            );
         }
         Ok(())
     }
@@ -71,7 +87,10 @@ impl Proc {
 pub fn usage_of(pid: u32) -> Result<Usage> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may contain spaces) start at field 3 (state).
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("bad /proc stat")?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("bad /proc stat")?;
     let fields: Vec<&str> = after.split_whitespace().collect();
     let tick = |i: usize| -> Result<f64> {
         Ok(fields.get(i).context("short /proc stat")?.parse::<f64>()?)
@@ -84,7 +103,10 @@ pub fn usage_of(pid: u32) -> Result<Usage> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    Ok(Usage { cpu_s, rss: rss_kb * 1024 })
+    Ok(Usage {
+        cpu_s,
+        rss: rss_kb * 1024,
+    })
 }
 
 fn clock_ticks() -> f64 {
@@ -102,7 +124,9 @@ fn clock_ticks() -> f64 {
 
 /// A currently free port on 127.0.0.1.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Wait until something accepts TCP connections on `port` (at most 15 s).
@@ -116,7 +140,11 @@ pub async fn wait_listening(proc: &mut Proc, port: u16) -> Result<()> {
         proc.check_alive()?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    bail!("{} did not listen on {port} within 15 s (log {})", proc.name, proc.log.display())
+    bail!(
+        "{} did not listen on {port} within 15 s (log {})",
+        proc.name,
+        proc.log.display()
+    )
 }
 
 /// The soft limit on open files of this process (children inherit it).

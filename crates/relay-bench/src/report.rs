@@ -15,7 +15,9 @@ impl Latency {
     // The bounds are constants hdrhistogram accepts (low >= 1, high >= 2 * low, sigfig <= 5).
     #[allow(clippy::expect_used)]
     pub fn new() -> Self {
-        Latency(Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds are valid"))
+        Latency(
+            Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds are valid"),
+        )
     }
 
     /// Record one sample; values outside the range are clamped into it.

@@ -31,7 +31,11 @@ pub fn message(seq: u64, sent_ns: u64, size: usize) -> Bytes {
 /// The sequence number and send time of a benchmark message, if it is one.
 pub fn parse(payload: &[u8]) -> Option<(u64, u64)> {
     let seq = payload.get(0..8)?.try_into().ok().map(u64::from_le_bytes)?;
-    let sent = payload.get(8..16)?.try_into().ok().map(u64::from_le_bytes)?;
+    let sent = payload
+        .get(8..16)?
+        .try_into()
+        .ok()
+        .map(u64::from_le_bytes)?;
     Some((seq, sent))
 }
 

@@ -17,7 +17,10 @@ mod common;
 use common::lab;
 
 async fn recv(rx: &mut Rx) -> Option<Bytes> {
-    timeout(WAIT, rx.recv()).await.expect("receive timed out").unwrap()
+    timeout(WAIT, rx.recv())
+        .await
+        .expect("receive timed out")
+        .unwrap()
 }
 
 /// Send probes from `tx` until `rx` hears one: the reader's membership is then live.
@@ -57,7 +60,11 @@ async fn lean_connections_exchange_messages_of_every_length_and_see_closes() {
         b_tx.feed(msg.clone()).await.unwrap();
         b_tx.feed(Bytes::from_static(b"second")).await.unwrap();
         b_tx.flush().await.unwrap();
-        assert_eq!(recv(&mut a_rx).await.expect("a closed"), msg, "b to a, {size} bytes");
+        assert_eq!(
+            recv(&mut a_rx).await.expect("a closed"),
+            msg,
+            "b to a, {size} bytes"
+        );
         assert_eq!(recv(&mut a_rx).await.as_deref(), Some(&b"second"[..]));
     }
 
@@ -77,10 +84,18 @@ async fn lean_connections_exchange_messages_of_every_length_and_see_closes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_upgrade_reports_the_status_and_reason() {
     let (server, _lab) = lab().await;
-    let url = format!("{}/session/lean-refused?code=not-a-code", server.relay_url());
-    let err = lean_ws::connect(&url).await.expect_err("a made-up code must be refused");
+    let url = format!(
+        "{}/session/lean-refused?code=not-a-code",
+        server.relay_url()
+    );
+    let err = lean_ws::connect(&url)
+        .await
+        .expect_err("a made-up code must be refused");
     let text = format!("{err:#}");
     assert!(text.contains("HTTP/1.1 4"), "{text}");
-    assert!(text.contains('{'), "the relay's JSON reason is included: {text}");
+    assert!(
+        text.contains('{'),
+        "the relay's JSON reason is included: {text}"
+    );
     server.shutdown().await;
 }

@@ -32,10 +32,12 @@ enum Interface {
 /// Options of `relay client file`. Environment names are the ones the reference reads; the
 /// names its help text documented are accepted too (see `--help` of each option).
 #[derive(Args)]
-#[command(after_help = "Playfile lines: `# comment`, `#+ echoed comment`, `[0.5s] message`, `[2s]` (wait), \
+#[command(
+    after_help = "Playfile lines: `# comment`, `#+ echoed comment`, `[0.5s] message`, `[2s]` (wait), \
 `<'REGEXP',COUNT,TIMEOUT> message` (wait for COUNT matching messages or TIMEOUT, then send), \
 `|+> re` / `|-> re` / `|reset>` (log filter), anything else is sent as a text message.\n\
-Signals: SIGHUP reopens the log file (for logrotate); SIGINT/SIGTERM drain, flush and exit 0.")]
+Signals: SIGHUP reopens the log file (for logrotate); SIGINT/SIGTERM drain, flush and exit 0."
+)]
 pub struct FileArgs {
     /// Access URL of the session, e.g. https://relay-access.example.io/session/expt00-data
     /// (with no token: a ws:// URL dialled directly).
@@ -93,7 +95,9 @@ fn with_alias(primary: Option<bool>, alias: &str) -> Result<bool, String> {
         return Ok(value);
     }
     match std::env::var(alias) {
-        Ok(text) if !text.is_empty() => parse_bool(&text).ok_or_else(|| format!("{alias}={text} is not a boolean")),
+        Ok(text) if !text.is_empty() => {
+            parse_bool(&text).ok_or_else(|| format!("{alias}={text} is not a boolean"))
+        }
         _ => Ok(false),
     }
 }
@@ -114,7 +118,8 @@ fn string_alias(primary: Option<String>, alias: &str) -> Option<String> {
 fn read_playfile(path: &str) -> Result<Playfile, String> {
     let bytes = if path == "-" {
         let mut buffer = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buffer).map_err(|e| format!("reading stdin: {e}"))?;
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buffer)
+            .map_err(|e| format!("reading stdin: {e}"))?;
         buffer
     } else {
         std::fs::read(path).map_err(|e| format!("cannot read play file {path}: {e}"))?
@@ -145,9 +150,11 @@ fn file_client(args: FileArgs) -> Result<ExitCode, String> {
     let check_only = with_alias(args.check_only, "RELAY_CLIENT_FILE_CHECK_ONLY")?;
     let force = with_alias(args.force, "RELAY_CLIENT_FILE_FORCE")?;
     let development = with_alias(args.development, "RELAY_CLIENT_DEVELOPMENT")?;
-    let interval = string_alias(args.interval, "RELAY_CLIENT_FILE_INTERVAL").filter(|s| !s.is_empty());
+    let interval =
+        string_alias(args.interval, "RELAY_CLIENT_FILE_INTERVAL").filter(|s| !s.is_empty());
     if let Some(interval) = &interval {
-        relay_client::goduration::parse(interval).map_err(|e| format!("RELAY_CLIENT_INTERVAL: {e}"))?;
+        relay_client::goduration::parse(interval)
+            .map_err(|e| format!("RELAY_CLIENT_INTERVAL: {e}"))?;
     }
     // RELAY_CLIENT_FILE is the later client's name; set but empty means stdout there.
     let log = args.log.or_else(|| std::env::var("RELAY_CLIENT_FILE").ok());
@@ -156,7 +163,11 @@ fn file_client(args: FileArgs) -> Result<ExitCode, String> {
         None | Some("") => None,
         Some("text") => Some(OutputMode::Text),
         Some("binary") => Some(OutputMode::Binary),
-        Some(other) => return Err(format!("RELAY_CLIENT_MODE must be text or binary, not {other:?}")),
+        Some(other) => {
+            return Err(format!(
+                "RELAY_CLIENT_MODE must be text or binary, not {other:?}"
+            ))
+        }
     };
     let session = args.session.filter(|s| !s.is_empty());
     let token = args.token.filter(|s| !s.is_empty());
@@ -196,7 +207,9 @@ fn file_client(args: FileArgs) -> Result<ExitCode, String> {
 
     if let Some(playfile) = &playfile {
         if report_errors(playfile) && !force {
-            return Err("Error(s) checking play file (set RELAY_CLIENT_FORCE=true to play anyway)".into());
+            return Err(
+                "Error(s) checking play file (set RELAY_CLIENT_FORCE=true to play anyway)".into(),
+            );
         }
     }
     // The later log-only client always logs (stdout by default); the original needs a log
@@ -215,13 +228,22 @@ fn file_client(args: FileArgs) -> Result<ExitCode, String> {
     let mut session_config = SessionConfig::new(session);
     session_config.token = token;
     session_config.extra_ca_file = args.ca_file;
-    let config = FileClientConfig { session: session_config, log, mode: mode.unwrap_or_default(), playfile };
+    let config = FileClientConfig {
+        session: session_config,
+        log,
+        mode: mode.unwrap_or_default(),
+        playfile,
+    };
 
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
-        let mut hangup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
-        let mut terminate = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+        let mut hangup =
+            signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
+        let mut interrupt =
+            signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+        let mut terminate =
+            signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
         let (reopen_tx, reopen) = mpsc::channel(4);
         let (stop_tx, stop) = watch::channel(false);
         tokio::spawn(async move {
@@ -238,7 +260,9 @@ fn file_client(args: FileArgs) -> Result<ExitCode, String> {
             tracing::info!("stopping: draining received messages");
             let _ = stop_tx.send(true);
         });
-        relay_client::file::run(config, Controls { reopen, stop }).await.map_err(|e| e.to_string())
+        relay_client::file::run(config, Controls { reopen, stop })
+            .await
+            .map_err(|e| e.to_string())
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args, Debug)]
-#[command(after_help = "Feed video: ffmpeg -f v4l2 -i /dev/video0 -f mpegts -codec:v mpeg1video -b:v 1000k http://127.0.0.1:8888/ts/video0\n\
+#[command(
+    after_help = "Feed video: ffmpeg -f v4l2 -i /dev/video0 -f mpegts -codec:v mpeg1video -b:v 1000k http://127.0.0.1:8888/ts/video0\n\
 Bridge a serial device: websocat ws://127.0.0.1:8888/ws/data tcp-listen:127.0.0.1:9999 --text\n\
 Send to the relay: put destination rules in a --rules file, or\n  curl -X POST -d '{\"id\":\"1\",\"stream\":\"data\",\"destination\":\"https://relay.example.io/session/expt00-data\",\"token\":\"eyJ...\"}' http://127.0.0.1:8888/api/destinations\n\
-Every variable also accepts the RELAYHOST_* name from the reference's help (RELAYHOST_PORT, RELAYHOST_LOGLEVEL, RELAYHOST_API, RELAYHOST_HTTPWAITMS).")]
+Every variable also accepts the RELAYHOST_* name from the reference's help (RELAYHOST_PORT, RELAYHOST_LOGLEVEL, RELAYHOST_API, RELAYHOST_HTTPWAITMS)."
+)]
 pub struct HostArgs {
     /// Local port for /ts, /ws and the rule APIs.
     #[arg(long, env = "VW_PORT")]
@@ -65,9 +67,11 @@ fn parse_alias<T: std::str::FromStr>(value: Option<T>, name: &str) -> Result<Opt
     match value {
         Some(v) => Ok(Some(v)),
         None => match std::env::var(name) {
-            Ok(text) if !text.trim().is_empty() => {
-                text.trim().parse().map(Some).map_err(|_| format!("{name}={text:?} is not a valid number"))
-            }
+            Ok(text) if !text.trim().is_empty() => text
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("{name}={text:?} is not a valid number")),
             _ => Ok(None),
         },
     }
@@ -75,7 +79,9 @@ fn parse_alias<T: std::str::FromStr>(value: Option<T>, name: &str) -> Result<Opt
 
 /// The reference's levels (`warning`, not `warn`; anything unknown meant info).
 fn log_level(text: Option<&str>) -> (LogLevel, Option<String>) {
-    let Some(text) = text else { return (LogLevel::Info, None) };
+    let Some(text) = text else {
+        return (LogLevel::Info, None);
+    };
     match text.trim().to_ascii_lowercase().as_str() {
         "trace" => (LogLevel::Trace, None),
         "debug" => (LogLevel::Debug, None),
@@ -84,12 +90,16 @@ fn log_level(text: Option<&str>) -> (LogLevel, Option<String>) {
         "error" => (LogLevel::Error, None),
         "fatal" => (LogLevel::Fatal, None),
         "panic" => (LogLevel::Panic, None),
-        other => (LogLevel::Info, Some(format!("unknown log level {other:?}; using info"))),
+        other => (
+            LogLevel::Info,
+            Some(format!("unknown log level {other:?}; using info")),
+        ),
     }
 }
 
 pub fn run(args: HostArgs) -> ExitCode {
-    let (level, level_note) = log_level(alias(args.log_level.clone(), "RELAYHOST_LOGLEVEL").as_deref());
+    let (level, level_note) =
+        log_level(alias(args.log_level.clone(), "RELAYHOST_LOGLEVEL").as_deref());
     logging::init(level, args.log_format, &args.log_file);
     if let Some(note) = level_note {
         tracing::warn!("{note}");
@@ -135,7 +145,11 @@ async fn serve(config: HostConfig, connector: SessionConnector) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     println!("relay host listening on {}", host.url());
-    let signals = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()));
+    let signals = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    );
     let (mut interrupt, mut terminate, mut hangup) = match signals {
         (Ok(i), Ok(t), Ok(h)) => (i, t, h),
         _ => return fail("cannot install signal handlers"),

@@ -41,7 +41,8 @@ impl LogLevel {
 /// opened falls back to stderr with a warning, as the reference does. `RUST_LOG`, when set,
 /// overrides the level with per-module directives.
 pub fn init(level: LogLevel, format: LogFormat, file: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.directive()));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.directive()));
     let mut fallback_note = None;
     let writer = match file.to_ascii_lowercase().as_str() {
         "stdout" | "-" => BoxMakeWriter::new(std::io::stdout),
@@ -49,12 +50,16 @@ pub fn init(level: LogLevel, format: LogFormat, file: &str) {
         _ => match open_append(Path::new(file)) {
             Ok(f) => BoxMakeWriter::new(std::sync::Mutex::new(f)),
             Err(e) => {
-                fallback_note = Some(format!("cannot open log file {file} ({e}); logging to stderr"));
+                fallback_note = Some(format!(
+                    "cannot open log file {file} ({e}); logging to stderr"
+                ));
                 BoxMakeWriter::new(std::io::stderr)
             }
         },
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     let installed = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

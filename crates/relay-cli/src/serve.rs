@@ -13,7 +13,8 @@ use std::time::Duration;
 
 /// Parse a Go-style duration (`5s`, `5m`, `1h30m`, `500ms`).
 fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e} (use e.g. 5s, 5m, 1h30m)"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration {s:?}: {e} (use e.g. 5s, 5m, 1h30m)"))
 }
 
 #[derive(Args, Debug)]
@@ -47,7 +48,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RELAY_ALLOW_NO_BOOKING_ID", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     allow_no_booking_id: bool,
     /// Per-connection queue length in messages (1..=512; other values become 256).
-    #[arg(long, env = "RELAY_BUFFER_SIZE", default_value_t = 128, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        env = "RELAY_BUFFER_SIZE",
+        default_value_t = 128,
+        allow_negative_numbers = true
+    )]
     buffer_size: i64,
     /// Per-connection queue limit in bytes.
     #[arg(long, env = "RELAY_BUFFER_BYTES", default_value_t = 16 * 1024 * 1024)]
@@ -97,20 +103,39 @@ pub struct ServeArgs {
     #[arg(long, env = "RELAY_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Log level.
-    #[arg(long, env = "RELAY_LOG_LEVEL", value_enum, ignore_case = true, default_value = "warn")]
+    #[arg(
+        long,
+        env = "RELAY_LOG_LEVEL",
+        value_enum,
+        ignore_case = true,
+        default_value = "warn"
+    )]
     log_level: LogLevel,
     /// Log format.
-    #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, ignore_case = true, default_value = "json")]
+    #[arg(
+        long,
+        env = "RELAY_LOG_FORMAT",
+        value_enum,
+        ignore_case = true,
+        default_value = "json"
+    )]
     log_format: LogFormat,
     /// Log destination: stdout, stderr or a file path (falls back to stderr if unwritable).
-    #[arg(long, env = "RELAY_LOG_FILE", default_value = "/var/log/relay/relay.log")]
+    #[arg(
+        long,
+        env = "RELAY_LOG_FILE",
+        default_value = "/var/log/relay/relay.log"
+    )]
     log_file: String,
 }
 
 /// Turn the arguments into a server configuration, or the list of missing settings.
 fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Vec<String>> {
     let mut missing = Vec::new();
-    let secret = dev_secret.map(str::to_owned).or_else(|| args.secret.clone()).filter(|s| !s.is_empty());
+    let secret = dev_secret
+        .map(str::to_owned)
+        .or_else(|| args.secret.clone())
+        .filter(|s| !s.is_empty());
     if !args.dev {
         for (value, name) in [
             (args.audience.as_ref(), "RELAY_AUDIENCE"),
@@ -118,18 +143,29 @@ fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Ve
             (args.relay_url.as_ref(), "RELAY_URL"),
         ] {
             if value.is_none_or(|v| v.is_empty()) {
-                missing.push(format!("You must set {name} (or --{})", name.trim_start_matches("RELAY_").to_ascii_lowercase()));
+                missing.push(format!(
+                    "You must set {name} (or --{})",
+                    name.trim_start_matches("RELAY_").to_ascii_lowercase()
+                ));
             }
         }
     }
     if !missing.is_empty() {
         return Err(missing);
     }
-    let default_ip = if args.dev { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+    let default_ip = if args.dev {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
     let ip = args.bind.unwrap_or(default_ip);
     let (queue_messages, replaced) = ServerConfig::checked_queue_messages(args.buffer_size);
     if replaced {
-        tracing::warn!(requested = args.buffer_size, using = queue_messages, "RELAY_BUFFER_SIZE out of range 1..=512");
+        tracing::warn!(
+            requested = args.buffer_size,
+            using = queue_messages,
+            "RELAY_BUFFER_SIZE out of range 1..=512"
+        );
     }
     let mut cfg = ServerConfig::new(secret.unwrap_or_default().into_bytes());
     cfg.audience = args.audience.clone();
@@ -149,10 +185,18 @@ fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Ve
     cfg.max_message_bytes = args.max_message_bytes;
     cfg.coalesce_binary = args.coalesce_binary;
     cfg.leeway_secs = args.token_leeway;
-    cfg.allowed_origins = args.allowed_origins.iter().filter(|o| !o.is_empty()).cloned().collect();
+    cfg.allowed_origins = args
+        .allowed_origins
+        .iter()
+        .filter(|o| !o.is_empty())
+        .cloned()
+        .collect();
     cfg.stats_require_scope = args.stats_require_scope;
     cfg.tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
         _ => None,
     };
     Ok(cfg)

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
-#[command(after_help = "Example:\n  experiment:  relay shell host --relay-session https://relay.example.io/access/shell/pendulum-01 --token $HOST_TOKEN\n  admin:       relay shell client --relay-session https://relay.example.io/access/shell/pendulum-01 --token $CLIENT_TOKEN --local-port 2222\n               ssh -p 2222 pi@localhost\nMint tokens with: relay token --role host|client --topic pendulum-01 ...")]
+#[command(
+    after_help = "Example:\n  experiment:  relay shell host --relay-session https://relay.example.io/access/shell/pendulum-01 --token $HOST_TOKEN\n  admin:       relay shell client --relay-session https://relay.example.io/access/shell/pendulum-01 --token $CLIENT_TOKEN --local-port 2222\n               ssh -p 2222 pi@localhost\nMint tokens with: relay token --role host|client --topic pendulum-01 ..."
+)]
 pub struct ShellArgs {
     #[command(subcommand)]
     command: ShellCommand,

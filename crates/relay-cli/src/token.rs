@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Args, Debug)]
-#[command(after_help = "Example: RELAY_TOKEN_AUDIENCE=http://127.0.0.1:3000 RELAY_TOKEN_SECRET=s \\\n  RELAY_TOKEN_TOPIC=expt00 RELAY_TOKEN_LIFETIME=3600 relay token")]
+#[command(
+    after_help = "Example: RELAY_TOKEN_AUDIENCE=http://127.0.0.1:3000 RELAY_TOKEN_SECRET=s \\\n  RELAY_TOKEN_TOPIC=expt00 RELAY_TOKEN_LIFETIME=3600 relay token"
+)]
 pub struct TokenArgs {
     /// Audience (`aud`): the access API's external base URL.
     #[arg(long, env = "RELAY_TOKEN_AUDIENCE")]
@@ -28,7 +30,11 @@ pub struct TokenArgs {
     #[arg(long, env = "RELAY_TOKEN_CONNECTION_TYPE", default_value = "session")]
     connection_type: String,
     /// Booking id written to `booking_id`.
-    #[arg(long, env = "RELAY_TOKEN_BOOKING_ID", default_value = "relay-token-cli")]
+    #[arg(
+        long,
+        env = "RELAY_TOKEN_BOOKING_ID",
+        default_value = "relay-token-cli"
+    )]
     booking_id: String,
     /// Add the `relay:admin` scope (for /bids/deny and /bids/allow).
     #[arg(long, env = "RELAY_TOKEN_SCOPE_ADMIN", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -74,13 +80,21 @@ fn claims(args: &TokenArgs, now: i64) -> Result<Claims, Vec<String>> {
     ];
     match &args.role {
         Some(role) => scopes.push(role.clone()),
-        None => scopes.extend(flag_scopes.iter().filter(|(on, _)| *on).map(|(_, s)| (*s).to_owned())),
+        None => scopes.extend(
+            flag_scopes
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, s)| (*s).to_owned()),
+        ),
     }
     if let Some(other) = args.scope_other.as_deref().filter(|s| !s.is_empty()) {
         scopes.push(other.to_owned());
     }
     if scopes.is_empty() {
-        problems.push("no scopes set: set at least one of RELAY_TOKEN_SCOPE_{ADMIN,WRITE,READ,OTHER}".to_owned());
+        problems.push(
+            "no scopes set: set at least one of RELAY_TOKEN_SCOPE_{ADMIN,WRITE,READ,OTHER}"
+                .to_owned(),
+        );
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -89,7 +103,11 @@ fn claims(args: &TokenArgs, now: i64) -> Result<Claims, Vec<String>> {
     Ok(Claims {
         booking_id: args.booking_id.clone(),
         topic,
-        prefix: if args.role.is_some() { "shell".to_owned() } else { args.connection_type.clone() },
+        prefix: if args.role.is_some() {
+            "shell".to_owned()
+        } else {
+            args.connection_type.clone()
+        },
         scopes,
         aud: Audience(audience.into_iter().collect()),
         exp: Some(iat.saturating_add(lifetime)),

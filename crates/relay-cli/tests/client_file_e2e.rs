@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod support;
-use support::{Killed};
+use support::Killed;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,15 +20,31 @@ const RELAY: &str = env!("CARGO_BIN_EXE_relay");
 const SECRET: &[u8] = b"client-file-e2e-secret";
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("relay-client-file-e2e-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "relay-client-file-e2e-{name}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
 fn token(server: &RunningServer, topic: &str) -> String {
-    let grant = Claims::grant("session", topic, &["read", "write"], server.access_url(), relay_auth::unix_now(), 600);
-    relay_auth::mint(&Claims { booking_id: "e2e".into(), ..grant }, SECRET)
+    let grant = Claims::grant(
+        "session",
+        topic,
+        &["read", "write"],
+        server.access_url(),
+        relay_auth::unix_now(),
+        600,
+    );
+    relay_auth::mint(
+        &Claims {
+            booking_id: "e2e".into(),
+            ..grant
+        },
+        SECRET,
+    )
 }
 
 fn signal(child: &Child, name: &str) {
@@ -44,21 +60,30 @@ fn messages(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .map(|line| line.split_once("] ").map(|(_, m)| m.to_string()).unwrap_or_else(|| panic!("bad line {line:?}")))
+        .map(|line| {
+            line.split_once("] ")
+                .map(|(_, m)| m.to_string())
+                .unwrap_or_else(|| panic!("bad line {line:?}"))
+        })
         .collect()
 }
 
 async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 #[tokio::test]
 async fn sighup_reopens_the_log_and_sigint_exits_cleanly() {
-    let server = RunningServer::start(ServerConfig::local(SECRET.to_vec())).await.unwrap();
+    let server = RunningServer::start(ServerConfig::local(SECRET.to_vec()))
+        .await
+        .unwrap();
     let dir = temp_dir("hup");
     let log = dir.join("client.log");
     let rotated = dir.join("client.log.1");
@@ -80,19 +105,31 @@ async fn sighup_reopens_the_log_and_sigint_exits_cleanly() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while messages(&log).is_empty() {
         let stderr = std::fs::read_to_string(dir.join("client.err")).unwrap_or_default();
-        assert!(tokio::time::Instant::now() < deadline, "the client never logged; its stderr: {stderr}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client never logged; its stderr: {stderr}"
+        );
         sender.send(Message::Text("probe".into())).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for n in 1..=3 {
-        sender.send(Message::Text(format!("before {n}"))).await.unwrap();
+        sender
+            .send(Message::Text(format!("before {n}")))
+            .await
+            .unwrap();
     }
-    wait_until("the lines before the move", || messages(&log).contains(&"before 3".to_string())).await;
+    wait_until("the lines before the move", || {
+        messages(&log).contains(&"before 3".to_string())
+    })
+    .await;
     std::fs::rename(&log, &rotated).unwrap();
     signal(&client.0, "HUP");
     wait_until("the log to be reopened", || log.exists()).await;
     for n in 1..=3 {
-        sender.send(Message::Text(format!("after {n}"))).await.unwrap();
+        sender
+            .send(Message::Text(format!("after {n}")))
+            .await
+            .unwrap();
     }
     wait_until("the lines after the move", || messages(&log).len() >= 3).await;
     signal(&client.0, "INT");
@@ -105,7 +142,10 @@ async fn sighup_reopens_the_log_and_sigint_exits_cleanly() {
     .await;
     assert!(status.unwrap().success(), "exit status {status:?}");
 
-    let before: Vec<String> = messages(&rotated).into_iter().filter(|m| m != "probe").collect();
+    let before: Vec<String> = messages(&rotated)
+        .into_iter()
+        .filter(|m| m != "probe")
+        .collect();
     assert_eq!(before, ["before 1", "before 2", "before 3"]);
     assert_eq!(messages(&log), ["after 1", "after 2", "after 3"]);
     sender.close().await;
@@ -127,9 +167,18 @@ fn check_mode_lists_every_error_with_its_line_number() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let reported: Vec<&str> = stderr.lines().filter(|l| l.starts_with("line ")).collect();
     assert_eq!(reported.len(), 3, "{stderr}");
-    assert!(reported[0].starts_with("line 2: unknown delay time format: [5]"), "{stderr}");
-    assert!(reported[1].starts_with("line 4: malformed filter command"), "{stderr}");
-    assert!(reported[2].starts_with("line 5: malformed condition command"), "{stderr}");
+    assert!(
+        reported[0].starts_with("line 2: unknown delay time format: [5]"),
+        "{stderr}"
+    );
+    assert!(
+        reported[1].starts_with("line 4: malformed filter command"),
+        "{stderr}"
+    );
+    assert!(
+        reported[2].starts_with("line 5: malformed condition command"),
+        "{stderr}"
+    );
     assert!(stderr.contains("Error(s) checking play file"), "{stderr}");
 
     let forced = Command::new(RELAY)
@@ -137,7 +186,12 @@ fn check_mode_lists_every_error_with_its_line_number() {
         .arg(&playfile)
         .output()
         .unwrap();
-    assert_eq!(forced.status.code(), Some(0), "{}", String::from_utf8_lossy(&forced.stderr));
+    assert_eq!(
+        forced.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
 
     // `-` reads the playfile from stdin (the reference gave up with "not implemented yet").
     let mut from_stdin = Command::new(RELAY)
@@ -149,7 +203,9 @@ fn check_mode_lists_every_error_with_its_line_number() {
     std::io::Write::write_all(&mut from_stdin.stdin.take().unwrap(), b"ok\n[0.1]\n").unwrap();
     let out = from_stdin.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2: unknown delay time format: [0.1]"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 2: unknown delay time format: [0.1]")
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
-use support::{websocat, Killed, free_port, require};
+use support::{free_port, require, websocat, Killed};
 
 use relay_client::session::{Message, Session, SessionConfig};
 use std::io::Write;
@@ -39,13 +39,23 @@ fn mint(access: &str, topic: &str, read: bool, write: bool) -> String {
         .env("RELAY_TOKEN_SCOPE_WRITE", write.to_string())
         .output()
         .unwrap();
-    assert!(out.status.success(), "relay token: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "relay token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn curl(args: &[&str]) -> Option<String> {
-    let out = Command::new("curl").args(["-sS", "--max-time", "5"]).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
@@ -68,7 +78,12 @@ impl Relay {
     fn new(dir: &Path) -> Self {
         let port_access = free_port();
         let port_relay = free_port();
-        Relay { access: format!("http://127.0.0.1:{port_access}"), port_access, port_relay, log: dir.join("relay.log") }
+        Relay {
+            access: format!("http://127.0.0.1:{port_access}"),
+            port_access,
+            port_relay,
+            log: dir.join("relay.log"),
+        }
     }
 
     async fn start(&self) -> Killed {
@@ -86,7 +101,10 @@ impl Relay {
             .spawn()
             .unwrap();
         let access = self.access.clone();
-        wait_until("relay serve to listen", Duration::from_secs(15), || curl(&[&format!("{access}/healthz")]).is_some()).await;
+        wait_until("relay serve to listen", Duration::from_secs(15), || {
+            curl(&[&format!("{access}/healthz")]).is_some()
+        })
+        .await;
         Killed(child)
     }
 }
@@ -103,15 +121,23 @@ async fn start_host(dir: &Path, port: u16, rules: &Path) -> Killed {
         .spawn()
         .unwrap();
     let health = format!("http://127.0.0.1:{port}/healthcheck");
-    wait_until("relay host to listen", Duration::from_secs(15), || curl(&[&health]).as_deref() == Some("\"ok\"\n")).await;
+    wait_until("relay host to listen", Duration::from_secs(15), || {
+        curl(&[&health]).as_deref() == Some("\"ok\"\n")
+    })
+    .await;
     Killed(child)
 }
 
 /// Whether every listed destination of the host reports a live relay link.
 fn host_connected(port: u16, ids: &[&str]) -> bool {
-    let Some(body) = curl(&[&format!("http://127.0.0.1:{port}/api/status")]) else { return false };
-    let Ok(status) = serde_json::from_str::<serde_json::Value>(&body) else { return false };
-    ids.iter().all(|id| status[id]["connected"] == serde_json::Value::Bool(true))
+    let Some(body) = curl(&[&format!("http://127.0.0.1:{port}/api/status")]) else {
+        return false;
+    };
+    let Ok(status) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return false;
+    };
+    ids.iter()
+        .all(|id| status[id]["connected"] == serde_json::Value::Bool(true))
 }
 
 /// Binary messages with their arrival times.
@@ -127,7 +153,10 @@ impl Recorder {
     async fn start(access: &str, topic: &str, token: String) -> Self {
         let config = SessionConfig::new(format!("{access}/session/{topic}")).with_token(token);
         let mut session = Session::spawn(config);
-        tokio::time::timeout(Duration::from_secs(15), session.wait_connected()).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(15), session.wait_connected())
+            .await
+            .unwrap()
+            .unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let sink = received.clone();
         let task = tokio::spawn(async move {
@@ -141,11 +170,21 @@ impl Recorder {
     }
 
     fn bytes(&self) -> Vec<u8> {
-        self.received.lock().unwrap().iter().flat_map(|(_, d)| d.clone()).collect()
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, d)| d.clone())
+            .collect()
     }
 
     fn count_since(&self, since: Instant) -> usize {
-        self.received.lock().unwrap().iter().filter(|(at, _)| *at >= since).count()
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, _)| *at >= since)
+            .count()
     }
 }
 
@@ -158,12 +197,29 @@ impl Drop for Recorder {
 /// ffmpeg encoding a test pattern as the experiment's camera would, posting to /ts/video.
 fn ffmpeg_camera(port: u16, frames: Option<u32>) -> Killed {
     let mut command = Command::new("ffmpeg");
-    command.args(["-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"]);
+    command.args([
+        "-v",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=25",
+    ]);
     if let Some(frames) = frames {
         command.args(["-frames:v", &frames.to_string()]);
     }
     command
-        .args(["-c:v", "mpeg1video", "-b:v", "1000k", "-bf", "0", "-f", "mpegts"])
+        .args([
+            "-c:v",
+            "mpeg1video",
+            "-b:v",
+            "1000k",
+            "-bf",
+            "0",
+            "-f",
+            "mpegts",
+        ])
         .arg(format!("http://127.0.0.1:{port}/ts/video"))
         .stdin(Stdio::null());
     Killed(command.spawn().unwrap())
@@ -179,8 +235,16 @@ fn probe(path: &Path) -> (u64, String) {
         .unwrap();
     // ffprobe may print the count once per program and once per stream.
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let frames = stdout.lines().find_map(|l| l.trim().trim_end_matches(',').parse().ok()).unwrap_or(0);
-    let decode = Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(path).args(["-f", "null", "-"]).output().unwrap();
+    let frames = stdout
+        .lines()
+        .find_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .unwrap_or(0);
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
     (frames, String::from_utf8_lossy(&decode.stderr).into_owned())
 }
 
@@ -220,42 +284,84 @@ async fn ffmpeg_video_and_serial_data_flow_through_the_real_host_and_relay() {
     let dir = temp_dir("flow");
     let relay = Relay::new(&dir);
     let _relay_process = relay.start().await;
-    std::fs::write(dir.join("video.jwt"), mint(&relay.access, "expt00-video", false, true)).unwrap();
-    std::fs::write(dir.join("data.jwt"), mint(&relay.access, "expt00-data", true, true)).unwrap();
+    std::fs::write(
+        dir.join("video.jwt"),
+        mint(&relay.access, "expt00-video", false, true),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("data.jwt"),
+        mint(&relay.access, "expt00-data", true, true),
+    )
+    .unwrap();
     let rules = dir.join("rules.toml");
     write_rules(&rules, &relay.access, "");
     let port = free_port();
     let mut host = start_host(&dir, port, &rules).await;
-    wait_until("host destinations to connect", Duration::from_secs(15), || host_connected(port, &["video", "data"])).await;
+    wait_until(
+        "host destinations to connect",
+        Duration::from_secs(15),
+        || host_connected(port, &["video", "data"]),
+    )
+    .await;
 
     // Video: ffmpeg → /ts/video → relay → a read-only viewer.
-    let viewer = Recorder::start(&relay.access, "expt00-video", mint(&relay.access, "expt00-video", true, false)).await;
+    let viewer = Recorder::start(
+        &relay.access,
+        "expt00-video",
+        mint(&relay.access, "expt00-video", true, false),
+    )
+    .await;
     let frames = 100;
     let mut camera = ffmpeg_camera(port, Some(frames));
-    let posted = tokio::task::spawn_blocking(move || camera.0.wait().unwrap()).await.unwrap();
+    let posted = tokio::task::spawn_blocking(move || camera.0.wait().unwrap())
+        .await
+        .unwrap();
     assert!(posted.success(), "ffmpeg failed to post to relay host");
     let recording = dir.join("recording.ts");
     let mut last = (0, String::new());
-    wait_until("the viewer's recording to hold every frame", Duration::from_secs(15), || {
-        std::fs::write(&recording, viewer.bytes()).unwrap();
-        last = probe(&recording);
-        last.0 >= frames as u64
-    })
+    wait_until(
+        "the viewer's recording to hold every frame",
+        Duration::from_secs(15),
+        || {
+            std::fs::write(&recording, viewer.bytes()).unwrap();
+            last = probe(&recording);
+            last.0 >= frames as u64
+        },
+    )
     .await;
     let (decoded, errors) = last;
     assert_eq!(decoded, frames as u64, "frame count of the recording");
-    assert!(errors.trim().is_empty(), "the recording does not decode cleanly: {errors}");
-    println!("video: {frames} frames, {} bytes, decoded without errors", viewer.bytes().len());
+    assert!(
+        errors.trim().is_empty(),
+        "the recording does not decode cleanly: {errors}"
+    );
+    println!(
+        "video: {frames} frames, {} bytes, decoded without errors",
+        viewer.bytes().len()
+    );
     // The host's own raw recording of what it sent is the same playable stream.
     let (recorded, errors) = probe(&dir.join("host-out.ts"));
-    assert_eq!(recorded, frames as u64, "frame count of the host's recording");
-    assert!(errors.trim().is_empty(), "the host's recording does not decode cleanly: {errors}");
+    assert_eq!(
+        recorded, frames as u64,
+        "frame count of the host's recording"
+    );
+    assert!(
+        errors.trim().is_empty(),
+        "the host's recording does not decode cleanly: {errors}"
+    );
 
     // Data: websocat as the serial bridge on /ws/data ↔ websocat as a user on the relay.
     let (mut bridge, bridge_out) = websocat(&format!("ws://127.0.0.1:{port}/ws/data"), &[]);
     let user_token = mint(&relay.access, "expt00-data", true, true);
-    let uri = curl(&["-X", "POST", "-H", &format!("Authorization: {user_token}"), &format!("{}/session/expt00-data", relay.access)])
-        .expect("access POST failed");
+    let uri = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: {user_token}"),
+        &format!("{}/session/expt00-data", relay.access),
+    ])
+    .expect("access POST failed");
     let uri: serde_json::Value = serde_json::from_str(&uri).unwrap();
     let (mut user, user_out) = websocat(uri["uri"].as_str().unwrap(), &[]);
     // Either side may connect last; repeat the first command until the bridge hears it.
@@ -270,7 +376,9 @@ async fn ffmpeg_video_and_serial_data_flow_through_the_real_host_and_relay() {
     assert_eq!(heard.as_deref(), Some("{\"set\":\"speed\",\"to\":2}"));
     say(&mut bridge, "{\"speed\":2}");
     let reply = loop {
-        let line = user_out.recv_timeout(Duration::from_secs(5)).expect("the user got no reply");
+        let line = user_out
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the user got no reply");
         if !line.starts_with("{\"set\"") {
             break line;
         }
@@ -286,21 +394,37 @@ async fn ffmpeg_video_and_serial_data_flow_through_the_real_host_and_relay() {
             relay.access
         ),
     );
-    assert!(Command::new("kill").args(["-HUP", &host.0.id().to_string()]).status().unwrap().success());
-    wait_until("the reloaded rule to appear", Duration::from_secs(10), || {
-        curl(&[&format!("http://127.0.0.1:{port}/api/streams/all")]).is_some_and(|b| b.contains("stream/all"))
-    })
+    assert!(Command::new("kill")
+        .args(["-HUP", &host.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    wait_until(
+        "the reloaded rule to appear",
+        Duration::from_secs(10),
+        || {
+            curl(&[&format!("http://127.0.0.1:{port}/api/streams/all")])
+                .is_some_and(|b| b.contains("stream/all"))
+        },
+    )
     .await;
     assert!(host_connected(port, &["video", "data"]));
 
     // SIGTERM: clean exit 0.
-    assert!(Command::new("kill").args(["-TERM", &host.0.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &host.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = host.0.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "relay host did not exit on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "relay host did not exit on SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "relay host exited with {status}");
@@ -315,25 +439,55 @@ async fn the_host_reconnects_by_itself_when_the_relay_restarts_during_streaming(
     let dir = temp_dir("fault");
     let relay = Relay::new(&dir);
     let relay_process = relay.start().await;
-    std::fs::write(dir.join("video.jwt"), mint(&relay.access, "expt00-video", false, true)).unwrap();
-    std::fs::write(dir.join("data.jwt"), mint(&relay.access, "expt00-data", true, true)).unwrap();
+    std::fs::write(
+        dir.join("video.jwt"),
+        mint(&relay.access, "expt00-video", false, true),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("data.jwt"),
+        mint(&relay.access, "expt00-data", true, true),
+    )
+    .unwrap();
     let rules = dir.join("rules.toml");
     write_rules(&rules, &relay.access, "");
     let port = free_port();
     let _host = start_host(&dir, port, &rules).await;
-    wait_until("host destinations to connect", Duration::from_secs(15), || host_connected(port, &["video"])).await;
-    let viewer = Recorder::start(&relay.access, "expt00-video", mint(&relay.access, "expt00-video", true, false)).await;
+    wait_until(
+        "host destinations to connect",
+        Duration::from_secs(15),
+        || host_connected(port, &["video"]),
+    )
+    .await;
+    let viewer = Recorder::start(
+        &relay.access,
+        "expt00-video",
+        mint(&relay.access, "expt00-video", true, false),
+    )
+    .await;
     let _camera = ffmpeg_camera(port, None);
     let started = Instant::now();
-    wait_until("video before the fault", Duration::from_secs(15), || viewer.count_since(started) >= 25).await;
+    wait_until("video before the fault", Duration::from_secs(15), || {
+        viewer.count_since(started) >= 25
+    })
+    .await;
 
     drop(relay_process); // SIGKILL: the relay vanishes without closing anything.
-    wait_until("the host to notice", Duration::from_secs(15), || !host_connected(port, &["video"])).await;
+    wait_until("the host to notice", Duration::from_secs(15), || {
+        !host_connected(port, &["video"])
+    })
+    .await;
     let _relay_process = relay.start().await;
     let restarted = Instant::now();
-    wait_until("the host to reconnect", Duration::from_secs(20), || host_connected(port, &["video"])).await;
+    wait_until("the host to reconnect", Duration::from_secs(20), || {
+        host_connected(port, &["video"])
+    })
+    .await;
     let host_back = restarted.elapsed();
-    wait_until("video at the viewer again", Duration::from_secs(20), || viewer.count_since(restarted) >= 25).await;
+    wait_until("video at the viewer again", Duration::from_secs(20), || {
+        viewer.count_since(restarted) >= 25
+    })
+    .await;
     let video_back = restarted.elapsed();
     println!("relay restarted: host reconnected after {host_back:?}; viewer had 25 new frames after {video_back:?}");
     // Nobody waits longer than the 10 s backoff cap.
@@ -353,14 +507,30 @@ async fn relayhost_names_from_the_reference_help_work_and_bad_numbers_are_refuse
         .spawn()
         .unwrap();
     let health = format!("http://127.0.0.1:{port}/healthcheck");
-    wait_until("relay host on RELAYHOST_PORT", Duration::from_secs(15), || curl(&[&health]).is_some()).await;
+    wait_until(
+        "relay host on RELAYHOST_PORT",
+        Duration::from_secs(15),
+        || curl(&[&health]).is_some(),
+    )
+    .await;
     let _ = host.kill();
     let _ = host.wait();
 
-    for (name, value) in [("RELAYHOST_PORT", "eighty"), ("VW_PORT", "eighty"), ("VW_HTTPWAITMS", "soon")] {
-        let out = Command::new(RELAY).arg("host").env(name, value).output().unwrap();
+    for (name, value) in [
+        ("RELAYHOST_PORT", "eighty"),
+        ("VW_PORT", "eighty"),
+        ("VW_HTTPWAITMS", "soon"),
+    ] {
+        let out = Command::new(RELAY)
+            .arg("host")
+            .env(name, value)
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "{name}={value} was accepted");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(value), "{name}={value}: unclear error: {stderr}");
+        assert!(
+            stderr.contains(value),
+            "{name}={value}: unclear error: {stderr}"
+        );
     }
 }

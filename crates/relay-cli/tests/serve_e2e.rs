@@ -7,10 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod support;
-use support::{websocat, Killed, free_port, require};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{free_port, require, websocat, Killed};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
 const SECRET: &str = "e2e-secret";
@@ -25,13 +25,25 @@ fn mint(access: &str, topic: &str, extra: &[(&str, &str)]) -> String {
         .envs(extra.iter().copied())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn curl(args: &[&str]) -> String {
-    let out = Command::new("curl").args(["-sS", "--max-time", "5"]).args(args).output().unwrap();
-    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -44,8 +56,15 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 }
 
 fn access_uri(access: &str, token: &str, topic: &str) -> String {
-    let body = curl(&["-X", "POST", "-H", &format!("Authorization: {token}"), &format!("{access}/session/{topic}")]);
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let body = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: {token}"),
+        &format!("{access}/session/{topic}"),
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     v["uri"].as_str().unwrap().to_owned()
 }
 
@@ -70,37 +89,67 @@ fn curl_and_websocat_talk_through_the_real_relay_and_sigterm_exits_cleanly() {
         .unwrap();
     let mut server = Killed(server);
     wait_until("access API up", || {
-        Command::new("curl").args(["-sf", &format!("{access}/healthz")]).output().is_ok_and(|o| o.status.success())
+        Command::new("curl")
+            .args(["-sf", &format!("{access}/healthz")])
+            .output()
+            .is_ok_and(|o| o.status.success())
     });
 
     let token = mint(&access, "expt00-data", &[]);
-    let (mut a, a_out) = websocat(&access_uri(&access, &token, "expt00-data"), &["--exit-on-eof"]);
-    let (mut b, b_out) = websocat(&access_uri(&access, &token, "expt00-data"), &["--exit-on-eof"]);
-    let stats = mint(&access, "stats", &[("RELAY_TOKEN_SCOPE_OTHER", "relay:stats")]);
+    let (mut a, a_out) = websocat(
+        &access_uri(&access, &token, "expt00-data"),
+        &["--exit-on-eof"],
+    );
+    let (mut b, b_out) = websocat(
+        &access_uri(&access, &token, "expt00-data"),
+        &["--exit-on-eof"],
+    );
+    let stats = mint(
+        &access,
+        "stats",
+        &[("RELAY_TOKEN_SCOPE_OTHER", "relay:stats")],
+    );
     wait_until("both clients connected", || {
-        let status = curl(&["-H", &format!("Authorization: {stats}"), &format!("{access}/status")]);
+        let status = curl(&[
+            "-H",
+            &format!("Authorization: {stats}"),
+            &format!("{access}/status"),
+        ]);
         status.matches("\"expt00-data\"").count() == 2
     });
 
     let a_in = a.0.stdin.as_mut().unwrap();
     writeln!(a_in, "hello from a").unwrap();
     a_in.flush().unwrap();
-    assert_eq!(b_out.recv_timeout(Duration::from_secs(5)).unwrap(), "hello from a");
+    assert_eq!(
+        b_out.recv_timeout(Duration::from_secs(5)).unwrap(),
+        "hello from a"
+    );
     let b_in = b.0.stdin.as_mut().unwrap();
     writeln!(b_in, "{{\"cmd\":\"from b\"}}").unwrap();
     b_in.flush().unwrap();
-    assert_eq!(a_out.recv_timeout(Duration::from_secs(5)).unwrap(), "{\"cmd\":\"from b\"}");
+    assert_eq!(
+        a_out.recv_timeout(Duration::from_secs(5)).unwrap(),
+        "{\"cmd\":\"from b\"}"
+    );
     // The sender never hears itself.
     assert!(a_out.recv_timeout(Duration::from_millis(200)).is_err());
 
     let pid = server.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = server.0.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "relay serve did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "relay serve did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod support;
-use support::{Killed, free_port};
+use support::{free_port, Killed};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -19,13 +19,23 @@ const SSHD: &str = "/usr/sbin/sshd";
 
 fn require(program: &str) {
     let ok = Path::new(program).is_absolute() && Path::new(program).exists()
-        || Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success());
-    assert!(ok, "{program} is required for this test: run scripts/test.sh, which installs openssh");
+        || Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{program} is required for this test: run scripts/test.sh, which installs openssh"
+    );
 }
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -50,7 +60,9 @@ fn established_on(port: u16) -> usize {
         .skip(1)
         .filter(|line| {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            cols.len() > 3 && cols[3] == "01" && (cols[1].ends_with(&hex) || cols[2].ends_with(&hex))
+            cols.len() > 3
+                && cols[3] == "01"
+                && (cols[1].ends_with(&hex) || cols[2].ends_with(&hex))
         })
         .count()
 }
@@ -100,14 +112,21 @@ impl Ssh {
 
     fn scp(&self, from: &str, to: &str) {
         let mut cmd = Command::new("scp");
-        cmd.args(self.args(&["-P", &self.port.to_string()])).arg(from).arg(to);
+        cmd.args(self.args(&["-P", &self.port.to_string()]))
+            .arg(from)
+            .arg(to);
         run(&mut cmd);
     }
 }
 
 fn sha(path: &Path) -> String {
     let out = run(Command::new("sha256sum").arg(path));
-    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 #[test]
@@ -120,10 +139,15 @@ fn openssh_through_the_relay() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::create_dir_all("/run/sshd").ok(); // sshd's privilege separation directory
     for key in ["host_key", "client_key"] {
-        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.join(key)));
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(dir.join(key)));
     }
     std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
-    let user = String::from_utf8(run(Command::new("id").arg("-un")).stdout).unwrap().trim().to_owned();
+    let user = String::from_utf8(run(Command::new("id").arg("-un")).stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
 
     let sshd_port = free_port();
     let config = format!(
@@ -136,9 +160,16 @@ fn openssh_through_the_relay() {
     );
     std::fs::write(dir.join("sshd_config"), config).unwrap();
     let _sshd = Killed(
-        Command::new(SSHD).args(["-D", "-e", "-f"]).arg(dir.join("sshd_config")).stderr(Stdio::null()).spawn().unwrap(),
+        Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
     );
-    wait_until("sshd listening", Duration::from_secs(10), || port_open(sshd_port));
+    wait_until("sshd listening", Duration::from_secs(10), || {
+        port_open(sshd_port)
+    });
 
     let (pa, pr) = (free_port(), free_port());
     let access = format!("http://127.0.0.1:{pa}");
@@ -154,7 +185,9 @@ fn openssh_through_the_relay() {
             .spawn()
             .unwrap(),
     );
-    wait_until("relay listening", Duration::from_secs(10), || port_open(pa) && port_open(pr));
+    wait_until("relay listening", Duration::from_secs(10), || {
+        port_open(pa) && port_open(pr)
+    });
     let session = format!("{access}/shell/expt");
     let _host = Killed(
         Command::new(RELAY)
@@ -179,7 +212,9 @@ fn openssh_through_the_relay() {
             .spawn()
             .unwrap(),
     );
-    wait_until("shell client listening", Duration::from_secs(10), || port_open(client_port));
+    wait_until("shell client listening", Duration::from_secs(10), || {
+        port_open(client_port)
+    });
     let stats = {
         let out = run(Command::new(RELAY)
             .arg("token")
@@ -191,26 +226,52 @@ fn openssh_through_the_relay() {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
     let status = || {
-        let out = run(Command::new("curl").args(["-s", "-H"]).arg(format!("Authorization: {stats}")).arg(format!("{access}/status")));
+        let out = run(Command::new("curl")
+            .args(["-s", "-H"])
+            .arg(format!("Authorization: {stats}"))
+            .arg(format!("{access}/status")));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array().unwrap().iter().filter_map(|r| r["topic"].as_str().map(str::to_owned)).collect::<Vec<_>>()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["topic"].as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
     };
-    wait_until("host management connection", Duration::from_secs(15), || status().iter().any(|t| t == "shell/expt"));
+    wait_until(
+        "host management connection",
+        Duration::from_secs(15),
+        || status().iter().any(|t| t == "shell/expt"),
+    );
 
-    let ssh = Ssh { dir: dir.clone(), port: client_port, user };
+    let ssh = Ssh {
+        dir: dir.clone(),
+        port: client_port,
+        user,
+    };
     let out = run(&mut ssh.command("echo hello from $(hostname)"));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("hello from"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("hello from"),
+        "{out:?}"
+    );
 
     // scp of 50 MB of random bytes, both ways.
     let original = dir.join("random.bin");
-    run(Command::new("head").args(["-c", "52428800", "/dev/urandom"]).stdout(std::fs::File::create(&original).unwrap()));
+    run(Command::new("head")
+        .args(["-c", "52428800", "/dev/urandom"])
+        .stdout(std::fs::File::create(&original).unwrap()));
     let remote_copy = dir.join("uploaded.bin");
     let started = Instant::now();
-    ssh.scp(&original.display().to_string(), &format!("{}@127.0.0.1:{}", ssh.user, remote_copy.display()));
+    ssh.scp(
+        &original.display().to_string(),
+        &format!("{}@127.0.0.1:{}", ssh.user, remote_copy.display()),
+    );
     let up = started.elapsed();
     let downloaded = dir.join("downloaded.bin");
     let started = Instant::now();
-    ssh.scp(&format!("{}@127.0.0.1:{}", ssh.user, remote_copy.display()), &downloaded.display().to_string());
+    ssh.scp(
+        &format!("{}@127.0.0.1:{}", ssh.user, remote_copy.display()),
+        &downloaded.display().to_string(),
+    );
     let down = started.elapsed();
     let want = sha(&original);
     assert_eq!(sha(&remote_copy), want, "upload corrupted");
@@ -219,19 +280,38 @@ fn openssh_through_the_relay() {
 
     // 20 concurrent sessions.
     let children: Vec<Child> = (0..20)
-        .map(|i| ssh.command(&format!("sleep 1; echo session-{i}")).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|i| {
+            ssh.command(&format!("sleep 1; echo session-{i}"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for (i, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "session {i}: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("session-{i}"));
+        assert!(
+            out.status.success(),
+            "session {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("session-{i}")
+        );
     }
 
     // Nothing left over: only the host's management connection (and the stats reporter)
     // at the relay, and no TCP connection between the host and sshd.
-    wait_until("relay shell connections freed", Duration::from_secs(15), || {
-        status().iter().all(|t| t == "shell/expt" || t == "stats")
-    });
-    wait_until("host's sshd connections closed", Duration::from_secs(15), || established_on(sshd_port) == 0);
+    wait_until(
+        "relay shell connections freed",
+        Duration::from_secs(15),
+        || status().iter().all(|t| t == "shell/expt" || t == "stats"),
+    );
+    wait_until(
+        "host's sshd connections closed",
+        Duration::from_secs(15),
+        || established_on(sshd_port) == 0,
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -23,7 +23,10 @@ fn payload(token: &str) -> serde_json::Value {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 const BASE: [(&str, &str); 4] = [
@@ -37,11 +40,17 @@ const BASE: [(&str, &str); 4] = [
 fn defaults_follow_the_reference() {
     let before = now();
     let out = relay_token(&BASE, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.ends_with('\n') && stdout.matches('\n').count() == 1);
     let header: serde_json::Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD.decode(stdout.split('.').next().unwrap()).unwrap(),
+        &URL_SAFE_NO_PAD
+            .decode(stdout.split('.').next().unwrap())
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(header["alg"], "HS256");
@@ -61,16 +70,36 @@ fn defaults_follow_the_reference() {
 
 #[test]
 fn admin_token_scope_order_other_scope_and_flags() {
-    let mut env: Vec<(&str, &str)> = BASE.iter().copied().filter(|(k, _)| *k != "RELAY_TOKEN_TOPIC").collect();
+    let mut env: Vec<(&str, &str)> = BASE
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "RELAY_TOKEN_TOPIC")
+        .collect();
     env.push(("RELAY_TOKEN_SCOPE_ADMIN", "true"));
     env.push(("RELAY_TOKEN_SCOPE_OTHER", "relay:stats"));
     let out = relay_token(&env, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let p = payload(&String::from_utf8(out.stdout).unwrap());
-    assert_eq!(p["scopes"], serde_json::json!(["relay:admin", "write", "read", "relay:stats"]));
+    assert_eq!(
+        p["scopes"],
+        serde_json::json!(["relay:admin", "write", "read", "relay:stats"])
+    );
     assert_eq!(p["topic"], "");
 
-    let out = relay_token(&BASE, &["--scope-write=false", "--booking-id", "b42", "--connection-type", "shell"]);
+    let out = relay_token(
+        &BASE,
+        &[
+            "--scope-write=false",
+            "--booking-id",
+            "b42",
+            "--connection-type",
+            "shell",
+        ],
+    );
     let p = payload(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(p["scopes"], serde_json::json!(["read"]));
     assert_eq!(p["booking_id"], "b42");
@@ -83,7 +112,12 @@ fn every_missing_variable_gets_a_line_and_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8(out.stderr).unwrap();
-    for name in ["RELAY_TOKEN_AUDIENCE", "RELAY_TOKEN_SECRET", "RELAY_TOKEN_LIFETIME", "RELAY_TOKEN_TOPIC"] {
+    for name in [
+        "RELAY_TOKEN_AUDIENCE",
+        "RELAY_TOKEN_SECRET",
+        "RELAY_TOKEN_LIFETIME",
+        "RELAY_TOKEN_TOPIC",
+    ] {
         assert!(stderr.contains(&format!("{name} not set")), "{stderr}");
     }
     let mut env = BASE.to_vec();

@@ -31,7 +31,9 @@ use tokio::time::{sleep, timeout};
 use tracing::{debug, info, warn};
 
 use crate::playfile::{Condition, FilterAction, Line, Playfile};
-use crate::session::{stopped, LinkState, Message, Session, SessionClosed, SessionConfig, SessionSender, SessionState};
+use crate::session::{
+    stopped, LinkState, Message, Session, SessionClosed, SessionConfig, SessionSender, SessionState,
+};
 
 /// How received messages are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,7 +78,10 @@ pub struct FileClientConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum FileClientError {
     #[error("cannot open log file {path}: {source}")]
-    OpenLog { path: PathBuf, source: std::io::Error },
+    OpenLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("writing the log: {0}")]
     Write(std::io::Error),
     #[error("session closed before the playfile finished")]
@@ -210,8 +215,14 @@ impl PlayState {
         let text = std::cell::OnceCell::new();
         let text_of = |message: &Message| -> &str { text.get_or_init(|| message_text(message)) };
         {
-            let mut watch = self.condition.lock().unwrap_or_else(PoisonError::into_inner);
-            let Watch { waiting, since_send } = &mut *watch;
+            let mut watch = self
+                .condition
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Watch {
+                waiting,
+                since_send,
+            } = &mut *watch;
             if let Some(waiting) = waiting.as_mut() {
                 if waiting.pattern.is_match(text_of(message)) {
                     waiting.seen += 1;
@@ -229,18 +240,29 @@ impl PlayState {
     }
 
     fn apply_filter(&self, action: &FilterAction) {
-        self.filter.lock().unwrap_or_else(PoisonError::into_inner).apply(action);
+        self.filter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .apply(action);
     }
 
     /// Start remembering received messages for conditions (playing), or forget them.
     fn remember_since_send(&self, on: bool) {
-        self.condition.lock().unwrap_or_else(PoisonError::into_inner).since_send =
-            on.then(std::collections::VecDeque::new);
+        self.condition
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .since_send = on.then(std::collections::VecDeque::new);
     }
 
     /// The player is about to send: conditions from now on count only what follows.
     fn sending(&self) {
-        if let Some(recent) = self.condition.lock().unwrap_or_else(PoisonError::into_inner).since_send.as_mut() {
+        if let Some(recent) = self
+            .condition
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .since_send
+            .as_mut()
+        {
             recent.clear();
         }
     }
@@ -250,11 +272,19 @@ impl PlayState {
     async fn wait_for(&self, condition: &Condition) -> bool {
         let (satisfied_tx, satisfied_rx) = oneshot::channel();
         {
-            let mut watch = self.condition.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut watch = self
+                .condition
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let seen = watch
                 .since_send
                 .as_mut()
-                .map(|recent| recent.drain(..).filter(|text| condition.pattern.is_match(text)).count())
+                .map(|recent| {
+                    recent
+                        .drain(..)
+                        .filter(|text| condition.pattern.is_match(text))
+                        .count()
+                })
                 .unwrap_or(0);
             let mut waiting = Waiting {
                 pattern: condition.pattern.clone(),
@@ -266,7 +296,10 @@ impl PlayState {
             watch.waiting = Some(waiting);
         }
         let met = timeout(condition.timeout, satisfied_rx).await.is_ok();
-        self.condition.lock().unwrap_or_else(PoisonError::into_inner).waiting = None;
+        self.condition
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .waiting = None;
         met
     }
 }
@@ -275,7 +308,10 @@ impl PlayState {
 #[derive(Debug)]
 pub enum LogEntry {
     /// A received message with its time of receipt.
-    Received { at: OffsetDateTime, message: Message },
+    Received {
+        at: OffsetDateTime,
+        message: Message,
+    },
     /// An echo comment (`#+`) from the playfile; not written in binary mode.
     Echo { at: OffsetDateTime, text: String },
 }
@@ -294,18 +330,30 @@ pub async fn play(
         match line {
             Line::Comment { msg, echo: true } => {
                 if let Some(log) = log {
-                    let entry = LogEntry::Echo { at: OffsetDateTime::now_utc(), text: msg.clone() };
+                    let entry = LogEntry::Echo {
+                        at: OffsetDateTime::now_utc(),
+                        text: msg.clone(),
+                    };
                     let _ = log.send(entry).await;
                 }
             }
             Line::Comment { echo: false, .. } | Line::Blank => {}
             Line::Error(error) => warn!(line = number, %error, "skipping playfile error"),
             Line::Wait(delay) => sleep(*delay).await,
-            Line::Send { msg, delay, condition } => {
+            Line::Send {
+                msg,
+                delay,
+                condition,
+            } => {
                 sleep(*delay).await;
                 if let Some(condition) = condition {
                     let met = state.wait_for(condition).await;
-                    debug!(line = number, met, pattern = condition.pattern.as_str(), "condition done");
+                    debug!(
+                        line = number,
+                        met,
+                        pattern = condition.pattern.as_str(),
+                        "condition done"
+                    );
                 }
                 state.sending();
                 sender.send(Message::Text(msg.clone())).await?;
@@ -328,7 +376,11 @@ struct LogWriter {
 impl LogWriter {
     fn open(target: LogTarget, mode: OutputMode) -> Result<LogWriter, FileClientError> {
         let out = Self::open_target(&target)?;
-        Ok(LogWriter { target, mode, out: BufWriter::new(out) })
+        Ok(LogWriter {
+            target,
+            mode,
+            out: BufWriter::new(out),
+        })
     }
 
     fn open_target(target: &LogTarget) -> Result<Box<dyn Write + Send>, FileClientError> {
@@ -339,7 +391,10 @@ impl LogWriter {
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|source| FileClientError::OpenLog { path: path.clone(), source })?;
+                    .map_err(|source| FileClientError::OpenLog {
+                        path: path.clone(),
+                        source,
+                    })?;
                 Ok(Box::new(file))
             }
         }
@@ -347,11 +402,15 @@ impl LogWriter {
 
     fn write(&mut self, entry: &LogEntry) -> std::io::Result<()> {
         match (entry, self.mode) {
-            (LogEntry::Received { at, message }, OutputMode::Text) => {
-                self.out.write_all(format_line(*at, &message_text(message)).as_bytes())
+            (LogEntry::Received { at, message }, OutputMode::Text) => self
+                .out
+                .write_all(format_line(*at, &message_text(message)).as_bytes()),
+            (LogEntry::Received { message, .. }, OutputMode::Binary) => {
+                self.out.write_all(message.as_bytes())
             }
-            (LogEntry::Received { message, .. }, OutputMode::Binary) => self.out.write_all(message.as_bytes()),
-            (LogEntry::Echo { at, text }, OutputMode::Text) => self.out.write_all(format_line(*at, text).as_bytes()),
+            (LogEntry::Echo { at, text }, OutputMode::Text) => {
+                self.out.write_all(format_line(*at, text).as_bytes())
+            }
             (LogEntry::Echo { .. }, OutputMode::Binary) => Ok(()),
         }
     }
@@ -404,7 +463,10 @@ pub async fn run(config: FileClientConfig, controls: Controls) -> Result<(), Fil
         Some(target) => {
             let writer = LogWriter::open(target.clone(), config.mode)?;
             let (log_tx, log_rx) = mpsc::channel(1024);
-            (Some(log_tx), Some(tokio::spawn(write_log(writer, log_rx, reopen))))
+            (
+                Some(log_tx),
+                Some(tokio::spawn(write_log(writer, log_rx, reopen))),
+            )
         }
         None => (None, None),
     };
@@ -413,7 +475,12 @@ pub async fn run(config: FileClientConfig, controls: Controls) -> Result<(), Fil
     let sender = session.sender();
     let session_state = session.state();
     let (receiver_stop_tx, receiver_stop_rx) = watch::channel(false);
-    let receiver = tokio::spawn(receive(session, state.clone(), log_tx.clone(), receiver_stop_rx));
+    let receiver = tokio::spawn(receive(
+        session,
+        state.clone(),
+        log_tx.clone(),
+        receiver_stop_rx,
+    ));
 
     let outcome = match &config.playfile {
         Some(playfile) => {
@@ -450,7 +517,11 @@ pub async fn run(config: FileClientConfig, controls: Controls) -> Result<(), Fil
 /// Wait for the first connect (the reference slept 1 s instead); false when the session
 /// closed first.
 async fn connected(mut state: watch::Receiver<SessionState>) -> bool {
-    state.wait_for(|s| s.is_connected() || s.link == LinkState::Closed).await.map(|s| s.is_connected()).unwrap_or(false)
+    state
+        .wait_for(|s| s.is_connected() || s.link == LinkState::Closed)
+        .await
+        .map(|s| s.is_connected())
+        .unwrap_or(false)
 }
 
 /// Receive until stopped: count towards conditions, filter, hand to the writer. On stop,
@@ -505,12 +576,18 @@ mod tests {
             format_line(datetime!(2022-03-13 19:15:32.0152 UTC), "hello"),
             "[2022-03-13T19:15:32.0152Z] hello\n"
         );
-        assert_eq!(format_line(datetime!(2022-03-13 19:15:32 UTC), "x"), "[2022-03-13T19:15:32Z] x\n");
+        assert_eq!(
+            format_line(datetime!(2022-03-13 19:15:32 UTC), "x"),
+            "[2022-03-13T19:15:32Z] x\n"
+        );
         assert_eq!(
             format_line(datetime!(2022-03-13 20:15:32.000000001 +01:00), "{\"a\":1}"),
             "[2022-03-13T19:15:32.000000001Z] {\"a\":1}\n"
         );
-        assert_eq!(message_text(&Message::Binary(vec![0, 1, 2, 255].into())), "AAEC/w==");
+        assert_eq!(
+            message_text(&Message::Binary(vec![0, 1, 2, 255].into())),
+            "AAEC/w=="
+        );
     }
 
     fn filter_of(lines: &[&str]) -> Filter {
@@ -527,8 +604,10 @@ mod tests {
     #[test]
     fn accept_and_deny_filters_combine_as_in_the_reference() {
         let filter = filter_of(&["|+> [a-h]", "|accept> [R-Z]", "|->[0-9]", "|deny>  [#!&%]"]);
-        let passed: Vec<&str> =
-            ["ah0#", "AA", "ZZ", "abc", "abc!", "ah"].into_iter().filter(|t| filter.passes(t)).collect();
+        let passed: Vec<&str> = ["ah0#", "AA", "ZZ", "abc", "abc!", "ah"]
+            .into_iter()
+            .filter(|t| filter.passes(t))
+            .collect();
         assert_eq!(passed, ["ZZ", "abc", "ah"]);
         let reset = filter_of(&["|+> [a-h]", "|->[0-9]", "|reset>"]);
         assert!(reset.passes("AA") && reset.passes("0"));
@@ -565,7 +644,9 @@ mod tests {
             }
             out
         });
-        play(&playfile, &sender, &state, Some(&log_tx)).await.unwrap();
+        play(&playfile, &sender, &state, Some(&log_tx))
+            .await
+            .unwrap();
         drop(sender);
         drop(log_tx);
         let mut logged = Vec::new();
@@ -583,7 +664,14 @@ mod tests {
         let state = Arc::new(PlayState::default());
         let script = "#+ start\n# silent\nfirst\n[1.5s] second\n[2s]\n\n[] third\n#+ done\n";
         let (sent, logged) = play_script(script, state).await;
-        assert_eq!(sent, [(0, "first".to_string()), (1_500, "second".into()), (3_500, "third".into())]);
+        assert_eq!(
+            sent,
+            [
+                (0, "first".to_string()),
+                (1_500, "second".into()),
+                (3_500, "third".into())
+            ]
+        );
         assert_eq!(logged, ["echo: start", "echo: done"]);
     }
 
@@ -613,7 +701,9 @@ mod tests {
         let feeder = tokio::spawn(async move {
             for n in 1..=5u64 {
                 sleep(Duration::from_secs(1)).await;
-                feeder_state.observe(&Message::Text(if n % 2 == 0 { "bar" } else { "foo" }.into()));
+                feeder_state.observe(&Message::Text(
+                    if n % 2 == 0 { "bar" } else { "foo" }.into(),
+                ));
             }
         });
         // foo arrives at 1, 3, 5 s: the third match is at 5 s, well before the 60 s timeout.

@@ -47,16 +47,26 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         if integer.is_empty() && fraction.is_empty() {
             return Err(invalid());
         }
-        let unit_len =
-            after.char_indices().find(|(_, c)| *c == '.' || c.is_ascii_digit()).map_or(after.len(), |(i, _)| i);
+        let unit_len = after
+            .char_indices()
+            .find(|(_, c)| *c == '.' || c.is_ascii_digit())
+            .map_or(after.len(), |(i, _)| i);
         let (unit, after) = after.split_at(unit_len);
         if unit.is_empty() {
             return Err(format!("time: missing unit in duration {quoted}"));
         }
-        let Some(scale) = UNITS.iter().find(|(name, _)| *name == unit).map(|(_, s)| *s) else {
+        let Some(scale) = UNITS
+            .iter()
+            .find(|(name, _)| *name == unit)
+            .map(|(_, s)| *s)
+        else {
             return Err(format!("time: unknown unit {unit:?} in duration {quoted}"));
         };
-        let whole: u128 = if integer.is_empty() { 0 } else { integer.parse().map_err(|_| invalid())? };
+        let whole: u128 = if integer.is_empty() {
+            0
+        } else {
+            integer.parse().map_err(|_| invalid())?
+        };
         let mut nanos = whole.checked_mul(scale).ok_or_else(invalid)?;
         // Fractions beyond nanosecond precision are truncated, as Go does.
         let mut place = scale;
@@ -94,7 +104,10 @@ mod tests {
             ("0.1s", Duration::from_millis(100)),
             (".5s", Duration::from_millis(500)),
             ("1.5h", Duration::from_secs(5400)),
-            ("0.3h1.5m0.1s", Duration::from_millis((19 * 60 + 30) * 1000 + 100)),
+            (
+                "0.3h1.5m0.1s",
+                Duration::from_millis((19 * 60 + 30) * 1000 + 100),
+            ),
             ("2.90373838s", Duration::from_nanos(2_903_738_380)),
             ("1m2.5s", Duration::from_millis(62_500)),
             ("850ms", Duration::from_millis(850)),

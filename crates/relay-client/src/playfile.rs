@@ -31,7 +31,11 @@ pub enum Line {
     /// Pause the script.
     Wait(Duration),
     /// Send a text message after `delay`, and after `condition` is met when there is one.
-    Send { msg: String, delay: Duration, condition: Option<Condition> },
+    Send {
+        msg: String,
+        delay: Duration,
+        condition: Option<Condition>,
+    },
     /// Change the log filter.
     Filter(FilterAction),
     /// An empty or whitespace-only line: nothing to do.
@@ -50,7 +54,9 @@ pub struct Condition {
 
 impl PartialEq for Condition {
     fn eq(&self, other: &Self) -> bool {
-        self.pattern.as_str() == other.pattern.as_str() && self.count == other.count && self.timeout == other.timeout
+        self.pattern.as_str() == other.pattern.as_str()
+            && self.count == other.count
+            && self.timeout == other.timeout
     }
 }
 
@@ -68,9 +74,8 @@ pub enum FilterAction {
 impl PartialEq for FilterAction {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (FilterAction::Accept(a), FilterAction::Accept(b)) | (FilterAction::Deny(a), FilterAction::Deny(b)) => {
-                a.as_str() == b.as_str()
-            }
+            (FilterAction::Accept(a), FilterAction::Accept(b))
+            | (FilterAction::Deny(a), FilterAction::Deny(b)) => a.as_str() == b.as_str(),
             (FilterAction::Reset, FilterAction::Reset) => true,
             _ => false,
         }
@@ -99,7 +104,10 @@ pub struct Playfile {
 impl Playfile {
     /// Parse a whole file. Lines end at `\n`; a trailing `\r` is dropped.
     pub fn parse(text: &str) -> Playfile {
-        let lines = text.lines().map(|line| parse_line(line.strip_suffix('\r').unwrap_or(line))).collect();
+        let lines = text
+            .lines()
+            .map(|line| parse_line(line.strip_suffix('\r').unwrap_or(line)))
+            .collect();
         Playfile { lines }
     }
 
@@ -109,7 +117,10 @@ impl Playfile {
             .iter()
             .enumerate()
             .filter_map(|(index, line)| match line {
-                Line::Error(message) => Some(LineError { line: index + 1, message: message.clone() }),
+                Line::Error(message) => Some(LineError {
+                    line: index + 1,
+                    message: message.clone(),
+                }),
                 _ => None,
             })
             .collect()
@@ -135,7 +146,10 @@ pub fn parse_line(line: &str) -> Line {
     }
     if let Some(captures) = COMMENT.captures(line) {
         let group = |i| captures.get(i).map_or("", |m| m.as_str());
-        return Line::Comment { msg: group(2).to_string(), echo: group(1) == "+" };
+        return Line::Comment {
+            msg: group(2).to_string(),
+            echo: group(1) == "+",
+        };
     }
     if let Some(captures) = DELAY.captures(line) {
         let group = |i| captures.get(i).map_or("", |m| m.as_str());
@@ -149,7 +163,11 @@ pub fn parse_line(line: &str) -> Line {
         };
         return match group(2) {
             "" => Line::Wait(delay),
-            msg => Line::Send { msg: msg.to_string(), delay, condition: None },
+            msg => Line::Send {
+                msg: msg.to_string(),
+                delay,
+                condition: None,
+            },
         };
     }
     if CONDITION_START.is_match(line) {
@@ -176,18 +194,28 @@ pub fn parse_line(line: &str) -> Line {
             )),
         };
     }
-    Line::Send { msg: line.to_string(), delay: Duration::ZERO, condition: None }
+    Line::Send {
+        msg: line.to_string(),
+        delay: Duration::ZERO,
+        condition: None,
+    }
 }
 
 /// `<'REGEXP',COUNT,TIMEOUT> message`. The arguments are read first and the condition ends
 /// at the next `>`, so a `>` inside the regexp or in the message is harmless.
 fn parse_condition(line: &str) -> Line {
     let malformed = || Line::Error(format!("malformed condition command: {line}"));
-    let Some(open) = line.find('<') else { return malformed() };
+    let Some(open) = line.find('<') else {
+        return malformed();
+    };
     let inside_start = open + 1;
-    let Some(args) = CONDITION_ARGS.captures(&line[inside_start..]) else { return malformed() };
+    let Some(args) = CONDITION_ARGS.captures(&line[inside_start..]) else {
+        return malformed();
+    };
     let args_end = inside_start + args.get(0).map_or(0, |m| m.end());
-    let Some(close) = line[args_end..].find('>').map(|i| args_end + i) else { return malformed() };
+    let Some(close) = line[args_end..].find('>').map(|i| args_end + i) else {
+        return malformed();
+    };
     let inside = &line[inside_start..close];
     let msg = line[close + 1..].trim_start();
     let group = |i| args.get(i).map_or("", |m| m.as_str());
@@ -219,9 +247,16 @@ fn parse_condition(line: &str) -> Line {
         }
     };
     // An incomplete condition (empty pattern, zero count or zero timeout) sends at once.
-    let condition =
-        (!source.is_empty() && count > 0 && !timeout.is_zero()).then_some(Condition { pattern, count, timeout });
-    Line::Send { msg: msg.to_string(), delay: Duration::ZERO, condition }
+    let condition = (!source.is_empty() && count > 0 && !timeout.is_zero()).then_some(Condition {
+        pattern,
+        count,
+        timeout,
+    });
+    Line::Send {
+        msg: msg.to_string(),
+        delay: Duration::ZERO,
+        condition,
+    }
 }
 
 /// The one-line reason from a regex error (its Display spans several lines).
@@ -246,11 +281,19 @@ mod tests {
     }
 
     fn send(msg: &str) -> Line {
-        Line::Send { msg: msg.into(), delay: Duration::ZERO, condition: None }
+        Line::Send {
+            msg: msg.into(),
+            delay: Duration::ZERO,
+            condition: None,
+        }
     }
 
     fn delayed(msg: &str, delay: Duration) -> Line {
-        Line::Send { msg: msg.into(), delay, condition: None }
+        Line::Send {
+            msg: msg.into(),
+            delay,
+            condition: None,
+        }
     }
 
     /// The reference's TestParseByLine, line by line, plus the other examples of spec §5.3.
@@ -365,7 +408,10 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(playfile.errors()[0].to_string(), "line 2: unknown delay time format: [5]");
+        assert_eq!(
+            playfile.errors()[0].to_string(),
+            "line 2: unknown delay time format: [5]"
+        );
     }
 
     proptest::proptest! {

@@ -125,7 +125,12 @@ pub struct Backoff {
 impl Default for Backoff {
     /// 1, 2, 4, 8, 10, 10… s, no jitter: the reference's timings.
     fn default() -> Self {
-        Backoff { min: Duration::from_secs(1), max: Duration::from_secs(10), factor: 2, jitter: false }
+        Backoff {
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+            factor: 2,
+            jitter: false,
+        }
     }
 }
 
@@ -133,7 +138,9 @@ impl Backoff {
     /// The wait after `failures` consecutive failures (`failures >= 1`), before jitter.
     pub fn wait(&self, failures: u32) -> Duration {
         let exponent = failures.saturating_sub(1).min(32);
-        let scaled = self.min.saturating_mul(self.factor.max(1).saturating_pow(exponent));
+        let scaled = self
+            .min
+            .saturating_mul(self.factor.max(1).saturating_pow(exponent));
         scaled.min(self.max)
     }
 
@@ -225,7 +232,11 @@ impl SessionConfig {
 pub enum SessionError {
     /// The access API answered with a non-2xx status (e.g. an expired or wrong token).
     #[error("access {url} refused the token: HTTP {status}: {body}")]
-    AccessRefused { url: String, status: u16, body: String },
+    AccessRefused {
+        url: String,
+        status: u16,
+        body: String,
+    },
     /// The access API could not be reached or answered something unexpected.
     #[error("access request to {url} failed: {reason}")]
     Access { url: String, reason: String },
@@ -322,10 +333,21 @@ impl Session {
     pub(crate) fn spawn_with_dialer<D: Dial>(config: SessionConfig, dialer: D) -> Session {
         let (out_tx, out_rx) = mpsc::channel(config.send_queue.max(1));
         let (in_tx, in_rx) = mpsc::channel(config.recv_queue.max(1));
-        let (state_tx, state_rx) =
-            watch::channel(SessionState { link: LinkState::Connecting, connects: 0, failures: 0, last_error: None });
+        let (state_tx, state_rx) = watch::channel(SessionState {
+            link: LinkState::Connecting,
+            connects: 0,
+            failures: 0,
+            last_error: None,
+        });
         let (stop_tx, stop_rx) = watch::channel(false);
-        let runner = Runner { config, dialer, outgoing: out_rx, incoming: in_tx, state: state_tx, stop: stop_rx };
+        let runner = Runner {
+            config,
+            dialer,
+            outgoing: out_rx,
+            incoming: in_tx,
+            state: state_tx,
+            stop: stop_rx,
+        };
         let task = tokio::spawn(runner.run());
         Session {
             sender: SessionSender { outgoing: out_tx },
@@ -450,7 +472,8 @@ impl RelayDialer {
         if let Some(clients) = guard.as_ref() {
             return Ok(clients.clone());
         }
-        let tls = Arc::new(tls::client_config(self.extra_ca_file.as_deref()).map_err(SessionError::Tls)?);
+        let tls =
+            Arc::new(tls::client_config(self.extra_ca_file.as_deref()).map_err(SessionError::Tls)?);
         let http = reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())
             .user_agent(self.user_agent.clone())
@@ -462,7 +485,10 @@ impl RelayDialer {
     }
 
     async fn access(&self, http: &reqwest::Client, token: &str) -> Result<String, SessionError> {
-        let access_error = |reason: String| SessionError::Access { url: self.url.clone(), reason };
+        let access_error = |reason: String| SessionError::Access {
+            url: self.url.clone(),
+            reason,
+        };
         let response = http
             .post(&self.url)
             .header("Authorization", token)
@@ -470,7 +496,10 @@ impl RelayDialer {
             .await
             .map_err(|e| access_error(error_chain(&e)))?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| access_error(format!("reading the reply: {e}")))?;
+        let body = response
+            .text()
+            .await
+            .map_err(|e| access_error(format!("reading the reply: {e}")))?;
         if !status.is_success() {
             return Err(SessionError::AccessRefused {
                 url: self.url.clone(),
@@ -482,8 +511,12 @@ impl RelayDialer {
         struct AccessReply {
             uri: String,
         }
-        let reply: AccessReply = serde_json::from_str(&body)
-            .map_err(|e| access_error(format!("reply is not {{\"uri\":...}}: {e}: {}", truncate(&body, 300))))?;
+        let reply: AccessReply = serde_json::from_str(&body).map_err(|e| {
+            access_error(format!(
+                "reply is not {{\"uri\":...}}: {e}: {}",
+                truncate(&body, 300)
+            ))
+        })?;
         if reply.uri.is_empty() {
             return Err(access_error("reply has an empty uri".into()));
         }
@@ -519,7 +552,10 @@ impl Dial for RelayDialer {
         match timeout(self.connect_timeout, connect).await {
             Ok(Ok((ws, _response))) => Ok(ws),
             Ok(Err(e)) => Err(SessionError::Dial(format!("{uri}: {e}"))),
-            Err(_) => Err(SessionError::Dial(format!("{uri}: handshake timed out after {:?}", self.connect_timeout))),
+            Err(_) => Err(SessionError::Dial(format!(
+                "{uri}: handshake timed out after {:?}",
+                self.connect_timeout
+            ))),
         }
     }
 }
@@ -651,7 +687,10 @@ impl<D: Dial> Runner<D> {
     }
 
     /// Move messages both ways until the link ends or the session stops.
-    async fn pump<S: AsyncRead + AsyncWrite + Unpin>(&mut self, mut ws: WebSocketStream<S>) -> LinkEnd {
+    async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        mut ws: WebSocketStream<S>,
+    ) -> LinkEnd {
         let start = Instant::now();
         let mut next_ping = start + self.config.ping_interval;
         let mut last_heard = start;
@@ -771,14 +810,21 @@ mod tests {
             attempts: attempts_tx,
             servers: servers_tx,
         };
-        Harness { session: Session::spawn_with_dialer(config, dialer), attempts, servers }
+        Harness {
+            session: Session::spawn_with_dialer(config, dialer),
+            attempts,
+            servers,
+        }
     }
 
     fn config() -> SessionConfig {
         SessionConfig::new("ws://fake/session/t")
     }
 
-    async fn attempt_times(attempts: &mut mpsc::UnboundedReceiver<Duration>, count: usize) -> Vec<u64> {
+    async fn attempt_times(
+        attempts: &mut mpsc::UnboundedReceiver<Duration>,
+        count: usize,
+    ) -> Vec<u64> {
         let mut times = Vec::new();
         for _ in 0..count {
             times.push(attempts.recv().await.unwrap().as_millis() as u64);
@@ -790,7 +836,10 @@ mod tests {
     /// them while the server reads), then drop it.
     fn serve_for(mut server: ServerSide, lifetime: Duration) {
         tokio::spawn(async move {
-            let _ = timeout(lifetime, async { while let Some(Ok(_)) = server.next().await {} }).await;
+            let _ = timeout(lifetime, async {
+                while let Some(Ok(_)) = server.next().await {}
+            })
+            .await;
         });
     }
 
@@ -799,7 +848,10 @@ mod tests {
         let backoff = Backoff::default();
         let waits: Vec<u64> = (1..=7).map(|n| backoff.wait(n).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 10, 10, 10]);
-        let wide = Backoff { max: Duration::from_secs(30), ..Backoff::default() };
+        let wide = Backoff {
+            max: Duration::from_secs(30),
+            ..Backoff::default()
+        };
         let waits: Vec<u64> = (1..=7).map(|n| wide.wait(n).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
         assert_eq!(backoff.wait(u32::MAX), Duration::from_secs(10));
@@ -807,11 +859,17 @@ mod tests {
 
     #[test]
     fn jitter_stays_between_half_and_full_wait() {
-        let backoff = Backoff { jitter: true, ..Backoff::default() };
+        let backoff = Backoff {
+            jitter: true,
+            ..Backoff::default()
+        };
         for failures in 1..10 {
             for _ in 0..50 {
                 let wait = backoff.jittered(failures);
-                assert!(wait >= backoff.wait(failures) / 2 && wait <= backoff.wait(failures), "{wait:?}");
+                assert!(
+                    wait >= backoff.wait(failures) / 2 && wait <= backoff.wait(failures),
+                    "{wait:?}"
+                );
             }
         }
     }
@@ -860,7 +918,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pings_go_out_at_every_interval() {
-        let config = SessionConfig { ping_interval: Duration::from_secs(20), ..config() };
+        let config = SessionConfig {
+            ping_interval: Duration::from_secs(20),
+            ..config()
+        };
         let mut h = harness(config, &[true]);
         let mut server = h.servers.recv().await.unwrap();
         let start = Instant::now();
@@ -878,8 +939,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_half_open_link_is_dropped_after_the_idle_timeout() {
-        let config =
-            SessionConfig { ping_interval: Duration::from_secs(20), idle_timeout: Duration::from_secs(45), ..config() };
+        let config = SessionConfig {
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(45),
+            ..config()
+        };
         let mut h = harness(config, &[true, true]);
         // Keep the server half but never read it: pings stay unanswered, as on a dead path.
         let _silent = h.servers.recv().await.unwrap();
@@ -888,7 +952,9 @@ mod tests {
         assert_eq!(times, [0, 45_000]);
         let state = h.session.state().borrow().clone();
         match state.last_error {
-            Some(SessionError::Lost(reason)) => assert!(reason.contains("nothing received"), "{reason}"),
+            Some(SessionError::Lost(reason)) => {
+                assert!(reason.contains("nothing received"), "{reason}")
+            }
             other => panic!("unexpected last error {other:?}"),
         }
         h.session.close().await;
@@ -899,14 +965,35 @@ mod tests {
         let mut h = harness(config(), &[false, true]);
         // Queued while the first attempt fails; delivered after the connect at 1 s.
         h.session.send(Message::Text("hello".into())).await.unwrap();
-        h.session.send(Message::Binary(Bytes::from_static(&[0, 159, 146, 150]))).await.unwrap();
+        h.session
+            .send(Message::Binary(Bytes::from_static(&[0, 159, 146, 150])))
+            .await
+            .unwrap();
         let mut server = h.servers.recv().await.unwrap();
-        assert_eq!(server.next().await.unwrap().unwrap(), WsMessage::Text("hello".into()));
-        assert_eq!(server.next().await.unwrap().unwrap(), WsMessage::Binary(Bytes::from_static(&[0, 159, 146, 150])));
-        server.send(WsMessage::Binary(Bytes::from_static(b"\x01\x02"))).await.unwrap();
-        server.send(WsMessage::Text("{\"a\":1}".into())).await.unwrap();
-        assert_eq!(h.session.recv().await, Some(Message::Binary(Bytes::from_static(b"\x01\x02"))));
-        assert_eq!(h.session.recv().await, Some(Message::Text("{\"a\":1}".into())));
+        assert_eq!(
+            server.next().await.unwrap().unwrap(),
+            WsMessage::Text("hello".into())
+        );
+        assert_eq!(
+            server.next().await.unwrap().unwrap(),
+            WsMessage::Binary(Bytes::from_static(&[0, 159, 146, 150]))
+        );
+        server
+            .send(WsMessage::Binary(Bytes::from_static(b"\x01\x02")))
+            .await
+            .unwrap();
+        server
+            .send(WsMessage::Text("{\"a\":1}".into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            h.session.recv().await,
+            Some(Message::Binary(Bytes::from_static(b"\x01\x02")))
+        );
+        assert_eq!(
+            h.session.recv().await,
+            Some(Message::Text("{\"a\":1}".into()))
+        );
         h.session.close().await;
     }
 
@@ -926,11 +1013,18 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_slow_consumer_does_not_count_as_silence() {
-        let config = SessionConfig { recv_queue: 1, idle_timeout: Duration::from_secs(5), ..config() };
+        let config = SessionConfig {
+            recv_queue: 1,
+            idle_timeout: Duration::from_secs(5),
+            ..config()
+        };
         let mut h = harness(config, &[true]);
         let mut server = h.servers.recv().await.unwrap();
         for n in 0..3 {
-            server.send(WsMessage::Text(n.to_string().into())).await.unwrap();
+            server
+                .send(WsMessage::Text(n.to_string().into()))
+                .await
+                .unwrap();
         }
         // Nothing is read for a long time; pings are answered by the server reading below.
         tokio::spawn(async move { while let Some(Ok(_)) = server.next().await {} });
@@ -949,16 +1043,22 @@ mod tests {
         assert!(rustls::crypto::CryptoProvider::get_default().is_none());
         let dialer = RelayDialer::new(&SessionConfig::new("https://relay.example.io/session/x"));
         assert!(dialer.clients().await.is_ok());
-        let ca = SessionConfig::new("https://x/session/y").with_extra_ca_file("/nonexistent/ca.pem");
+        let ca =
+            SessionConfig::new("https://x/session/y").with_extra_ca_file("/nonexistent/ca.pem");
         match RelayDialer::new(&ca).clients().await {
-            Err(SessionError::Tls(reason)) => assert!(reason.contains("/nonexistent/ca.pem"), "{reason}"),
+            Err(SessionError::Tls(reason)) => {
+                assert!(reason.contains("/nonexistent/ca.pem"), "{reason}")
+            }
             other => panic!("expected a TLS error, got {:?}", other.map(|_| ())),
         }
     }
 
     #[test]
     fn http_urls_map_to_websocket_schemes() {
-        assert_eq!(websocket_scheme("http://h:1/session/x"), "ws://h:1/session/x");
+        assert_eq!(
+            websocket_scheme("http://h:1/session/x"),
+            "ws://h:1/session/x"
+        );
         assert_eq!(websocket_scheme("https://h/session/x"), "wss://h/session/x");
         assert_eq!(websocket_scheme("ws://h/x"), "ws://h/x");
     }

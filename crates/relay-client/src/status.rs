@@ -89,7 +89,9 @@ fn last_message<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
     match Last::deserialize(d)? {
         Last::Nanos(nanos) => Ok(Some(Duration::from_nanos(nanos))),
         Last::Text(text) if text.is_empty() || text == "Never" => Ok(None),
-        Last::Text(text) => goduration::parse(&text).map(Some).map_err(serde::de::Error::custom),
+        Last::Text(text) => goduration::parse(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
         Last::Null(()) => Ok(None),
     }
 }
@@ -100,11 +102,15 @@ mod rfc3339_or_none {
     use time::format_description::well_known::Rfc3339;
     use time::OffsetDateTime;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
         match Option::<String>::deserialize(d)? {
             None => Ok(None),
             Some(text) if text.is_empty() => Ok(None),
-            Some(text) => OffsetDateTime::parse(&text, &Rfc3339).map(Some).map_err(serde::de::Error::custom),
+            Some(text) => OffsetDateTime::parse(&text, &Rfc3339)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -128,7 +134,9 @@ impl StatsSubscriber {
 
     /// Ask the relay for a report now (`{"cmd":"update"}`; at most one per second is made).
     pub async fn request_update(&self) -> Result<(), SessionClosed> {
-        self.session.send(Message::Text(r#"{"cmd":"update"}"#.into())).await
+        self.session
+            .send(Message::Text(r#"{"cmd":"update"}"#.into()))
+            .await
     }
 
     /// The next report; frames that do not decode are logged and skipped.
@@ -165,7 +173,11 @@ pub enum StatusError {
 }
 
 /// `GET {access_base}/status` with the raw JWT (scope `relay:stats`) in `Authorization`.
-pub async fn fetch_status(http: &reqwest::Client, access_base: &str, token: &str) -> Result<Vec<Report>, StatusError> {
+pub async fn fetch_status(
+    http: &reqwest::Client,
+    access_base: &str,
+    token: &str,
+) -> Result<Vec<Report>, StatusError> {
     let url = format!("{}/status", access_base.trim_end_matches('/'));
     let response = http
         .get(&url)
@@ -174,7 +186,10 @@ pub async fn fetch_status(http: &reqwest::Client, access_base: &str, token: &str
         .await
         .map_err(|e| StatusError::Request(format!("{url}: {e}")))?;
     let status = response.status();
-    let body = response.bytes().await.map_err(|e| StatusError::Request(format!("{url}: {e}")))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| StatusError::Request(format!("{url}: {e}")))?;
     if !status.is_success() {
         return Err(StatusError::Refused {
             status: status.as_u16(),
@@ -209,11 +224,17 @@ mod tests {
         let first = &reports[0];
         assert_eq!(first.topic, "123");
         assert!(first.can_read && first.can_write);
-        assert_eq!(first.connected, Some(datetime!(2023-03-10 14:04:46.294717207 UTC)));
+        assert_eq!(
+            first.connected,
+            Some(datetime!(2023-03-10 14:04:46.294717207 UTC))
+        );
         assert_eq!(first.expires_at, Some(datetime!(2023-03-10 14:05:16 UTC)));
         assert_eq!(first.remote_addr, "203.0.113.7");
         assert_eq!(first.user_agent, "Mozilla/5.0 ...");
-        assert_eq!(first.stats.tx.last, Some(Duration::from_nanos(2_903_738_380)));
+        assert_eq!(
+            first.stats.tx.last,
+            Some(Duration::from_nanos(2_903_738_380))
+        );
         assert_eq!(first.stats.tx.size, 5.0);
         assert_eq!(first.stats.tx.fps, 20.17);
         assert!(first.stats.rx.never());

@@ -26,10 +26,15 @@ pub fn client_config(extra_ca_file: Option<&Path>) -> Result<ClientConfig, Strin
             .collect::<Result<_, _>>()
             .map_err(|e| format!("parsing CA file {}: {e}", path.display()))?;
         if certs.is_empty() {
-            return Err(format!("CA file {} holds no PEM certificate", path.display()));
+            return Err(format!(
+                "CA file {} holds no PEM certificate",
+                path.display()
+            ));
         }
         for cert in certs {
-            roots.add(cert).map_err(|e| format!("CA file {}: unusable certificate: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("CA file {}: unusable certificate: {e}", path.display()))?;
         }
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());

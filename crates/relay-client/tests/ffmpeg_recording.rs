@@ -16,7 +16,10 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 fn require(program: &str) {
-    let found = std::process::Command::new(program).arg("-version").stdout(Stdio::null()).status();
+    let found = std::process::Command::new(program)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .status();
     assert!(
         matches!(found, Ok(status) if status.success()),
         "{program} is required by this test and was not found on PATH: apt-get install -y ffmpeg"
@@ -31,8 +34,27 @@ async fn an_ffmpeg_stream_recorded_through_the_relay_decodes_cleanly() {
 
     // Two seconds of 25 fps MPEG-1 video in MPEG-TS, as jsmpeg players receive it.
     let mut ffmpeg = Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "2"])
-        .args(["-c:v", "mpeg1video", "-b:v", "800k", "-bf", "0", "-f", "mpegts", "pipe:1"])
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-t",
+            "2",
+        ])
+        .args([
+            "-c:v",
+            "mpeg1video",
+            "-b:v",
+            "800k",
+            "-bf",
+            "0",
+            "-f",
+            "mpegts",
+            "pipe:1",
+        ])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -46,32 +68,65 @@ async fn an_ffmpeg_stream_recorded_through_the_relay_decodes_cleanly() {
             break;
         }
         sent.extend_from_slice(&buffer[..n]);
-        recording.send(Message::Binary(buffer[..n].to_vec().into())).await;
+        recording
+            .send(Message::Binary(buffer[..n].to_vec().into()))
+            .await;
     }
     assert!(ffmpeg.wait().await.unwrap().success(), "ffmpeg failed");
-    assert!(sent.len() > 50_000, "ffmpeg produced only {} bytes", sent.len());
+    assert!(
+        sent.len() > 50_000,
+        "ffmpeg produced only {} bytes",
+        sent.len()
+    );
 
     recording.wait_for_bytes(sent.len() as u64).await;
     let path = recording.path.clone();
     let recorded = recording.finish().await;
-    assert!(recorded == sent, "recording differs from the stream ({} vs {} bytes)", recorded.len(), sent.len());
+    assert!(
+        recorded == sent,
+        "recording differs from the stream ({} vs {} bytes)",
+        recorded.len(),
+        sent.len()
+    );
 
     let probe = Command::new("ffprobe")
         .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=codec_name,nb_read_frames", "-of", "json"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,nb_read_frames",
+            "-of",
+            "json",
+        ])
         .arg(&path)
         .output()
         .await
         .unwrap();
-    assert!(probe.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&probe.stderr));
-    assert_eq!(String::from_utf8_lossy(&probe.stderr), "", "ffprobe reported errors");
+    assert!(
+        probe.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&probe.stderr),
+        "",
+        "ffprobe reported errors"
+    );
     let probed: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
     let stream = &probed["streams"][0];
     assert_eq!(stream["codec_name"], "mpeg1video", "{probed}");
     assert_eq!(stream["nb_read_frames"], "50", "{probed}");
 
-    let decode =
-        Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(&path).args(["-f", "null", "-"]).output().await.unwrap();
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&path)
+        .args(["-f", "null", "-"])
+        .output()
+        .await
+        .unwrap();
     assert!(decode.status.success());
-    assert_eq!(String::from_utf8_lossy(&decode.stderr), "", "decoding reported errors");
+    assert_eq!(
+        String::from_utf8_lossy(&decode.stderr),
+        "",
+        "decoding reported errors"
+    );
 }

@@ -19,17 +19,23 @@ fn read(path: &Path) -> String {
 
 /// The content of each `[<time>] <content>` line, checking the timestamp's shape.
 fn contents(log: &str) -> Vec<String> {
-    let line_shape = regex::Regex::new(r"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z\] (.*)$").unwrap();
+    let line_shape =
+        regex::Regex::new(r"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z\] (.*)$").unwrap();
     log.lines()
         .map(|line| {
-            let captures = line_shape.captures(line).unwrap_or_else(|| panic!("malformed log line {line:?}"));
+            let captures = line_shape
+                .captures(line)
+                .unwrap_or_else(|| panic!("malformed log line {line:?}"));
             captures[2].to_string()
         })
         .collect()
 }
 
 async fn wait_for_lines(path: &Path, count: usize) {
-    wait_until(&format!("{count} lines in {}", path.display()), || async { read(path).lines().count() >= count }).await;
+    wait_until(&format!("{count} lines in {}", path.display()), || async {
+        read(path).lines().count() >= count
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -77,10 +83,27 @@ b
         playfile: Some(playfile),
     });
     // With a playfile the client stops by itself after the last line.
-    tokio::time::timeout(Duration::from_secs(20), client.task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(20), client.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(
         contents(&read(&log)),
-        ["start", r#"{"some":"msg"}"#, "set filter", "ZZ", "abc", "ah", "reset", "ah0#", "AA", "deny only", "b", "end"]
+        [
+            "start",
+            r#"{"some":"msg"}"#,
+            "set filter",
+            "ZZ",
+            "abc",
+            "ah",
+            "reset",
+            "ah0#",
+            "AA",
+            "deny only",
+            "b",
+            "end"
+        ]
     );
     server.shutdown().await;
 }
@@ -89,11 +112,16 @@ b
 async fn log_mode_writes_timestamped_lines_with_binary_as_base64() {
     let recording = Recording::start("logged", OutputMode::Text).await;
     recording.send(text("one")).await;
-    recording.send(Message::Binary(vec![0, 1, 2, 255].into())).await;
+    recording
+        .send(Message::Binary(vec![0, 1, 2, 255].into()))
+        .await;
     recording.send(text("multi word {\"json\":true}")).await;
     wait_for_lines(&recording.path, 3).await;
     let log = recording.finish().await;
-    assert_eq!(contents(&String::from_utf8(log).unwrap()), ["one", "AAEC/w==", "multi word {\"json\":true}"]);
+    assert_eq!(
+        contents(&String::from_utf8(log).unwrap()),
+        ["one", "AAEC/w==", "multi word {\"json\":true}"]
+    );
 }
 
 #[tokio::test]
@@ -128,8 +156,14 @@ async fn reopen_after_a_move_keeps_every_line_in_one_of_the_files() {
     }
     wait_for_lines(&log, 3).await;
     let after = recording.finish().await;
-    assert_eq!(contents(&read(&rotated)), ["before 1", "before 2", "before 3"]);
-    assert_eq!(contents(&String::from_utf8(after).unwrap()), ["after 1", "after 2", "after 3"]);
+    assert_eq!(
+        contents(&read(&rotated)),
+        ["before 1", "before 2", "before 3"]
+    );
+    assert_eq!(
+        contents(&String::from_utf8(after).unwrap()),
+        ["after 1", "after 2", "after 3"]
+    );
 }
 
 #[tokio::test]

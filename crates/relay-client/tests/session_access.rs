@@ -26,18 +26,30 @@ async fn start_fake_relay() -> String {
             post(move |headers: HeaderMap| async move {
                 let token = headers.get("authorization").and_then(|v| v.to_str().ok());
                 if token != Some(GOOD_TOKEN) {
-                    return (StatusCode::UNAUTHORIZED, "\"Token Wrong Topic\"\n".to_string());
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        "\"Token Wrong Topic\"\n".to_string(),
+                    );
                 }
-                (StatusCode::OK, format!("{{\"uri\":\"ws://{address}/ws/echo?code=abc\"}}\n"))
+                (
+                    StatusCode::OK,
+                    format!("{{\"uri\":\"ws://{address}/ws/echo?code=abc\"}}\n"),
+                )
             }),
         )
         .route(
             "/ws/echo",
             any(|upgrade: WebSocketUpgrade, headers: HeaderMap| async move {
-                let agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let agent = headers
+                    .get("user-agent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
                 upgrade
                     .on_upgrade(move |mut socket| async move {
-                        let _ = socket.send(AxumMessage::Text(format!("agent={agent}").into())).await;
+                        let _ = socket
+                            .send(AxumMessage::Text(format!("agent={agent}").into()))
+                            .await;
                         while let Some(Ok(message)) = socket.recv().await {
                             if matches!(message, AxumMessage::Text(_) | AxumMessage::Binary(_))
                                 && socket.send(message).await.is_err()
@@ -60,11 +72,23 @@ async fn token_session_posts_access_then_dials_the_uri() {
         .with_token(GOOD_TOKEN)
         .with_user_agent("relay-client-test");
     let mut session = Session::spawn(config);
-    tokio::time::timeout(Duration::from_secs(10), session.wait_connected()).await.unwrap().unwrap();
-    assert_eq!(session.recv().await, Some(Message::Text("agent=relay-client-test".into())));
-    session.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), session.wait_connected())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        session.recv().await,
+        Some(Message::Text("agent=relay-client-test".into()))
+    );
+    session
+        .send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
     session.send(Message::Text("hi".into())).await.unwrap();
-    assert_eq!(session.recv().await, Some(Message::Binary(vec![1, 2, 3].into())));
+    assert_eq!(
+        session.recv().await,
+        Some(Message::Binary(vec![1, 2, 3].into()))
+    );
     assert_eq!(session.recv().await, Some(Message::Text("hi".into())));
     session.close().await;
 }
@@ -72,7 +96,8 @@ async fn token_session_posts_access_then_dials_the_uri() {
 #[tokio::test]
 async fn a_refused_token_is_reported_in_the_state() {
     let base = start_fake_relay().await;
-    let session = Session::spawn(SessionConfig::new(format!("{base}/session/expt00")).with_token("bad"));
+    let session =
+        Session::spawn(SessionConfig::new(format!("{base}/session/expt00")).with_token("bad"));
     let state = common::first_error(&session).await;
     match state.last_error {
         Some(SessionError::AccessRefused { status, body, .. }) => {
@@ -90,8 +115,13 @@ async fn without_a_token_the_url_is_dialled_directly() {
     let base = start_fake_relay().await;
     let ws_url = format!("{}/ws/echo", base.replace("http://", "ws://"));
     let mut session = Session::spawn(SessionConfig::new(ws_url));
-    tokio::time::timeout(Duration::from_secs(10), session.wait_connected()).await.unwrap().unwrap();
-    assert!(matches!(session.recv().await, Some(Message::Text(t)) if t.starts_with("agent=relay-client/")));
+    tokio::time::timeout(Duration::from_secs(10), session.wait_connected())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(session.recv().await, Some(Message::Text(t)) if t.starts_with("agent=relay-client/"))
+    );
     session.close().await;
 }
 
@@ -104,7 +134,9 @@ async fn an_unreadable_extra_ca_file_is_a_clear_error() {
     );
     let state = common::first_error(&session).await;
     match state.last_error {
-        Some(SessionError::Tls(reason)) => assert!(reason.contains("/nonexistent/ca.pem"), "{reason}"),
+        Some(SessionError::Tls(reason)) => {
+            assert!(reason.contains("/nonexistent/ca.pem"), "{reason}")
+        }
         other => panic!("expected a TLS error, got {other:?}"),
     }
     session.close().await;

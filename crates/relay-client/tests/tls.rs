@@ -27,15 +27,42 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA and a server certificate for 127.0.0.1 signed by it.
 fn make_certificates(dir: &Path) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     let mut ca = vec!["req", "-x509"];
     ca.extend(ec);
-    ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=relay test CA"]);
-    ca.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=relay test CA",
+    ]);
+    ca.extend([
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
     openssl(dir, &ca);
     let mut csr = vec!["req"];
     csr.extend(ec);
-    csr.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
     openssl(dir, &csr);
     std::fs::write(
         dir.join("ext.cnf"),
@@ -44,10 +71,20 @@ fn make_certificates(dir: &Path) {
     .unwrap();
     openssl(
         dir,
-        &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"]
-            .into_iter()
-            .chain(["-out", "server.pem", "-days", "2", "-extfile", "ext.cnf"])
-            .collect::<Vec<_>>(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+        ]
+        .into_iter()
+        .chain(["-out", "server.pem", "-days", "2", "-extfile", "ext.cnf"])
+        .collect::<Vec<_>>(),
     );
 }
 
@@ -56,11 +93,18 @@ async fn wss_works_with_the_extra_ca_and_is_refused_without_it() {
     let dir = temp_dir("tls");
     make_certificates(&dir);
     let config = ServerConfig {
-        tls: Some(TlsFiles { cert: dir.join("server.pem"), key: dir.join("server.key") }),
+        tls: Some(TlsFiles {
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        }),
         ..ServerConfig::local(SECRET.to_vec())
     };
     let server = RunningServer::start(config).await.unwrap();
-    assert!(server.access_url().starts_with("https://"), "{}", server.access_url());
+    assert!(
+        server.access_url().starts_with("https://"),
+        "{}",
+        server.access_url()
+    );
 
     let trusted = || session_config(&server, "secure").with_extra_ca_file(dir.join("ca.pem"));
     let a = Session::spawn(trusted());

@@ -81,15 +81,33 @@ pub fn handle(state: &HostState, raw: &[u8]) -> Value {
     let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(raw) else {
         return error("Unrecognised Command");
     };
-    let fields: Map<String, Value> = fields.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect();
-    let text = |key: &str| fields.get(key).and_then(Value::as_str).unwrap_or("").to_lowercase();
-    let which = fields.get("which").and_then(Value::as_str).unwrap_or("").to_string();
-    let with_tokens = fields.get("tokens").and_then(Value::as_bool).unwrap_or(false);
+    let fields: Map<String, Value> = fields
+        .into_iter()
+        .map(|(k, v)| (k.to_lowercase(), v))
+        .collect();
+    let text = |key: &str| {
+        fields
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_lowercase()
+    };
+    let which = fields
+        .get("which")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let with_tokens = fields
+        .get("tokens")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let rule = fields.get("rule");
     match (text("verb").as_str(), text("what").as_str()) {
         ("healthcheck", _) => json!({ "healthcheck": "ok" }),
         ("add", "destination") => {
-            let Some(rule) = rule else { return error("add destination needs a rule") };
+            let Some(rule) = rule else {
+                return error("add destination needs a rule");
+            };
             match DestinationRule::deserialize(rule) {
                 Ok(rule) => match state.destinations.add(rule) {
                     Ok(stored) => to_value(&stored.redacted()),
@@ -119,7 +137,9 @@ pub fn handle(state: &HostState, raw: &[u8]) -> Value {
             }
         },
         ("add", "stream") => {
-            let Some(rule) = rule else { return error("add stream needs a rule") };
+            let Some(rule) = rule else {
+                return error("add stream needs a rule");
+            };
             match StreamRule::deserialize(rule) {
                 Ok(rule) => match add_stream_rule(state, rule) {
                     Ok(stored) => to_value(&stored),

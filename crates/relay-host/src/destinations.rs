@@ -48,7 +48,11 @@ pub enum RuleError {
     #[error("rule {0:?} has an empty stream")]
     EmptyStream(String),
     #[error("rule {id:?}: destination {destination:?} must be {expected}")]
-    BadDestination { id: String, destination: String, expected: &'static str },
+    BadDestination {
+        id: String,
+        destination: String,
+        expected: &'static str,
+    },
 }
 
 impl DestinationRule {
@@ -71,9 +75,15 @@ impl DestinationRule {
             return Err(RuleError::EmptyStream(self.id.clone()));
         }
         let (schemes, expected): (&[&str], _) = if self.token.is_empty() {
-            (&["ws://", "wss://"], "a ws:// or wss:// URL when there is no token")
+            (
+                &["ws://", "wss://"],
+                "a ws:// or wss:// URL when there is no token",
+            )
         } else {
-            (&["http://", "https://"], "an http:// or https:// access URL when there is a token")
+            (
+                &["http://", "https://"],
+                "an http:// or https:// access URL when there is a token",
+            )
         };
         if !schemes.iter().any(|s| self.destination.starts_with(s)) {
             return Err(RuleError::BadDestination {
@@ -124,7 +134,11 @@ pub struct Destinations {
 
 impl Destinations {
     pub fn new(hub: Arc<Hub>, connector: SharedConnector) -> Self {
-        Destinations { hub, connector, running: Mutex::new(BTreeMap::new()) }
+        Destinations {
+            hub,
+            connector,
+            running: Mutex::new(BTreeMap::new()),
+        }
     }
 
     /// Starts `rule`, replacing (and disconnecting) any rule with the same id. Returns the
@@ -140,7 +154,11 @@ impl Destinations {
         let (stop, stopped) = oneshot::channel();
         let connected = link.connected.clone();
         tokio::spawn(run_destination(rule.clone(), subscription, link, stopped));
-        let running = Running { rule: rule.clone(), connected, _stop: stop };
+        let running = Running {
+            rule: rule.clone(),
+            connected,
+            _stop: stop,
+        };
         let previous = self.lock().insert(rule.id.clone(), running);
         if previous.is_some() {
             tracing::info!(id = %rule.id, "destination rule replaced");
@@ -194,7 +212,16 @@ impl Destinations {
     pub fn list(&self, with_tokens: bool) -> BTreeMap<String, DestinationRule> {
         self.lock()
             .iter()
-            .map(|(id, r)| (id.clone(), if with_tokens { r.rule.clone() } else { r.rule.redacted() }))
+            .map(|(id, r)| {
+                (
+                    id.clone(),
+                    if with_tokens {
+                        r.rule.clone()
+                    } else {
+                        r.rule.redacted()
+                    },
+                )
+            })
             .collect()
     }
 
@@ -240,7 +267,10 @@ struct Recorder {
 impl Recorder {
     async fn open(path: &str) -> Self {
         if path.is_empty() {
-            return Recorder { file: None, path: String::new() };
+            return Recorder {
+                file: None,
+                path: String::new(),
+            };
         }
         let file = match tokio::fs::File::create(path).await {
             Ok(file) => Some(file),
@@ -249,11 +279,16 @@ impl Recorder {
                 None
             }
         };
-        Recorder { file, path: path.to_string() }
+        Recorder {
+            file,
+            path: path.to_string(),
+        }
     }
 
     async fn record(&mut self, message: &Message) {
-        let Some(file) = self.file.as_mut() else { return };
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
         let written = match file.write_all(&message.data).await {
             Ok(()) => file.flush().await,
             Err(e) => Err(e),
@@ -313,12 +348,21 @@ mod tests {
     #[tokio::test]
     async fn reserved_and_malformed_rules_are_refused() {
         let (_h, _c, d) = setup();
-        assert_eq!(d.add(rule(DELETE_ALL, "x")), Err(RuleError::Reserved(DELETE_ALL.into())));
+        assert_eq!(
+            d.add(rule(DELETE_ALL, "x")),
+            Err(RuleError::Reserved(DELETE_ALL.into()))
+        );
         assert_eq!(d.add(rule("", "x")), Err(RuleError::EmptyId));
-        assert_eq!(d.add(rule("a", "")), Err(RuleError::EmptyStream("a".into())));
+        assert_eq!(
+            d.add(rule("a", "")),
+            Err(RuleError::EmptyStream("a".into()))
+        );
         let mut with_token = rule("t", "x");
         with_token.token = "jwt".into();
-        assert!(matches!(d.add(with_token), Err(RuleError::BadDestination { .. })));
+        assert!(matches!(
+            d.add(with_token),
+            Err(RuleError::BadDestination { .. })
+        ));
         assert!(d.list(true).is_empty());
     }
 
@@ -347,7 +391,10 @@ mod tests {
         local.publish(Message::text("test message"));
         local.publish(Message::text("here we go again"));
         assert_eq!(relay.sent.recv().await, Some(Message::text("test message")));
-        assert_eq!(relay.sent.recv().await, Some(Message::text("here we go again")));
+        assert_eq!(
+            relay.sent.recv().await,
+            Some(Message::text("here we go again"))
+        );
         relay.reply.send(Message::text("reply")).await.unwrap();
         assert_eq!(local.recv().await, Some(Message::text("reply")));
         d.delete("a");

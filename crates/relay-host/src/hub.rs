@@ -38,11 +38,17 @@ pub struct Message {
 
 impl Message {
     pub fn text(data: impl Into<Bytes>) -> Self {
-        Message { kind: Kind::Text, data: data.into() }
+        Message {
+            kind: Kind::Text,
+            data: data.into(),
+        }
     }
 
     pub fn binary(data: impl Into<Bytes>) -> Self {
-        Message { kind: Kind::Binary, data: data.into() }
+        Message {
+            kind: Kind::Binary,
+            data: data.into(),
+        }
     }
 }
 
@@ -142,8 +148,18 @@ impl Hub {
             .subscribers
             .entry(topic.to_string())
             .or_default()
-            .push(Subscriber { id, queue, queued_bytes: queued_bytes.clone() });
-        Subscription { hub: Arc::clone(self), id, topic: topic.to_string(), receiver, queued_bytes }
+            .push(Subscriber {
+                id,
+                queue,
+                queued_bytes: queued_bytes.clone(),
+            });
+        Subscription {
+            hub: Arc::clone(self),
+            id,
+            topic: topic.to_string(),
+            receiver,
+            queued_bytes,
+        }
     }
 
     /// Delivers `message` to every subscriber of `topic` and of the streams that include
@@ -155,10 +171,19 @@ impl Hub {
         }
         let state = self.read();
         let mut delivered = 0;
-        let streams = state.streams_of_feed.get(topic).map(Vec::as_slice).unwrap_or(&[]);
+        let streams = state
+            .streams_of_feed
+            .get(topic)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let topics = std::iter::once(topic).chain(streams.iter().map(String::as_str));
         for target in topics {
-            for subscriber in state.subscribers.get(target).map(Vec::as_slice).unwrap_or(&[]) {
+            for subscriber in state
+                .subscribers
+                .get(target)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+            {
                 if Some(subscriber.id) == from {
                     continue;
                 }
@@ -167,7 +192,11 @@ impl Hub {
                     Err(Refused::Closed) => {}
                     Err(limit) => {
                         self.dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(topic = target, ?limit, "subscriber queue full; message dropped for it");
+                        tracing::debug!(
+                            topic = target,
+                            ?limit,
+                            "subscriber queue full; message dropped for it"
+                        );
                     }
                 }
             }
@@ -334,7 +363,10 @@ mod tests {
         }
         assert_eq!(rx.recv().await.map(|m| m.data), Some(big));
         for i in 0..999u32 {
-            assert_eq!(rx.recv().await.map(|m| m.data.to_vec()), Some(i.to_be_bytes().to_vec()));
+            assert_eq!(
+                rx.recv().await.map(|m| m.data.to_vec()),
+                Some(i.to_be_bytes().to_vec())
+            );
         }
     }
 
@@ -365,7 +397,14 @@ mod tests {
         assert_eq!(hub.publish("video", None, Message::binary(big.clone())), 1);
         // Larger than the limit on its own: accepted when nothing else is waiting.
         let mut other = hub.subscribe("huge", 4);
-        assert_eq!(hub.publish("huge", None, Message::binary(vec![0u8; MAX_QUEUED_BYTES + 1])), 1);
+        assert_eq!(
+            hub.publish(
+                "huge",
+                None,
+                Message::binary(vec![0u8; MAX_QUEUED_BYTES + 1])
+            ),
+            1
+        );
         assert!(other.try_recv().is_some());
         assert_eq!(hub.dropped_messages(), 1);
     }
@@ -388,7 +427,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stream_registered_before_rule_connects_when_rule_arrives_and_rule_change_switches_feeds() {
+    async fn stream_registered_before_rule_connects_when_rule_arrives_and_rule_change_switches_feeds(
+    ) {
         let hub = Hub::new();
         let mut stream = hub.subscribe("stream/s", 10);
         hub.publish("video0", None, Message::binary("early"));

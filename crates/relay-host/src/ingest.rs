@@ -72,7 +72,10 @@ where
                     let room = max_frame - buffer.len();
                     buffer.extend_from_slice(&chunk.split_to(room));
                     summary.split_bursts += 1;
-                    tracing::warn!(max_frame, "burst larger than the frame cap; sending it in pieces");
+                    tracing::warn!(
+                        max_frame,
+                        "burst larger than the frame cap; sending it in pieces"
+                    );
                     flush(&mut buffer, &mut summary);
                 }
                 buffer.extend_from_slice(&chunk);
@@ -140,18 +143,37 @@ mod tests {
         let (frames, summary) = run(
             Duration::from_millis(5),
             1024,
-            vec![(0, b"ab"), (1_000, b"cd"), (20_000, b"ef"), (2_000, b"g"), (30_000, b"h")],
+            vec![
+                (0, b"ab"),
+                (1_000, b"cd"),
+                (20_000, b"ef"),
+                (2_000, b"g"),
+                (30_000, b"h"),
+            ],
         )
         .await;
-        assert_eq!(frames, vec![b"abcd".to_vec(), b"efg".to_vec(), b"h".to_vec()]);
-        assert_eq!(summary, IngestSummary { frames: 3, bytes: 8, split_bursts: 0 });
+        assert_eq!(
+            frames,
+            vec![b"abcd".to_vec(), b"efg".to_vec(), b"h".to_vec()]
+        );
+        assert_eq!(
+            summary,
+            IngestSummary {
+                frames: 3,
+                bytes: 8,
+                split_bursts: 0
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn oversized_burst_is_split_not_truncated() {
         let (frames, summary) = run(FRAME_GAP, 4, vec![(0, b"0123456789"), (0, b"ab")]).await;
         assert_eq!(frames.concat(), b"0123456789ab".to_vec());
-        assert_eq!(frames, vec![b"0123".to_vec(), b"4567".to_vec(), b"89ab".to_vec()]);
+        assert_eq!(
+            frames,
+            vec![b"0123".to_vec(), b"4567".to_vec(), b"89ab".to_vec()]
+        );
         assert_eq!(summary.split_bursts, 3);
     }
 

@@ -74,7 +74,10 @@ impl Default for HostConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Rules(#[from] RulesFileError),
 }
@@ -92,7 +95,11 @@ pub struct RunningHost {
 impl RunningHost {
     /// Binds, loads the rules file and the `VW_API` rule, and starts serving.
     pub async fn start(config: HostConfig, connector: SharedConnector) -> Result<Self, HostError> {
-        let state = Arc::new(HostState::new(connector, config.api_destination.clone(), config.max_frame));
+        let state = Arc::new(HostState::new(
+            connector,
+            config.api_destination.clone(),
+            config.max_frame,
+        ));
         let rules = config.rules_file.as_ref().map(RulesLoader::new);
         if let Some(rules) = &rules {
             rules.apply(&state)?;
@@ -101,22 +108,41 @@ impl RunningHost {
         server::spawn_command_api(&state);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| HostError::Bind { addr: config.listen, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| HostError::Bind { addr: config.listen, source })?;
-        let app = server::router(state.clone(), server::OriginPolicy { allowed: config.allowed_origins.clone() });
+            .map_err(|source| HostError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| HostError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let app = server::router(
+            state.clone(),
+            server::OriginPolicy {
+                allowed: config.allowed_origins.clone(),
+            },
+        );
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
                 tracing::error!(error = %e, "local server failed");
             }
         });
         tracing::info!(%addr, "relay host listening");
-        Ok(RunningHost { addr, state, rules, stop, server, shutdown_grace: config.shutdown_grace })
+        Ok(RunningHost {
+            addr,
+            state,
+            rules,
+            stop,
+            server,
+            shutdown_grace: config.shutdown_grace,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -134,7 +160,10 @@ impl RunningHost {
 
     /// Re-reads the rules file (for SIGHUP). Without a rules file this does nothing.
     pub fn reload_rules(&self) -> Result<Option<ApplySummary>, RulesFileError> {
-        self.rules.as_ref().map(|r| r.apply(&self.state)).transpose()
+        self.rules
+            .as_ref()
+            .map(|r| r.apply(&self.state))
+            .transpose()
     }
 
     /// Closes local websocket clients with 1001 "going away", stops accepting, waits up to
@@ -143,7 +172,10 @@ impl RunningHost {
         self.state.shutting_down.send_replace(true);
         let _ = self.stop.send(true);
         let mut server = self.server;
-        if tokio::time::timeout(self.shutdown_grace, &mut server).await.is_err() {
+        if tokio::time::timeout(self.shutdown_grace, &mut server)
+            .await
+            .is_err()
+        {
             tracing::warn!("open requests did not finish within the grace period; stopping anyway");
             server.abort();
         }

@@ -61,7 +61,10 @@ pub struct ChannelConnector {
 impl ChannelConnector {
     /// A connector whose links report connected (`true`) or never connect (`false`).
     pub fn new(start_connected: bool) -> Self {
-        ChannelConnector { start_connected, ends: Mutex::default() }
+        ChannelConnector {
+            start_connected,
+            ends: Mutex::default(),
+        }
     }
 
     /// The far ends of the links opened so far, oldest first.
@@ -75,9 +78,21 @@ impl Connector for ChannelConnector {
         let (outgoing, sent) = mpsc::channel(LINK_QUEUE);
         let (reply, incoming) = mpsc::channel(LINK_QUEUE);
         let (connected_tx, connected) = watch::channel(self.start_connected);
-        let end = FarEnd { target, sent, reply, connected: connected_tx };
-        self.ends.lock().unwrap_or_else(|e| e.into_inner()).push(end);
-        Link { outgoing, incoming, connected }
+        let end = FarEnd {
+            target,
+            sent,
+            reply,
+            connected: connected_tx,
+        };
+        self.ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(end);
+        Link {
+            outgoing,
+            incoming,
+            connected,
+        }
     }
 }
 
@@ -109,7 +124,11 @@ impl Connector for SessionConnector {
         let (incoming_tx, incoming) = mpsc::channel(LINK_QUEUE);
         let (connected_tx, connected) = watch::channel(false);
         tokio::spawn(bridge(session, outgoing_rx, incoming_tx, connected_tx));
-        Link { outgoing, incoming, connected }
+        Link {
+            outgoing,
+            incoming,
+            connected,
+        }
     }
 }
 

@@ -56,15 +56,32 @@ pub struct FileDestination {
 #[derive(Debug, thiserror::Error)]
 pub enum RulesFileError {
     #[error("cannot read rules file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("rules file {path} is not valid {format}: {message}")]
-    Parse { path: PathBuf, format: &'static str, message: String },
-    #[error("rules file {path}: destination {id:?}: cannot read token file {token_file}: {source}")]
-    TokenFile { path: PathBuf, id: String, token_file: PathBuf, source: std::io::Error },
+    Parse {
+        path: PathBuf,
+        format: &'static str,
+        message: String,
+    },
+    #[error(
+        "rules file {path}: destination {id:?}: cannot read token file {token_file}: {source}"
+    )]
+    TokenFile {
+        path: PathBuf,
+        id: String,
+        token_file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("rules file {path}: {source}")]
     Destination { path: PathBuf, source: RuleError },
     #[error("rules file {path}: {source}")]
-    Stream { path: PathBuf, source: StreamRuleError },
+    Stream {
+        path: PathBuf,
+        source: StreamRuleError,
+    },
 }
 
 /// What one load changed.
@@ -91,7 +108,10 @@ struct Loaded {
 
 impl RulesLoader {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        RulesLoader { path: path.into(), loaded: Mutex::new(Loaded::default()) }
+        RulesLoader {
+            path: path.into(),
+            loaded: Mutex::new(Loaded::default()),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -110,7 +130,10 @@ impl RulesLoader {
             state.hub.delete_stream_rule(stream);
         }
         for rule in streams {
-            add_stream_rule(state, rule).map_err(|source| RulesFileError::Stream { path: self.path.clone(), source })?;
+            add_stream_rule(state, rule).map_err(|source| RulesFileError::Stream {
+                path: self.path.clone(),
+                source,
+            })?;
             summary.streams += 1;
         }
         loaded.streams = new_streams;
@@ -125,10 +148,14 @@ impl RulesLoader {
                 summary.unchanged.push(rule.id);
                 continue;
             }
-            let stored = state
-                .destinations
-                .add(rule)
-                .map_err(|source| RulesFileError::Destination { path: self.path.clone(), source })?;
+            let stored =
+                state
+                    .destinations
+                    .add(rule)
+                    .map_err(|source| RulesFileError::Destination {
+                        path: self.path.clone(),
+                        source,
+                    })?;
             summary.started.push(stored.id);
         }
         loaded.destinations = new_ids;
@@ -139,14 +166,22 @@ impl RulesLoader {
     /// Parses and validates the whole file before anything is applied.
     fn read(&self) -> Result<(Vec<StreamRule>, Vec<DestinationRule>), RulesFileError> {
         let path = &self.path;
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| RulesFileError::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| RulesFileError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let file: RulesFile = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text)
-                .map_err(|e| RulesFileError::Parse { path: path.clone(), format: "JSON", message: e.to_string() })?
+            serde_json::from_str(&text).map_err(|e| RulesFileError::Parse {
+                path: path.clone(),
+                format: "JSON",
+                message: e.to_string(),
+            })?
         } else {
-            toml::from_str(&text)
-                .map_err(|e| RulesFileError::Parse { path: path.clone(), format: "TOML", message: e.to_string() })?
+            toml::from_str(&text).map_err(|e| RulesFileError::Parse {
+                path: path.clone(),
+                format: "TOML",
+                message: e.to_string(),
+            })?
         };
         let base = path.parent().unwrap_or(Path::new("."));
         let mut destinations = Vec::with_capacity(file.destinations.len());
@@ -172,12 +207,23 @@ impl RulesLoader {
                 file: entry.file,
             }
             .normalised();
-            rule.validate().map_err(|source| RulesFileError::Destination { path: path.clone(), source })?;
+            rule.validate()
+                .map_err(|source| RulesFileError::Destination {
+                    path: path.clone(),
+                    source,
+                })?;
             destinations.push(rule);
         }
-        let streams: Vec<StreamRule> = file.streams.into_iter().map(StreamRule::normalised).collect();
+        let streams: Vec<StreamRule> = file
+            .streams
+            .into_iter()
+            .map(StreamRule::normalised)
+            .collect();
         for stream in &streams {
-            stream.validate().map_err(|source| RulesFileError::Stream { path: path.clone(), source })?;
+            stream.validate().map_err(|source| RulesFileError::Stream {
+                path: path.clone(),
+                source,
+            })?;
         }
         Ok((streams, destinations))
     }

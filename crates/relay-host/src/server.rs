@@ -47,7 +47,11 @@ impl OriginPolicy {
         }
         let host = origin.split("://").nth(1).unwrap_or("");
         let host = host.rsplit_once(':').map_or(host, |(h, port)| {
-            if port.chars().all(|c| c.is_ascii_digit()) { h } else { host }
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
         });
         matches!(host, "localhost" | "127.0.0.1" | "[::1]")
     }
@@ -79,7 +83,11 @@ async fn check_origin(
         let origin = origin.to_str().unwrap_or("");
         if !origins.allows(origin) {
             tracing::warn!(origin, path = %request.uri().path(), "request from a foreign origin refused");
-            return (StatusCode::FORBIDDEN, format!("origin {origin:?} is not allowed\n")).into_response();
+            return (
+                StatusCode::FORBIDDEN,
+                format!("origin {origin:?} is not allowed\n"),
+            )
+                .into_response();
         }
     }
     next.run(request).await
@@ -102,7 +110,12 @@ struct ListQuery {
 }
 
 /// The shared shape of the two "add rule" routes: method check, JSON body, apply, echo.
-fn add_rule<R, S, E>(method: &Method, body: &[u8], what: &str, apply: impl FnOnce(R) -> Result<S, E>) -> Response
+fn add_rule<R, S, E>(
+    method: &Method,
+    body: &[u8],
+    what: &str,
+    apply: impl FnOnce(R) -> Result<S, E>,
+) -> Response
 where
     R: serde::de::DeserializeOwned,
     S: serde::Serialize,
@@ -120,8 +133,14 @@ where
     }
 }
 
-async fn add_destination(State(state): State<Arc<HostState>>, method: Method, body: Bytes) -> Response {
-    add_rule(&method, &body, "destination", |rule: DestinationRule| state.destinations.add(rule))
+async fn add_destination(
+    State(state): State<Arc<HostState>>,
+    method: Method,
+    body: Bytes,
+) -> Response {
+    add_rule(&method, &body, "destination", |rule: DestinationRule| {
+        state.destinations.add(rule)
+    })
 }
 
 async fn show_destination(
@@ -137,7 +156,10 @@ async fn show_destination(
     Json(if query.tokens { rule } else { rule.redacted() }).into_response()
 }
 
-async fn delete_destination(State(state): State<Arc<HostState>>, Path(id): Path<String>) -> Response {
+async fn delete_destination(
+    State(state): State<Arc<HostState>>,
+    Path(id): Path<String>,
+) -> Response {
     if id == "all" {
         state.delete_all_destinations();
         return Json(DELETE_ALL).into_response();
@@ -147,7 +169,9 @@ async fn delete_destination(State(state): State<Arc<HostState>>, Path(id): Path<
 }
 
 async fn add_stream(State(state): State<Arc<HostState>>, method: Method, body: Bytes) -> Response {
-    add_rule(&method, &body, "stream", |rule: StreamRule| add_stream_rule(&state, rule))
+    add_rule(&method, &body, "stream", |rule: StreamRule| {
+        add_stream_rule(&state, rule)
+    })
 }
 
 async fn show_stream(State(state): State<Arc<HostState>>, Path(stream): Path<String>) -> Response {
@@ -160,7 +184,10 @@ async fn show_stream(State(state): State<Arc<HostState>>, Path(stream): Path<Str
     }
 }
 
-async fn delete_stream(State(state): State<Arc<HostState>>, Path(stream): Path<String>) -> Response {
+async fn delete_stream(
+    State(state): State<Arc<HostState>>,
+    Path(stream): Path<String>,
+) -> Response {
     if stream == "all" {
         state.hub.delete_all_stream_rules();
         return Json(DELETE_ALL).into_response();
@@ -174,23 +201,41 @@ async fn delete_stream(State(state): State<Arc<HostState>>, Path(stream): Path<S
 /// The body is read in its own task: ffmpeg closes the connection right after the last
 /// chunk without waiting for the reply, and hyper then drops the handler. The task still
 /// drains the body to its end, so the last frames are published rather than lost.
-async fn ingest(State(state): State<Arc<HostState>>, Path(feed): Path<String>, body: Body) -> Response {
+async fn ingest(
+    State(state): State<Arc<HostState>>,
+    Path(feed): Path<String>,
+    body: Body,
+) -> Response {
     let (done, result) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let sender = state.hub.new_client_id();
         tracing::info!(feed, "ingest started");
-        let result = frame_bursts(body.into_data_stream(), FRAME_GAP, state.max_frame, |frame| {
-            state.hub.publish(&feed, Some(sender), Message::binary(frame));
-        })
+        let result = frame_bursts(
+            body.into_data_stream(),
+            FRAME_GAP,
+            state.max_frame,
+            |frame| {
+                state
+                    .hub
+                    .publish(&feed, Some(sender), Message::binary(frame));
+            },
+        )
         .await;
         match &result {
-            Ok(summary) => tracing::info!(feed, frames = summary.frames, bytes = summary.bytes, "ingest ended"),
+            Ok(summary) => tracing::info!(
+                feed,
+                frames = summary.frames,
+                bytes = summary.bytes,
+                "ingest ended"
+            ),
             Err(e) => tracing::warn!(feed, error = %e, "ingest ended with an error"),
         }
         let _ = done.send(result);
     });
     match result.await {
-        Ok(Ok(summary)) => format!("{} frames, {} bytes\n", summary.frames, summary.bytes).into_response(),
+        Ok(Ok(summary)) => {
+            format!("{} frames, {} bytes\n", summary.frames, summary.bytes).into_response()
+        }
         Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ingest task failed\n").into_response(),
     }
@@ -203,7 +248,11 @@ async fn local_client(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     upgrade
         .protocols(["null"])
         .max_message_size(WS_MAX_MESSAGE)
@@ -285,7 +334,9 @@ mod tests {
 
     #[test]
     fn origin_policy_allows_local_origins_and_listed_ones_only() {
-        let policy = OriginPolicy { allowed: vec!["http://lab:3000".into()] };
+        let policy = OriginPolicy {
+            allowed: vec!["http://lab:3000".into()],
+        };
         assert!(policy.allows("http://localhost:8888"));
         assert!(policy.allows("http://127.0.0.1"));
         assert!(policy.allows("http://[::1]:80"));
@@ -293,6 +344,9 @@ mod tests {
         assert!(!policy.allows("https://evil.example"));
         assert!(!policy.allows("http://localhost.evil.example"));
         assert!(!policy.allows("null"));
-        assert!(OriginPolicy { allowed: vec!["*".into()] }.allows("https://evil.example"));
+        assert!(OriginPolicy {
+            allowed: vec!["*".into()]
+        }
+        .allows("https://evil.example"));
     }
 }

@@ -20,14 +20,20 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(connector: SharedConnector, api_destination: Option<String>, max_frame: usize) -> Self {
+    pub fn new(
+        connector: SharedConnector,
+        api_destination: Option<String>,
+        max_frame: usize,
+    ) -> Self {
         let hub = Hub::new();
-        let api_rule = api_destination.filter(|d| !d.is_empty()).map(|destination| DestinationRule {
-            id: API_RULE_ID.to_string(),
-            stream: crate::commands::API_FEED.to_string(),
-            destination,
-            ..Default::default()
-        });
+        let api_rule = api_destination
+            .filter(|d| !d.is_empty())
+            .map(|destination| DestinationRule {
+                id: API_RULE_ID.to_string(),
+                stream: crate::commands::API_FEED.to_string(),
+                destination,
+                ..Default::default()
+            });
         HostState {
             destinations: Destinations::new(hub.clone(), connector),
             hub,

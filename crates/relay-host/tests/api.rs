@@ -47,18 +47,35 @@ async fn destination_rules_add_show_delete_with_exact_bodies() {
     let (_, all) = call("GET", format!("{base}/api/destinations/all"), None).await;
     let all: Value = serde_json::from_str(&all).unwrap();
     assert_eq!(all["01"]["token"], "<redacted>");
-    assert_eq!(all.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["00", "01"]);
-    let (_, all) = call("GET", format!("{base}/api/destinations/all?tokens=true"), None).await;
-    assert_eq!(serde_json::from_str::<Value>(&all).unwrap()["01"]["token"], "secret.jwt");
+    assert_eq!(
+        all.as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec!["00", "01"]
+    );
+    let (_, all) = call(
+        "GET",
+        format!("{base}/api/destinations/all?tokens=true"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&all).unwrap()["01"]["token"],
+        "secret.jwt"
+    );
     // Unknown id: the zero rule, as the reference.
     let (status, unknown) = call("GET", format!("{base}/api/destinations/nope"), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(unknown, r#"{"id":"","stream":"","destination":"","token":"","file":""}"#);
+    assert_eq!(
+        unknown,
+        r#"{"id":"","stream":"","destination":"","token":"","file":""}"#
+    );
 
     // Link state per rule (not in the reference); these links never connect.
     let (_, status) = call("GET", format!("{base}/api/status"), None).await;
     let status: Value = serde_json::from_str(&status).unwrap();
-    assert_eq!(status["00"], json!({"stream":"stream/large","destination":"wss://relay.example.io/in/video","connected":false}));
+    assert_eq!(
+        status["00"],
+        json!({"stream":"stream/large","destination":"wss://relay.example.io/in/video","connected":false})
+    );
 
     let (_, deleted) = call("DELETE", format!("{base}/api/destinations/00"), None).await;
     assert_eq!(deleted, r#""00""#);
@@ -71,20 +88,39 @@ async fn b5_delete_all_really_deletes_all_destinations_and_streams() {
     let host = start_idle_host().await;
     let base = host.url();
     for id in ["a", "b", "all"] {
-        let rule = json!({"id": id, "stream": "data", "destination": "ws://127.0.0.1:9/x"}).to_string();
-        assert_eq!(call("POST", format!("{base}/api/destinations"), Some(&rule)).await.0, StatusCode::OK);
+        let rule =
+            json!({"id": id, "stream": "data", "destination": "ws://127.0.0.1:9/x"}).to_string();
+        assert_eq!(
+            call("POST", format!("{base}/api/destinations"), Some(&rule))
+                .await
+                .0,
+            StatusCode::OK
+        );
     }
     let (status, body) = call("DELETE", format!("{base}/api/destinations/all"), None).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, r#""deleteAll""#));
-    assert_eq!(call("GET", format!("{base}/api/destinations/all"), None).await.1, "{}");
+    assert_eq!(
+        call("GET", format!("{base}/api/destinations/all"), None)
+            .await
+            .1,
+        "{}"
+    );
 
     for stream in ["stream/a", "stream/b"] {
         let rule = json!({"stream": stream, "feeds": ["video0"]}).to_string();
-        assert_eq!(call("PUT", format!("{base}/api/streams"), Some(&rule)).await.0, StatusCode::OK);
+        assert_eq!(
+            call("PUT", format!("{base}/api/streams"), Some(&rule))
+                .await
+                .0,
+            StatusCode::OK
+        );
     }
     let (status, body) = call("DELETE", format!("{base}/api/streams/all"), None).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, r#""deleteAll""#));
-    assert_eq!(call("GET", format!("{base}/api/streams/all"), None).await.1, "{}");
+    assert_eq!(
+        call("GET", format!("{base}/api/streams/all"), None).await.1,
+        "{}"
+    );
     host.shutdown().await;
 }
 
@@ -99,13 +135,37 @@ async fn stream_rules_add_show_delete_and_404() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, r#"{"stream":"stream/large","feeds":["audio","video0"]}"#);
-    assert_eq!(call("GET", format!("{base}/api/streams/stream/large"), None).await.1, r#"["audio","video0"]"#);
-    assert_eq!(call("GET", format!("{base}/api/streams/all"), None).await.1, r#"{"stream/large":["audio","video0"]}"#);
+    assert_eq!(
+        body,
+        r#"{"stream":"stream/large","feeds":["audio","video0"]}"#
+    );
+    assert_eq!(
+        call("GET", format!("{base}/api/streams/stream/large"), None)
+            .await
+            .1,
+        r#"["audio","video0"]"#
+    );
+    assert_eq!(
+        call("GET", format!("{base}/api/streams/all"), None).await.1,
+        r#"{"stream/large":["audio","video0"]}"#
+    );
     let (status, body) = call("GET", format!("{base}/api/streams/stream/none"), None).await;
-    assert_eq!((status, body.as_str()), (StatusCode::NOT_FOUND, "Stream not found\n"));
-    assert_eq!(call("DELETE", format!("{base}/api/streams/stream/large"), None).await.1, r#""stream/large""#);
-    assert_eq!(call("GET", format!("{base}/api/streams/stream/large"), None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::NOT_FOUND, "Stream not found\n")
+    );
+    assert_eq!(
+        call("DELETE", format!("{base}/api/streams/stream/large"), None)
+            .await
+            .1,
+        r#""stream/large""#
+    );
+    assert_eq!(
+        call("GET", format!("{base}/api/streams/stream/large"), None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
     host.shutdown().await;
 }
 
@@ -113,23 +173,52 @@ async fn stream_rules_add_show_delete_and_404() {
 async fn healthcheck_bad_input_and_foreign_origins() {
     let host = start_idle_host().await;
     let base = host.url();
-    assert_eq!(call("GET", format!("{base}/healthcheck"), None).await, (StatusCode::OK, "\"ok\"\n".into()));
-    assert_eq!(call("GET", format!("{base}/api"), None).await.0, StatusCode::OK);
-    let (status, body) = call("POST", format!("{base}/api/destinations"), Some("{not json")).await;
+    assert_eq!(
+        call("GET", format!("{base}/healthcheck"), None).await,
+        (StatusCode::OK, "\"ok\"\n".into())
+    );
+    assert_eq!(
+        call("GET", format!("{base}/api"), None).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = call(
+        "POST",
+        format!("{base}/api/destinations"),
+        Some("{not json"),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("not valid JSON"), "{body}");
-    let (status, body) = call("POST", format!("{base}/api/destinations"), Some(r#"{"id":"deleteAll","stream":"x","destination":"ws://a"}"#)).await;
+    let (status, body) = call(
+        "POST",
+        format!("{base}/api/destinations"),
+        Some(r#"{"id":"deleteAll","stream":"x","destination":"ws://a"}"#),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("reserved"), "{body}");
-    let (status, _) = call("POST", format!("{base}/api/destinations"), Some(r#"{"id":"t","stream":"x","destination":"ws://a","token":"jwt"}"#)).await;
+    let (status, _) = call(
+        "POST",
+        format!("{base}/api/destinations"),
+        Some(r#"{"id":"t","stream":"x","destination":"ws://a","token":"jwt"}"#),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // A web page elsewhere cannot drive the local API.
-    for (origin, expected) in [("https://evil.example", StatusCode::FORBIDDEN), ("http://localhost:8888", StatusCode::OK)] {
-        let request = http_client().get(format!("{base}/api/destinations/all")).header("Origin", origin);
+    for (origin, expected) in [
+        ("https://evil.example", StatusCode::FORBIDDEN),
+        ("http://localhost:8888", StatusCode::OK),
+    ] {
+        let request = http_client()
+            .get(format!("{base}/api/destinations/all"))
+            .header("Origin", origin);
         assert_eq!(request.send().await.unwrap().status(), expected, "{origin}");
     }
     // Still serving after all that.
-    assert_eq!(call("GET", format!("{base}/healthcheck"), None).await.0, StatusCode::OK);
+    assert_eq!(
+        call("GET", format!("{base}/healthcheck"), None).await.0,
+        StatusCode::OK
+    );
     host.shutdown().await;
 }
 
@@ -147,14 +236,27 @@ async fn command(ws: &mut Ws, text: &str) -> Value {
 async fn ws_command_api_covers_every_verb() {
     let mut config = local_config();
     config.api_destination = Some("ws://127.0.0.1:9/api".into());
-    let host = start_host(config, std::sync::Arc::new(relay_host::link::ChannelConnector::default())).await;
+    let host = start_host(
+        config,
+        std::sync::Arc::new(relay_host::link::ChannelConnector::default()),
+    )
+    .await;
     let mut api = ws_client(&host, "api").await;
     let mut listener = ws_client(&host, "api").await;
 
-    assert_eq!(command(&mut api, r#"{"verb":"healthcheck"}"#).await, json!({"healthcheck":"ok"}));
+    assert_eq!(
+        command(&mut api, r#"{"verb":"healthcheck"}"#).await,
+        json!({"healthcheck":"ok"})
+    );
     // Api clients hear each other's commands and every reply, as in the reference.
-    assert_eq!(next_data(&mut listener).await, WsMessage::Text(r#"{"verb":"healthcheck"}"#.into()));
-    assert_eq!(next_data(&mut listener).await, WsMessage::Text(r#"{"healthcheck":"ok"}"#.into()));
+    assert_eq!(
+        next_data(&mut listener).await,
+        WsMessage::Text(r#"{"verb":"healthcheck"}"#.into())
+    );
+    assert_eq!(
+        next_data(&mut listener).await,
+        WsMessage::Text(r#"{"healthcheck":"ok"}"#.into())
+    );
     drop(listener);
 
     let rule = r#"{"VERB":"add","What":"destination","rule":{"id":"00","stream":"/stream/large","destination":"wss://relay.example.io/x"}}"#;
@@ -162,30 +264,110 @@ async fn ws_command_api_covers_every_verb() {
         command(&mut api, rule).await,
         json!({"id":"00","stream":"stream/large","destination":"wss://relay.example.io/x","token":"","file":""})
     );
-    let list = command(&mut api, r#"{"verb":"list","what":"destination","which":"all"}"#).await;
-    assert_eq!(list.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["00", "apiRule"]);
-    assert_eq!(command(&mut api, r#"{"verb":"list","what":"destination","which":"00"}"#).await["stream"], "stream/large");
+    let list = command(
+        &mut api,
+        r#"{"verb":"list","what":"destination","which":"all"}"#,
+    )
+    .await;
     assert_eq!(
-        command(&mut api, r#"{"verb":"delete","what":"destination","which":"apiRule"}"#).await,
+        list.as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec!["00", "apiRule"]
+    );
+    assert_eq!(
+        command(
+            &mut api,
+            r#"{"verb":"list","what":"destination","which":"00"}"#
+        )
+        .await["stream"],
+        "stream/large"
+    );
+    assert_eq!(
+        command(
+            &mut api,
+            r#"{"verb":"delete","what":"destination","which":"apiRule"}"#
+        )
+        .await,
         json!({"error":"Cannot delete apiRule"})
     );
-    assert_eq!(command(&mut api, r#"{"verb":"delete","what":"destination","which":"00"}"#).await, json!({"deleted":"00"}));
+    assert_eq!(
+        command(
+            &mut api,
+            r#"{"verb":"delete","what":"destination","which":"00"}"#
+        )
+        .await,
+        json!({"deleted":"00"})
+    );
     command(&mut api, rule).await;
-    assert_eq!(command(&mut api, r#"{"verb":"delete","what":"destination","which":"all"}"#).await, json!({"deleted":"deleteAll"}));
+    assert_eq!(
+        command(
+            &mut api,
+            r#"{"verb":"delete","what":"destination","which":"all"}"#
+        )
+        .await,
+        json!({"deleted":"deleteAll"})
+    );
     // Delete-all restores the VW_API rule.
-    let list = command(&mut api, r#"{"verb":"list","what":"destination","which":"all"}"#).await;
-    assert_eq!(list.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["apiRule"]);
+    let list = command(
+        &mut api,
+        r#"{"verb":"list","what":"destination","which":"all"}"#,
+    )
+    .await;
+    assert_eq!(
+        list.as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec!["apiRule"]
+    );
 
-    let stream = r#"{"verb":"add","what":"stream","rule":{"stream":"/stream/s","feeds":["a","b"]}}"#;
-    assert_eq!(command(&mut api, stream).await, json!({"stream":"stream/s","feeds":["a","b"]}));
-    assert_eq!(command(&mut api, r#"{"verb":"list","what":"stream","which":"stream/s"}"#).await, json!({"feeds":["a","b"]}));
-    assert_eq!(command(&mut api, r#"{"verb":"list","what":"stream","which":"stream/x"}"#).await, json!({"feeds":null}));
-    assert_eq!(command(&mut api, r#"{"verb":"list","what":"stream","which":"all"}"#).await, json!({"stream/s":["a","b"]}));
-    assert_eq!(command(&mut api, r#"{"verb":"delete","what":"stream","which":"stream/s"}"#).await, json!({"deleted":"stream/s"}));
+    let stream =
+        r#"{"verb":"add","what":"stream","rule":{"stream":"/stream/s","feeds":["a","b"]}}"#;
+    assert_eq!(
+        command(&mut api, stream).await,
+        json!({"stream":"stream/s","feeds":["a","b"]})
+    );
+    assert_eq!(
+        command(
+            &mut api,
+            r#"{"verb":"list","what":"stream","which":"stream/s"}"#
+        )
+        .await,
+        json!({"feeds":["a","b"]})
+    );
+    assert_eq!(
+        command(
+            &mut api,
+            r#"{"verb":"list","what":"stream","which":"stream/x"}"#
+        )
+        .await,
+        json!({"feeds":null})
+    );
+    assert_eq!(
+        command(&mut api, r#"{"verb":"list","what":"stream","which":"all"}"#).await,
+        json!({"stream/s":["a","b"]})
+    );
+    assert_eq!(
+        command(
+            &mut api,
+            r#"{"verb":"delete","what":"stream","which":"stream/s"}"#
+        )
+        .await,
+        json!({"deleted":"stream/s"})
+    );
     command(&mut api, stream).await;
-    assert_eq!(command(&mut api, r#"{"verb":"delete","what":"stream","which":"all"}"#).await, json!({"deleted":"deleteAll"}));
-    assert_eq!(command(&mut api, r#"{"verb":"list","what":"stream","which":"all"}"#).await, json!({}));
-    assert!(command(&mut api, r#"{"verb":"list","what":"stream","which":""}"#).await["error"].is_string());
+    assert_eq!(
+        command(
+            &mut api,
+            r#"{"verb":"delete","what":"stream","which":"all"}"#
+        )
+        .await,
+        json!({"deleted":"deleteAll"})
+    );
+    assert_eq!(
+        command(&mut api, r#"{"verb":"list","what":"stream","which":"all"}"#).await,
+        json!({})
+    );
+    assert!(
+        command(&mut api, r#"{"verb":"list","what":"stream","which":""}"#).await["error"]
+            .is_string()
+    );
     host.shutdown().await;
 }
 
@@ -206,8 +388,14 @@ async fn b6_bad_commands_get_json_errors_and_the_host_keeps_running() {
         let reply = command(&mut api, bad).await;
         assert!(reply["error"].is_string(), "{bad} → {reply}");
     }
-    assert_eq!(command(&mut api, "nonsense").await, json!({"error":"Unrecognised Command"}));
-    assert_eq!(command(&mut api, r#"{"verb":"healthcheck"}"#).await, json!({"healthcheck":"ok"}));
+    assert_eq!(
+        command(&mut api, "nonsense").await,
+        json!({"error":"Unrecognised Command"})
+    );
+    assert_eq!(
+        command(&mut api, r#"{"verb":"healthcheck"}"#).await,
+        json!({"healthcheck":"ok"})
+    );
     assert_silent(&mut api, Duration::from_millis(50)).await;
     host.shutdown().await;
 }

@@ -24,8 +24,25 @@ fn make_sample(dir: &Path, frames: u32) -> PathBuf {
     need("ffmpeg");
     let path = dir.join("sample.ts");
     let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-        .args(["-frames:v", &frames.to_string(), "-c:v", "mpeg1video", "-b:v", "1000k", "-bf", "0"])
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+        ])
+        .args([
+            "-frames:v",
+            &frames.to_string(),
+            "-c:v",
+            "mpeg1video",
+            "-b:v",
+            "1000k",
+            "-bf",
+            "0",
+        ])
         .args(["-f", "mpegts"])
         .arg(&path)
         .status()
@@ -38,11 +55,24 @@ fn make_sample(dir: &Path, frames: u32) -> PathBuf {
 fn video_packet_offsets(path: &Path) -> Vec<u64> {
     need("ffprobe");
     let output = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pos", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pos",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
         .unwrap();
-    assert!(output.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout)
         .unwrap()
         .lines()
@@ -93,8 +123,17 @@ async fn ts_frame_boundaries_follow_ffmpeg_bursts() {
     let recording = dir.join("received.ts");
     std::fs::write(&recording, messages.concat()).unwrap();
     let offsets = video_packet_offsets(&recording);
-    assert_eq!(offsets.len(), frames as usize, "the received stream should hold every frame");
-    assert!(messages.iter().all(|m| m.len() % 188 == 0 && m.first() == Some(&0x47)), "messages are whole TS packets");
+    assert_eq!(
+        offsets.len(),
+        frames as usize,
+        "the received stream should hold every frame"
+    );
+    assert!(
+        messages
+            .iter()
+            .all(|m| m.len() % 188 == 0 && m.first() == Some(&0x47)),
+        "messages are whole TS packets"
+    );
     // One message per video frame, and frame i starts inside message i: ffmpeg's bursts
     // were kept, not merged or cut.
     let sizes: Vec<usize> = messages.iter().map(Vec::len).collect();
@@ -116,19 +155,35 @@ async fn ts_frame_boundaries_follow_ffmpeg_bursts() {
     // frame was cut; each frame after ffmpeg's start-up burst has a message of its own.
     let mut start = 0u64;
     for (index, len) in sizes.iter().enumerate() {
-        let first_frame = offsets.iter().find(|&&pos| pos >= start && pos < start + *len as u64);
-        let first_frame = first_frame.unwrap_or_else(|| panic!("message {index} holds no frame start: {sizes:?}"));
-        assert!(first_frame - start <= 3 * 188, "message {index} starts mid-frame: {sizes:?}");
+        let first_frame = offsets
+            .iter()
+            .find(|&&pos| pos >= start && pos < start + *len as u64);
+        let first_frame = first_frame
+            .unwrap_or_else(|| panic!("message {index} holds no frame start: {sizes:?}"));
+        assert!(
+            first_frame - start <= 3 * 188,
+            "message {index} starts mid-frame: {sizes:?}"
+        );
         start += *len as u64;
     }
     let shared = frame_messages.windows(2).filter(|w| w[0] == w[1]).count();
-    let startup_burst = frame_messages.iter().take_while(|&&m| m == 0).count().saturating_sub(1);
+    let startup_burst = frame_messages
+        .iter()
+        .take_while(|&&m| m == 0)
+        .count()
+        .saturating_sub(1);
     // A frame boundary is a 1 ms silence; if the test machine stalls the host for longer
     // than a frame interval, two bursts can arrive back to back and merge. Allow that
     // twice, never more.
     let merged_later = shared - startup_burst;
-    assert!(merged_later <= 2, "frames after the start shared a message: {frame_messages:?} {sizes:?}");
-    assert!(startup_burst <= 5, "start-up burst too long: {frame_messages:?}");
+    assert!(
+        merged_later <= 2,
+        "frames after the start shared a message: {frame_messages:?} {sizes:?}"
+    );
+    assert!(
+        startup_burst <= 5,
+        "start-up burst too long: {frame_messages:?}"
+    );
     println!("message sizes: {sizes:?}");
     host.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
@@ -153,7 +208,10 @@ async fn b17_ts_post_gets_a_reply_when_the_body_ends_and_big_bursts_are_not_trun
     let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let reply = tokio::time::timeout(
         WAIT,
-        http_client().post(format!("{}/ts/big", host.url())).body(body.clone()).send(),
+        http_client()
+            .post(format!("{}/ts/big", host.url()))
+            .body(body.clone())
+            .send(),
     )
     .await
     .expect("the /ts request never got a reply")
@@ -178,15 +236,23 @@ async fn the_last_burst_arrives_when_the_poster_hangs_up_without_reading_the_rep
     use tokio::io::AsyncWriteExt;
     let host = start_idle_host().await;
     let mut viewer = ws_client(&host, "video").await;
-    let mut tcp = tokio::net::TcpStream::connect(host.local_addr()).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(host.local_addr())
+        .await
+        .unwrap();
     tcp.write_all(b"POST /ts/video HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     tcp.write_all(b"5\r\nfirst\r\n").await.unwrap();
-    assert_eq!(next_data(&mut viewer).await, WsMessage::Binary(b"first".to_vec().into()));
+    assert_eq!(
+        next_data(&mut viewer).await,
+        WsMessage::Binary(b"first".to_vec().into())
+    );
     tcp.write_all(b"4\r\nlast\r\n0\r\n\r\n").await.unwrap();
     drop(tcp);
-    assert_eq!(next_data(&mut viewer).await, WsMessage::Binary(b"last".to_vec().into()));
+    assert_eq!(
+        next_data(&mut viewer).await,
+        WsMessage::Binary(b"last".to_vec().into())
+    );
     host.shutdown().await;
 }
 
@@ -201,8 +267,13 @@ async fn local_ws_clients_talk_both_ways_without_echo() {
     send_text(&mut b, "from b").await;
     assert_eq!(next_data(&mut a).await, WsMessage::Text("from b".into()));
     use futures_util::SinkExt;
-    b.send(WsMessage::Binary(vec![0u8, 159, 146, 150].into())).await.unwrap();
-    assert_eq!(next_data(&mut a).await, WsMessage::Binary(vec![0u8, 159, 146, 150].into()));
+    b.send(WsMessage::Binary(vec![0u8, 159, 146, 150].into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_data(&mut a).await,
+        WsMessage::Binary(vec![0u8, 159, 146, 150].into())
+    );
     assert_silent(&mut other, Duration::from_millis(50)).await;
     assert_silent(&mut b, Duration::from_millis(50)).await;
     // Shutdown closes local clients with 1001 "going away".
@@ -221,13 +292,19 @@ async fn stream_clients_get_their_feeds_and_follow_rule_changes() {
     let state = host.state().clone();
     relay_host::commands::add_stream_rule(
         &state,
-        relay_host::commands::StreamRule { stream: "stream/front".into(), feeds: vec!["video0".into(), "audio0".into()] },
+        relay_host::commands::StreamRule {
+            stream: "stream/front".into(),
+            feeds: vec!["video0".into(), "audio0".into()],
+        },
     )
     .unwrap();
     let mut stream = ws_client(&host, "stream/front").await;
     let mut video = ws_client(&host, "video0").await;
     let mut audio = ws_client(&host, "audio0").await;
-    wait_until("the stream client is registered", || state.hub.subscriber_count("stream/front") == 1).await;
+    wait_until("the stream client is registered", || {
+        state.hub.subscriber_count("stream/front") == 1
+    })
+    .await;
     send_text(&mut video, "v").await;
     send_text(&mut audio, "a").await;
     assert_eq!(next_data(&mut stream).await, WsMessage::Text("v".into()));
@@ -235,7 +312,10 @@ async fn stream_clients_get_their_feeds_and_follow_rule_changes() {
     // Mute audio without dropping the stream client.
     relay_host::commands::add_stream_rule(
         &state,
-        relay_host::commands::StreamRule { stream: "stream/front".into(), feeds: vec!["video0".into()] },
+        relay_host::commands::StreamRule {
+            stream: "stream/front".into(),
+            feeds: vec!["video0".into()],
+        },
     )
     .unwrap();
     send_text(&mut audio, "a2").await;
@@ -245,6 +325,9 @@ async fn stream_clients_get_their_feeds_and_follow_rule_changes() {
     send_text(&mut stream, "s").await;
     assert_silent(&mut video, Duration::from_millis(50)).await;
     drop(stream);
-    wait_until("the stream client is unregistered", || state.hub.subscriber_count("stream/front") == 0).await;
+    wait_until("the stream client is unregistered", || {
+        state.hub.subscriber_count("stream/front") == 0
+    })
+    .await;
     host.shutdown().await;
 }

@@ -41,17 +41,25 @@ destination = "{b_destination}"
 "#
         );
         if with_c {
-            text.push_str(&format!("\n[[destinations]]\nid = \"c\"\nstream = \"data\"\ndestination = \"{url_c}\"\n"));
+            text.push_str(&format!(
+                "\n[[destinations]]\nid = \"c\"\nstream = \"data\"\ndestination = \"{url_c}\"\n"
+            ));
         }
         text
     };
     write(&rules, &file(&url_b, true));
-    let config = HostConfig { rules_file: Some(rules.clone()), ..local_config() };
+    let config = HostConfig {
+        rules_file: Some(rules.clone()),
+        ..local_config()
+    };
     let host = start_host(config, Arc::new(SessionConnector::default())).await;
     assert_eq!(next_seen(&mut a).await, Seen::Opened);
     assert_eq!(next_seen(&mut b).await, Seen::Opened);
     assert_eq!(next_seen(&mut c).await, Seen::Opened);
-    assert_eq!(host.state().hub.stream_rule("stream/front"), Some(vec!["video0".into(), "audio0".into()]));
+    assert_eq!(
+        host.state().hub.stream_rule("stream/front"),
+        Some(vec!["video0".into(), "audio0".into()])
+    );
 
     // Change b's destination and drop c: b restarts, c stops, a is untouched.
     let (url_b2, mut b2) = start_ws_server().await;
@@ -67,7 +75,10 @@ destination = "{b_destination}"
     assert!(a.try_recv().is_err(), "rule a was disturbed by the reload");
 
     // A broken file is refused and the running rules stay.
-    write(&rules, "[[destinations]]\nid = \"x\"\nstream = \"data\"\ndestination = \"ftp://nope\"\n");
+    write(
+        &rules,
+        "[[destinations]]\nid = \"x\"\nstream = \"data\"\ndestination = \"ftp://nope\"\n",
+    );
     let error = host.reload_rules().unwrap_err().to_string();
     assert!(error.contains("ftp://nope"), "{error}");
     write(&rules, "this is not toml =");
@@ -79,11 +90,18 @@ destination = "{b_destination}"
 
 #[tokio::test]
 async fn token_rotation_from_a_token_file_through_a_real_relay() {
-    let relay = relay_server::RunningServer::start(relay_server::ServerConfig::local(SECRET.to_vec())).await.unwrap();
+    let relay =
+        relay_server::RunningServer::start(relay_server::ServerConfig::local(SECRET.to_vec()))
+            .await
+            .unwrap();
     let dir = std::env::temp_dir().join(format!("relay-host-rotate-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let topic = "expt00-data";
-    std::fs::write(dir.join("data.jwt"), format!("{}\n", token(relay.access_url(), topic, &["read", "write"]))).unwrap();
+    std::fs::write(
+        dir.join("data.jwt"),
+        format!("{}\n", token(relay.access_url(), topic, &["read", "write"])),
+    )
+    .unwrap();
     let rules = dir.join("rules.toml");
     write(
         &rules,
@@ -92,21 +110,43 @@ async fn token_rotation_from_a_token_file_through_a_real_relay() {
             relay.access_url()
         ),
     );
-    let config = HostConfig { rules_file: Some(rules), ..local_config() };
+    let config = HostConfig {
+        rules_file: Some(rules),
+        ..local_config()
+    };
     let host: RunningHost = start_host(config, Arc::new(SessionConnector::default())).await;
     let destinations = &host.state().destinations;
-    wait_until("the destination to connect", || destinations.is_connected("data") == Some(true)).await;
+    wait_until("the destination to connect", || {
+        destinations.is_connected("data") == Some(true)
+    })
+    .await;
     let first = destinations.get("data").unwrap().token;
-    assert!(!first.ends_with('\n'), "the token file's newline is trimmed");
+    assert!(
+        !first.ends_with('\n'),
+        "the token file's newline is trimmed"
+    );
 
     // Unchanged file: nothing restarts.
-    assert_eq!(host.reload_rules().unwrap().unwrap().unchanged, vec!["data".to_string()]);
+    assert_eq!(
+        host.reload_rules().unwrap().unwrap().unchanged,
+        vec!["data".to_string()]
+    );
     // The rotated token differs (scope order) but grants the same.
-    std::fs::write(dir.join("data.jwt"), token(relay.access_url(), topic, &["write", "read"])).unwrap();
-    assert_eq!(host.reload_rules().unwrap().unwrap().started, vec!["data".to_string()]);
+    std::fs::write(
+        dir.join("data.jwt"),
+        token(relay.access_url(), topic, &["write", "read"]),
+    )
+    .unwrap();
+    assert_eq!(
+        host.reload_rules().unwrap().unwrap().started,
+        vec!["data".to_string()]
+    );
     let second = destinations.get("data").unwrap().token;
     assert_ne!(first, second);
-    wait_until("the rotated destination to connect", || destinations.is_connected("data") == Some(true)).await;
+    wait_until("the rotated destination to connect", || {
+        destinations.is_connected("data") == Some(true)
+    })
+    .await;
     host.shutdown().await;
     relay.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);

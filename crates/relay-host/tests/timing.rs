@@ -20,7 +20,13 @@ fn host() -> HostState {
 }
 
 fn rule(destination: String, token: &str) -> DestinationRule {
-    DestinationRule { id: "r".into(), stream: "data".into(), destination, token: token.into(), file: String::new() }
+    DestinationRule {
+        id: "r".into(),
+        stream: "data".into(),
+        destination,
+        token: token.into(),
+        file: String::new(),
+    }
 }
 
 /// Seconds since `start`, rounded to 0.1 s.
@@ -55,7 +61,10 @@ async fn refused_access_is_retried_at_0_1_2_4_8_10_10_seconds() {
     let host = host();
     host.destinations.add(rule(url, "expired.token")).unwrap();
     let times = collect(&mut attempts, 8).await;
-    let gaps: Vec<f64> = times.windows(2).map(|w| ((w[1] - w[0]) * 10.0).round() / 10.0).collect();
+    let gaps: Vec<f64> = times
+        .windows(2)
+        .map(|w| ((w[1] - w[0]) * 10.0).round() / 10.0)
+        .collect();
     assert_eq!(times[0], 0.0);
     assert_eq!(gaps, vec![1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]);
     assert_eq!(host.destinations.is_connected("r"), Some(false));
@@ -64,7 +73,10 @@ async fn refused_access_is_retried_at_0_1_2_4_8_10_10_seconds() {
 /// A websocket server that records when each connection arrives and then runs `serve`.
 async fn ws_server<F, Fut>(serve: F) -> (String, mpsc::UnboundedReceiver<f64>, Instant)
 where
-    F: Fn(tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, Instant) -> Fut + Send + Sync + 'static,
+    F: Fn(tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, Instant) -> Fut
+        + Send
+        + Sync
+        + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

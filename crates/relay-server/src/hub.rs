@@ -447,7 +447,11 @@ impl Hub {
 
     /// The live topic with hub key `key`, if any.
     fn topic(&self, key: &str) -> Option<Arc<Topic>> {
-        self.topics.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+        self.topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
     }
 
     /// Close every live connection of `booking_id`; returns how many were told.

@@ -87,7 +87,10 @@ fn throughput(addr: &str, mib: u64) {
     let mut ack = [0u8; 1];
     s.read_exact(&mut ack).unwrap();
     let secs = t.elapsed().as_secs_f64();
-    println!("mbit_s={:.0} seconds={secs:.3}", bytes as f64 * 8.0 / secs / 1e6);
+    println!(
+        "mbit_s={:.0} seconds={secs:.3}",
+        bytes as f64 * 8.0 / secs / 1e6
+    );
 }
 
 fn main() {

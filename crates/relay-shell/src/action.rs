@@ -31,10 +31,15 @@ impl ConnectionAction {
         let action: ConnectionAction = serde_json::from_str(text).ok()?;
         match action.action.as_str() {
             "connect" if !action.uri.is_empty() && !action.uuid.is_empty() => {
-                Some(Instruction::Connect { uri: action.uri, uuid: action.uuid })
+                Some(Instruction::Connect {
+                    uri: action.uri,
+                    uuid: action.uuid,
+                })
             }
             // The reference ignored every disconnect because its uri is empty (bug §4.1).
-            "disconnect" if !action.uuid.is_empty() => Some(Instruction::Disconnect { uuid: action.uuid }),
+            "disconnect" if !action.uuid.is_empty() => {
+                Some(Instruction::Disconnect { uuid: action.uuid })
+            }
             _ => None,
         }
     }
@@ -47,14 +52,25 @@ mod tests {
     #[test]
     fn parses_reference_actions_and_ignores_junk() {
         assert_eq!(
-            ConnectionAction::parse(r#"{"action":"connect","uri":"wss://r/shell/H/U?code=c","uuid":"a"}"#),
-            Some(Instruction::Connect { uri: "wss://r/shell/H/U?code=c".into(), uuid: "a".into() })
+            ConnectionAction::parse(
+                r#"{"action":"connect","uri":"wss://r/shell/H/U?code=c","uuid":"a"}"#
+            ),
+            Some(Instruction::Connect {
+                uri: "wss://r/shell/H/U?code=c".into(),
+                uuid: "a".into()
+            })
         );
         assert_eq!(
             ConnectionAction::parse(r#"{"action":"disconnect","uri":"","uuid":"a"}"#),
             Some(Instruction::Disconnect { uuid: "a".into() })
         );
-        for junk in ["", "{}", "[1]", r#"{"action":"connect","uuid":"a"}"#, r#"{"action":"explode","uuid":"a"}"#] {
+        for junk in [
+            "",
+            "{}",
+            "[1]",
+            r#"{"action":"connect","uuid":"a"}"#,
+            r#"{"action":"explode","uuid":"a"}"#,
+        ] {
             assert_eq!(ConnectionAction::parse(junk), None, "{junk}");
         }
     }

@@ -36,7 +36,9 @@ pub async fn serve(listener: TcpListener, config: ClientConfig) {
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().acquire_owned().await else { return };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
         let config = config.clone();
         let span = tracing::info_span!("shell-client", %peer);
         tokio::spawn(
@@ -50,7 +52,8 @@ pub async fn serve(listener: TcpListener, config: ClientConfig) {
 }
 
 async fn tunnel(config: &ClientConfig, tcp: TcpStream, peer: SocketAddr) {
-    let mut session = SessionConfig::new(config.access_url.clone()).with_token(config.token.clone());
+    let mut session =
+        SessionConfig::new(config.access_url.clone()).with_token(config.token.clone());
     if let Some(ca) = &config.extra_ca_file {
         session = session.with_extra_ca_file(ca.clone());
     }
@@ -65,5 +68,10 @@ async fn tunnel(config: &ClientConfig, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     tracing::info!("tunnel open");
     let (end, stats) = pipe(ws, tcp, std::future::pending()).await;
-    tracing::info!(?end, up = stats.tcp_to_websocket, down = stats.websocket_to_tcp, "tunnel closed");
+    tracing::info!(
+        ?end,
+        up = stats.tcp_to_websocket,
+        down = stats.websocket_to_tcp,
+        "tunnel closed"
+    );
 }

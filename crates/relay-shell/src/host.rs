@@ -33,10 +33,16 @@ struct Connections(Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>);
 
 impl Connections {
     fn insert(&self, uuid: &str, hang_up: oneshot::Sender<()>) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(uuid.to_owned(), hang_up);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uuid.to_owned(), hang_up);
     }
     fn remove(&self, uuid: &str) -> Option<oneshot::Sender<()>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(uuid)
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uuid)
     }
     fn len(&self) -> usize {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -59,7 +65,11 @@ impl ShellHost {
         if let Some(ca) = &config.extra_ca_file {
             session_config = session_config.with_extra_ca_file(ca.clone());
         }
-        ShellHost { config, session: Session::spawn(session_config), connections: Connections::default() }
+        ShellHost {
+            config,
+            session: Session::spawn(session_config),
+            connections: Connections::default(),
+        }
     }
 
     /// The management connection's state, to wait for "connected" or see a refused token.
@@ -75,7 +85,9 @@ impl ShellHost {
     /// Serve actions until the management session is closed.
     pub async fn run(&mut self) {
         while let Some(message) = self.session.recv().await {
-            let Message::Text(text) = message else { continue };
+            let Message::Text(text) = message else {
+                continue;
+            };
             match ConnectionAction::parse(&text) {
                 Some(Instruction::Connect { uri, uuid }) => {
                     let (hang_up, hung_up) = oneshot::channel();
@@ -96,7 +108,9 @@ impl ShellHost {
                         let _ = hang_up.send(());
                     }
                 }
-                None => tracing::warn!(message = %text, "ignoring a management message that is not a connection action"),
+                None => {
+                    tracing::warn!(message = %text, "ignoring a management message that is not a connection action")
+                }
             }
         }
     }
@@ -133,5 +147,10 @@ async fn serve_connection(config: &HostConfig, uri: &str, hung_up: oneshot::Rece
         let _ = hung_up.await;
     })
     .await;
-    tracing::info!(?end, up = stats.tcp_to_websocket, down = stats.websocket_to_tcp, "shell connection closed");
+    tracing::info!(
+        ?end,
+        up = stats.tcp_to_websocket,
+        down = stats.websocket_to_tcp,
+        "shell connection closed"
+    );
 }

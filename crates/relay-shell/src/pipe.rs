@@ -64,7 +64,10 @@ where
                 }
             }
         }
-        let frame = CloseFrame { code: CloseCode::Normal, reason: "tcp connection closed".into() };
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "tcp connection closed".into(),
+        };
         let _ = ws_tx.send(Message::Close(Some(frame))).await;
     };
     let downstream = async {
@@ -88,5 +91,11 @@ where
         () = downstream => PipeEnd::Websocket,
         () = cancel => PipeEnd::Cancelled,
     };
-    (end, PipeStats { tcp_to_websocket: up, websocket_to_tcp: down })
+    (
+        end,
+        PipeStats {
+            tcp_to_websocket: up,
+            websocket_to_tcp: down,
+        },
+    )
 }

@@ -18,7 +18,14 @@ const WAIT: Duration = Duration::from_secs(10);
 const BANNER: &[u8] = b"SSH-2.0-FakeSSH\r\n";
 
 fn token(server: &RunningServer, topic: &str, scope: &str) -> String {
-    let claims = Claims::grant("shell", topic, &[scope], server.access_url(), relay_auth::unix_now(), 600);
+    let claims = Claims::grant(
+        "shell",
+        topic,
+        &[scope],
+        server.access_url(),
+        relay_auth::unix_now(),
+        600,
+    );
     mint(&claims, SECRET)
 }
 
@@ -56,7 +63,10 @@ async fn banner_echo_service() -> (u16, tokio::sync::watch::Receiver<usize>) {
 async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !ok() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -69,7 +79,9 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
-    let server = RunningServer::start(ServerConfig::local(SECRET.to_vec())).await.unwrap();
+    let server = RunningServer::start(ServerConfig::local(SECRET.to_vec()))
+        .await
+        .unwrap();
     let (service_port, service_open) = banner_echo_service().await;
     let access = format!("{}/shell/expt", server.access_url());
     let mut host = ShellHost::start(HostConfig {
@@ -79,7 +91,10 @@ async fn rig() -> Rig {
         extra_ca_file: None,
     });
     let mut state = host.state();
-    tokio::time::timeout(WAIT, state.wait_for(|s| s.is_connected())).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, state.wait_for(|s| s.is_connected()))
+        .await
+        .unwrap()
+        .unwrap();
     let host = tokio::spawn(async move { host.run().await });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client_port = listener.local_addr().unwrap().port();
@@ -90,19 +105,29 @@ async fn rig() -> Rig {
         max_connections: 64,
     };
     tokio::spawn(client::serve(listener, config));
-    Rig { server, client_port, service_open, host }
+    Rig {
+        server,
+        client_port,
+        service_open,
+        host,
+    }
 }
 
 async fn read_exactly(tcp: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];
-    tokio::time::timeout(WAIT, tcp.read_exact(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, tcp.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     buf
 }
 
 #[tokio::test]
 async fn early_client_bytes_wait_for_the_banner_and_nothing_is_lost() {
     let rig = rig().await;
-    let mut tcp = TcpStream::connect(("127.0.0.1", rig.client_port)).await.unwrap();
+    let mut tcp = TcpStream::connect(("127.0.0.1", rig.client_port))
+        .await
+        .unwrap();
     // Written before the host has even dialled: the reference lost these.
     tcp.write_all(b"SSH-2.0-Client\r\n").await.unwrap();
     assert_eq!(read_exactly(&mut tcp, BANNER.len()).await, BANNER);
@@ -111,9 +136,15 @@ async fn early_client_bytes_wait_for_the_banner_and_nothing_is_lost() {
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let (mut rd, mut wr) = tcp.into_split();
     let sent = big.clone();
-    let writer = tokio::spawn(async move { wr.write_all(&sent).await.unwrap(); wr });
+    let writer = tokio::spawn(async move {
+        wr.write_all(&sent).await.unwrap();
+        wr
+    });
     let mut echoed = vec![0u8; big.len()];
-    tokio::time::timeout(WAIT, rd.read_exact(&mut echoed)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, rd.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(echoed == big, "echo differs");
     drop(writer.await.unwrap());
 }
@@ -124,35 +155,53 @@ async fn closing_the_admin_connection_frees_everything() {
     let baseline = rig.server.connection_count();
     let mut conns = Vec::new();
     for _ in 0..5 {
-        let mut tcp = TcpStream::connect(("127.0.0.1", rig.client_port)).await.unwrap();
+        let mut tcp = TcpStream::connect(("127.0.0.1", rig.client_port))
+            .await
+            .unwrap();
         assert_eq!(read_exactly(&mut tcp, BANNER.len()).await, BANNER);
         conns.push(tcp);
     }
-    wait_for("5 pairs at the relay", || rig.server.connection_count() == baseline + 10).await;
+    wait_for("5 pairs at the relay", || {
+        rig.server.connection_count() == baseline + 10
+    })
+    .await;
     assert_eq!(*rig.service_open.borrow(), 5);
     drop(conns);
     // The relay pairs, the host's websockets and the host's TCP connections to the
     // service all go away (the reference kept them until token expiry or process exit).
-    wait_for("relay pairs freed", || rig.server.connection_count() == baseline).await;
+    wait_for("relay pairs freed", || {
+        rig.server.connection_count() == baseline
+    })
+    .await;
     let mut open = rig.service_open.clone();
-    tokio::time::timeout(WAIT, open.wait_for(|n| *n == 0)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, open.wait_for(|n| *n == 0))
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
 async fn the_service_closing_closes_the_admin_connection() {
     let rig = rig().await;
-    let mut tcp = TcpStream::connect(("127.0.0.1", rig.client_port)).await.unwrap();
+    let mut tcp = TcpStream::connect(("127.0.0.1", rig.client_port))
+        .await
+        .unwrap();
     assert_eq!(read_exactly(&mut tcp, BANNER.len()).await, BANNER);
     // The echo service closes when it reads EOF; half-close our side to trigger it.
     tcp.shutdown().await.unwrap();
     let mut rest = Vec::new();
-    let n = tokio::time::timeout(WAIT, tcp.read_to_end(&mut rest)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(WAIT, tcp.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n, 0);
 }
 
 #[tokio::test]
 async fn without_a_host_the_admin_connection_closes_promptly_and_once() {
-    let server = RunningServer::start(ServerConfig::local(SECRET.to_vec())).await.unwrap();
+    let server = RunningServer::start(ServerConfig::local(SECRET.to_vec()))
+        .await
+        .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(client::serve(
@@ -166,7 +215,10 @@ async fn without_a_host_the_admin_connection_closes_promptly_and_once() {
     ));
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut buf = Vec::new();
-    let n = tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n, 0);
     // No zombie reconnect loop: nothing is left at the relay.
     assert_eq!(server.connection_count(), 1);
@@ -174,12 +226,23 @@ async fn without_a_host_the_admin_connection_closes_promptly_and_once() {
 
 #[tokio::test]
 async fn shell_access_applies_the_scope_rules() {
-    let server = RunningServer::start(ServerConfig::local(SECRET.to_vec())).await.unwrap();
+    let server = RunningServer::start(ServerConfig::local(SECRET.to_vec()))
+        .await
+        .unwrap();
     let post = |path: &str, token: String| {
         let url = format!("{}{path}", server.access_url());
         async move {
             let out = tokio::process::Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H"])
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-X",
+                    "POST",
+                    "-H",
+                ])
                 .arg(format!("Authorization: {token}"))
                 .arg(url)
                 .output()
@@ -188,16 +251,40 @@ async fn shell_access_applies_the_scope_rules() {
             String::from_utf8(out.stdout).unwrap()
         }
     };
-    assert_eq!(post("/shell/expt", token(&server, "expt", "host")).await, "200");
-    assert_eq!(post("/shell/expt", token(&server, "expt", "client")).await, "200");
-    assert_eq!(post("/shell/other", token(&server, "expt", "host")).await, "401");
-    assert_eq!(post("/shell/expt", token(&server, "expt", "read")).await, "401");
-    assert_eq!(post("/shell/stats", token(&server, "stats", "host")).await, "401");
-    assert_eq!(post("/shell/expt", token(&server, "expt", "stats")).await, "401");
-    assert_eq!(post("/shell/stats", token(&server, "stats", "stats")).await, "200");
+    assert_eq!(
+        post("/shell/expt", token(&server, "expt", "host")).await,
+        "200"
+    );
+    assert_eq!(
+        post("/shell/expt", token(&server, "expt", "client")).await,
+        "200"
+    );
+    assert_eq!(
+        post("/shell/other", token(&server, "expt", "host")).await,
+        "401"
+    );
+    assert_eq!(
+        post("/shell/expt", token(&server, "expt", "read")).await,
+        "401"
+    );
+    assert_eq!(
+        post("/shell/stats", token(&server, "stats", "host")).await,
+        "401"
+    );
+    assert_eq!(
+        post("/shell/expt", token(&server, "expt", "stats")).await,
+        "401"
+    );
+    assert_eq!(
+        post("/shell/stats", token(&server, "stats", "stats")).await,
+        "200"
+    );
     // A shell token cannot be used on a session topic, where its scopes would become
     // read/write.
-    assert_eq!(post("/session/expt", token(&server, "expt", "client")).await, "401");
+    assert_eq!(
+        post("/session/expt", token(&server, "expt", "client")).await,
+        "401"
+    );
 }
 
 #[tokio::test]
@@ -206,12 +293,17 @@ async fn a_disconnect_action_hangs_up_the_host_side() {
     // reference ignored it). Checked through the host's open-connection count staying
     // consistent with the service's.
     let rig = rig().await;
-    let mut tcp = TcpStream::connect(("127.0.0.1", rig.client_port)).await.unwrap();
+    let mut tcp = TcpStream::connect(("127.0.0.1", rig.client_port))
+        .await
+        .unwrap();
     assert_eq!(read_exactly(&mut tcp, BANNER.len()).await, BANNER);
     assert_eq!(*rig.service_open.borrow(), 1);
     drop(tcp);
     let mut open = rig.service_open.clone();
-    tokio::time::timeout(WAIT, open.wait_for(|n| *n == 0)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, open.wait_for(|n| *n == 0))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!rig.host.is_finished());
 }
 
@@ -219,7 +311,9 @@ async fn a_disconnect_action_hangs_up_the_host_side() {
 async fn a_client_speaks_first_service_works_too() {
     // The reference held the admin's bytes until the service spoke, which hangs any
     // protocol where the client speaks first (HTTP, a plain echo).
-    let server = RunningServer::start(ServerConfig::local(SECRET.to_vec())).await.unwrap();
+    let server = RunningServer::start(ServerConfig::local(SECRET.to_vec()))
+        .await
+        .unwrap();
     let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let echo_port = echo.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -239,13 +333,21 @@ async fn a_client_speaks_first_service_works_too() {
         extra_ca_file: None,
     });
     let mut state = host.state();
-    tokio::time::timeout(WAIT, state.wait_for(|s| s.is_connected())).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, state.wait_for(|s| s.is_connected()))
+        .await
+        .unwrap()
+        .unwrap();
     tokio::spawn(async move { host.run().await });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(client::serve(
         listener,
-        ClientConfig { access_url: access, token: token(&server, "quiet", "client"), extra_ca_file: None, max_connections: 4 },
+        ClientConfig {
+            access_url: access,
+            token: token(&server, "quiet", "client"),
+            extra_ca_file: None,
+            max_connections: 4,
+        },
     ));
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     tcp.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();

@@ -1,7 +1,10 @@
 //! B1 video fan-out: one synthetic 2 Mbit/s MPEG-TS-sized stream (messages of 1316·N bytes
 //! carrying sequence numbers and send times) to N readers on one topic.
 
-use super::{close_all, connect_many, cpu_between, read_timed, rss_mib, send_paced, topic, usage, ReaderStats};
+use super::{
+    close_all, connect_many, cpu_between, read_timed, rss_mib, send_paced, topic, usage,
+    ReaderStats,
+};
 use crate::peers::Lab;
 use crate::report::{agg, dec, fmt_ns, Latency, Table};
 use anyhow::Result;
@@ -43,16 +46,25 @@ pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
         &["peer", "readers", "delivered / expected", "missing msgs (readers affected)", "added delay p50", "p99", "worst reader's p99", "server CPU %", "server CPU-s per delivered GB", "server RSS MiB"],
     );
     for peer in &lab.peers {
-        let Some(target) = super::start_or_note(lab, peer, &[], &mut table).await else { continue };
+        let Some(target) = super::start_or_note(lab, peer, &[], &mut table).await else {
+            continue;
+        };
         for &n in &opts.readers {
             let label = format!("B1 {peer} {n} readers");
-            let points = super::repeat(opts.runs, &label, |run| measure(&target, n, size, rate, opts.seconds, run)).await;
+            let points = super::repeat(opts.runs, &label, |run| {
+                measure(&target, n, size, rate, opts.seconds, run)
+            })
+            .await;
             let col = |f: fn(&Point) -> f64| points.iter().map(f).collect::<Vec<f64>>();
             table.row(vec![
                 peer.clone(),
                 n.to_string(),
                 agg(&col(|p| p.delivered * 100.0), |x| format!("{x:.2} %")),
-                format!("{} ({})", agg(&col(|p| p.missing), dec(0)), agg(&col(|p| p.readers_missing), dec(0))),
+                format!(
+                    "{} ({})",
+                    agg(&col(|p| p.missing), dec(0)),
+                    agg(&col(|p| p.readers_missing), dec(0))
+                ),
                 agg(&col(|p| p.p50), fmt_ns),
                 agg(&col(|p| p.p99), fmt_ns),
                 agg(&col(|p| p.worst_p99), fmt_ns),
@@ -67,7 +79,14 @@ pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
     Ok(table)
 }
 
-async fn measure(target: &Arc<crate::peers::Target>, n: usize, size: usize, rate: f64, seconds: f64, run: usize) -> Result<Point> {
+async fn measure(
+    target: &Arc<crate::peers::Target>,
+    n: usize,
+    size: usize,
+    rate: f64,
+    seconds: f64,
+    run: usize,
+) -> Result<Point> {
     let topic = topic("b1", &[n, run]);
     let readers = connect_many(target, &topic, n, 64).await?;
     let (mut writer, writer_rx) = target.open(&topic).await?;
@@ -83,7 +102,14 @@ async fn measure(target: &Arc<crate::peers::Target>, n: usize, size: usize, rate
         set.spawn(read_timed(rx, count - 1, read_deadline));
     }
     let before = usage(target);
-    let sent = send_paced(&mut writer, rate, count, size, start + Duration::from_secs_f64(seconds + 2.0)).await?;
+    let sent = send_paced(
+        &mut writer,
+        rate,
+        count,
+        size,
+        start + Duration::from_secs_f64(seconds + 2.0),
+    )
+    .await?;
     let mut all = Latency::new();
     let mut per_reader: Vec<ReaderStats> = Vec::with_capacity(n);
     let mut rxs = Vec::with_capacity(n);
@@ -99,11 +125,18 @@ async fn measure(target: &Arc<crate::peers::Target>, n: usize, size: usize, rate
     let cpu = cpu_between(before, after);
     let point = Point {
         delivered: bytes as f64 / (sent as f64 * size as f64 * n as f64),
-        missing: per_reader.iter().map(|s| sent.saturating_sub(s.messages)).sum::<u64>() as f64,
+        missing: per_reader
+            .iter()
+            .map(|s| sent.saturating_sub(s.messages))
+            .sum::<u64>() as f64,
         readers_missing: per_reader.iter().filter(|s| s.messages < sent).count() as f64,
         p50: all.quantile(0.5) as f64,
         p99: all.quantile(0.99) as f64,
-        worst_p99: per_reader.iter().map(|s| s.delay.quantile(0.99)).max().unwrap_or(0) as f64,
+        worst_p99: per_reader
+            .iter()
+            .map(|s| s.delay.quantile(0.99))
+            .max()
+            .unwrap_or(0) as f64,
         cpu_pct: cpu / elapsed * 100.0,
         cpu_per_gb: cpu / (bytes as f64 / 1e9),
         rss: rss_mib(after),

@@ -33,17 +33,37 @@ struct Point {
 
 pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
     let mut table = Table::new(
-        format!("B2 small-message latency, one writer → N readers, {} s per run, {} run(s)", opts.seconds, opts.runs),
-        &["peer", "size B", "rate msg/s", "readers", "achieved msg/s", "p50", "p99", "p99.9", "max", "missing", "server CPU-s per M delivered"],
+        format!(
+            "B2 small-message latency, one writer → N readers, {} s per run, {} run(s)",
+            opts.seconds, opts.runs
+        ),
+        &[
+            "peer",
+            "size B",
+            "rate msg/s",
+            "readers",
+            "achieved msg/s",
+            "p50",
+            "p99",
+            "p99.9",
+            "max",
+            "missing",
+            "server CPU-s per M delivered",
+        ],
     );
     floor_rows(lab, opts, &mut table).await;
     for peer in &lab.peers {
-        let Some(target) = super::start_or_note(lab, peer, &[], &mut table).await else { continue };
+        let Some(target) = super::start_or_note(lab, peer, &[], &mut table).await else {
+            continue;
+        };
         for &size in &opts.sizes {
             for &rate in &opts.rates {
                 for &n in &opts.readers {
                     let label = format!("B2 {peer} {size} B {rate}/s {n} readers");
-                    let points = super::repeat(opts.runs, &label, |run| measure(&target, size, rate, n, opts.seconds, run)).await;
+                    let points = super::repeat(opts.runs, &label, |run| {
+                        measure(&target, size, rate, n, opts.seconds, run)
+                    })
+                    .await;
                     let col = |f: fn(&Point) -> f64| points.iter().map(f).collect::<Vec<f64>>();
                     table.row(vec![
                         peer.clone(),
@@ -72,7 +92,12 @@ async fn floor_rows(lab: &Lab, opts: &Options, table: &mut Table) {
     let Some(bin) = &lab.echo_bin else { return };
     let result = async {
         let port = free_port()?;
-        let mut echo = Proc::spawn("tcp-echo", &bin.to_string_lossy(), &["tcp-echo".into(), "--port".into(), port.to_string()], lab.server_core)?;
+        let mut echo = Proc::spawn(
+            "tcp-echo",
+            &bin.to_string_lossy(),
+            &["tcp-echo".into(), "--port".into(), port.to_string()],
+            lab.server_core,
+        )?;
         wait_listening(&mut echo, port).await?;
         let mut rows = Vec::new();
         for &size in &opts.sizes {
@@ -80,10 +105,29 @@ async fn floor_rows(lab: &Lab, opts: &Options, table: &mut Table) {
             for _ in 0..opts.runs {
                 runs.push(crate::floor::round_trips(port, size, 5_000).await?);
             }
-            let col = |q: f64| runs.iter().map(|h| if q >= 1.0 { h.max() as f64 } else { h.quantile(q) as f64 }).collect::<Vec<f64>>();
+            let col = |q: f64| {
+                runs.iter()
+                    .map(|h| {
+                        if q >= 1.0 {
+                            h.max() as f64
+                        } else {
+                            h.quantile(q) as f64
+                        }
+                    })
+                    .collect::<Vec<f64>>()
+            };
             rows.push(vec![
-                "direct TCP round trip (floor)".into(), size.to_string(), "closed loop".into(), "1".into(), "-".into(),
-                agg(&col(0.5), fmt_ns), agg(&col(0.99), fmt_ns), agg(&col(0.999), fmt_ns), agg(&col(1.0), fmt_ns), "0".into(), "-".into(),
+                "direct TCP round trip (floor)".into(),
+                size.to_string(),
+                "closed loop".into(),
+                "1".into(),
+                "-".into(),
+                agg(&col(0.5), fmt_ns),
+                agg(&col(0.99), fmt_ns),
+                agg(&col(0.999), fmt_ns),
+                agg(&col(1.0), fmt_ns),
+                "0".into(),
+                "-".into(),
             ]);
         }
         echo.stop().await;
@@ -92,11 +136,21 @@ async fn floor_rows(lab: &Lab, opts: &Options, table: &mut Table) {
     .await;
     match result {
         Ok(rows) => rows.into_iter().for_each(|r| table.row(r)),
-        Err(e) => table.row(vec!["direct TCP round trip (floor)".into(), format!("not run: {e:#}")]),
+        Err(e) => table.row(vec![
+            "direct TCP round trip (floor)".into(),
+            format!("not run: {e:#}"),
+        ]),
     }
 }
 
-async fn measure(target: &Arc<crate::peers::Target>, size: usize, rate: u64, n: usize, seconds: f64, run: usize) -> Result<Point> {
+async fn measure(
+    target: &Arc<crate::peers::Target>,
+    size: usize,
+    rate: u64,
+    n: usize,
+    seconds: f64,
+    run: usize,
+) -> Result<Point> {
     let topic = topic("b2", &[size, rate as usize, n, run]);
     let readers = connect_many(target, &topic, n, 32).await?;
     let (mut writer, writer_rx) = target.open(&topic).await?;
@@ -108,10 +162,21 @@ async fn measure(target: &Arc<crate::peers::Target>, size: usize, rate: u64, n: 
     let mut keep = Vec::new();
     for (tx, rx) in readers {
         keep.push(tx);
-        set.spawn(read_timed(rx, count - 1, start + Duration::from_secs_f64(seconds + 3.0)));
+        set.spawn(read_timed(
+            rx,
+            count - 1,
+            start + Duration::from_secs_f64(seconds + 3.0),
+        ));
     }
     let before = usage(target);
-    let sent = send_paced(&mut writer, rate as f64, count, size, start + Duration::from_secs_f64(seconds * 2.0 + 1.0)).await?;
+    let sent = send_paced(
+        &mut writer,
+        rate as f64,
+        count,
+        size,
+        start + Duration::from_secs_f64(seconds * 2.0 + 1.0),
+    )
+    .await?;
     let send_secs = start.elapsed().as_secs_f64();
     let mut all = Latency::new();
     let (mut missing, mut delivered) = (0u64, 0u64);

@@ -24,8 +24,17 @@ const WINDOW_BYTES: usize = 8 << 20;
 
 pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
     let mut table = Table::new(
-        format!("B3 single-stream throughput, one writer → one reader, {} s per run, {} run(s)", opts.seconds, opts.runs),
-        &["peer", "message size", "Gbit/s", "% of direct TCP", "server CPU-s per GB"],
+        format!(
+            "B3 single-stream throughput, one writer → one reader, {} s per run, {} run(s)",
+            opts.seconds, opts.runs
+        ),
+        &[
+            "peer",
+            "message size",
+            "Gbit/s",
+            "% of direct TCP",
+            "server CPU-s per GB",
+        ],
     );
     let mut ceiling = Vec::new();
     for &size in &opts.sizes {
@@ -33,11 +42,19 @@ pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
         for _ in 0..opts.runs {
             runs.push(crate::floor::stream_throughput(size, opts.seconds).await? * 8.0 / 1e9);
         }
-        table.row(vec!["direct loopback TCP (ceiling)".into(), human_size(size), agg(&runs, dec(2)), "100 %".into(), "-".into()]);
+        table.row(vec![
+            "direct loopback TCP (ceiling)".into(),
+            human_size(size),
+            agg(&runs, dec(2)),
+            "100 %".into(),
+            "-".into(),
+        ]);
         ceiling.push(crate::report::median(&runs));
     }
     for peer in &lab.peers {
-        let Some(target) = super::start_or_note(lab, peer, &[], &mut table).await else { continue };
+        let Some(target) = super::start_or_note(lab, peer, &[], &mut table).await else {
+            continue;
+        };
         for (i, &size) in opts.sizes.iter().enumerate() {
             let mut gbps = Vec::new();
             let mut cpu_per_gb = Vec::new();
@@ -52,7 +69,13 @@ pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
             }
             let floor = ceiling.get(i).copied().unwrap_or(f64::NAN);
             let pct: Vec<f64> = gbps.iter().map(|g| g / floor * 100.0).collect();
-            table.row(vec![peer.clone(), human_size(size), agg(&gbps, dec(2)), agg(&pct, |x| format!("{x:.0} %")), agg(&cpu_per_gb, dec(2))]);
+            table.row(vec![
+                peer.clone(),
+                human_size(size),
+                agg(&gbps, dec(2)),
+                agg(&pct, |x| format!("{x:.0} %")),
+                agg(&cpu_per_gb, dec(2)),
+            ]);
         }
         super::stop(target).await;
     }
@@ -69,7 +92,12 @@ pub fn human_size(size: usize) -> String {
 }
 
 /// Returns (delivered bytes per second, server CPU-s per delivered GB).
-async fn measure(target: &Arc<Target>, size: usize, seconds: f64, run: usize) -> Result<(f64, f64)> {
+async fn measure(
+    target: &Arc<Target>,
+    size: usize,
+    seconds: f64,
+    run: usize,
+) -> Result<(f64, f64)> {
     let topic = topic("b3", &[size, run]);
     let (reader_tx, mut reader_rx) = target.open(&topic).await?;
     let (mut writer, writer_rx) = target.open(&topic).await?;

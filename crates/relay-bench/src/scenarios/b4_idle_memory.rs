@@ -23,9 +23,20 @@ pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
             bail!("open files limit is {limit}; B4 needs {} (run `ulimit -n 20000` first, as scripts/bench-peers.sh does)", most + 500);
         }
     }
-    let mut table = Table::new("B4 memory per idle authorised connection", &["peer", "connections", "server RSS MiB", "RSS(0) MiB", "KiB per connection"]);
+    let mut table = Table::new(
+        "B4 memory per idle authorised connection",
+        &[
+            "peer",
+            "connections",
+            "server RSS MiB",
+            "RSS(0) MiB",
+            "KiB per connection",
+        ],
+    );
     for peer in &lab.peers {
-        let Some(target) = super::start_or_note(lab, peer, &[], &mut table).await else { continue };
+        let Some(target) = super::start_or_note(lab, peer, &[], &mut table).await else {
+            continue;
+        };
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss0 = usage(&target).map(|u| u.rss);
         let mut conns = Vec::new();
@@ -38,7 +49,11 @@ pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
                 match connect_many(&target, &topic, batch, batch).await {
                     Ok(mut more) => conns.append(&mut more),
                     Err(e) => {
-                        table.row(vec![peer.clone(), n.to_string(), format!("failed after {} connections: {e:#}", conns.len())]);
+                        table.row(vec![
+                            peer.clone(),
+                            n.to_string(),
+                            format!("failed after {} connections: {e:#}", conns.len()),
+                        ]);
                         break;
                     }
                 }

@@ -29,15 +29,22 @@ pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
         &["peer", "concurrency", "handshakes/s", "handshake p50", "p99", "errors", "server CPU-ms per handshake"],
     );
     for peer in &lab.peers {
-        let Some(target) = super::start_or_note(lab, peer, &[], &mut table).await else { continue };
+        let Some(target) = super::start_or_note(lab, peer, &[], &mut table).await else {
+            continue;
+        };
         if target.single_room() {
-            table.row(vec![peer.clone(), "-".into(), "not run: one shared room, so every hello reaches every worker".into()]);
+            table.row(vec![
+                peer.clone(),
+                "-".into(),
+                "not run: one shared room, so every hello reaches every worker".into(),
+            ]);
             super::stop(target).await;
             continue;
         }
         for &c in &opts.concurrency {
             let mut rates = Vec::new();
-            let (mut p50, mut p99, mut errors, mut cpu_ms) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut p50, mut p99, mut errors, mut cpu_ms) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for run in 0..opts.runs {
                 match measure(&target, c, opts.seconds, run).await {
                     Ok((rate, hist, errs, cpu)) => {
@@ -50,7 +57,15 @@ pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
                     Err(e) => eprintln!("B5 {peer} c={c}: {e:#}"),
                 }
             }
-            table.row(vec![peer.clone(), c.to_string(), agg(&rates, dec(0)), agg(&p50, fmt_ns), agg(&p99, fmt_ns), agg(&errors, dec(0)), agg(&cpu_ms, dec(3))]);
+            table.row(vec![
+                peer.clone(),
+                c.to_string(),
+                agg(&rates, dec(0)),
+                agg(&p50, fmt_ns),
+                agg(&p99, fmt_ns),
+                agg(&errors, dec(0)),
+                agg(&cpu_ms, dec(3)),
+            ]);
         }
         super::stop(target).await;
     }
@@ -59,10 +74,17 @@ pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
 }
 
 /// Returns (handshakes per second, latency histogram, errors, server CPU seconds).
-async fn measure(target: &Arc<Target>, concurrency: usize, seconds: f64, run: usize) -> Result<(f64, Latency, u64, f64)> {
+async fn measure(
+    target: &Arc<Target>,
+    concurrency: usize,
+    seconds: f64,
+    run: usize,
+) -> Result<(f64, Latency, u64, f64)> {
     let mut bots = Vec::new();
     for w in 0..concurrency {
-        let (mut tx, mut rx) = target.open(&super::topic("b5", &[concurrency, run, w])).await?;
+        let (mut tx, mut rx) = target
+            .open(&super::topic("b5", &[concurrency, run, w]))
+            .await?;
         bots.push(tokio::spawn(async move {
             while let Ok(Some(m)) = rx.recv().await {
                 if tx.send(m).await.is_err() {

@@ -62,9 +62,15 @@ const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 const CLOSE_LIMIT: Duration = Duration::from_secs(30);
 
 pub async fn run(lab: &Lab, opts: &Options) -> Result<Vec<Table>> {
-    anyhow::ensure!(lab.external_relay.is_none(), "b8-faults kills and restarts the relay, so it needs one it starts itself");
+    anyhow::ensure!(
+        lab.external_relay.is_none(),
+        "b8-faults kills and restarts the relay, so it needs one it starts itself"
+    );
     for part in &opts.parts {
-        anyhow::ensure!(part == "restart" || part == "deny", "unknown part {part:?} (known: restart, deny)");
+        anyhow::ensure!(
+            part == "restart" || part == "deny",
+            "unknown part {part:?} (known: restart, deny)"
+        );
     }
     let mut tables = Vec::new();
     if opts.parts.iter().any(|p| p == "restart") {
@@ -87,7 +93,10 @@ struct Ports {
 
 impl Ports {
     fn pick() -> Result<Ports> {
-        Ok(Ports { access: free_port()?, relay: free_port()? })
+        Ok(Ports {
+            access: free_port()?,
+            relay: free_port()?,
+        })
     }
 
     fn access_url(&self) -> String {
@@ -107,9 +116,21 @@ struct Started {
 async fn start_relay(lab: &Lab, ports: &Ports, name: &str) -> Result<Started> {
     let access = ports.access_url();
     let args: Vec<String> = [
-        "serve", "--audience", &access, "--url", &format!("ws://127.0.0.1:{}", ports.relay),
-        "--secret", SECRET, "--port-access", &ports.access.to_string(),
-        "--port-relay", &ports.relay.to_string(), "--bind", "127.0.0.1", "--log-file", "stderr",
+        "serve",
+        "--audience",
+        &access,
+        "--url",
+        &format!("ws://127.0.0.1:{}", ports.relay),
+        "--secret",
+        SECRET,
+        "--port-access",
+        &ports.access.to_string(),
+        "--port-relay",
+        &ports.relay.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--log-file",
+        "stderr",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -118,7 +139,11 @@ async fn start_relay(lab: &Lab, ports: &Ports, name: &str) -> Result<Started> {
     let spawned_ns = wire::now_ns();
     let mut proc = Proc::spawn(name, &bin, &args, lab.server_core)?;
     let accepting_ns = wait_accepting(&mut proc, &[ports.access, ports.relay]).await?;
-    Ok(Started { proc, spawned_ns, accepting_ns })
+    Ok(Started {
+        proc,
+        spawned_ns,
+        accepting_ns,
+    })
 }
 
 /// Poll every millisecond (finer than `procs::wait_listening`, since this instant starts
@@ -130,7 +155,11 @@ async fn wait_accepting(proc: &mut Proc, ports: &[u16]) -> Result<u64> {
         while tokio::net::TcpStream::connect(addr).await.is_err() {
             proc.check_alive()?;
             if Instant::now() >= deadline {
-                bail!("{} did not listen on {port} within 15 s (log {})", proc.name, proc.log.display());
+                bail!(
+                    "{} did not listen on {port} within 15 s (log {})",
+                    proc.name,
+                    proc.log.display()
+                );
             }
             sleep(Duration::from_millis(1)).await;
         }
@@ -140,8 +169,21 @@ async fn wait_accepting(proc: &mut Proc, ports: &[u16]) -> Result<u64> {
 
 /// A session token for `topic` carrying `booking_id`, valid for an hour.
 fn session_token(access: &str, topic: &str, booking_id: &str, scopes: &[&str]) -> String {
-    let grant = relay_auth::Claims::grant("session", topic, scopes, access, relay_auth::unix_now(), 3600);
-    relay_auth::mint(&relay_auth::Claims { booking_id: booking_id.to_owned(), ..grant }, SECRET.as_bytes())
+    let grant = relay_auth::Claims::grant(
+        "session",
+        topic,
+        scopes,
+        access,
+        relay_auth::unix_now(),
+        3600,
+    );
+    relay_auth::mint(
+        &relay_auth::Claims {
+            booking_id: booking_id.to_owned(),
+            ..grant
+        },
+        SECRET.as_bytes(),
+    )
 }
 
 /// An admin token (no topic) with one scope, e.g. `relay:admin` for deny, `relay:stats` for status.
@@ -291,10 +333,18 @@ async fn restart_table(lab: &Lab, opts: &Options) -> Table {
     let points = super::repeat(opts.runs, "B8 restart", |run| restart_once(lab, opts, run)).await;
     let col = |f: fn(&RestartPoint) -> f64| points.iter().map(f).collect::<Vec<f64>>();
     let ratio = |f: fn(&RestartPoint) -> usize, of: usize| {
-        same_or_each(&points.iter().map(|p| format!("{}/{of}", f(p))).collect::<Vec<_>>())
+        same_or_each(
+            &points
+                .iter()
+                .map(|p| format!("{}/{of}", f(p)))
+                .collect::<Vec<_>>(),
+        )
     };
     if points.is_empty() {
-        table.row(vec!["relay".into(), "not run: every run failed (see stderr)".into()]);
+        table.row(vec![
+            "relay".into(),
+            "not run: every run failed (see stderr)".into(),
+        ]);
     } else {
         table.row(vec![
             "relay".into(),
@@ -332,7 +382,10 @@ async fn restart_table(lab: &Lab, opts: &Options) -> Table {
 
 fn session_config(opts: &Options, url: &str) -> SessionConfig {
     let mut config = SessionConfig::new(url).with_user_agent("relay-bench");
-    config.backoff = Backoff { min: Duration::from_secs_f64(opts.backoff_min.max(0.001)), ..Backoff::default() };
+    config.backoff = Backoff {
+        min: Duration::from_secs_f64(opts.backoff_min.max(0.001)),
+        ..Backoff::default()
+    };
     config
 }
 
@@ -355,7 +408,12 @@ async fn watch_reconnect(mut state: watch::Receiver<SessionState>, log: Arc<Link
 
 /// Read timed messages until told to stop, then close the session; returns how many times
 /// it connected.
-async fn read_session(mut session: Session, log: Arc<ReaderLog>, restart_ns: Arc<AtomicU64>, mut stop: watch::Receiver<bool>) -> u64 {
+async fn read_session(
+    mut session: Session,
+    log: Arc<ReaderLog>,
+    restart_ns: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> u64 {
     loop {
         tokio::select! {
             _ = raised(&mut stop) => break,
@@ -380,7 +438,12 @@ async fn read_session(mut session: Session, log: Arc<ReaderLog>, restart_ns: Arc
 /// Produce paced video messages into the session until halted, counting them in `produced`;
 /// a live source does not wait, so a full session queue drops the message. Returns the
 /// session (still open, so what it has queued still goes out) and the messages dropped.
-async fn write_session(mut session: Session, rate: f64, produced: Arc<AtomicU64>, mut halt: watch::Receiver<bool>) -> (Session, u64) {
+async fn write_session(
+    mut session: Session,
+    rate: f64,
+    produced: Arc<AtomicU64>,
+    mut halt: watch::Receiver<bool>,
+) -> (Session, u64) {
     let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
     let (mut seq, mut dropped) = (0u64, 0u64);
@@ -409,9 +472,21 @@ async fn restart_once(lab: &Lab, opts: &Options, run: usize) -> Result<RestartPo
     let first = start_relay(lab, &ports, "relay-b8-restart").await?;
     let topic = format!("b8-restart-{run}");
     let config = session_config(opts, format!("{access}/session/{topic}").as_str());
-    let writer = Session::spawn(config.clone().with_token(session_token(&access, &topic, "b8-restart", &[relay_auth::SCOPE_WRITE])));
+    let writer = Session::spawn(config.clone().with_token(session_token(
+        &access,
+        &topic,
+        "b8-restart",
+        &[relay_auth::SCOPE_WRITE],
+    )));
     let readers: Vec<Session> = (0..opts.readers)
-        .map(|_| Session::spawn(config.clone().with_token(session_token(&access, &topic, "b8-restart", &[relay_auth::SCOPE_READ]))))
+        .map(|_| {
+            Session::spawn(config.clone().with_token(session_token(
+                &access,
+                &topic,
+                "b8-restart",
+                &[relay_auth::SCOPE_READ],
+            )))
+        })
         .collect();
     let all_connected = async {
         for s in readers.iter().chain(std::iter::once(&writer)) {
@@ -423,7 +498,9 @@ async fn restart_once(lab: &Lab, opts: &Options, run: usize) -> Result<RestartPo
         .await
         .context("sessions did not all connect within 30 s")??;
 
-    let links: Vec<Arc<LinkLog>> = (0..=opts.readers).map(|_| Arc::new(LinkLog::default())).collect();
+    let links: Vec<Arc<LinkLog>> = (0..=opts.readers)
+        .map(|_| Arc::new(LinkLog::default()))
+        .collect();
     let mut watchers = JoinSet::new();
     for (s, log) in std::iter::once(&writer).chain(readers.iter()).zip(&links) {
         watchers.spawn(watch_reconnect(s.state(), log.clone()));
@@ -431,10 +508,17 @@ async fn restart_once(lab: &Lab, opts: &Options, run: usize) -> Result<RestartPo
     let restart_ns = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (halt_tx, halt_rx) = watch::channel(false);
-    let logs: Vec<Arc<ReaderLog>> = (0..opts.readers).map(|_| Arc::new(ReaderLog::default())).collect();
+    let logs: Vec<Arc<ReaderLog>> = (0..opts.readers)
+        .map(|_| Arc::new(ReaderLog::default()))
+        .collect();
     let mut reader_tasks = JoinSet::new();
     for (session, log) in readers.into_iter().zip(&logs) {
-        reader_tasks.spawn(read_session(session, log.clone(), restart_ns.clone(), stop_rx.clone()));
+        reader_tasks.spawn(read_session(
+            session,
+            log.clone(),
+            restart_ns.clone(),
+            stop_rx.clone(),
+        ));
     }
     let rate = opts.mbps * 1e6 / 8.0 / MESSAGE as f64;
     let produced = Arc::new(AtomicU64::new(0));
@@ -442,7 +526,10 @@ async fn restart_once(lab: &Lab, opts: &Options, run: usize) -> Result<RestartPo
     let mut writer_task = JoinSet::new();
     writer_task.spawn(write_session(writer, rate, produced.clone(), halt_rx));
 
-    let receiving = wait_until(Duration::from_secs(15), || logs.iter().all(|l| l.received.load(Ordering::Relaxed) > 0)).await;
+    let receiving = wait_until(Duration::from_secs(15), || {
+        logs.iter().all(|l| l.received.load(Ordering::Relaxed) > 0)
+    })
+    .await;
     anyhow::ensure!(receiving, "not every reader received within 15 s");
     sleep(Duration::from_secs_f64(opts.warmup.max(0.0))).await;
 
@@ -455,7 +542,9 @@ async fn restart_once(lab: &Lab, opts: &Options, run: usize) -> Result<RestartPo
 
     let back = |links: &[Arc<LinkLog>], logs: &[Arc<ReaderLog>]| {
         links[0].reconnected_ns.load(Ordering::Relaxed) != 0
-            && logs.iter().all(|l| l.first_after_ns.load(Ordering::Relaxed) != 0)
+            && logs
+                .iter()
+                .all(|l| l.first_after_ns.load(Ordering::Relaxed) != 0)
     };
     if !wait_until(RECOVERY_LIMIT, || back(&links, &logs)).await {
         eprintln!("B8 restart run {run}: not everything came back within {RECOVERY_LIMIT:?}");
@@ -463,9 +552,16 @@ async fn restart_once(lab: &Lab, opts: &Options, run: usize) -> Result<RestartPo
     // Let the stream run on a little, then stop producing and let the readers catch up.
     sleep(Duration::from_secs(1)).await;
     let _ = halt_tx.send(true);
-    let (writer, dropped) = writer_task.join_next().await.context("writer task missing")??;
+    let (writer, dropped) = writer_task
+        .join_next()
+        .await
+        .context("writer task missing")??;
     let produced = produced.load(Ordering::Relaxed);
-    wait_until(Duration::from_secs(5), || logs.iter().all(|l| l.seq_end.load(Ordering::Relaxed) >= produced)).await;
+    wait_until(Duration::from_secs(5), || {
+        logs.iter()
+            .all(|l| l.seq_end.load(Ordering::Relaxed) >= produced)
+    })
+    .await;
     let _ = stop_tx.send(true);
     let mut connects = vec![writer.state().borrow().connects];
     while let Some(joined) = reader_tasks.join_next().await {
@@ -475,18 +571,47 @@ async fn restart_once(lab: &Lab, opts: &Options, run: usize) -> Result<RestartPo
     watchers.abort_all();
     second.proc.stop().await;
 
-    let since = |ns: u64| if ns == 0 { f64::NAN } else { ns.saturating_sub(second.accepting_ns) as f64 };
-    let video = sorted(logs.iter().map(|l| since(l.first_after_ns.load(Ordering::Relaxed))));
-    let lost = sorted(logs.iter().map(|l| produced.saturating_sub(l.received.load(Ordering::Relaxed)) as f64));
-    let reader_links = sorted(links[1..].iter().map(|l| since(l.reconnected_ns.load(Ordering::Relaxed))));
-    let failures = sorted(links.iter().filter(|l| l.reconnected_ns.load(Ordering::Relaxed) != 0).map(|l| l.failures.load(Ordering::Relaxed) as f64));
+    let since = |ns: u64| {
+        if ns == 0 {
+            f64::NAN
+        } else {
+            ns.saturating_sub(second.accepting_ns) as f64
+        }
+    };
+    let video = sorted(
+        logs.iter()
+            .map(|l| since(l.first_after_ns.load(Ordering::Relaxed))),
+    );
+    let lost = sorted(
+        logs.iter()
+            .map(|l| produced.saturating_sub(l.received.load(Ordering::Relaxed)) as f64),
+    );
+    let reader_links = sorted(
+        links[1..]
+            .iter()
+            .map(|l| since(l.reconnected_ns.load(Ordering::Relaxed))),
+    );
+    let failures = sorted(
+        links
+            .iter()
+            .filter(|l| l.reconnected_ns.load(Ordering::Relaxed) != 0)
+            .map(|l| l.failures.load(Ordering::Relaxed) as f64),
+    );
     Ok(RestartPoint {
         down: second.accepting_ns.saturating_sub(killed_ns) as f64,
         startup: second.accepting_ns.saturating_sub(second.spawned_ns) as f64,
         writer: since(links[0].reconnected_ns.load(Ordering::Relaxed)),
-        readers_link_max: if reader_links.len() == opts.readers { nearest_rank(&reader_links, 1.0) } else { f64::NAN },
+        readers_link_max: if reader_links.len() == opts.readers {
+            nearest_rank(&reader_links, 1.0)
+        } else {
+            f64::NAN
+        },
         readers_p50: nearest_rank(&video, 0.5),
-        readers_max: if video.len() == opts.readers { nearest_rank(&video, 1.0) } else { f64::NAN },
+        readers_max: if video.len() == opts.readers {
+            nearest_rank(&video, 1.0)
+        } else {
+            f64::NAN
+        },
         recovered: video.len(),
         lost_p50: nearest_rank(&lost, 0.5),
         lost_max: nearest_rank(&lost, 1.0),
@@ -520,7 +645,11 @@ async fn deny_table(lab: &Lab, opts: &Options) -> Table {
             "max (all closed)", "how the denied connections ended", "other booking still receiving",
         ],
     );
-    let http = match reqwest::Client::builder().pool_max_idle_per_host(64).tcp_nodelay(true).build() {
+    let http = match reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .build()
+    {
         Ok(http) => http,
         Err(e) => {
             table.row(vec!["relay".into(), format!("not run: HTTP client: {e}")]);
@@ -531,7 +660,9 @@ async fn deny_table(lab: &Lab, opts: &Options) -> Table {
         let bookings = bookings.clamp(1, opts.deny_conns.max(1));
         let shape = format!("{} × {}", bookings, opts.deny_conns.div_ceil(bookings));
         let started = match Ports::pick() {
-            Ok(ports) => start_relay(lab, &ports, "relay-b8-deny").await.map(|s| (s, ports)),
+            Ok(ports) => start_relay(lab, &ports, "relay-b8-deny")
+                .await
+                .map(|s| (s, ports)),
             Err(e) => Err(e),
         };
         let (relay, ports) = match started {
@@ -543,10 +674,15 @@ async fn deny_table(lab: &Lab, opts: &Options) -> Table {
         };
         let access = ports.access_url();
         let label = format!("B8 deny {bookings} booking(s)");
-        let points = super::repeat(opts.runs, &label, |run| deny_once(&http, &access, opts, bookings, run)).await;
+        let points = super::repeat(opts.runs, &label, |run| {
+            deny_once(&http, &access, opts, bookings, run)
+        })
+        .await;
         relay.proc.stop().await;
         let col = |f: fn(&DenyPoint) -> f64| points.iter().map(f).collect::<Vec<f64>>();
-        let text = |f: fn(&DenyPoint) -> &String| same_or_each(&points.iter().map(|p| f(p).clone()).collect::<Vec<_>>());
+        let text = |f: fn(&DenyPoint) -> &String| {
+            same_or_each(&points.iter().map(|p| f(p).clone()).collect::<Vec<_>>())
+        };
         table.row(vec![
             "relay".into(),
             shape,
@@ -576,10 +712,14 @@ async fn open_ws(
     topic: &str,
     booking_id: &str,
     scopes: &[&str],
-) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>> {
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+> {
     let token = session_token(access, topic, booking_id, scopes);
     let uri = crate::peers::access_uri(http, access, topic, &token).await?;
-    let (ws, _) = tokio_tungstenite::connect_async(uri.as_str()).await.with_context(|| format!("websocket dial {uri}"))?;
+    let (ws, _) = tokio_tungstenite::connect_async(uri.as_str())
+        .await
+        .with_context(|| format!("websocket dial {uri}"))?;
     Ok(ws)
 }
 
@@ -612,9 +752,23 @@ struct WatchSpec {
 
 /// Open a read-only connection, then read it until it ends or `stop` fires, keeping `counts`.
 async fn open_and_watch(spec: WatchSpec, counts: Counts) -> Result<Watched> {
-    let WatchSpec { http, access, topic, booking_id, gate, mut stop } = spec;
+    let WatchSpec {
+        http,
+        access,
+        topic,
+        booking_id,
+        gate,
+        mut stop,
+    } = spec;
     let permit = gate.acquire_owned().await?;
-    let ws = open_ws(&http, &access, &topic, &booking_id, &[relay_auth::SCOPE_READ]).await;
+    let ws = open_ws(
+        &http,
+        &access,
+        &topic,
+        &booking_id,
+        &[relay_auth::SCOPE_READ],
+    )
+    .await;
     drop(permit);
     let mut ws = match ws {
         Ok(ws) => ws,
@@ -626,7 +780,10 @@ async fn open_and_watch(spec: WatchSpec, counts: Counts) -> Result<Watched> {
     counts.opened.fetch_add(1, Ordering::Relaxed);
     let end = |ending| {
         counts.ended.fetch_add(1, Ordering::Relaxed);
-        Ok(Watched { ending, ended_ns: wire::now_ns() })
+        Ok(Watched {
+            ending,
+            ended_ns: wire::now_ns(),
+        })
     };
     loop {
         tokio::select! {
@@ -651,16 +808,38 @@ async fn open_and_watch(spec: WatchSpec, counts: Counts) -> Result<Watched> {
 
 /// Connections listed by `GET /status` whose topic starts with `prefix`.
 async fn listed(http: &reqwest::Client, access: &str, token: &str, prefix: &str) -> Result<usize> {
-    let body = http.get(format!("{access}/status")).header("Authorization", token).send().await?.error_for_status()?.text().await?;
+    let body = http
+        .get(format!("{access}/status"))
+        .header("Authorization", token)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
     let value: serde_json::Value = serde_json::from_str(&body)?;
     let all = value.as_array().context("GET /status is not an array")?;
-    Ok(all.iter().filter(|c| c.get("topic").and_then(|t| t.as_str()).is_some_and(|t| t.starts_with(prefix))).count())
+    Ok(all
+        .iter()
+        .filter(|c| {
+            c.get("topic")
+                .and_then(|t| t.as_str())
+                .is_some_and(|t| t.starts_with(prefix))
+        })
+        .count())
 }
 
-async fn deny_once(http: &reqwest::Client, access: &str, opts: &Options, bookings: usize, run: usize) -> Result<DenyPoint> {
+async fn deny_once(
+    http: &reqwest::Client,
+    access: &str,
+    opts: &Options,
+    bookings: usize,
+    run: usize,
+) -> Result<DenyPoint> {
     let n = opts.deny_conns;
     let prefix = format!("b8-deny-{bookings}-r{run}-");
-    let bids: Vec<String> = (0..bookings).map(|k| format!("deny-{bookings}-r{run}-b{k}")).collect();
+    let bids: Vec<String> = (0..bookings)
+        .map(|k| format!("deny-{bookings}-r{run}-b{k}"))
+        .collect();
     let topic_of = |k: usize| format!("{prefix}b{k}");
     let kept_bid = format!("keep-{bookings}-r{run}");
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -677,17 +856,34 @@ async fn deny_once(http: &reqwest::Client, access: &str, opts: &Options, booking
     let mut denied = JoinSet::new();
     for i in 0..n {
         let k = i % bookings;
-        denied.spawn(open_and_watch(spec(topic_of(k), &bids[k]), denied_counts.clone()));
+        denied.spawn(open_and_watch(
+            spec(topic_of(k), &bids[k]),
+            denied_counts.clone(),
+        ));
     }
     let mut kept = JoinSet::new();
     for _ in 0..opts.undenied {
-        kept.spawn(open_and_watch(spec(topic_of(0), &kept_bid), kept_counts.clone()));
+        kept.spawn(open_and_watch(
+            spec(topic_of(0), &kept_bid),
+            kept_counts.clone(),
+        ));
     }
-    let mut writer = open_ws(http, access, &topic_of(0), &kept_bid, &[relay_auth::SCOPE_WRITE]).await?;
+    let mut writer = open_ws(
+        http,
+        access,
+        &topic_of(0),
+        &kept_bid,
+        &[relay_auth::SCOPE_WRITE],
+    )
+    .await?;
     let total = n + opts.undenied;
     let load = |a: &Arc<AtomicUsize>| a.load(Ordering::Relaxed);
     let settled = || {
-        load(&denied_counts.opened) + load(&denied_counts.failed) + load(&kept_counts.opened) + load(&kept_counts.failed) >= total
+        load(&denied_counts.opened)
+            + load(&denied_counts.failed)
+            + load(&kept_counts.opened)
+            + load(&kept_counts.failed)
+            >= total
     };
     wait_until(Duration::from_secs(120), settled).await;
     let opened = load(&denied_counts.opened) + load(&kept_counts.opened);
@@ -707,7 +903,11 @@ async fn deny_once(http: &reqwest::Client, access: &str, opts: &Options, booking
     let stats = admin_token(access, relay_auth::SCOPE_STATS);
     let deadline = Instant::now() + Duration::from_secs(30);
     while listed(http, access, &stats, &prefix).await? < total + 1 {
-        anyhow::ensure!(Instant::now() < deadline, "GET /status did not list all {} connections within 30 s", total + 1);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "GET /status did not list all {} connections within 30 s",
+            total + 1
+        );
         sleep(Duration::from_millis(20)).await;
     }
 
@@ -716,7 +916,9 @@ async fn deny_once(http: &reqwest::Client, access: &str, opts: &Options, booking
     let start_ns = wire::now_ns();
     let mut posts = JoinSet::new();
     for bid in &bids {
-        let request = http.post(format!("{access}/bids/deny?bid={bid}&exp={exp}")).header("Authorization", admin.clone());
+        let request = http
+            .post(format!("{access}/bids/deny?bid={bid}&exp={exp}"))
+            .header("Authorization", admin.clone());
         posts.spawn(async move {
             let status = request.send().await.map(|r| r.status().as_u16());
             (status, wire::now_ns())
@@ -737,8 +939,13 @@ async fn deny_once(http: &reqwest::Client, access: &str, opts: &Options, booking
     statuses.dedup();
 
     // The other booking must be untouched: its readers still open, and still receiving.
-    writer.send(WsMessage::Binary(wire::message(0, wire::now_ns(), 64))).await?;
-    wait_until(Duration::from_secs(5), || load(&kept_counts.got) >= opts.undenied).await;
+    writer
+        .send(WsMessage::Binary(wire::message(0, wire::now_ns(), 64)))
+        .await?;
+    wait_until(Duration::from_secs(5), || {
+        load(&kept_counts.got) >= opts.undenied
+    })
+    .await;
     let _ = stop_tx.send(true);
     let _ = writer.close(None).await;
     let mut endings = Vec::with_capacity(n);
@@ -763,9 +970,16 @@ async fn deny_once(http: &reqwest::Client, access: &str, opts: &Options, booking
         statuses: statuses.join(", "),
         p50: nearest_rank(&closes, 0.5),
         p99: nearest_rank(&closes, 0.99),
-        max: if all_closed { nearest_rank(&closes, 1.0) } else { f64::NAN },
+        max: if all_closed {
+            nearest_rank(&closes, 1.0)
+        } else {
+            f64::NAN
+        },
         endings: endings_summary(&endings),
-        kept: format!("{kept_ok}/{} received, {kept_open}/{} open", opts.undenied, opts.undenied),
+        kept: format!(
+            "{kept_ok}/{} received, {kept_open}/{} open",
+            opts.undenied, opts.undenied
+        ),
     })
 }
 
@@ -787,8 +1001,17 @@ mod tests {
 
     #[test]
     fn endings_are_counted_per_kind() {
-        let endings = [Ending::Code(4003), Ending::Open, Ending::Code(4003), Ending::NoFrame, Ending::Code(1000)];
-        assert_eq!(endings_summary(&endings), "1000 ×1, 4003 ×2, no close frame ×1, still open ×1");
+        let endings = [
+            Ending::Code(4003),
+            Ending::Open,
+            Ending::Code(4003),
+            Ending::NoFrame,
+            Ending::Code(1000),
+        ];
+        assert_eq!(
+            endings_summary(&endings),
+            "1000 ×1, 4003 ×2, no close frame ×1, still open ×1"
+        );
         assert_eq!(endings_summary(&[]), "-");
     }
 

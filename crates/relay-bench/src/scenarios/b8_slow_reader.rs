@@ -35,15 +35,35 @@ struct Point {
 
 pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
     let mut table = Table::new(
-        format!("B8 one slow reader in {}: {} Mbit/s in {MESSAGE}-byte messages for {} s, {} run(s)", opts.readers, opts.mbps, opts.seconds, opts.runs),
-        &["peer", "stalled readers", "fast readers' delay p50", "p99", "fast readers' missing msgs", "stalled reader got (of sent)", "stalled reader closed by server", "server peak RSS MiB"],
+        format!(
+            "B8 one slow reader in {}: {} Mbit/s in {MESSAGE}-byte messages for {} s, {} run(s)",
+            opts.readers, opts.mbps, opts.seconds, opts.runs
+        ),
+        &[
+            "peer",
+            "stalled readers",
+            "fast readers' delay p50",
+            "p99",
+            "fast readers' missing msgs",
+            "stalled reader got (of sent)",
+            "stalled reader closed by server",
+            "server peak RSS MiB",
+        ],
     );
-    let relay_args = vec!["--slow-reader-timeout".to_owned(), opts.slow_timeout.clone()];
+    let relay_args = vec![
+        "--slow-reader-timeout".to_owned(),
+        opts.slow_timeout.clone(),
+    ];
     for peer in &lab.peers {
-        let Some(target) = super::start_or_note(lab, peer, &relay_args, &mut table).await else { continue };
+        let Some(target) = super::start_or_note(lab, peer, &relay_args, &mut table).await else {
+            continue;
+        };
         for stalled in [0usize, 1] {
             let label = format!("B8 {peer} {stalled} stalled");
-            let points = super::repeat(opts.runs, &label, |run| measure(&target, opts, stalled, run)).await;
+            let points = super::repeat(opts.runs, &label, |run| {
+                measure(&target, opts, stalled, run)
+            })
+            .await;
             let col = |f: fn(&Point) -> f64| points.iter().map(f).collect::<Vec<f64>>();
             let closed: Vec<String> = points.iter().map(|p| p.slow_closed.clone()).collect();
             table.row(vec![
@@ -52,8 +72,16 @@ pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
                 agg(&col(|p| p.p50), fmt_ns),
                 agg(&col(|p| p.p99), fmt_ns),
                 agg(&col(|p| p.missing), dec(0)),
-                if stalled == 0 { "-".into() } else { agg(&col(|p| p.slow_got * 100.0), |x| format!("{x:.0} %")) },
-                if stalled == 0 { "-".into() } else { closed.join(", ") },
+                if stalled == 0 {
+                    "-".into()
+                } else {
+                    agg(&col(|p| p.slow_got * 100.0), |x| format!("{x:.0} %"))
+                },
+                if stalled == 0 {
+                    "-".into()
+                } else {
+                    closed.join(", ")
+                },
                 agg(&col(|p| p.peak_rss), dec(1)),
             ]);
         }
@@ -63,7 +91,12 @@ pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
     Ok(table)
 }
 
-async fn measure(target: &Arc<Target>, opts: &Options, stalled: usize, run: usize) -> Result<Point> {
+async fn measure(
+    target: &Arc<Target>,
+    opts: &Options,
+    stalled: usize,
+    run: usize,
+) -> Result<Point> {
     let topic = topic("b8", &[stalled, run]);
     let mut readers = connect_many(target, &topic, opts.readers, 16).await?;
     let slow: Vec<_> = readers.split_off(opts.readers - stalled.min(opts.readers));
@@ -77,7 +110,11 @@ async fn measure(target: &Arc<Target>, opts: &Options, stalled: usize, run: usiz
     let mut keep = Vec::new();
     for (tx, rx) in readers {
         keep.push(tx);
-        set.spawn(read_timed(rx, count - 1, start + Duration::from_secs_f64(opts.seconds + 5.0)));
+        set.spawn(read_timed(
+            rx,
+            count - 1,
+            start + Duration::from_secs_f64(opts.seconds + 5.0),
+        ));
     }
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = {
@@ -98,7 +135,14 @@ async fn measure(target: &Arc<Target>, opts: &Options, stalled: usize, run: usiz
             peak
         })
     };
-    let sent = send_paced(&mut writer, rate, count, MESSAGE, start + Duration::from_secs_f64(opts.seconds + 2.0)).await?;
+    let sent = send_paced(
+        &mut writer,
+        rate,
+        count,
+        MESSAGE,
+        start + Duration::from_secs_f64(opts.seconds + 2.0),
+    )
+    .await?;
     let mut fast = Latency::new();
     let mut missing = 0;
     let mut rxs = Vec::new();
@@ -133,6 +177,13 @@ async fn measure(target: &Arc<Target>, opts: &Options, stalled: usize, run: usiz
         missing: missing as f64,
         slow_got,
         slow_closed,
-        peak_rss: if target.proc.is_some() { rss_mib(Some(crate::procs::Usage { cpu_s: 0.0, rss: peak_sampled })) } else { f64::NAN },
+        peak_rss: if target.proc.is_some() {
+            rss_mib(Some(crate::procs::Usage {
+                cpu_s: 0.0,
+                rss: peak_sampled,
+            }))
+        } else {
+            f64::NAN
+        },
     })
 }

@@ -10,9 +10,9 @@ pub mod b8_faults;
 pub mod b8_slow_reader;
 
 use crate::peers::{Lab, Rx, Target, Tx};
-use crate::report::Table;
 use crate::procs::Usage;
 use crate::report::Latency;
+use crate::report::Table;
 use crate::wire;
 use anyhow::Result;
 use std::sync::Arc;
@@ -22,7 +22,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// Open `n` connections to `topic`, `concurrency` at a time (bounded by 120 s overall).
-pub async fn connect_many(target: &Arc<Target>, topic: &str, n: usize, concurrency: usize) -> Result<Vec<(Tx, Rx)>> {
+pub async fn connect_many(
+    target: &Arc<Target>,
+    topic: &str,
+    n: usize,
+    concurrency: usize,
+) -> Result<Vec<(Tx, Rx)>> {
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut set = JoinSet::new();
     for _ in 0..n {
@@ -41,7 +46,9 @@ pub async fn connect_many(target: &Arc<Target>, topic: &str, n: usize, concurren
     };
     tokio::time::timeout(Duration::from_secs(120), all)
         .await
-        .map_err(|_| anyhow::anyhow!("{}: connecting {n} clients took over 120 s", target.name))??;
+        .map_err(|_| {
+            anyhow::anyhow!("{}: connecting {n} clients took over 120 s", target.name)
+        })??;
     Ok(out)
 }
 
@@ -71,7 +78,9 @@ pub async fn read_timed(mut rx: Rx, last_seq: u64, deadline: Instant) -> (Reader
                 break;
             }
         };
-        let Some((seq, sent)) = wire::parse(&payload) else { continue };
+        let Some((seq, sent)) = wire::parse(&payload) else {
+            continue;
+        };
         stats.messages += 1;
         stats.bytes += payload.len() as u64;
         stats.delay.record(now.saturating_sub(sent));
@@ -85,7 +94,13 @@ pub async fn read_timed(mut rx: Rx, last_seq: u64, deadline: Instant) -> (Reader
 /// Send `count` messages of `size` bytes at `rate` per second, each stamped with the time
 /// it was actually written (tokio's timer wakes at 1 ms granularity, so at high rates
 /// messages leave in small bursts). Stops early at `deadline`. Returns how many were sent.
-pub async fn send_paced(tx: &mut Tx, rate: f64, count: u64, size: usize, deadline: Instant) -> Result<u64> {
+pub async fn send_paced(
+    tx: &mut Tx,
+    rate: f64,
+    count: u64,
+    size: usize,
+    deadline: Instant,
+) -> Result<u64> {
     let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
     for seq in 0..count {
@@ -116,7 +131,8 @@ pub fn cpu_between(before: Option<Usage>, after: Option<Usage>) -> f64 {
 
 /// RSS in MiB (NaN when unknown).
 pub fn rss_mib(u: Option<Usage>) -> f64 {
-    u.map(|u| u.rss as f64 / (1024.0 * 1024.0)).unwrap_or(f64::NAN)
+    u.map(|u| u.rss as f64 / (1024.0 * 1024.0))
+        .unwrap_or(f64::NAN)
 }
 
 /// Close every connection and give the server a moment to forget them.
@@ -139,7 +155,12 @@ pub fn topic(scenario: &str, parts: &[usize]) -> String {
 }
 
 /// Start `peer` for a scenario; if it cannot start, say so in the table and return `None`.
-pub async fn start_or_note(lab: &Lab, peer: &str, relay_args: &[String], table: &mut Table) -> Option<Arc<Target>> {
+pub async fn start_or_note(
+    lab: &Lab,
+    peer: &str,
+    relay_args: &[String],
+    table: &mut Table,
+) -> Option<Arc<Target>> {
     match lab.start(peer, relay_args).await {
         Ok(t) => Some(Arc::new(t)),
         Err(e) => {

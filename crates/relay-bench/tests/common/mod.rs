@@ -6,9 +6,10 @@ use relay_bench::peers::Lab;
 
 pub async fn lab() -> (relay_server::RunningServer, Lab) {
     let secret = b"relay-bench-secret".to_vec();
-    let server = relay_server::RunningServer::start(relay_server::ServerConfig::local(secret.clone()))
-        .await
-        .expect("in-process relay starts");
+    let server =
+        relay_server::RunningServer::start(relay_server::ServerConfig::local(secret.clone()))
+            .await
+            .expect("in-process relay starts");
     let lab = Lab {
         relay_bin: "unused".into(),
         bench_dir: "unused".into(),

@@ -7,7 +7,9 @@ use std::sync::mpsc;
 
 /// Fail loudly (never skip) when a program a test needs is missing.
 pub fn require(program: &str) {
-    let found = Command::new("sh").args(["-c", &format!("command -v {program}")]).output();
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output();
     assert!(
         found.is_ok_and(|o| o.status.success()),
         "{program} is required for this test: run scripts/test.sh, which installs it"
@@ -16,7 +18,11 @@ pub fn require(program: &str) {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A child process killed when the test ends, however it ends.

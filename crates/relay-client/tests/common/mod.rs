@@ -14,12 +14,27 @@ use relay_server::{RunningServer, ServerConfig};
 pub const SECRET: &[u8] = b"testsecret";
 
 pub async fn start_relay() -> RunningServer {
-    RunningServer::start(ServerConfig::local(SECRET.to_vec())).await.unwrap()
+    RunningServer::start(ServerConfig::local(SECRET.to_vec()))
+        .await
+        .unwrap()
 }
 
 pub fn token(server: &RunningServer, topic: &str, scopes: &[&str]) -> String {
-    let grant = Claims::grant("session", topic, scopes, server.access_url(), relay_auth::unix_now(), 600);
-    relay_auth::mint(&Claims { booking_id: "relay-client-test".into(), ..grant }, SECRET)
+    let grant = Claims::grant(
+        "session",
+        topic,
+        scopes,
+        server.access_url(),
+        relay_auth::unix_now(),
+        600,
+    );
+    relay_auth::mint(
+        &Claims {
+            booking_id: "relay-client-test".into(),
+            ..grant
+        },
+        SECRET,
+    )
 }
 
 pub fn session_config(server: &RunningServer, topic: &str) -> SessionConfig {
@@ -38,7 +53,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -46,13 +64,20 @@ where
 /// The relay's `GET /status`, through the status client.
 pub async fn status(server: &RunningServer) -> Vec<Report> {
     let token = token(server, "", &["relay:stats"]);
-    fetch_status(&reqwest::Client::new(), server.access_url(), &token).await.unwrap()
+    fetch_status(&reqwest::Client::new(), server.access_url(), &token)
+        .await
+        .unwrap()
 }
 
 /// Wait until `count` connections are on `topic`.
 pub async fn wait_for_connections(server: &RunningServer, topic: &str, count: usize) {
     wait_until(&format!("{count} connections on {topic}"), || async {
-        status(server).await.iter().filter(|e| e.topic == topic).count() >= count
+        status(server)
+            .await
+            .iter()
+            .filter(|e| e.topic == topic)
+            .count()
+            >= count
     })
     .await;
 }
@@ -96,8 +121,15 @@ pub struct RunningClient {
 pub fn start_client(config: relay_client::file::FileClientConfig) -> RunningClient {
     let (reopen, reopen_rx) = tokio::sync::mpsc::channel(4);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let controls = relay_client::file::Controls { reopen: reopen_rx, stop: stop_rx };
-    RunningClient { task: tokio::spawn(relay_client::file::run(config, controls)), reopen, stop }
+    let controls = relay_client::file::Controls {
+        reopen: reopen_rx,
+        stop: stop_rx,
+    };
+    RunningClient {
+        task: tokio::spawn(relay_client::file::run(config, controls)),
+        reopen,
+        stop,
+    }
 }
 
 /// A relay, a file client logging topic `name` to `path`, and a sender on the same topic,
@@ -121,7 +153,12 @@ impl Recording {
         });
         let sender = Session::spawn(session_config(&server, name));
         wait_for_connections(&server, name, 2).await;
-        Recording { server, path, client, sender }
+        Recording {
+            server,
+            path,
+            client,
+            sender,
+        }
     }
 
     pub async fn send(&self, message: Message) {
@@ -130,9 +167,10 @@ impl Recording {
 
     /// Wait until the file holds at least `bytes` bytes.
     pub async fn wait_for_bytes(&self, bytes: u64) {
-        wait_until(&format!("{bytes} bytes in {}", self.path.display()), || async {
-            std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0) >= bytes
-        })
+        wait_until(
+            &format!("{bytes} bytes in {}", self.path.display()),
+            || async { std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0) >= bytes },
+        )
         .await;
     }
 
@@ -149,9 +187,12 @@ impl Recording {
 /// Wait until the session reports an error, and return its state.
 pub async fn first_error(session: &Session) -> relay_client::session::SessionState {
     let mut state = session.state();
-    let found = tokio::time::timeout(Duration::from_secs(10), state.wait_for(|s| s.last_error.is_some()))
-        .await
-        .expect("an error within 10 s")
-        .expect("session state");
+    let found = tokio::time::timeout(
+        Duration::from_secs(10),
+        state.wait_for(|s| s.last_error.is_some()),
+    )
+    .await
+    .expect("an error within 10 s")
+    .expect("session state");
     found.clone()
 }

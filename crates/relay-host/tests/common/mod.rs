@@ -18,7 +18,10 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub fn local_config() -> HostConfig {
-    HostConfig { listen: "127.0.0.1:0".parse().unwrap(), ..HostConfig::default() }
+    HostConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..HostConfig::default()
+    }
 }
 
 pub async fn start_host(config: HostConfig, connector: SharedConnector) -> RunningHost {
@@ -76,8 +79,14 @@ pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 
 /// Fails loudly when a program the test needs is missing.
 pub fn need(program: &str) {
-    let found = std::process::Command::new(program).arg("-version").output().is_ok();
-    assert!(found, "{program} is required for this test but is not on PATH (apt-get install -y ffmpeg)");
+    let found = std::process::Command::new(program)
+        .arg("-version")
+        .output()
+        .is_ok();
+    assert!(
+        found,
+        "{program} is required for this test but is not on PATH (apt-get install -y ffmpeg)"
+    );
 }
 
 /// An HTTP client (reqwest is built without a default TLS provider here).
@@ -90,7 +99,14 @@ pub const SECRET: &[u8] = b"testsecret";
 
 /// A session token for `topic` at `audience` with the given scopes, valid for an hour.
 pub fn token(audience: &str, topic: &str, scopes: &[&str]) -> String {
-    let claims = relay_auth::Claims::grant("session", topic, scopes, audience, relay_auth::unix_now(), 3600);
+    let claims = relay_auth::Claims::grant(
+        "session",
+        topic,
+        scopes,
+        audience,
+        relay_auth::unix_now(),
+        3600,
+    );
     relay_auth::mint(&claims, SECRET)
 }
 
@@ -112,7 +128,9 @@ pub async fn start_ws_server() -> (String, mpsc::UnboundedReceiver<Seen>) {
         while let Ok((tcp, _)) = listener.accept().await {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
                 let _ = tx.send(Seen::Opened);
                 while let Some(Ok(message)) = ws.next().await {
                     if matches!(message, WsMessage::Text(_) | WsMessage::Binary(_)) {
@@ -128,7 +146,10 @@ pub async fn start_ws_server() -> (String, mpsc::UnboundedReceiver<Seen>) {
 
 /// The next thing a test websocket server saw, within [`WAIT`].
 pub async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
-    tokio::time::timeout(WAIT, rx.recv()).await.expect("the websocket server saw nothing").unwrap()
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("the websocket server saw nothing")
+        .unwrap()
 }
 
 /// The next data message a test websocket server received, skipping connection events.

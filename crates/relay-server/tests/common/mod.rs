@@ -25,7 +25,10 @@ pub async fn start(adjust: impl FnOnce(&mut ServerConfig)) -> RunningServer {
 
 /// Session claims for `topic` valid for a minute, audience the server's access URL.
 pub fn claims(server: &RunningServer, topic: &str, scopes: &[&str]) -> Claims {
-    Claims { booking_id: "bid".into(), ..Claims::grant("session", topic, scopes, server.access_url(), now(), 60) }
+    Claims {
+        booking_id: "bid".into(),
+        ..Claims::grant("session", topic, scopes, server.access_url(), now(), 60)
+    }
 }
 
 pub fn token(claims: &Claims) -> String {
