@@ -36,6 +36,13 @@ say "building"
 cargo build --workspace --quiet
 mkdir -p target
 
+# Formatting and lints are part of the suite: either failing fails CI.
+say "checking formatting (cargo fmt --all --check)"
+lint_status=0
+cargo fmt --all --check || lint_status=1
+say "linting (cargo clippy --workspace --all-targets -- -D warnings)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings || lint_status=1
+
 # The browser test's node modules (playwright-core drives Debian's Chromium; never
 # `npx playwright install`).
 say "installing the browser test's node modules"
@@ -53,6 +60,10 @@ else
   echo "browser test: 1 failed" >> target/test-output.txt
 fi
 
+if ((lint_status)); then
+  echo "fmt/clippy: 1 failed" >> target/test-output.txt
+  status=1
+fi
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
 echo

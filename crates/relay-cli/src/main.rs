@@ -23,7 +23,7 @@ use std::process::ExitCode;
 /// Relay live video and data between experiments behind NAT and browsers, through a cloud
 /// relay secured with JWTs.
 #[derive(Parser)]
-#[command(name = "relay", version, about, long_about = None, propagate_version = true)]
+#[command(name = "relay", version, long_about = None, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,5 +60,26 @@ fn main() -> ExitCode {
             println!("relay {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn help_opens_with_what_the_program_is_for() {
+        let help = Cli::command().render_help().to_string();
+        let first = help.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("Relay live video and data between experiments behind NAT"),
+            "first line of `relay --help`: {first:?}"
+        );
+    }
+
+    #[test]
+    fn every_subcommand_parses_its_help() {
+        Cli::command().debug_assert();
     }
 }
