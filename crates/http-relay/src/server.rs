@@ -21,6 +21,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::Frame;
 use prometheus_client::registry::Registry;
 use prost::Message as _;
+use relay_common::goduration::format as go_duration;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -83,29 +84,6 @@ pub fn port_from_flag(port: i32) -> Result<u16, String> {
         return Ok(80);
     }
     u16::try_from(port).map_err(|_| format!("port {port} is out of range 0..=65535"))
-}
-
-/// Go's `time.Duration.String()` for the durations we print (`1m0s`, `1.5s`, `100ms`).
-pub fn go_duration(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        let ms = d.as_secs_f64() * 1000.0;
-        return format!("{}ms", trim_float(ms));
-    }
-    let total = d.as_secs_f64();
-    let hours = (total / 3600.0).floor();
-    let minutes = ((total - hours * 3600.0) / 60.0).floor();
-    let seconds = total - hours * 3600.0 - minutes * 60.0;
-    let secs = format!("{}s", trim_float(seconds));
-    match (hours as u64, minutes as u64) {
-        (0, 0) => secs,
-        (0, m) => format!("{m}m{secs}"),
-        (h, m) => format!("{h}h{m}m{secs}"),
-    }
-}
-
-fn trim_float(v: f64) -> String {
-    let s = format!("{v:.9}");
-    s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 #[derive(Clone)]
@@ -902,14 +880,5 @@ mod tests {
         assert_eq!(port_from_flag(-1), Ok(80));
         assert_eq!(port_from_flag(8080), Ok(8080));
         assert!(port_from_flag(70000).is_err());
-    }
-
-    #[test]
-    fn durations_print_like_go() {
-        assert_eq!(go_duration(Duration::from_secs(60)), "1m0s");
-        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(go_duration(Duration::from_millis(300)), "300ms");
-        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
     }
 }
