@@ -21,6 +21,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use prost::Message as _;
+use relay_common::errors::error_chain;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -430,6 +431,8 @@ impl Relay {
         }
     }
 
+    /// Answer one relayed request: call the backend, then relay its response (or its
+    /// upgraded connection) back as response messages.
     async fn handle_request(self: Arc<Self>, request: HttpRequest) {
         let start = Instant::now();
         let Some(id) = request.id.clone().filter(|id| !id.is_empty()) else {
@@ -449,32 +452,7 @@ impl Relay {
                 return;
             }
         };
-        let sent = self.backend.request(backend_request);
-        let response = if self.config.backend_timeout.is_zero() {
-            sent.await.map_err(|e| {
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("Backend request failed with error: {}", error_chain(&e)),
-                )
-            })
-        } else {
-            match tokio::time::timeout(self.config.backend_timeout, sent).await {
-                Ok(r) => r.map_err(|e| {
-                    (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("Backend request failed with error: {}", error_chain(&e)),
-                    )
-                }),
-                Err(_) => Err((
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "Backend request failed with error: no response headers within {:?}",
-                        self.config.backend_timeout
-                    ),
-                )),
-            }
-        };
-        let mut response = match response {
+        let response = match self.send_to_backend(backend_request).await {
             Ok(response) => response,
             Err((status, message)) => {
                 done.cancel();
@@ -489,48 +467,122 @@ impl Relay {
             ..HttpResponse::for_id(&id)
         };
         let (events_tx, events_rx) = mpsc::channel(1);
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            match hyper::upgrade::on(&mut response).await {
-                Ok(upgraded) => {
-                    let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-                    tokio::spawn(read_upgraded(
-                        read,
-                        events_tx,
-                        self.config.block_size,
-                        done.clone(),
-                    ));
-                    let relay = Arc::clone(&self);
-                    let upstream_id = id.clone();
-                    let upstream_done = done.clone();
-                    tokio::spawn(async move {
-                        relay
-                            .pump_upgraded_upstream(&upstream_id, write, upstream_done)
-                            .await
-                    });
-                }
-                Err(e) => {
-                    done.cancel();
-                    tracing::warn!(ID = %id, error = %e, "backend 101 body is not writable");
-                    self.post_error(
-                        &id,
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Backend returned 101 Switching Protocols, which is not supported.",
-                    )
-                    .await;
-                    return;
-                }
-            }
-        } else {
+        if self
+            .start_reading_response(&id, response, events_tx, &done)
+            .await
+        {
+            self.relay_response(&id, first, events_rx, start).await;
+        }
+        // Ends the upgraded upstream pump and any body pull; `relay_response` dropping its
+        // messages receiver already closed the backend body (reader and accumulator stop
+        // on send failure).
+        done.cancel();
+    }
+
+    /// Send the request to the backend and wait for its response headers, at most
+    /// `backend_timeout` (0: no limit). A failure is the status and message for the user.
+    async fn send_to_backend(
+        &self,
+        request: Request<OutBody>,
+    ) -> Result<http::Response<Incoming>, (StatusCode, String)> {
+        let failed = |e: hyper_util::client::legacy::Error| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Backend request failed with error: {}", error_chain(&e)),
+            )
+        };
+        let sent = self.backend.request(request);
+        if self.config.backend_timeout.is_zero() {
+            return sent.await.map_err(failed);
+        }
+        match tokio::time::timeout(self.config.backend_timeout, sent).await {
+            Ok(response) => response.map_err(failed),
+            Err(_) => Err((
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "Backend request failed with error: no response headers within {:?}",
+                    self.config.backend_timeout
+                ),
+            )),
+        }
+    }
+
+    /// Start the tasks that turn the backend's response into body events: the body reader,
+    /// or for a 101 both directions of the upgraded connection. False when a 101 cannot be
+    /// taken over; the user has then been answered with a 500.
+    async fn start_reading_response(
+        self: &Arc<Self>,
+        id: &str,
+        mut response: http::Response<Incoming>,
+        events: mpsc::Sender<BodyEvent>,
+        done: &CancellationToken,
+    ) -> bool {
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             tokio::spawn(read_body(
                 response.into_body(),
-                events_tx,
+                events,
                 self.config.block_size,
             ));
+            return true;
         }
+        match hyper::upgrade::on(&mut response).await {
+            Ok(upgraded) => {
+                self.spawn_upgraded_pumps(id, upgraded, events, done);
+                true
+            }
+            Err(e) => {
+                done.cancel();
+                tracing::warn!(ID = %id, error = %e, "backend 101 body is not writable");
+                self.post_error(
+                    id,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Backend returned 101 Switching Protocols, which is not supported.",
+                )
+                .await;
+                false
+            }
+        }
+    }
+
+    /// Pump both directions of an upgraded backend connection: its bytes become body
+    /// events, and the user's bytes pulled from `/server/requeststream` are written to it.
+    fn spawn_upgraded_pumps(
+        self: &Arc<Self>,
+        id: &str,
+        upgraded: hyper::upgrade::Upgraded,
+        events: mpsc::Sender<BodyEvent>,
+        done: &CancellationToken,
+    ) {
+        let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+        tokio::spawn(read_upgraded(
+            read,
+            events,
+            self.config.block_size,
+            done.clone(),
+        ));
+        let relay = Arc::clone(self);
+        let upstream_id = id.to_owned();
+        let upstream_done = done.clone();
+        tokio::spawn(async move {
+            relay
+                .pump_upgraded_upstream(&upstream_id, write, upstream_done)
+                .await
+        });
+    }
+
+    /// Cut the body events into response messages after `first` and post them to the
+    /// relay in order, until the last one or the first that cannot be delivered.
+    async fn relay_response(
+        &self,
+        id: &str,
+        first: HttpResponse,
+        events: mpsc::Receiver<BodyEvent>,
+        start: Instant,
+    ) {
         let (messages_tx, messages_rx) = mpsc::channel(1);
         tokio::spawn(build_responses(
             first,
-            events_rx,
+            events,
             messages_tx,
             self.config.max_chunk_size,
             self.config.flush_interval,
@@ -538,9 +590,6 @@ impl Relay {
         if let Err(e) = self.post_messages(messages_rx, start).await {
             tracing::info!(ID = %id, error = %e, "Closing backend connection");
         }
-        // Ends the upgraded upstream pump and any body pull; dropping `messages_rx` above
-        // already closed the backend body (reader and accumulator stop on send failure).
-        done.cancel();
     }
 
     fn build_backend_request(
@@ -790,18 +839,6 @@ fn tokio_stream_from<T: Send + 'static>(
     futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     })
-}
-
-/// The error and its causes, for messages a person can act on ("connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Read a backend body in blocks of at most `block_size`, trailers included.

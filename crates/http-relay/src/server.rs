@@ -21,6 +21,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::Frame;
 use prometheus_client::registry::Registry;
 use prost::Message as _;
+use relay_common::goduration::format as go_duration;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -83,29 +84,6 @@ pub fn port_from_flag(port: i32) -> Result<u16, String> {
         return Ok(80);
     }
     u16::try_from(port).map_err(|_| format!("port {port} is out of range 0..=65535"))
-}
-
-/// Go's `time.Duration.String()` for the durations we print (`1m0s`, `1.5s`, `100ms`).
-pub fn go_duration(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        let ms = d.as_secs_f64() * 1000.0;
-        return format!("{}ms", trim_float(ms));
-    }
-    let total = d.as_secs_f64();
-    let hours = (total / 3600.0).floor();
-    let minutes = ((total - hours * 3600.0) / 60.0).floor();
-    let seconds = total - hours * 3600.0 - minutes * 60.0;
-    let secs = format!("{}s", trim_float(seconds));
-    match (hours as u64, minutes as u64) {
-        (0, 0) => secs,
-        (0, m) => format!("{m}m{secs}"),
-        (h, m) => format!("{h}h{m}m{secs}"),
-    }
-}
-
-fn trim_float(v: f64) -> String {
-    let s = format!("{v:.9}");
-    s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 #[derive(Clone)]
@@ -507,6 +485,9 @@ async fn read_body_prefix(
     Ok((buf.freeze(), Some(body)))
 }
 
+/// A user's request: find its backend, relay it to that backend's relay-client, and answer
+/// with the backend's response, streamed as it comes (or, after a 101, the upgraded
+/// connection).
 async fn user_request(State(app): State<AppState>, mut req: Request) -> Response {
     let route = match extract_backend_and_path(req.uri().path(), req.headers()) {
         Ok(route) => route,
@@ -515,6 +496,35 @@ async fn user_request(State(app): State<AppState>, mut req: Request) -> Response
     let id = new_request_id(&route.backend);
     let on_upgrade = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
     let version = req.version();
+    let dispatch = match relay_message(&app.config, &route, &id, req).await {
+        Ok(dispatch) => dispatch,
+        Err(response) => return response,
+    };
+    let mut relayed = match dispatch_to_backend(&app.broker, &route.backend, &id, dispatch).await {
+        Ok(relayed) => relayed,
+        Err(response) => return response,
+    };
+    let (status, first) = match response_head(&app, &route.backend, &mut relayed).await {
+        Ok(head) => head,
+        Err(response) => return response,
+    };
+    let headers = response_headers(&id, &first);
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        let on_upgrade = on_upgrade.filter(|_| version < Version::HTTP_2);
+        return switch_protocols(&app, relayed, on_upgrade, first, headers);
+    }
+    streamed_response(&app, relayed, first, status, headers, route.backend)
+}
+
+/// The user's request as the message a relay-client polls for: method, the forwarded path
+/// and query, headers, host and the start of the body (up to the body-stream threshold;
+/// the rest, if any, travels separately).
+async fn relay_message(
+    config: &ServerConfig,
+    route: &Route,
+    id: &str,
+    req: Request,
+) -> Result<Dispatch, Response> {
     let (parts, body) = req.into_parts();
     let host = parts
         .headers
@@ -527,18 +537,10 @@ async fn user_request(State(app): State<AppState>, mut req: Request) -> Response
         url.push('?');
         url.push_str(query);
     }
-    let (prefix, body_rest) = match read_body_prefix(
-        body,
-        app.config.body_stream_threshold,
-        app.config.max_request_body,
-    )
-    .await
-    {
-        Ok(read) => read,
-        Err(response) => return response,
-    };
+    let (prefix, body_rest) =
+        read_body_prefix(body, config.body_stream_threshold, config.max_request_body).await?;
     let request = HttpRequest {
-        id: Some(id.clone()),
+        id: Some(id.to_owned()),
         method: Some(parts.method.as_str().to_owned()),
         url: Some(url),
         header: proto::headers_to_proto(&parts.headers, &["host", "transfer-encoding"]),
@@ -546,112 +548,142 @@ async fn user_request(State(app): State<AppState>, mut req: Request) -> Response
         host,
         body_continues: None,
     };
-    let mut relayed = match app
-        .broker
-        .relay_request(&route.backend, Dispatch { request, body_rest })
-        .await
-    {
-        Ok(relayed) => relayed,
-        Err(e @ BrokerError::UnknownBackend(_)) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                [(
-                    HeaderName::from_static(RELAY_ID_HEADER),
-                    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("")),
-                )],
-                e.to_string(),
-            )
-                .into_response();
-        }
-        Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    Ok(Dispatch { request, body_rest })
+}
+
+/// Queue the request for `backend`'s relay-client: 503 (with the request ID) when no
+/// relay-client of that name is known.
+async fn dispatch_to_backend(
+    broker: &Arc<Broker>,
+    backend: &str,
+    id: &str,
+    dispatch: Dispatch,
+) -> Result<RelayedRequest, Response> {
+    match broker.relay_request(backend, dispatch).await {
+        Ok(relayed) => Ok(relayed),
+        Err(e @ BrokerError::UnknownBackend(_)) => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            [(
+                HeaderName::from_static(RELAY_ID_HEADER),
+                HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("")),
+            )],
+            e.to_string(),
+        )
+            .into_response()),
+        Err(e) => Err(text_error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+    }
+}
+
+/// Wait for the first response message, which carries the status and headers, counting
+/// the outcome: 504 if none comes in time, 500 if it has no status, 502 if the status is
+/// not a valid HTTP status.
+async fn response_head(
+    app: &AppState,
+    backend: &str,
+    relayed: &mut RelayedRequest,
+) -> Result<(StatusCode, HttpResponse), Response> {
+    let count = |result| {
+        app.broker
+            .metrics
+            .count_response(metrics::METHOD_CLIENT, result, backend)
     };
     let first = match relayed.next_message().await {
         NextMessage::Message(msg) => msg,
         NextMessage::Ended => {
-            app.broker.metrics.count_response(
-                metrics::METHOD_CLIENT,
-                metrics::RESULT_MISSING_MESSAGE,
-                &route.backend,
-            );
-            return text_error(
+            count(metrics::RESULT_MISSING_MESSAGE);
+            return Err(text_error(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
                     "Timeout after {}, indicating that the backend request took too long",
                     go_duration(app.config.inactive_request_timeout)
                 ),
-            );
+            ));
         }
     };
     let Some(status) = first.status_code else {
-        app.broker.metrics.count_response(
-            metrics::METHOD_CLIENT,
-            metrics::RESULT_MISSING_HEADER,
-            &route.backend,
-        );
-        return text_error(
+        count(metrics::RESULT_MISSING_HEADER);
+        return Err(text_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Received no header from relay client",
-        );
+        ));
     };
-    app.broker
-        .metrics
-        .count_response(metrics::METHOD_CLIENT, metrics::RESULT_OK, &route.backend);
+    count(metrics::RESULT_OK);
     let status = u16::try_from(status)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok());
     let Some(status) = status else {
-        return text_error(
+        return Err(text_error(
             StatusCode::BAD_GATEWAY,
             format!(
                 "relay client sent an invalid status code {:?}",
                 first.status_code
             ),
-        );
+        ));
     };
-    let mut response_headers = HeaderMap::new();
-    let invalid =
-        proto::append_proto_headers(&mut response_headers, &first.header, &["transfer-encoding"]);
+    Ok((status, first))
+}
+
+/// The backend's response headers, minus `Transfer-Encoding` (hyper frames the body
+/// itself); headers that are not valid HTTP are dropped with a warning.
+fn response_headers(id: &str, first: &HttpResponse) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let invalid = proto::append_proto_headers(&mut headers, &first.header, &["transfer-encoding"]);
     if invalid > 0 {
         tracing::warn!(ID = %id, invalid, "dropped invalid response headers from relay client");
     }
+    headers
+}
 
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(on_upgrade) = on_upgrade.filter(|_| version < Version::HTTP_2) else {
-            let mut response = text_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Backend returned 101 Switching Protocols, which is not supported by the relay server",
-            );
-            response.headers_mut().extend(response_headers);
-            return response;
-        };
-        let block_size = app.config.block_size.max(1);
-        tokio::spawn(run_upgraded(
-            Arc::clone(&app.broker),
-            relayed,
-            on_upgrade,
-            first,
-            block_size,
-            app.shutdown.clone(),
-        ));
-        let mut response = Response::new(Body::empty());
-        *response.status_mut() = status;
-        *response.headers_mut() = response_headers;
+/// Answer a backend's 101: hand the user's connection to [`run_upgraded`] and send the
+/// 101 with the backend's headers. Without an upgradable connection (HTTP/2, or none
+/// offered) the user gets a 500 instead.
+fn switch_protocols(
+    app: &AppState,
+    relayed: RelayedRequest,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    first: HttpResponse,
+    headers: HeaderMap,
+) -> Response {
+    let Some(on_upgrade) = on_upgrade else {
+        let mut response = text_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Backend returned 101 Switching Protocols, which is not supported by the relay server",
+        );
+        response.headers_mut().extend(headers);
         return response;
-    }
-
-    let body = RelayBody::new(
-        relayed,
-        first,
-        &response_headers,
+    };
+    let block_size = app.config.block_size.max(1);
+    tokio::spawn(run_upgraded(
         Arc::clone(&app.broker),
-        route.backend,
-    );
+        relayed,
+        on_upgrade,
+        first,
+        block_size,
+        app.shutdown.clone(),
+    ));
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// The backend's response with its body streamed from the response messages as they
+/// arrive (see [`RelayBody`]).
+fn streamed_response(
+    app: &AppState,
+    relayed: RelayedRequest,
+    first: HttpResponse,
+    status: StatusCode,
+    headers: HeaderMap,
+    backend: String,
+) -> Response {
+    let body = RelayBody::new(relayed, first, &headers, Arc::clone(&app.broker), backend);
     let mut response = Response::new(Body::new(http_body_util::StreamBody::new(
         body.into_stream(),
     )));
     *response.status_mut() = status;
-    *response.headers_mut() = response_headers;
+    *response.headers_mut() = headers;
     response
 }
 
@@ -902,14 +934,5 @@ mod tests {
         assert_eq!(port_from_flag(-1), Ok(80));
         assert_eq!(port_from_flag(8080), Ok(8080));
         assert!(port_from_flag(70000).is_err());
-    }
-
-    #[test]
-    fn durations_print_like_go() {
-        assert_eq!(go_duration(Duration::from_secs(60)), "1m0s");
-        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(go_duration(Duration::from_millis(300)), "300ms");
-        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
     }
 }

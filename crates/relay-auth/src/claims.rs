@@ -69,13 +69,6 @@ pub struct Claims {
     pub alert_host: bool,
 }
 
-/// Seconds since the Unix epoch (0 if the clock reads earlier).
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 impl Claims {
     /// A grant of `scopes` on `prefix`/`topic` for `audience`, valid for `lifetime_secs`.
     /// `iat` and `nbf` are one second before `now`, so a verifier whose clock is a little

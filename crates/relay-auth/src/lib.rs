@@ -14,9 +14,11 @@ pub mod claims;
 pub mod codes;
 pub mod deny;
 
-pub use claims::{mint, unix_now, Audience, Claims, TokenError, Verifier};
+pub use claims::{mint, Audience, Claims, TokenError, Verifier};
 pub use codes::{CodeError, CodeStore};
 pub use deny::DenyStore;
+/// Seconds since the Unix epoch, for the `now` that every time-checking function here takes.
+pub use relay_common::clock::unix_now;
 
 /// Scope that lets a connection receive messages on its topic.
 pub const SCOPE_READ: &str = "read";

@@ -153,7 +153,7 @@ fn file_client(args: FileArgs) -> Result<ExitCode, String> {
     let interval =
         string_alias(args.interval, "RELAY_CLIENT_FILE_INTERVAL").filter(|s| !s.is_empty());
     if let Some(interval) = &interval {
-        relay_client::goduration::parse(interval)
+        relay_common::goduration::parse_setting(interval)
             .map_err(|e| format!("RELAY_CLIENT_INTERVAL: {e}"))?;
     }
     // RELAY_CLIENT_FILE is the later client's name; set but empty means stdout there.

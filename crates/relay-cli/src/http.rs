@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use http_relay::auth::PollerAuth;
 use http_relay::broker::BrokerTimeouts;
 use http_relay::{ClientConfig, ClientError, ServerConfig};
+use relay_common::goduration::parse_setting;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,24 +27,6 @@ pub enum HttpCommand {
 pub struct HttpArgs {
     #[command(subcommand)]
     command: HttpCommand,
-}
-
-/// Parse a Go-style or humantime duration: `60s`, `1m0s`, `30m`, `1h30m`, `500ms`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .or_else(|_| {
-            // humantime wants spaces between units that Go writes together ("1m0s").
-            let spaced: String = s.chars().fold(String::new(), |mut out, c| {
-                if c.is_ascii_digit() && out.chars().last().is_some_and(|p| p.is_ascii_alphabetic())
-                {
-                    out.push(' ');
-                }
-                out.push(c);
-                out
-            });
-            humantime::parse_duration(&spaced)
-        })
-        .map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 /// Go slog levels as integers: -4 debug, 0 info, 4 warn, 8 error.
@@ -74,10 +57,10 @@ pub struct ServeArgs {
     #[arg(long = "block_size", default_value_t = 10240)]
     block_size: usize,
     /// Reap a request that gets no response message for this long (504 before headers).
-    #[arg(long = "inactive_request_timeout", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long = "inactive_request_timeout", default_value = "60s", value_parser = parse_setting)]
     inactive_request_timeout: Duration,
     /// Forget a backend (and its metric series) idle for this long.
-    #[arg(long = "inactive_backend_timeout", default_value = "30m", value_parser = parse_duration)]
+    #[arg(long = "inactive_backend_timeout", default_value = "30m", value_parser = parse_setting)]
     inactive_backend_timeout: Duration,
     /// Log level as a Go slog integer: -4 debug, 0 info, 4 warn, 8 error.
     #[arg(long = "log_level", default_value_t = 0, allow_hyphen_values = true)]
@@ -175,7 +158,7 @@ pub struct ClientArgs {
     #[arg(long = "relay_token", env = "RELAY_HTTP_TOKEN", hide_env_values = true)]
     relay_token: Option<String>,
     /// Longest wait for a backend's response headers; 0 waits for ever (the reference).
-    #[arg(long = "backend_timeout", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long = "backend_timeout", default_value = "60s", value_parser = parse_setting)]
     backend_timeout: Duration,
     /// Most requests handled at once; polling pauses while this many are in flight.
     #[arg(long = "max_concurrent_requests", default_value_t = 1000)]
@@ -359,13 +342,38 @@ fn client(args: ClientArgs) -> ExitCode {
 mod tests {
     use super::*;
 
+    /// The duration flags take Go's forms through the one settings parser
+    /// (`relay_common::goduration::parse_setting`, whose own tests cover every form).
     #[test]
-    fn go_durations_parse() {
-        assert_eq!(parse_duration("1m0s"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_duration("soon").is_err());
+    fn go_duration_flags_parse() {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        #[derive(clap::Parser)]
+        struct Client {
+            #[command(flatten)]
+            client: ClientArgs,
+        }
+        let serve = |args: &[&str]| {
+            <Serve as clap::Parser>::try_parse_from(args.iter().copied()).map(|c| c.serve)
+        };
+        let s = serve(&[
+            "x",
+            "--inactive_request_timeout=1m0s",
+            "--inactive_backend_timeout=1h30m",
+        ])
+        .unwrap();
+        assert_eq!(s.inactive_request_timeout, Duration::from_secs(60));
+        assert_eq!(s.inactive_backend_timeout, Duration::from_secs(5400));
+        let s = serve(&["x", "--inactive_backend_timeout=30m"]).unwrap();
+        assert_eq!(s.inactive_backend_timeout, Duration::from_secs(1800));
+        assert!(serve(&["x", "--inactive_request_timeout=soon"]).is_err());
+        let c = <Client as clap::Parser>::try_parse_from(["x", "--backend_timeout=500ms"])
+            .unwrap()
+            .client;
+        assert_eq!(c.backend_timeout, Duration::from_millis(500));
     }
 
     #[test]

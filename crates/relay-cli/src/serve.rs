@@ -5,17 +5,12 @@
 use crate::logging::{self, LogFormat, LogLevel};
 use clap::{ArgAction, Args};
 use relay_auth::{mint, Audience, Claims, SCOPE_READ, SCOPE_STATS, SCOPE_WRITE};
+use relay_common::goduration::parse_setting;
 use relay_server::{RunningServer, ServerConfig, TlsFiles};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-
-/// Parse a Go-style duration (`5s`, `5m`, `1h30m`, `500ms`).
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("invalid duration {s:?}: {e} (use e.g. 5s, 5m, 1h30m)"))
-}
 
 #[derive(Args, Debug)]
 #[command(after_help = "Quick start on a laptop: relay serve --dev\n\
@@ -63,22 +58,22 @@ pub struct ServeArgs {
     #[arg(long, env = "RELAY_BUFFER_BURST_BYTES", default_value_t = relay_server::config::DEFAULT_QUEUE_BURST_BYTES)]
     buffer_burst_bytes: usize,
     /// A reader whose queue stays full this long is disconnected (close code 4008).
-    #[arg(long, env = "RELAY_SLOW_READER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "RELAY_SLOW_READER_TIMEOUT", default_value = "10s", value_parser = parse_setting)]
     slow_reader_timeout: Duration,
     /// Period of reports on the `stats` topic (at least 1s).
-    #[arg(long, env = "RELAY_STATS_EVERY", default_value = "5s", value_parser = duration)]
+    #[arg(long, env = "RELAY_STATS_EVERY", default_value = "5s", value_parser = parse_setting)]
     stats_every: Duration,
     /// Period of pruning expired deny/allow entries and codes.
-    #[arg(long, env = "RELAY_TIDY_EVERY", default_value = "5m", value_parser = duration)]
+    #[arg(long, env = "RELAY_TIDY_EVERY", default_value = "5m", value_parser = parse_setting)]
     tidy_every: Duration,
     /// Server ping period.
-    #[arg(long, env = "RELAY_PING_INTERVAL", default_value = "54s", value_parser = duration)]
+    #[arg(long, env = "RELAY_PING_INTERVAL", default_value = "54s", value_parser = parse_setting)]
     ping_interval: Duration,
     /// Close a connection that sends nothing (not even a pong) for this long.
-    #[arg(long, env = "RELAY_PONG_TIMEOUT", default_value = "60s", value_parser = duration)]
+    #[arg(long, env = "RELAY_PONG_TIMEOUT", default_value = "60s", value_parser = parse_setting)]
     pong_timeout: Duration,
     /// Deadline for writing to one connection.
-    #[arg(long, env = "RELAY_WRITE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "RELAY_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_setting)]
     write_timeout: Duration,
     /// Largest accepted message in bytes (larger: close 1009).
     #[arg(long, env = "RELAY_MAX_MESSAGE_BYTES", default_value_t = 10 * 1024 * 1024)]
@@ -252,10 +247,7 @@ fn random_secret() -> String {
 }
 
 fn dev_token(server: &RunningServer, secret: &[u8], topic: &str, scopes: &[&str]) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = relay_common::clock::unix_now();
     let claims = Claims {
         booking_id: "dev".into(),
         topic: topic.into(),

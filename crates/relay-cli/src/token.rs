@@ -7,7 +7,6 @@
 use clap::{ArgAction, Args};
 use relay_auth::{mint, Audience, Claims, SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Args, Debug)]
 #[command(
@@ -118,10 +117,7 @@ fn claims(args: &TokenArgs, now: i64) -> Result<Claims, Vec<String>> {
 }
 
 pub fn run(args: TokenArgs) -> ExitCode {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
+    let now = relay_common::clock::unix_now();
     match claims(&args, now) {
         Ok(c) => {
             println!("{}", mint(&c, args.secret.unwrap_or_default().as_bytes()));

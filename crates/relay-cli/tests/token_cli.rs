@@ -23,10 +23,7 @@ fn payload(token: &str) -> serde_json::Value {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    relay_common::clock::unix_now()
 }
 
 const BASE: [(&str, &str); 4] = [

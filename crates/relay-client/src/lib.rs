@@ -4,13 +4,11 @@
 //!   dial, backoff, client-side heartbeat), with typed text/binary messages.
 //! - [`tls`]: the rustls client configuration (system roots plus an optional extra CA,
 //!   `ring` provider) used for https and wss.
-//! - [`goduration`]: Go duration strings, as found in playfiles and stats reports.
 //! - [`playfile`]: the playfile grammar of `relay client file`.
 //! - [`file`]: the engine of `relay client file` (log, binary recording, play).
 //! - [`status`]: typed stats-topic reports and the `GET /status` client.
 
 pub mod file;
-pub mod goduration;
 pub mod playfile;
 pub mod session;
 pub mod status;

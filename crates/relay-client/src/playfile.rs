@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use crate::goduration;
+use relay_common::goduration;
 
 /// One parsed playfile line.
 #[derive(Debug, Clone, PartialEq)]

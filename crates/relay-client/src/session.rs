@@ -26,11 +26,10 @@
 //!
 //! ```
 //! use relay_client::session::{Message, Session, SessionConfig};
-//! # use std::time::{SystemTime, UNIX_EPOCH};
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let server = relay_server::RunningServer::start(relay_server::ServerConfig::local(b"secret".to_vec())).await?;
-//! # let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
+//! # let now = relay_auth::unix_now();
 //! # let claims = relay_auth::Claims {
 //! #     topic: "expt00-data".into(), prefix: "session".into(),
 //! #     scopes: vec!["read".into(), "write".into()],
@@ -81,6 +80,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tracing::{debug, error, info, warn};
 
 use crate::tls;
+use relay_common::errors::error_chain;
 
 /// One websocket message; the frame type is preserved end to end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -578,17 +578,6 @@ fn websocket_scheme(url: &str) -> String {
     } else {
         url.to_string()
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -15,8 +15,8 @@ use serde::{Deserialize, Deserializer};
 use time::OffsetDateTime;
 use tracing::warn;
 
-use crate::goduration;
 use crate::session::{Message, Session, SessionClosed};
+use relay_common::goduration;
 
 /// One connection, as listed by a stats-topic report (camelCase) or by `GET /status`
 /// (v0.7.0, snake_case: `can_read`, `connected_at`, `expires_at`, `remote_addr`,

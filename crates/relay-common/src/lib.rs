@@ -2,3 +2,12 @@
 //!
 //! Nothing here knows about HTTP routes or tokens; it is the vocabulary the server, the
 //! host agent, the client library and the HTTP relay have in common.
+//!
+//! - [`clock`]: the wall clock as unix seconds (token and booking expiries).
+//! - [`errors`]: an error with all its causes, as one line a person can act on.
+//! - [`goduration`]: Go's duration text, formatted and parsed, and the one parser for
+//!   duration settings (flags and environment variables).
+
+pub mod clock;
+pub mod errors;
+pub mod goduration;

@@ -5,7 +5,6 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use relay_auth::{CodeStore, DenyStore, Verifier};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Shared state of one running server.
 pub struct AppState {
@@ -24,10 +23,7 @@ pub struct AppState {
 impl AppState {
     /// Wall-clock unix seconds, for token and booking expiries.
     pub fn now_unix(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-            .unwrap_or(0)
+        relay_common::clock::unix_now()
     }
 
     /// Monotonic now from tokio's clock (pausable in tests), for code lifetimes.

@@ -132,7 +132,7 @@ fn traffic_report(conn: &ConnInfo, traffic: &Traffic) -> TrafficReport {
         0.0
     };
     TrafficReport {
-        last: go_duration(ago),
+        last: relay_common::goduration::format(ago),
         size: (bytes as f64 / count as f64).round() as u64,
         fps: if fps.is_finite() {
             (fps * 100.0).round() / 100.0
@@ -162,66 +162,9 @@ fn rfc3339(at: SystemTime, with_nanos: bool) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-/// Format like Go's `time.Duration.String`: `850ms`, `2.90373838s`, `1m2.5s`, `1h0m0s`.
-pub fn go_duration(d: Duration) -> String {
-    let nanos = d.as_nanos();
-    if nanos == 0 {
-        return "0s".into();
-    }
-    if nanos < 1_000 {
-        return format!("{nanos}ns");
-    }
-    if nanos < 1_000_000 {
-        return format!("{}µs", decimal(nanos, 1_000));
-    }
-    if nanos < 1_000_000_000 {
-        return format!("{}ms", decimal(nanos, 1_000_000));
-    }
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let seconds = decimal(
-        u128::from(s) * 1_000_000_000 + u128::from(d.subsec_nanos()),
-        1_000_000_000,
-    );
-    match (h, m) {
-        (0, 0) => format!("{seconds}s"),
-        (0, m) => format!("{m}m{seconds}s"),
-        (h, m) => format!("{h}h{m}m{seconds}s"),
-    }
-}
-
-/// `value / unit` as a decimal with trailing zeros trimmed.
-fn decimal(value: u128, unit: u128) -> String {
-    let whole = value / unit;
-    let frac = value % unit;
-    if frac == 0 {
-        return whole.to_string();
-    }
-    let width = unit.ilog10() as usize;
-    let frac = format!("{frac:0width$}");
-    format!("{whole}.{}", frac.trim_end_matches('0'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_duration_matches_go() {
-        let cases = [
-            (Duration::ZERO, "0s"),
-            (Duration::from_nanos(5), "5ns"),
-            (Duration::from_nanos(1_500), "1.5µs"),
-            (Duration::from_millis(850), "850ms"),
-            (Duration::from_nanos(2_903_738_380), "2.90373838s"),
-            (Duration::from_millis(62_500), "1m2.5s"),
-            (Duration::from_secs(3600), "1h0m0s"),
-            (Duration::from_secs(3723), "1h2m3s"),
-        ];
-        for (d, want) in cases {
-            assert_eq!(go_duration(d), want);
-        }
-    }
 
     #[test]
     fn zero_expiry_prints_as_go_zero_time() {

@@ -828,6 +828,8 @@ async fn listed(http: &reqwest::Client, access: &str, token: &str, prefix: &str)
         .count())
 }
 
+/// One deny run: open the connections, wait until the relay lists them all, deny the
+/// bookings, and measure the replies, the closes and the other booking's survival.
 async fn deny_once(
     http: &reqwest::Client,
     access: &str,
@@ -836,13 +838,88 @@ async fn deny_once(
     run: usize,
 ) -> Result<DenyPoint> {
     let n = opts.deny_conns;
-    let prefix = format!("b8-deny-{bookings}-r{run}-");
-    let bids: Vec<String> = (0..bookings)
-        .map(|k| format!("deny-{bookings}-r{run}-b{k}"))
-        .collect();
-    let topic_of = |k: usize| format!("{prefix}b{k}");
-    let kept_bid = format!("keep-{bookings}-r{run}");
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let names = DenyNames::new(bookings, run);
+    let mut fleet = open_fleet(http, access, opts, &names).await?;
+    fleet.wait_opened(n + opts.undenied).await?;
+    wait_listed(http, access, &names.prefix, n + opts.undenied + 1).await?;
+
+    let (start_ns, posts) = post_denies(http, access, &names.bids);
+    let all_closed = wait_until(CLOSE_LIMIT, || load(&fleet.denied_counts.ended) >= n).await;
+    let (reply_ns, statuses) = deny_replies(posts).await?;
+    fleet.send_to_kept_readers(opts.undenied).await?;
+    let ends = fleet.finish(start_ns).await?;
+    Ok(DenyPoint {
+        reply: reply_ns.saturating_sub(start_ns) as f64,
+        statuses: statuses.join(", "),
+        p50: nearest_rank(&ends.closes, 0.5),
+        p99: nearest_rank(&ends.closes, 0.99),
+        max: if all_closed {
+            nearest_rank(&ends.closes, 1.0)
+        } else {
+            f64::NAN
+        },
+        endings: endings_summary(&ends.endings),
+        kept: format!(
+            "{}/{} received, {}/{} open",
+            ends.kept_got, opts.undenied, ends.kept_open, opts.undenied
+        ),
+    })
+}
+
+/// The names of one deny run: its topics (one per booking), the booking ids to deny and
+/// the one to keep.
+struct DenyNames {
+    /// Every topic of the run starts with this, so `GET /status` can count them.
+    prefix: String,
+    bids: Vec<String>,
+    kept_bid: String,
+}
+
+impl DenyNames {
+    fn new(bookings: usize, run: usize) -> Self {
+        DenyNames {
+            prefix: format!("b8-deny-{bookings}-r{run}-"),
+            bids: (0..bookings)
+                .map(|k| format!("deny-{bookings}-r{run}-b{k}"))
+                .collect(),
+            kept_bid: format!("keep-{bookings}-r{run}"),
+        }
+    }
+
+    /// The topic of booking `k`; the kept booking shares booking 0's.
+    fn topic(&self, k: usize) -> String {
+        format!("{}b{k}", self.prefix)
+    }
+}
+
+fn load(counter: &AtomicUsize) -> usize {
+    counter.load(Ordering::Relaxed)
+}
+
+/// The connections of one deny run, each read by its own task until it ends or `stop`.
+struct DenyFleet {
+    denied: JoinSet<Result<Watched>>,
+    denied_counts: Counts,
+    kept: JoinSet<Result<Watched>>,
+    kept_counts: Counts,
+    /// The kept booking's writer, on booking 0's topic.
+    writer: WebSocket,
+    stop: watch::Sender<bool>,
+}
+
+type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Start opening `deny_conns` readers spread round robin over the denied bookings and
+/// `undenied` readers of the kept booking (at most 32 opens at a time), and open the kept
+/// booking's writer.
+async fn open_fleet(
+    http: &reqwest::Client,
+    access: &str,
+    opts: &Options,
+    names: &DenyNames,
+) -> Result<DenyFleet> {
+    let (stop, stop_rx) = watch::channel(false);
     let gate = Arc::new(Semaphore::new(32));
     let spec = |topic: String, booking_id: &str| WatchSpec {
         http: http.clone(),
@@ -854,68 +931,149 @@ async fn deny_once(
     };
     let (denied_counts, kept_counts) = (Counts::default(), Counts::default());
     let mut denied = JoinSet::new();
-    for i in 0..n {
-        let k = i % bookings;
+    for i in 0..opts.deny_conns {
+        let k = i % names.bids.len();
         denied.spawn(open_and_watch(
-            spec(topic_of(k), &bids[k]),
+            spec(names.topic(k), &names.bids[k]),
             denied_counts.clone(),
         ));
     }
     let mut kept = JoinSet::new();
     for _ in 0..opts.undenied {
         kept.spawn(open_and_watch(
-            spec(topic_of(0), &kept_bid),
+            spec(names.topic(0), &names.kept_bid),
             kept_counts.clone(),
         ));
     }
-    let mut writer = open_ws(
+    let writer = open_ws(
         http,
         access,
-        &topic_of(0),
-        &kept_bid,
+        &names.topic(0),
+        &names.kept_bid,
         &[relay_auth::SCOPE_WRITE],
     )
     .await?;
-    let total = n + opts.undenied;
-    let load = |a: &Arc<AtomicUsize>| a.load(Ordering::Relaxed);
-    let settled = || {
-        load(&denied_counts.opened)
-            + load(&denied_counts.failed)
-            + load(&kept_counts.opened)
-            + load(&kept_counts.failed)
-            >= total
-    };
-    wait_until(Duration::from_secs(120), settled).await;
-    let opened = load(&denied_counts.opened) + load(&kept_counts.opened);
-    if opened < total {
-        let _ = stop_tx.send(true);
-        // A failed open ended its task with the error: report the first one.
-        while let Some(joined) = denied.join_next().await {
-            joined??;
+    Ok(DenyFleet {
+        denied,
+        denied_counts,
+        kept,
+        kept_counts,
+        writer,
+        stop,
+    })
+}
+
+impl DenyFleet {
+    /// Wait (up to 120 s) until each of the `readers` has opened or failed. If any failed,
+    /// stop the others and return the first failure.
+    async fn wait_opened(&mut self, readers: usize) -> Result<()> {
+        let (denied_counts, kept_counts) = (&self.denied_counts, &self.kept_counts);
+        let settled = || {
+            load(&denied_counts.opened)
+                + load(&denied_counts.failed)
+                + load(&kept_counts.opened)
+                + load(&kept_counts.failed)
+                >= readers
+        };
+        wait_until(Duration::from_secs(120), settled).await;
+        let opened = load(&denied_counts.opened) + load(&kept_counts.opened);
+        if opened < readers {
+            let _ = self.stop.send(true);
+            // A failed open ended its task with the error: report the first one.
+            while let Some(joined) = self.denied.join_next().await {
+                joined??;
+            }
+            while let Some(joined) = self.kept.join_next().await {
+                joined??;
+            }
+            bail!("only {opened} of {readers} connections opened within 120 s");
         }
-        while let Some(joined) = kept.join_next().await {
-            joined??;
-        }
-        bail!("only {opened} of {total} connections opened within 120 s");
+        Ok(())
     }
-    // The upgrade completes before the hub registers a connection; wait until it lists them
-    // all, so the deny cannot miss a connection that was still joining.
+
+    /// The other booking must be untouched: its writer sends one message, and its
+    /// `readers` must all get it (waited for up to 5 s).
+    async fn send_to_kept_readers(&mut self, readers: usize) -> Result<()> {
+        self.writer
+            .send(WsMessage::Binary(wire::message(0, wire::now_ns(), 64)))
+            .await?;
+        let got = &self.kept_counts.got;
+        wait_until(Duration::from_secs(5), || load(got) >= readers).await;
+        Ok(())
+    }
+
+    /// Stop every reader and close the writer, then collect how each connection ended;
+    /// close times count from `start_ns`.
+    async fn finish(mut self, start_ns: u64) -> Result<FleetEnds> {
+        let _ = self.stop.send(true);
+        let _ = self.writer.close(None).await;
+        let mut endings = Vec::with_capacity(self.denied.len());
+        let mut closes = Vec::with_capacity(self.denied.len());
+        while let Some(joined) = self.denied.join_next().await {
+            let watched = joined??;
+            endings.push(watched.ending);
+            if watched.ending != Ending::Open {
+                closes.push(watched.ended_ns.saturating_sub(start_ns) as f64);
+            }
+        }
+        let mut kept_open = 0;
+        while let Some(joined) = self.kept.join_next().await {
+            if joined??.ending == Ending::Open {
+                kept_open += 1;
+            }
+        }
+        Ok(FleetEnds {
+            endings,
+            closes: sorted(closes),
+            kept_open,
+            kept_got: load(&self.kept_counts.got),
+        })
+    }
+}
+
+/// How a deny run's connections ended.
+struct FleetEnds {
+    /// One per denied connection.
+    endings: Vec<Ending>,
+    /// Sorted nanoseconds from the first deny POST to each denied connection's close.
+    closes: Vec<f64>,
+    /// Kept readers still open when stopped, and messages they received.
+    kept_open: usize,
+    kept_got: usize,
+}
+
+/// Wait (up to 30 s) until `GET /status` lists `want` connections on the run's topics.
+/// The upgrade completes before the hub registers a connection, so without this the deny
+/// could miss a connection that was still joining.
+async fn wait_listed(
+    http: &reqwest::Client,
+    access: &str,
+    prefix: &str,
+    want: usize,
+) -> Result<()> {
     let stats = admin_token(access, relay_auth::SCOPE_STATS);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while listed(http, access, &stats, &prefix).await? < total + 1 {
+    while listed(http, access, &stats, prefix).await? < want {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "GET /status did not list all {} connections within 30 s",
-            total + 1
+            "GET /status did not list all {want} connections within 30 s"
         );
         sleep(Duration::from_millis(20)).await;
     }
+    Ok(())
+}
 
+/// A deny POST's HTTP status (or failure) and the instant its reply arrived.
+type DenyReply = (reqwest::Result<u16>, u64);
+
+/// Send one `POST /bids/deny` per booking id, all at once. Returns the instant just before
+/// the first went out and the tasks that yield the replies.
+fn post_denies(http: &reqwest::Client, access: &str, bids: &[String]) -> (u64, JoinSet<DenyReply>) {
     let admin = admin_token(access, relay_auth::SCOPE_ADMIN);
     let exp = relay_auth::unix_now() + 3600;
     let start_ns = wire::now_ns();
     let mut posts = JoinSet::new();
-    for bid in &bids {
+    for bid in bids {
         let request = http
             .post(format!("{access}/bids/deny?bid={bid}&exp={exp}"))
             .header("Authorization", admin.clone());
@@ -924,7 +1082,11 @@ async fn deny_once(
             (status, wire::now_ns())
         });
     }
-    let all_closed = wait_until(CLOSE_LIMIT, || load(&denied_counts.ended) >= n).await;
+    (start_ns, posts)
+}
+
+/// The instant the last deny reply arrived, and the distinct statuses (or failures).
+async fn deny_replies(mut posts: JoinSet<DenyReply>) -> Result<(u64, Vec<String>)> {
     let mut reply_ns = 0u64;
     let mut statuses = Vec::new();
     while let Some(joined) = posts.join_next().await {
@@ -937,50 +1099,7 @@ async fn deny_once(
     }
     statuses.sort();
     statuses.dedup();
-
-    // The other booking must be untouched: its readers still open, and still receiving.
-    writer
-        .send(WsMessage::Binary(wire::message(0, wire::now_ns(), 64)))
-        .await?;
-    wait_until(Duration::from_secs(5), || {
-        load(&kept_counts.got) >= opts.undenied
-    })
-    .await;
-    let _ = stop_tx.send(true);
-    let _ = writer.close(None).await;
-    let mut endings = Vec::with_capacity(n);
-    let mut closes = Vec::with_capacity(n);
-    while let Some(joined) = denied.join_next().await {
-        let watched = joined??;
-        endings.push(watched.ending);
-        if watched.ending != Ending::Open {
-            closes.push(watched.ended_ns.saturating_sub(start_ns) as f64);
-        }
-    }
-    let mut kept_open = 0;
-    while let Some(joined) = kept.join_next().await {
-        if joined??.ending == Ending::Open {
-            kept_open += 1;
-        }
-    }
-    let closes = sorted(closes);
-    let kept_ok = load(&kept_counts.got);
-    Ok(DenyPoint {
-        reply: reply_ns.saturating_sub(start_ns) as f64,
-        statuses: statuses.join(", "),
-        p50: nearest_rank(&closes, 0.5),
-        p99: nearest_rank(&closes, 0.99),
-        max: if all_closed {
-            nearest_rank(&closes, 1.0)
-        } else {
-            f64::NAN
-        },
-        endings: endings_summary(&endings),
-        kept: format!(
-            "{kept_ok}/{} received, {kept_open}/{} open",
-            opts.undenied, opts.undenied
-        ),
-    })
+    Ok((reply_ns, statuses))
 }
 
 #[cfg(test)]

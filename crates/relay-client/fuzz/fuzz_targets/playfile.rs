@@ -8,5 +8,5 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let playfile = Playfile::parse(&text);
     let _ = playfile.errors();
-    let _ = relay_client::goduration::parse(&text);
+    let _ = relay_common::goduration::parse(&text);
 });
