@@ -104,6 +104,7 @@ impl Traffic {
 
 /// The publishing side of a subscriber: its queue's sending half and its close signal.
 pub struct Subscriber {
+    /// What is known about the connection.
     pub info: Arc<ConnInfo>,
     queue: QueueSender<Message>,
     close: watch::Sender<Option<CloseReason>>,
@@ -113,6 +114,7 @@ pub struct Subscriber {
 pub struct Inbox {
     /// What is queued for this connection; taking from it does the accounting.
     pub queue: QueueReader<Message>,
+    /// Set once, with the reason, when the connection is to close.
     pub close: watch::Receiver<Option<CloseReason>>,
     /// The sending side's handle, to ask for a close.
     pub subscriber: Arc<Subscriber>,
