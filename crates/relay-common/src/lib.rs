@@ -7,7 +7,9 @@
 //! - [`errors`]: an error with all its causes, as one line a person can act on.
 //! - [`goduration`]: Go's duration text, formatted and parsed, and the one parser for
 //!   duration settings (flags and environment variables).
+//! - [`queue`]: the bounded per-reader queue (limits, drops, slow-reader detection).
 
 pub mod clock;
 pub mod errors;
 pub mod goduration;
+pub mod queue;

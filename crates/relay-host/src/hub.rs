@@ -8,16 +8,18 @@
 //! stream rule only edits the index, so subscribers (and the relay connections behind
 //! them) stay connected.
 //!
-//! Publishing never blocks: each subscriber has a queue bounded in messages and in bytes,
-//! and a full queue drops the message for that subscriber only (counted), so one stalled
-//! client can neither block the others nor eat the memory of a small board. Subscriptions unregister themselves when
+//! Publishing never blocks: each subscriber has a queue bounded in messages and in bytes
+//! ([`relay_common::queue`], the relay server's queue type), and a full queue drops the
+//! message for that subscriber only (counted), so one stalled client can neither block the
+//! others nor eat the memory of a small board. Subscriptions unregister themselves when
 //! dropped, so there is nothing to close twice.
 
 use bytes::Bytes;
+use relay_common::queue::{self, Offer, QueueLimits, QueueReader, QueueSender};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use tokio::sync::mpsc;
+use std::time::Duration;
 
 /// Topic names starting with this prefix are receive-only aggregates of feeds.
 pub const STREAM_PREFIX: &str = "stream/";
@@ -60,40 +62,25 @@ pub struct ClientId(u64);
 /// Bytes one subscriber may have waiting, whatever the message count.
 pub const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
 
+/// The bounds of a subscriber's queue of `capacity` messages: no burst allowance past the
+/// message count, and no slow-reader disconnects (a full queue only drops).
+fn queue_limits(capacity: usize) -> QueueLimits {
+    QueueLimits {
+        messages: capacity.max(1),
+        bytes: MAX_QUEUED_BYTES,
+        burst_bytes: 0,
+        slow_reader_timeout: Duration::MAX,
+    }
+}
+
+/// The bytes a message counts for in a subscriber's queue.
+fn payload_len(message: &Message) -> usize {
+    message.data.len()
+}
+
 struct Subscriber {
     id: ClientId,
-    queue: mpsc::Sender<Message>,
-    queued_bytes: Arc<AtomicUsize>,
-}
-
-/// Why a subscriber did not take a message.
-#[derive(Debug)]
-enum Refused {
-    ByteLimit,
-    MessageLimit,
-    /// The subscriber is going away; its Drop removes it.
-    Closed,
-}
-
-impl Subscriber {
-    fn offer(&self, message: &Message) -> Result<(), Refused> {
-        let len = message.data.len();
-        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        if before > 0 && before + len > MAX_QUEUED_BYTES {
-            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            return Err(Refused::ByteLimit);
-        }
-        match self.queue.try_send(message.clone()) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                match e {
-                    mpsc::error::TrySendError::Full(_) => Err(Refused::MessageLimit),
-                    mpsc::error::TrySendError::Closed(_) => Err(Refused::Closed),
-                }
-            }
-        }
-    }
+    queue: QueueSender<Message>,
 }
 
 #[derive(Default)]
@@ -142,23 +129,17 @@ impl Hub {
     /// `capacity` messages. Dropping the subscription unregisters it.
     pub fn subscribe(self: &Arc<Self>, topic: &str, capacity: usize) -> Subscription {
         let id = self.new_client_id();
-        let (queue, receiver) = mpsc::channel(capacity.max(1));
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let (queue, receiver) = queue::bounded(queue_limits(capacity), payload_len);
         self.write()
             .subscribers
             .entry(topic.to_string())
             .or_default()
-            .push(Subscriber {
-                id,
-                queue,
-                queued_bytes: queued_bytes.clone(),
-            });
+            .push(Subscriber { id, queue });
         Subscription {
             hub: Arc::clone(self),
             id,
             topic: topic.to_string(),
-            receiver,
-            queued_bytes,
+            queue: receiver,
         }
     }
 
@@ -187,14 +168,14 @@ impl Hub {
                 if Some(subscriber.id) == from {
                     continue;
                 }
-                match subscriber.offer(&message) {
-                    Ok(()) => delivered += 1,
-                    Err(Refused::Closed) => {}
-                    Err(limit) => {
+                match subscriber.queue.offer(&message) {
+                    Offer::Queued => delivered += 1,
+                    // The subscriber is going away; its Drop removes it.
+                    Offer::Closed => {}
+                    Offer::Dropped | Offer::TooSlow => {
                         self.dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(
                             topic = target,
-                            ?limit,
                             "subscriber queue full; message dropped for it"
                         );
                     }
@@ -274,8 +255,7 @@ pub struct Subscription {
     hub: Arc<Hub>,
     id: ClientId,
     topic: String,
-    receiver: mpsc::Receiver<Message>,
-    queued_bytes: Arc<AtomicUsize>,
+    queue: QueueReader<Message>,
 }
 
 impl Subscription {
@@ -290,21 +270,12 @@ impl Subscription {
 
     /// The next message for this subscriber.
     pub async fn recv(&mut self) -> Option<Message> {
-        let message = self.receiver.recv().await;
-        self.taken(message)
+        self.queue.recv().await
     }
 
     /// A message already queued, without waiting.
     pub fn try_recv(&mut self) -> Option<Message> {
-        let message = self.receiver.try_recv().ok();
-        self.taken(message)
-    }
-
-    fn taken(&self, message: Option<Message>) -> Option<Message> {
-        if let Some(m) = &message {
-            self.queued_bytes.fetch_sub(m.data.len(), Ordering::AcqRel);
-        }
-        message
+        self.queue.try_recv()
     }
 
     /// Publishes on this subscription's own topic, excluding itself.

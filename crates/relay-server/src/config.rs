@@ -14,7 +14,7 @@ pub const MAX_QUEUE_MESSAGES: usize = 512;
 /// many bytes, so a short stall at 10k msg/s loses nothing.
 pub const DEFAULT_QUEUE_BURST_BYTES: usize = 1024 * 1024;
 /// However small the messages, a queue never holds more than this many.
-pub const MAX_QUEUED_MESSAGES: usize = 16 * 1024;
+pub use relay_common::queue::MAX_QUEUED_MESSAGES;
 
 /// Configuration of one relay server (both ports).
 #[derive(Debug, Clone)]

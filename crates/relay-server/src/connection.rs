@@ -64,7 +64,7 @@ pub async fn serve(
         seconds = started.elapsed().as_secs_f64(),
         sent = info.tx.messages.load(std::sync::atomic::Ordering::Relaxed),
         received = info.rx.messages.load(std::sync::atomic::Ordering::Relaxed),
-        dropped = info.drops.load(std::sync::atomic::Ordering::Relaxed),
+        dropped = subscriber.drops(),
         "connection closed"
     );
 }
@@ -111,7 +111,7 @@ async fn read_loop(
                 info.tx.record(len, info.connected_instant.elapsed());
                 state.metrics.messages_in.inc();
                 state.metrics.bytes_in.inc_by(len as u64);
-                membership.topic.publish(&state.hub, info.id, &frame);
+                membership.topic.publish(info.id, &frame);
             }
             Message::Close(_) => break CloseReason::PeerGone,
             Message::Ping(_) | Message::Pong(_) => {}
@@ -141,7 +141,7 @@ async fn write_loop(
     gate_open: watch::Sender<bool>,
 ) -> CloseReason {
     let Inbox {
-        mut messages,
+        mut queue,
         mut close,
         subscriber,
     } = inbox;
@@ -154,7 +154,6 @@ async fn write_loop(
     );
     tokio::pin!(expiry);
     let info = &membership.info;
-    let slow_limit = state.hub.limits().slow_reader_timeout;
     // One batch buffer per connection, reused: no allocation per message on the hot path.
     let mut batch: Vec<Message> = Vec::new();
     // Created once: a fresh wait on the close signal per message would register and
@@ -173,9 +172,13 @@ async fn write_loop(
                     break CloseReason::PeerGone;
                 }
             }
-            first = messages.recv() => {
-                let Some(first) = first else { break CloseReason::PeerGone };
-                drain_batch(first, &mut messages, &subscriber, cfg.coalesce_binary, &mut batch);
+            taken = queue.recv_batch(&mut batch, MAX_BATCH) => {
+                if taken == 0 {
+                    break CloseReason::PeerGone;
+                }
+                if cfg.coalesce_binary {
+                    coalesce_binary(&mut batch);
+                }
                 let written = {
                     let mut write = std::pin::pin!(write_batch(&mut sink, &batch));
                     // Most writes complete at once; only a write that would block arms the
@@ -192,7 +195,7 @@ async fn write_loop(
                             written = timeout(cfg.write_timeout, &mut write) => written,
                             reason = &mut closed => break reason,
                             () = &mut expiry => break CloseReason::Expired,
-                            () = stays_behind(&subscriber, slow_limit) => {
+                            () = queue.stays_behind() => {
                                 subscriber.close_as_too_slow(&state.metrics);
                                 break CloseReason::TooSlow;
                             }
@@ -217,9 +220,11 @@ async fn write_loop(
     let close_timeout = cfg.write_timeout.min(CLOSE_TIMEOUT);
     if reason == CloseReason::PeerLeft {
         // The other end of a shell pair said everything before it left: deliver it all.
-        while let Ok(first) = messages.try_recv() {
+        loop {
             batch.clear();
-            drain_batch(first, &mut messages, &subscriber, false, &mut batch);
+            if queue.try_recv_batch(&mut batch, MAX_BATCH) == 0 {
+                break;
+            }
             if !matches!(
                 timeout(cfg.write_timeout, write_batch(&mut sink, &batch)).await,
                 Ok(Ok(()))
@@ -248,36 +253,10 @@ async fn closing(close: &mut watch::Receiver<Option<CloseReason>>) -> CloseReaso
     }
 }
 
-/// Resolves once the subscriber's queue has stayed full for `limit` while its writer is
-/// stuck (a publisher may not come along to notice once the burst is over).
-async fn stays_behind(subscriber: &Subscriber, limit: Duration) {
-    let poll = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-    loop {
-        tokio::time::sleep(poll).await;
-        if subscriber.behind_for().is_some_and(|d| d >= limit) {
-            return;
-        }
-    }
-}
-
-/// Fill the (empty) `batch` with `first` and everything already queued (up to
-/// [`MAX_BATCH`]); with coalescing on, runs of binary messages become one frame, as the
-/// reference did for video.
-fn drain_batch(
-    first: Message,
-    messages: &mut tokio::sync::mpsc::Receiver<Message>,
-    subscriber: &Subscriber,
-    coalesce_binary: bool,
-    batch: &mut Vec<Message>,
-) {
-    subscriber.taken(&first);
-    batch.push(first);
-    while batch.len() < MAX_BATCH {
-        let Ok(next) = messages.try_recv() else { break };
-        subscriber.taken(&next);
-        batch.push(next);
-    }
-    if !coalesce_binary || batch.len() < 2 {
+/// Merge runs of binary messages in `batch` into one frame each, as the reference did for
+/// video.
+fn coalesce_binary(batch: &mut Vec<Message>) {
+    if batch.len() < 2 {
         return;
     }
     let mut merged: Vec<Message> = Vec::with_capacity(batch.len());

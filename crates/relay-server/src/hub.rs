@@ -1,19 +1,22 @@
 //! Topics, subscribers and fan-out: the part of the data path that must never stall.
 //!
 //! A connection joins one topic at admission and keeps an `Arc` to it, so publishing takes
-//! only that topic's read lock, never a global one. Every subscriber has a queue bounded in
-//! messages and in bytes; publishing does a non-blocking enqueue into each, and a full queue
-//! drops the message for that subscriber alone (counted). A subscriber whose queue stays
-//! full past a limit is told to close as too slow. Leaving is a `Drop` (of [`Membership`]),
-//! so a connection is unregistered everywhere however its task ends.
+//! only that topic's read lock, never a global one. Every subscriber has its own bounded
+//! queue ([`relay_common::queue`]); publishing offers the message to each without blocking,
+//! and a full queue drops it for that subscriber alone (counted here in the metrics). A
+//! subscriber whose queue stays behind past the slow-reader timeout is told to close as too
+//! slow. Leaving is a `Drop` (of [`Membership`]), so a connection is unregistered everywhere
+//! however its task ends.
 
 use crate::metrics::Metrics;
 use axum::extract::ws::Message;
+pub use relay_common::queue::QueueLimits;
+use relay_common::queue::{Offer, QueueReader, QueueSender};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Identifies one connection (or internal subscriber) for the life of the process.
@@ -77,8 +80,6 @@ pub struct ConnInfo {
     pub tx: Traffic,
     /// Messages written to this connection (counted only with `read`).
     pub rx: Traffic,
-    /// Messages dropped for this connection because its queue was full.
-    pub drops: AtomicU64,
 }
 
 /// Message count, bytes and time of the last message, updated lock-free.
@@ -101,64 +102,43 @@ impl Traffic {
     }
 }
 
-/// Queue bounds applied to every subscriber.
-#[derive(Debug, Clone, Copy)]
-pub struct QueueLimits {
-    pub messages: usize,
-    pub bytes: usize,
-    /// Past `messages`, a message is still queued while the queue stays within this many
-    /// bytes: the count bound is for big messages (video), not bursts of small ones.
-    pub burst_bytes: usize,
-    pub slow_reader_timeout: Duration,
-}
-
-impl QueueLimits {
-    /// Channel capacity: room for the message bound, or for a burst of small messages.
-    fn capacity(&self) -> usize {
-        let burst = if self.burst_bytes > 0 {
-            crate::config::MAX_QUEUED_MESSAGES
-        } else {
-            0
-        };
-        self.messages.max(burst).max(1)
-    }
-
-    /// Whether a message of `len` bytes may join a queue holding `queued` messages of
-    /// `queued_bytes` bytes. An empty queue takes any message, however big.
-    fn admits(&self, queued: usize, queued_bytes: usize, len: usize) -> bool {
-        if queued_bytes == 0 {
-            return true;
-        }
-        let after = queued_bytes + len;
-        after <= self.bytes && (queued < self.messages || after <= self.burst_bytes)
-    }
-}
-
-/// The sending half of a subscriber: its bounded queue and its close signal.
+/// The publishing side of a subscriber: its queue's sending half and its close signal.
 pub struct Subscriber {
+    /// What is known about the connection.
     pub info: Arc<ConnInfo>,
-    queue: mpsc::Sender<Message>,
-    queued_bytes: AtomicUsize,
-    /// Milliseconds after `epoch` when the queue was first found full; 0 = not full.
-    full_since_ms: AtomicU64,
-    epoch: Instant,
+    queue: QueueSender<Message>,
     close: watch::Sender<Option<CloseReason>>,
 }
 
 /// The receiving half, owned by the connection's writer (or the stats reporter).
 pub struct Inbox {
-    pub messages: mpsc::Receiver<Message>,
+    /// What is queued for this connection; taking from it does the accounting.
+    pub queue: QueueReader<Message>,
+    /// Set once, with the reason, when the connection is to close.
     pub close: watch::Receiver<Option<CloseReason>>,
-    /// The sending side's handle, to account for taken messages and to ask for a close.
+    /// The sending side's handle, to ask for a close.
     pub subscriber: Arc<Subscriber>,
 }
 
 impl Subscriber {
-    /// Account for a message taken off the queue: frees its bytes and marks progress.
-    pub fn taken(&self, message: &Message) {
-        self.queued_bytes
-            .fetch_sub(payload_len(message), Ordering::Relaxed);
-        self.full_since_ms.store(0, Ordering::Relaxed);
+    /// Offer `message` to this subscriber's queue without blocking; count a drop in the
+    /// metrics, and close the subscriber once its queue has stayed behind too long.
+    fn offer(&self, message: &Message, metrics: &Metrics) {
+        match self.queue.offer(message) {
+            Offer::Queued | Offer::Closed => {}
+            Offer::Dropped => {
+                metrics.drops.inc();
+            }
+            Offer::TooSlow => {
+                metrics.drops.inc();
+                self.close_as_too_slow(metrics);
+            }
+        }
+    }
+
+    /// Messages dropped for this connection because its queue was full.
+    pub fn drops(&self) -> u64 {
+        self.queue.dropped()
     }
 
     /// Signal the connection to close; the first reason wins. True if this call set it.
@@ -171,18 +151,6 @@ impl Subscriber {
                 false
             }
         })
-    }
-
-    /// How long the queue has been full without the writer taking anything, if it is.
-    pub fn behind_for(&self) -> Option<Duration> {
-        match self.full_since_ms.load(Ordering::Relaxed) {
-            0 => None,
-            since => Some(
-                self.epoch
-                    .elapsed()
-                    .saturating_sub(Duration::from_millis(since)),
-            ),
-        }
     }
 
     /// Close as too slow (counted once, however many paths notice).
@@ -211,15 +179,17 @@ pub struct Topic {
     subscribers: RwLock<Vec<Arc<Subscriber>>>,
     /// Member count, for waiting until the other end of a pair has joined.
     size: watch::Sender<usize>,
+    /// Where drops and slow disconnects are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Topic {
     /// Deliver `message` from `from` to every other member that may read. Never blocks.
-    pub fn publish(&self, hub: &Hub, from: ConnId, message: &Message) {
+    pub fn publish(&self, from: ConnId, message: &Message) {
         let subscribers = self.subscribers.read().unwrap_or_else(|p| p.into_inner());
         for sub in subscribers.iter() {
             if sub.info.id != from && sub.info.can_read {
-                hub.offer(sub, message);
+                sub.offer(message, &self.metrics);
             }
         }
     }
@@ -250,7 +220,6 @@ pub struct Hub {
     connections: Mutex<HashMap<ConnId, Arc<Subscriber>>>,
     next_id: AtomicU64,
     limits: QueueLimits,
-    epoch: Instant,
     pub metrics: Arc<Metrics>,
 }
 
@@ -291,7 +260,6 @@ impl Hub {
             connections: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             limits,
-            epoch: Instant::now(),
             metrics,
         })
     }
@@ -314,16 +282,12 @@ impl Hub {
             remote_addr: req.remote_addr,
             tx: Traffic::default(),
             rx: Traffic::default(),
-            drops: AtomicU64::new(0),
         });
-        let (queue_tx, queue_rx) = mpsc::channel(self.limits.capacity());
+        let (queue_tx, queue_rx) = relay_common::queue::bounded(self.limits, payload_len);
         let (close_tx, close_rx) = watch::channel(None);
         let subscriber = Arc::new(Subscriber {
             info: info.clone(),
             queue: queue_tx,
-            queued_bytes: AtomicUsize::new(0),
-            full_since_ms: AtomicU64::new(0),
-            epoch: self.epoch,
             close: close_tx,
         });
         let topic = {
@@ -336,6 +300,7 @@ impl Hub {
                         paired: req.paired,
                         subscribers: RwLock::default(),
                         size: watch::channel(0).0,
+                        metrics: self.metrics.clone(),
                     })
                 })
                 .clone();
@@ -358,7 +323,7 @@ impl Hub {
             info,
         };
         let inbox = Inbox {
-            messages: queue_rx,
+            queue: queue_rx,
             close: close_rx,
             subscriber,
         };
@@ -397,43 +362,12 @@ impl Hub {
         }
     }
 
-    /// Non-blocking enqueue for one subscriber; a full queue drops and counts.
-    fn offer(&self, sub: &Subscriber, message: &Message) {
-        let len = payload_len(message);
-        let before = sub.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let queued = sub.queue.max_capacity() - sub.queue.capacity();
-        let fits = self.limits.admits(queued, before, len);
-        if fits && sub.queue.try_send(message.clone()).is_ok() {
-            return;
-        }
-        sub.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-        if sub.queue.is_closed() {
-            return;
-        }
-        sub.info.drops.fetch_add(1, Ordering::Relaxed);
-        self.metrics.drops.inc();
-        let now_ms = u64::try_from(self.epoch.elapsed().as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let first_drop = sub
-            .full_since_ms
-            .compare_exchange(0, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok();
-        if !first_drop
-            && sub
-                .behind_for()
-                .is_some_and(|d| d >= self.limits.slow_reader_timeout)
-        {
-            sub.close_as_too_slow(&self.metrics);
-        }
-    }
-
     /// Publish `message` to the topic with hub key `key` from the relay itself (not a
     /// member); returns how many members it was offered to.
     pub fn publish_to(&self, key: &str, message: &Message) -> usize {
         match self.topic(key) {
             Some(topic) => {
-                topic.publish(self, 0, message);
+                topic.publish(0, message);
                 topic.len()
             }
             None => 0,
@@ -481,15 +415,20 @@ impl Hub {
     }
 
     /// A snapshot of every connection, sorted by topic then connection time.
-    pub fn connections(&self) -> Vec<Arc<ConnInfo>> {
-        let mut all: Vec<Arc<ConnInfo>> = self
+    pub fn connections(&self) -> Vec<Arc<Subscriber>> {
+        let mut all: Vec<Arc<Subscriber>> = self
             .connections
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .map(|s| s.info.clone())
+            .cloned()
             .collect();
-        all.sort_by(|a, b| a.topic.cmp(&b.topic).then(a.id.cmp(&b.id)));
+        all.sort_by(|a, b| {
+            a.info
+                .topic
+                .cmp(&b.info.topic)
+                .then(a.info.id.cmp(&b.info.id))
+        });
         all
     }
 
@@ -517,32 +456,6 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    #[test]
-    fn small_messages_may_burst_past_the_message_bound_but_big_ones_may_not() {
-        let limits = QueueLimits {
-            messages: 4,
-            bytes: 10_000,
-            burst_bytes: 1_000,
-            slow_reader_timeout: Duration::from_secs(10),
-        };
-        // Under the message bound: only the byte bound applies.
-        assert!(limits.admits(3, 9_000, 1_000));
-        assert!(!limits.admits(3, 9_000, 1_001));
-        // Past it: small messages while the queue stays within the burst allowance.
-        assert!(limits.admits(4, 900, 100));
-        assert!(limits.admits(100, 500, 64));
-        assert!(!limits.admits(4, 900, 101));
-        // An empty queue takes any message, however big.
-        assert!(limits.admits(0, 0, 1_000_000));
-        let no_burst = QueueLimits {
-            burst_bytes: 0,
-            ..limits
-        };
-        assert!(!no_burst.admits(4, 4, 1));
-        assert_eq!(no_burst.capacity(), 4);
-        assert_eq!(limits.capacity(), crate::config::MAX_QUEUED_MESSAGES);
-    }
-
     #[tokio::test]
     async fn a_burst_of_small_messages_is_queued_whole() {
         let limits = QueueLimits {
@@ -557,17 +470,17 @@ mod tests {
         for i in 0..500u32 {
             writer
                 .topic
-                .publish(&hub, writer.info.id, &bin(64 + (i % 2) as usize));
+                .publish(writer.info.id, &bin(64 + (i % 2) as usize));
         }
         let mut got = 0;
-        while inbox.messages.try_recv().is_ok() {
+        while inbox.queue.try_recv().is_some() {
             got += 1;
         }
         assert_eq!(
             got, 500,
             "500 messages of ~64 B fit the 64 KiB burst allowance"
         );
-        assert_eq!(inbox.subscriber.info.drops.load(Ordering::Relaxed), 0);
+        assert_eq!(inbox.subscriber.drops(), 0);
     }
 
     fn hub(messages: usize, bytes: usize) -> Arc<Hub> {
@@ -605,14 +518,10 @@ mod tests {
         let (a, mut a_in) = hub.join(member("t", true, true));
         let (_b, mut b_in) = hub.join(member("t", true, true));
         let (_c, mut c_in) = hub.join(member("t/x", true, true));
-        a.topic
-            .publish(&hub, a.info.id, &Message::Text("hello".into()));
-        assert_eq!(
-            b_in.messages.try_recv().ok(),
-            Some(Message::Text("hello".into()))
-        );
-        assert!(a_in.messages.try_recv().is_err());
-        assert!(c_in.messages.try_recv().is_err());
+        a.topic.publish(a.info.id, &Message::Text("hello".into()));
+        assert_eq!(b_in.queue.try_recv(), Some(Message::Text("hello".into())));
+        assert!(a_in.queue.try_recv().is_none());
+        assert!(c_in.queue.try_recv().is_none());
     }
 
     #[tokio::test]
@@ -620,8 +529,8 @@ mod tests {
         let hub = hub(8, 1 << 20);
         let (a, _a_in) = hub.join(member("t", true, true));
         let (_w, mut w_in) = hub.join(member("t", false, true));
-        a.topic.publish(&hub, a.info.id, &bin(3));
-        assert!(w_in.messages.try_recv().is_err());
+        a.topic.publish(a.info.id, &bin(3));
+        assert!(w_in.queue.try_recv().is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -631,20 +540,17 @@ mod tests {
         let (_slow, slow_in) = hub.join(member("t", true, true));
         let (_fast, mut fast_in) = hub.join(member("t", true, true));
         for _ in 0..5 {
-            a.topic.publish(&hub, a.info.id, &bin(10));
-            let m = fast_in.messages.try_recv();
-            assert!(m.is_ok());
-            if let Ok(m) = m {
-                fast_in.subscriber.taken(&m);
-            }
+            a.topic.publish(a.info.id, &bin(10));
+            assert!(fast_in.queue.try_recv().is_some());
         }
-        assert_eq!(slow_in.subscriber.info.drops.load(Ordering::Relaxed), 3);
-        assert_eq!(fast_in.subscriber.info.drops.load(Ordering::Relaxed), 0);
+        assert_eq!(slow_in.subscriber.drops(), 3);
+        assert_eq!(fast_in.subscriber.drops(), 0);
         assert_eq!(*slow_in.close.borrow(), None);
         tokio::time::advance(Duration::from_secs(11)).await;
-        a.topic.publish(&hub, a.info.id, &bin(10));
+        a.topic.publish(a.info.id, &bin(10));
         assert_eq!(*slow_in.close.borrow(), Some(CloseReason::TooSlow));
         assert_eq!(hub.metrics.slow_disconnects.get(), 1);
+        assert_eq!(hub.metrics.drops.get(), 4);
     }
 
     #[tokio::test]
@@ -652,11 +558,11 @@ mod tests {
         let hub = hub(100, 100);
         let (a, _) = hub.join(member("t", true, true));
         let (_r, mut r_in) = hub.join(member("t", true, true));
-        a.topic.publish(&hub, a.info.id, &bin(500));
-        a.topic.publish(&hub, a.info.id, &bin(1));
-        assert!(r_in.messages.try_recv().is_ok());
-        assert!(r_in.messages.try_recv().is_err());
-        assert_eq!(r_in.subscriber.info.drops.load(Ordering::Relaxed), 1);
+        a.topic.publish(a.info.id, &bin(500));
+        a.topic.publish(a.info.id, &bin(1));
+        assert!(r_in.queue.try_recv().is_some());
+        assert!(r_in.queue.try_recv().is_none());
+        assert_eq!(r_in.subscriber.drops(), 1);
     }
 
     #[tokio::test]

@@ -58,9 +58,8 @@ pub async fn run(state: Arc<AppState>) {
             (false, _) => next_periodic,
         };
         tokio::select! {
-            message = inbox.messages.recv() => match message {
+            message = inbox.queue.recv() => match message {
                 Some(m) => {
-                    inbox.subscriber.taken(&m);
                     update_wanted |= is_update(&m);
                     continue;
                 }
@@ -93,7 +92,5 @@ fn publish_report(state: &AppState, membership: &Membership) {
         .info
         .tx
         .record(len, membership.info.connected_instant.elapsed());
-    membership
-        .topic
-        .publish(&state.hub, membership.info.id, &message);
+    membership.topic.publish(membership.info.id, &message);
 }

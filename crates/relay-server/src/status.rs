@@ -72,6 +72,7 @@ pub struct StatusReport {
 pub fn stats_reports(hub: &Hub) -> Vec<StatsReport> {
     hub.connections()
         .iter()
+        .map(|s| &s.info)
         .map(|c| StatsReport {
             can_read: c.can_read,
             can_write: c.can_write,
@@ -93,7 +94,8 @@ pub fn stats_reports(hub: &Hub) -> Vec<StatsReport> {
 pub fn status_reports(hub: &Hub) -> Vec<StatusReport> {
     hub.connections()
         .iter()
-        .map(|c| StatusReport {
+        .map(|s| (&s.info, s.drops()))
+        .map(|(c, drops)| StatusReport {
             can_read: c.can_read,
             can_write: c.can_write,
             connected_at: rfc3339(c.connected_at, false),
@@ -106,7 +108,7 @@ pub fn status_reports(hub: &Hub) -> Vec<StatusReport> {
             bytes_in: c.tx.bytes.load(Ordering::Relaxed),
             messages_out: c.rx.messages.load(Ordering::Relaxed),
             bytes_out: c.rx.bytes.load(Ordering::Relaxed),
-            drops: c.drops.load(Ordering::Relaxed),
+            drops,
         })
         .collect()
 }
