@@ -49,16 +49,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-const STATS_PAGE: &str = include_str!("../../../web/stats.html");
+const STATS_PAGE: &str = include_str!("../pages/stats.html");
 
 async fn stats_page(State(state): State<Arc<AppState>>) -> Html<String> {
     with_access_url(STATS_PAGE, &state)
 }
 
 /// The browser demo: video and commands through the relay (issue #8).
-const DEMO_PAGE: &str = include_str!("../../../web/demo.html");
+const DEMO_PAGE: &str = include_str!("../pages/demo.html");
 /// JSMpeg (MIT, from npm `@cycjimmy/jsmpeg-player`), vendored so the demo needs no CDN.
-const JSMPEG_SCRIPT: &str = include_str!("../../../web/vendor/jsmpeg.min.js");
+const JSMPEG_SCRIPT: &str = include_str!("../pages/vendor/jsmpeg.min.js");
 
 async fn demo_page(State(state): State<Arc<AppState>>) -> Html<String> {
     with_access_url(DEMO_PAGE, &state)
