@@ -8,7 +8,11 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// The claims of a relay token.
+/// The claims of a relay token: what a user presents, signed by whoever holds the secret.
+///
+/// It has no field that only the server may set: what the server grants after checking a
+/// token is a [`Ticket`](crate::Ticket), which is never read from a token. Unknown claims
+/// (such as the `topicSalt` and `alertHost` of older tickets) are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Claims {
     /// Booking identifier used to cancel (deny) live sessions. Always emitted, may be empty.
@@ -17,7 +21,8 @@ pub struct Claims {
     /// The relay topic (session id), e.g. `expt00-data` or `stats`.
     #[serde(default)]
     pub topic: String,
-    /// Connection type: `session` (and, later, `shell`).
+    /// Connection type as sent: `session` or `shell` (see `relay_common::connection`).
+    /// Kept as the string so an unknown value reaches the relay's own refusal.
     #[serde(default)]
     pub prefix: String,
     /// Permissions such as `read`, `write`, `relay:admin`, `relay:stats`.
@@ -56,17 +61,6 @@ pub struct Claims {
     /// Token id; carried but never checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
-    /// Shell relay tickets only: a random suffix that makes a client connection's topic
-    /// unguessable.
-    #[serde(default, rename = "topicSalt", skip_serializing_if = "Option::is_none")]
-    pub topic_salt: Option<String>,
-    /// Shell relay tickets only: tell the host to dial in when this connection arrives.
-    #[serde(
-        default,
-        rename = "alertHost",
-        skip_serializing_if = "std::ops::Not::not"
-    )]
-    pub alert_host: bool,
 }
 
 impl Claims {
@@ -336,6 +330,24 @@ mod tests {
         assert!(c.scopes.is_empty());
         let c: Claims = serde_json::from_str(r#"{"aud":["a","b"]}"#).unwrap_or_default();
         assert!(c.aud.contains("b"));
+    }
+
+    #[test]
+    fn ticket_only_claims_in_a_token_are_ignored() {
+        let now = 1_700_000_000;
+        let mut payload = serde_json::to_value(session(now)).unwrap_or_default();
+        payload["topicSalt"] = "chosen-by-the-client".into();
+        payload["alertHost"] = true.into();
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &payload,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap_or_default();
+        let claims = Verifier::new(SECRET, 0).verify(&token, now);
+        assert_eq!(claims, Ok(session(now)));
+        let written = serde_json::to_string(&session(now)).unwrap_or_default();
+        assert!(!written.contains("topicSalt") && !written.contains("alertHost"));
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! One-time codes: the access API stores a token's permissions under a random code, and
-//! the websocket upgrade exchanges the code for them exactly once.
+//! One-time codes: the access API stores a [`Ticket`] under a random code, and the
+//! websocket upgrade exchanges the code for it exactly once.
 //!
 //! Unlike the reference, the TTL is enforced at exchange (not only by a periodic sweep),
 //! every operation takes the lock, and a denied booking's unused codes are deleted.
 
-use crate::Claims;
+use crate::Ticket;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ pub enum CodeError {
 }
 
 struct Entry {
-    claims: Claims,
+    ticket: Ticket,
     expires_at: Instant,
 }
 
@@ -53,31 +53,31 @@ impl CodeStore {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Store `claims` under a fresh random code (a UUIDv4 string) and return the code.
-    pub fn submit(&self, claims: Claims, now: Instant) -> String {
+    /// Store `ticket` under a fresh random code (a UUIDv4 string) and return the code.
+    pub fn submit(&self, ticket: Ticket, now: Instant) -> String {
         let code = uuid::Uuid::new_v4().to_string();
         let entry = Entry {
-            claims,
+            ticket,
             expires_at: now + self.ttl,
         };
         self.lock().insert(code.clone(), entry);
         code
     }
 
-    /// Exchange `code` for its claims. The code is consumed whether or not it had expired.
-    pub fn exchange(&self, code: &str, now: Instant) -> Result<Claims, CodeError> {
+    /// Exchange `code` for its ticket. The code is consumed whether or not it had expired.
+    pub fn exchange(&self, code: &str, now: Instant) -> Result<Ticket, CodeError> {
         let entry = self.lock().remove(code).ok_or(CodeError::Unknown)?;
         if now >= entry.expires_at {
             return Err(CodeError::Expired);
         }
-        Ok(entry.claims)
+        Ok(entry.ticket)
     }
 
-    /// Delete every unused code whose token carries `booking_id`; returns how many.
+    /// Delete every unused code whose ticket carries `booking_id`; returns how many.
     pub fn delete_by_booking_id(&self, booking_id: &str) -> usize {
         let mut entries = self.lock();
         let before = entries.len();
-        entries.retain(|_, e| e.claims.booking_id != booking_id);
+        entries.retain(|_, e| e.ticket.booking_id() != booking_id);
         before - entries.len()
     }
 
@@ -110,22 +110,24 @@ impl Default for CodeStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Claims;
+    use relay_common::connection::ConnectionType;
 
-    fn claims(bid: &str) -> Claims {
-        Claims {
+    fn ticket(bid: &str) -> Ticket {
+        let token = Claims {
             booking_id: bid.into(),
-            topic: "t".into(),
             ..Claims::default()
-        }
+        };
+        Ticket::grant(&token, ConnectionType::Session, "t", "ws://relay")
     }
 
     #[test]
     fn exchange_once_returns_the_token_then_fails() {
         let store = CodeStore::default();
         let now = Instant::now();
-        let code = store.submit(claims("b"), now);
+        let code = store.submit(ticket("b"), now);
         assert!(code.len() >= 36);
-        assert_eq!(store.exchange(&code, now), Ok(claims("b")));
+        assert_eq!(store.exchange(&code, now), Ok(ticket("b")));
         assert_eq!(store.exchange(&code, now), Err(CodeError::Unknown));
         assert_eq!(CodeError::Unknown.to_string(), "invalid code");
     }
@@ -134,12 +136,12 @@ mod tests {
     fn ttl_is_enforced_at_exchange_not_by_a_sweep() {
         let store = CodeStore::new(Duration::from_secs(1));
         let now = Instant::now();
-        let code = store.submit(claims("b"), now);
+        let code = store.submit(ticket("b"), now);
         assert_eq!(
             store.exchange(&code, now + Duration::from_secs(1)),
             Err(CodeError::Expired)
         );
-        let code = store.submit(claims("b"), now);
+        let code = store.submit(ticket("b"), now);
         assert!(store
             .exchange(&code, now + Duration::from_millis(999))
             .is_ok());
@@ -149,8 +151,8 @@ mod tests {
     fn codes_are_distinct_and_prune_counts() {
         let store = CodeStore::new(Duration::from_secs(1));
         let now = Instant::now();
-        let a = store.submit(claims("b"), now);
-        let b = store.submit(claims("b"), now);
+        let a = store.submit(ticket("b"), now);
+        let b = store.submit(ticket("b"), now);
         assert_ne!(a, b);
         assert_eq!(store.len(), 2);
         assert_eq!(store.prune(now + Duration::from_millis(500)), 0);
@@ -162,11 +164,11 @@ mod tests {
     fn delete_by_booking_id_removes_only_that_booking() {
         let store = CodeStore::default();
         let now = Instant::now();
-        let keep = store.submit(claims("keep"), now);
-        let gone = store.submit(claims("gone"), now);
+        let keep = store.submit(ticket("keep"), now);
+        let gone = store.submit(ticket("gone"), now);
         assert_eq!(store.delete_by_booking_id("gone"), 1);
         assert_eq!(store.exchange(&gone, now), Err(CodeError::Unknown));
-        assert_eq!(store.exchange(&keep, now), Ok(claims("keep")));
+        assert_eq!(store.exchange(&keep, now), Ok(ticket("keep")));
     }
 
     #[test]
@@ -178,7 +180,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for _ in 0..500 {
                         let now = Instant::now();
-                        let c = store.submit(claims(&format!("b{i}")), now);
+                        let c = store.submit(ticket(&format!("b{i}")), now);
                         store.delete_by_booking_id("b0");
                         let _ = store.len();
                         let _ = store.exchange(&c, now);

@@ -6,19 +6,23 @@
 //!
 //! - [`claims`]: the JWT claims with the reference's exact JSON names, HS256 minting and
 //!   verification (any HMAC algorithm accepted on input, anything else refused).
-//! - [`codes`]: one-time codes that stand in for a token between the access API and the
+//! - [`ticket`]: what the server grants once a token has been checked; never read from a
+//!   token, so a client cannot set its server-only fields.
+//! - [`codes`]: one-time codes under which tickets wait between the access API and the
 //!   websocket upgrade (random, single use, TTL enforced at exchange).
 //! - [`deny`]: the booking deny/allow lists with expiry and pruning.
 
 pub mod claims;
 pub mod codes;
 pub mod deny;
+pub mod ticket;
 
 pub use claims::{mint, Audience, Claims, TokenError, Verifier};
 pub use codes::{CodeError, CodeStore};
 pub use deny::DenyStore;
 /// Seconds since the Unix epoch, for the `now` that every time-checking function here takes.
 pub use relay_common::clock::unix_now;
+pub use ticket::Ticket;
 
 /// Scope that lets a connection receive messages on its topic.
 pub const SCOPE_READ: &str = "read";

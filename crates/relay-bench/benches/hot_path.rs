@@ -99,7 +99,9 @@ fn token_verification(c: &mut Criterion) {
     let now = 1_700_000_000;
     let claims = relay_auth::Claims {
         topic: "expt00-video".into(),
-        prefix: "session".into(),
+        prefix: relay_common::connection::ConnectionType::Session
+            .as_str()
+            .into(),
         scopes: vec!["read".into(), "write".into()],
         aud: relay_auth::Audience::single("https://relay.example.org"),
         exp: Some(now + 3600),

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use relay_common::connection::ConnectionType;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -294,7 +295,7 @@ impl Target {
     async fn access(&self, access: &str, secret: &[u8], topic: &str) -> Result<String> {
         let scopes = [relay_auth::SCOPE_READ, relay_auth::SCOPE_WRITE];
         let claims = relay_auth::Claims::grant(
-            "session",
+            ConnectionType::Session.as_str(),
             topic,
             &scopes,
             access,

@@ -6,6 +6,7 @@ use crate::logging::{self, LogFormat, LogLevel};
 use clap::{ArgAction, Args};
 use relay_auth::{mint, Audience, Claims, SCOPE_READ, SCOPE_STATS, SCOPE_WRITE};
 use relay_common::goduration::parse_setting;
+use relay_common::connection::ConnectionType;
 use relay_server::{RunningServer, ServerConfig, TlsFiles};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -251,7 +252,7 @@ fn dev_token(server: &RunningServer, secret: &[u8], topic: &str, scopes: &[&str]
     let claims = Claims {
         booking_id: "dev".into(),
         topic: topic.into(),
-        prefix: "session".into(),
+        prefix: ConnectionType::Session.as_str().into(),
         scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
         aud: Audience::single(server.access_url()),
         iat: Some(now - 1),

@@ -6,6 +6,7 @@
 
 use clap::{ArgAction, Args};
 use relay_auth::{mint, Audience, Claims, SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE};
+use relay_common::connection::ConnectionType;
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
@@ -25,9 +26,9 @@ pub struct TokenArgs {
     /// Topic (session id); required unless --scope-admin.
     #[arg(long, env = "RELAY_TOKEN_TOPIC")]
     topic: Option<String>,
-    /// Connection type written to `prefix`.
+    /// Connection type written to `prefix`: `session` or `shell`.
     #[arg(long, env = "RELAY_TOKEN_CONNECTION_TYPE", default_value = "session")]
-    connection_type: String,
+    connection_type: ConnectionType,
     /// Booking id written to `booking_id`.
     #[arg(
         long,
@@ -103,10 +104,12 @@ fn claims(args: &TokenArgs, now: i64) -> Result<Claims, Vec<String>> {
         booking_id: args.booking_id.clone(),
         topic,
         prefix: if args.role.is_some() {
-            "shell".to_owned()
+            ConnectionType::Shell
         } else {
-            args.connection_type.clone()
-        },
+            args.connection_type
+        }
+        .as_str()
+        .to_owned(),
         scopes,
         aud: Audience(audience.into_iter().collect()),
         exp: Some(iat.saturating_add(lifetime)),

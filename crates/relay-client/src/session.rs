@@ -31,7 +31,8 @@
 //! # let server = relay_server::RunningServer::start(relay_server::ServerConfig::local(b"secret".to_vec())).await?;
 //! # let now = relay_auth::unix_now();
 //! # let claims = relay_auth::Claims {
-//! #     topic: "expt00-data".into(), prefix: "session".into(),
+//! #     topic: "expt00-data".into(),
+//! #     prefix: relay_common::connection::ConnectionType::Session.as_str().into(),
 //! #     scopes: vec!["read".into(), "write".into()],
 //! #     aud: relay_auth::Audience::single(server.access_url()),
 //! #     exp: Some(now + 60), nbf: Some(now - 1), iat: Some(now - 1), ..Default::default()

@@ -3,13 +3,18 @@
 //! Nothing here knows about HTTP routes or tokens; it is the vocabulary the server, the
 //! host agent, the client library and the HTTP relay have in common.
 //!
+//! - [`action`]: [`ConnectionAction`](action::ConnectionAction), the relay's instructions to
+//!   a shell host.
 //! - [`clock`]: the wall clock as unix seconds (token and booking expiries).
+//! - [`connection`]: [`ConnectionType`](connection::ConnectionType), `session` or `shell`.
 //! - [`errors`]: an error with all its causes, as one line a person can act on.
 //! - [`goduration`]: Go's duration text, formatted and parsed, and the one parser for
 //!   duration settings (flags and environment variables).
 //! - [`queue`]: the bounded per-reader queue (limits, drops, slow-reader detection).
 
+pub mod action;
 pub mod clock;
+pub mod connection;
 pub mod errors;
 pub mod goduration;
 pub mod queue;

@@ -6,15 +6,18 @@
 //! rather than 500, missing time claims are refused rather than crashing, and a `Bearer `
 //! prefix is accepted.
 
+use crate::admission::{check_ticket, Endpoint, Refusal};
 use crate::error::{json_line, ApiError};
 use crate::state::AppState;
+use crate::stats::STATS_TOPIC;
 use crate::status::status_reports;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use relay_auth::{Audience, Claims, SCOPE_ADMIN, SCOPE_STATS};
+use relay_auth::{Claims, Ticket, SCOPE_ADMIN, SCOPE_READ, SCOPE_STATS, SCOPE_WRITE};
+use relay_common::connection::{ConnectionType, UnknownConnectionType};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -56,7 +59,7 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 
 /// Read and verify the token in `Authorization` (raw, or with a `Bearer ` prefix), and
 /// check its audience.
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Claims, ApiError> {
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Claims, Refusal> {
     let raw = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -64,25 +67,17 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Claims, ApiErro
         .unwrap_or("");
     let token = raw.strip_prefix("Bearer ").unwrap_or(raw).trim();
     if token.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated for invalid credentials",
-        ));
+        return Err(Refusal::NoCredentials);
     }
     let claims = state
         .verifier
         .verify(token, state.now_unix())
-        .map_err(|e| {
-            ApiError::with_reason(StatusCode::UNAUTHORIZED, "token invalid", e.to_string())
-        })?;
+        .map_err(Refusal::InvalidToken)?;
     if !claims.aud.contains(&state.audience) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            format!(
-                "aud {:?} does not match this host {}",
-                claims.aud.0, state.audience
-            ),
-        ));
+        return Err(Refusal::ForeignAudience {
+            aud: claims.aud.0,
+            host: state.audience.clone(),
+        });
     }
     Ok(claims)
 }
@@ -106,18 +101,15 @@ async fn session(
 }
 
 /// Answer an access request with `{"uri":…}` or its error, counting and logging refusals.
-fn access_reply(
-    state: &AppState,
-    topic: &str,
-    outcome: Result<String, (&'static str, ApiError)>,
-) -> Response {
+fn access_reply(state: &AppState, topic: &str, outcome: Result<String, Refusal>) -> Response {
     match outcome {
         Ok(uri) => {
             state.metrics.access("ok");
             json_line(&json!({ "uri": uri }))
         }
-        Err((result, err)) => {
-            state.metrics.access(result);
+        Err(refusal) => {
+            state.metrics.access(refusal.label());
+            let err = refusal.into_api_error();
             tracing::info!(
                 topic,
                 status = err.status.as_u16(),
@@ -129,66 +121,51 @@ fn access_reply(
     }
 }
 
-fn issue_code(
-    state: &AppState,
-    session_id: &str,
-    headers: &HeaderMap,
-) -> Result<String, (&'static str, ApiError)> {
-    let claims = authenticate(state, headers).map_err(|e| ("bad_token", e))?;
-    let refuse = |result, status, message: &str| (result, ApiError::handler(status, message));
+/// The session route's checks: a complete token for this topic ([`check_ticket`]), not a
+/// shell token, and with a booking id unless those may be empty.
+fn issue_code(state: &AppState, session_id: &str, headers: &HeaderMap) -> Result<String, Refusal> {
+    let claims = authenticate(state, headers)?;
     if !claims.has_required_session_claims() {
-        return Err(refuse(
-            "missing_claims",
-            StatusCode::UNAUTHORIZED,
-            "Token Missing Required Claims",
-        ));
+        return Err(Refusal::MissingClaims);
     }
-    if claims.topic != session_id {
-        return Err(refuse(
-            "wrong_topic",
-            StatusCode::UNAUTHORIZED,
-            "Token Wrong Topic",
-        ));
-    }
-    if claims.prefix == crate::crossbar::SHELL_PREFIX {
+    let ticket = Ticket::grant(
+        &claims,
+        ConnectionType::Session,
+        claims.topic.clone(),
+        state.relay_url.clone(),
+    );
+    check_ticket(state, &ticket, Endpoint::SessionAccess, session_id)?;
+    let connection = claims.prefix.parse::<ConnectionType>();
+    if connection == Ok(ConnectionType::Shell) {
         // Shell tickets carry the shell scope rules; they are only issued by /shell/{id}.
-        return Err(refuse(
-            "wrong_prefix",
-            StatusCode::UNAUTHORIZED,
-            "Token Wrong Connection Type",
-        ));
+        return Err(Refusal::ShellTokenOnSessionRoute);
     }
     if claims.booking_id.is_empty() && !state.config.allow_no_booking_id {
-        return Err(refuse(
-            "no_booking_id",
-            StatusCode::BAD_REQUEST,
-            "empty bookingID field is not permitted",
-        ));
+        return Err(Refusal::NoBookingId);
     }
-    if state.deny.is_denied(&claims.booking_id) {
-        return Err(refuse(
-            "denied",
-            StatusCode::BAD_REQUEST,
-            "bookingID has been deny-listed, probably because the session was cancelled",
-        ));
+    state
+        .deny
+        .allow(&claims.booking_id, claims.exp.unwrap_or_default());
+    match connection {
+        Ok(_) => Ok(code_uri(state, ticket)),
+        // As ever, the answer names the token's own connection type, which the relay port
+        // refuses (404) before it reads the code; so no ticket is stored for it.
+        Err(UnknownConnectionType(prefix)) => Ok(format!(
+            "{}/{prefix}/{session_id}?code={}",
+            state.relay_url,
+            uuid::Uuid::new_v4()
+        )),
     }
-    let exp = claims.exp.unwrap_or_default();
-    state.deny.allow(&claims.booking_id, exp);
-    let ticket = Claims {
-        topic: session_id.to_owned(),
-        ..claims
-    };
-    Ok(code_uri(state, ticket))
 }
 
-/// Store `ticket` (re-addressed to the relay) under a fresh code and return the websocket
-/// URI that redeems it.
-fn code_uri(state: &AppState, ticket: Claims) -> String {
-    let ticket = Claims {
-        aud: Audience::single(state.relay_url.clone()),
-        ..ticket
-    };
-    let path = format!("{}/{}/{}", state.relay_url, ticket.prefix, ticket.topic);
+/// Store `ticket` under a fresh code and return the websocket URI that redeems it.
+fn code_uri(state: &AppState, ticket: Ticket) -> String {
+    let path = format!(
+        "{}/{}/{}",
+        ticket.relay(),
+        ticket.connection(),
+        ticket.topic()
+    );
     let code = state.codes.submit(ticket, state.now_instant());
     format!("{path}?code={code}")
 }
@@ -213,77 +190,66 @@ async fn shell(
     )
 }
 
-fn issue_shell_code(
-    state: &AppState,
-    shell_id: &str,
-    headers: &HeaderMap,
-) -> Result<String, (&'static str, ApiError)> {
+/// What a shell-route token asks for (shell spec §1.4).
+enum ShellRole {
+    /// The experiment's management connection.
+    Host,
+    /// One admin TCP connection, with its own salted pair topic.
+    Client,
+    /// The statistics feed.
+    Stats,
+}
+
+/// The shell route's scope rules: exactly one of `host`, `client`, `stats`, and `stats`
+/// exactly on the `stats` path.
+fn shell_role(claims: &Claims, shell_id: &str) -> Result<ShellRole, Refusal> {
     use relay_auth::{SCOPE_SHELL_CLIENT, SCOPE_SHELL_HOST, SCOPE_SHELL_STATS};
-    let claims = authenticate(state, headers).map_err(|e| ("bad_token", e))?;
-    let refuse =
-        |result, message: &str| (result, ApiError::handler(StatusCode::UNAUTHORIZED, message));
-    if !claims.has_required_session_claims() {
-        return Err(refuse("missing_claims", "Token Missing Required Claims"));
-    }
-    if claims.topic != shell_id {
-        return Err(refuse("wrong_topic", "ShellID Does Not Match Token"));
-    }
     let (host, client, stats) = (
         claims.has_scope(SCOPE_SHELL_HOST),
         claims.has_scope(SCOPE_SHELL_CLIENT),
         claims.has_scope(SCOPE_SHELL_STATS),
     );
-    if stats && shell_id != "stats" {
-        return Err(refuse("wrong_topic", "Path Not Valid for Stats Scope"));
+    match (host, client, stats) {
+        (_, _, true) if shell_id != STATS_TOPIC => Err(Refusal::StatsScopeOffStatsPath),
+        (_, _, false) if shell_id == STATS_TOPIC => Err(Refusal::StatsPathWithoutStatsScope),
+        (false, false, false) => Err(Refusal::NoShellScope),
+        (true, true, _) => Err(Refusal::HostAndClientScope),
+        (true, false, _) => Ok(ShellRole::Host),
+        (false, true, _) => Ok(ShellRole::Client),
+        (false, false, true) => Ok(ShellRole::Stats),
     }
-    if !stats && shell_id == "stats" {
-        return Err(refuse("wrong_topic", "Path Not Valid Without Stats Scope"));
+}
+
+/// The shell route's checks: a complete token for this shell ([`check_ticket`]) with one
+/// shell role. The ticket is always a shell one with read and write, whatever the token's
+/// prefix: its scopes must never reach a session topic.
+fn issue_shell_code(
+    state: &AppState,
+    shell_id: &str,
+    headers: &HeaderMap,
+) -> Result<String, Refusal> {
+    let claims = authenticate(state, headers)?;
+    if !claims.has_required_session_claims() {
+        return Err(Refusal::MissingClaims);
     }
-    if !(host || client || stats) {
-        return Err(refuse("no_scope", "Missing client, host or stats Scope"));
-    }
-    if host && client {
-        return Err(refuse(
-            "bad_scope",
-            "Can only have Client Or Host Scope, Not Both",
-        ));
-    }
-    if state.deny.is_denied(&claims.booking_id) {
-        return Err((
-            "denied",
-            ApiError::handler(
-                StatusCode::BAD_REQUEST,
-                "bookingID has been deny-listed, probably because the session was cancelled",
-            ),
-        ));
-    }
-    let scopes = vec![
-        relay_auth::SCOPE_READ.to_owned(),
-        relay_auth::SCOPE_WRITE.to_owned(),
-    ];
-    // The ticket is always a shell one, whatever the token's prefix: its read/write scopes
-    // must never reach a session topic.
-    let claims = Claims {
-        prefix: crate::crossbar::SHELL_PREFIX.to_owned(),
-        ..claims
+    let grant = |topic: String| {
+        Ticket::grant(
+            &claims,
+            ConnectionType::Shell,
+            topic,
+            state.relay_url.clone(),
+        )
+        .with_scopes(&[SCOPE_READ, SCOPE_WRITE])
     };
-    let ticket = if client {
-        let connection = uuid::Uuid::new_v4();
-        Claims {
-            topic: format!("{shell_id}/{connection}"),
-            topic_salt: Some(uuid::Uuid::new_v4().simple().to_string()),
-            alert_host: true,
-            scopes,
-            ..claims
+    let ticket = grant(claims.topic.clone());
+    check_ticket(state, &ticket, Endpoint::ShellAccess, shell_id)?;
+    let ticket = match shell_role(&claims, shell_id)? {
+        ShellRole::Client => {
+            let connection = uuid::Uuid::new_v4();
+            grant(format!("{shell_id}/{connection}"))
+                .shell_client(uuid::Uuid::new_v4().simple().to_string())
         }
-    } else {
-        Claims {
-            topic: shell_id.to_owned(),
-            topic_salt: None,
-            alert_host: false,
-            scopes,
-            ..claims
-        }
+        ShellRole::Host | ShellRole::Stats => ticket,
     };
     Ok(code_uri(state, ticket))
 }

@@ -13,8 +13,8 @@
 //! nor `write` gets an HTTP error with a JSON reason (the reference upgraded first and then
 //! left the socket open and silent).
 
+use crate::admission::{check_ticket, Endpoint, Refusal};
 use crate::connection::{self, ConnectionOptions};
-use crate::error::ApiError;
 use crate::hub::JoinRequest;
 use crate::state::AppState;
 use crate::stats::STATS_TOPIC;
@@ -22,21 +22,18 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use relay_auth::{Claims, SCOPE_READ, SCOPE_STATS, SCOPE_WRITE};
+use relay_auth::{Ticket, SCOPE_READ, SCOPE_STATS, SCOPE_WRITE};
+use relay_common::action::ConnectionAction;
+use relay_common::connection::{ConnectionType, UnknownConnectionType};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
-
-/// Connection type of data sessions (video, JSON commands).
-pub const SESSION_PREFIX: &str = "session";
-/// Connection type of shell (TCP-over-websocket) connections.
-pub const SHELL_PREFIX: &str = "shell";
 
 /// The relay port's router.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -49,16 +46,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-const STATS_PAGE: &str = include_str!("../../../web/stats.html");
+const STATS_PAGE: &str = include_str!("../pages/stats.html");
 
 async fn stats_page(State(state): State<Arc<AppState>>) -> Html<String> {
     with_access_url(STATS_PAGE, &state)
 }
 
 /// The browser demo: video and commands through the relay (issue #8).
-const DEMO_PAGE: &str = include_str!("../../../web/demo.html");
+const DEMO_PAGE: &str = include_str!("../pages/demo.html");
 /// JSMpeg (MIT, from npm `@cycjimmy/jsmpeg-player`), vendored so the demo needs no CDN.
-const JSMPEG_SCRIPT: &str = include_str!("../../../web/vendor/jsmpeg.min.js");
+const JSMPEG_SCRIPT: &str = include_str!("../pages/vendor/jsmpeg.min.js");
 
 async fn demo_page(State(state): State<Arc<AppState>>) -> Html<String> {
     with_access_url(DEMO_PAGE, &state)
@@ -106,12 +103,13 @@ async fn entry(
 ) -> Response {
     let (prefix, topic) = parse_path(uri.path());
     match admit(&state, &prefix, &topic, &headers, query, upgrade) {
-        Ok((claims, upgrade)) => {
+        Ok((ticket, upgrade)) => {
             state.metrics.handshake("ok");
-            upgrade_to_connection(state, claims, topic, &headers, peer, upgrade)
+            upgrade_to_connection(state, ticket, topic, &headers, peer, upgrade)
         }
-        Err((result, err)) => {
-            state.metrics.handshake(result);
+        Err(refusal) => {
+            state.metrics.handshake(refusal.label());
+            let err = refusal.into_api_error();
             tracing::info!(
                 path = uri.path(),
                 status = err.status.as_u16(),
@@ -123,8 +121,9 @@ async fn entry(
     }
 }
 
-type Refusal = (&'static str, ApiError);
-
+/// Admission on the relay port: a known connection type from an allowed origin, a
+/// websocket upgrade, a code whose ticket passes [`check_ticket`], and the relay's own
+/// rules for that ticket.
 fn admit(
     state: &AppState,
     prefix: &str,
@@ -132,123 +131,63 @@ fn admit(
     headers: &HeaderMap,
     query: Result<Query<CodeQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<(Claims, WebSocketUpgrade), Refusal> {
-    let refuse = |result, status, message: String| (result, ApiError::new(status, message));
-    if prefix != SESSION_PREFIX && prefix != SHELL_PREFIX {
-        return Err(refuse(
-            "not_found",
-            StatusCode::NOT_FOUND,
-            format!("unknown connection type {prefix:?}"),
-        ));
-    }
-    if !state.config.allowed_origins.is_empty() {
-        if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-            if !state.config.allowed_origins.iter().any(|o| o == origin) {
-                return Err(refuse(
-                    "bad_origin",
-                    StatusCode::FORBIDDEN,
-                    format!("origin {origin} is not allowed"),
-                ));
-            }
-        }
-    }
+) -> Result<(Ticket, WebSocketUpgrade), Refusal> {
+    let connection = prefix
+        .parse::<ConnectionType>()
+        .map_err(|UnknownConnectionType(prefix)| Refusal::UnknownConnectionType(prefix))?;
+    check_origin(state, headers)?;
     // Checked before the code is exchanged, so a plain GET does not burn a code.
-    let upgrade = upgrade.map_err(|e| {
-        refuse(
-            "not_websocket",
-            StatusCode::BAD_REQUEST,
-            format!("expected a websocket upgrade: {e}"),
-        )
-    })?;
+    let upgrade = upgrade.map_err(|e| Refusal::NotWebsocket(e.to_string()))?;
     let code = query
         .ok()
         .and_then(|Query(q)| q.code)
-        .filter(|c| !c.is_empty());
-    let code =
-        code.ok_or_else(|| refuse("no_code", StatusCode::UNAUTHORIZED, "missing code".into()))?;
-    let claims = state
+        .filter(|c| !c.is_empty())
+        .ok_or(Refusal::NoCode)?;
+    let ticket = state
         .codes
         .exchange(&code, state.now_instant())
-        .map_err(|e| refuse("bad_code", StatusCode::UNAUTHORIZED, e.to_string()))?;
-    let now = state.now_unix();
-    if !claims.has_required_session_claims() {
-        return Err(refuse(
-            "missing_claims",
-            StatusCode::UNAUTHORIZED,
-            "token missing required claims".into(),
-        ));
+        .map_err(Refusal::BadCode)?;
+    check_ticket(state, &ticket, Endpoint::Relay, topic)?;
+    check_relay_scopes(state, &ticket, topic)?;
+    if ticket.connection() != connection {
+        return Err(Refusal::WrongConnectionType(connection));
     }
-    if claims.nbf.is_some_and(|nbf| nbf > now) {
-        return Err(refuse(
-            "too_early",
-            StatusCode::UNAUTHORIZED,
-            "token not valid yet".into(),
-        ));
+    if ticket.alerts_host() {
+        check_host_online(state, topic)?;
     }
-    if !claims.aud.contains(&state.relay_url) {
-        return Err(refuse(
-            "wrong_audience",
-            StatusCode::FORBIDDEN,
-            "code was issued for another relay".into(),
-        ));
-    }
-    if claims.topic != topic {
-        return Err(refuse(
-            "wrong_topic",
-            StatusCode::FORBIDDEN,
-            format!("code is not for topic {topic:?}"),
-        ));
-    }
-    if claims.exp.is_some_and(|exp| exp <= now) {
-        return Err(refuse(
-            "expired",
-            StatusCode::UNAUTHORIZED,
-            "token expired".into(),
-        ));
-    }
-    if state.deny.is_denied(&claims.booking_id) {
-        return Err(refuse(
-            "denied",
-            StatusCode::FORBIDDEN,
-            "booking has been denied".into(),
-        ));
-    }
-    if !claims.has_scope(SCOPE_READ) && !claims.has_scope(SCOPE_WRITE) {
-        return Err(refuse(
-            "no_scope",
-            StatusCode::FORBIDDEN,
-            "token has neither read nor write scope".into(),
-        ));
-    }
-    if topic == STATS_TOPIC && state.config.stats_require_scope && !claims.has_scope(SCOPE_STATS) {
-        return Err(refuse(
-            "no_stats_scope",
-            StatusCode::FORBIDDEN,
-            "the stats topic needs the relay:stats scope".into(),
-        ));
-    }
-    if claims.prefix != prefix {
-        return Err(refuse(
-            "wrong_prefix",
-            StatusCode::FORBIDDEN,
-            format!("code is not for {prefix:?} connections"),
-        ));
-    }
-    if claims.alert_host {
-        // Without a host the admin's connection would wait for a banner that never comes.
-        let host = shell_host_key(topic);
-        if state.hub.members(&host) == 0 {
-            return Err(refuse(
-                "host_offline",
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "shell host {:?} is not connected",
-                    topic.split('/').next().unwrap_or(topic)
-                ),
-            ));
+    Ok((ticket, upgrade))
+}
+
+/// With an allow list configured, a browser's `Origin` must be on it (non-browser clients
+/// send none).
+fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), Refusal> {
+    let allowed = &state.config.allowed_origins;
+    match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        Some(origin) if !allowed.is_empty() && !allowed.iter().any(|o| o == origin) => {
+            Err(Refusal::OriginNotAllowed(origin.to_owned()))
         }
+        _ => Ok(()),
     }
-    Ok((claims, upgrade))
+}
+
+/// A connection must be able to read or write, and the stats topic may need `relay:stats`.
+fn check_relay_scopes(state: &AppState, ticket: &Ticket, topic: &str) -> Result<(), Refusal> {
+    if !ticket.has_scope(SCOPE_READ) && !ticket.has_scope(SCOPE_WRITE) {
+        return Err(Refusal::NoReadOrWrite);
+    }
+    if topic == STATS_TOPIC && state.config.stats_require_scope && !ticket.has_scope(SCOPE_STATS) {
+        return Err(Refusal::NoStatsScope);
+    }
+    Ok(())
+}
+
+/// Without its host a shell client's connection would wait for a banner that never comes.
+fn check_host_online(state: &AppState, topic: &str) -> Result<(), Refusal> {
+    if state.hub.members(&shell_host_key(topic)) == 0 {
+        let host = topic.split('/').next().unwrap_or(topic);
+        return Err(Refusal::HostOffline(host.to_owned()));
+    }
+    Ok(())
 }
 
 /// Hub key of a shell host's management topic for a shell topic `id` or `id/connection`.
@@ -266,8 +205,8 @@ struct Routing {
     paired: bool,
 }
 
-fn routing(claims: &Claims, topic: String) -> Routing {
-    if claims.prefix != SHELL_PREFIX {
+fn routing(ticket: &Ticket, topic: String) -> Routing {
+    if ticket.connection() != ConnectionType::Shell {
         return Routing {
             key: topic.clone(),
             topic,
@@ -282,7 +221,7 @@ fn routing(claims: &Claims, topic: String) -> Routing {
             paired: false,
         };
     }
-    let salt = claims.topic_salt.clone().unwrap_or_default();
+    let salt = ticket.topic_salt().unwrap_or_default();
     Routing {
         key: format!("shell:{topic}{salt}"),
         topic: format!("shell/{topic}"),
@@ -298,41 +237,51 @@ struct HostAlert {
 }
 
 impl HostAlert {
-    fn connect(state: &AppState, claims: &Claims) -> Self {
+    fn connect(state: &AppState, ticket: &Ticket) -> Self {
         let alert = HostAlert {
-            host_key: shell_host_key(&claims.topic),
+            host_key: shell_host_key(ticket.topic()),
             uuid: uuid::Uuid::new_v4().to_string(),
         };
-        let ticket = Claims {
-            alert_host: false,
-            ..claims.clone()
-        };
-        let code = state.codes.submit(ticket, state.now_instant());
+        let code = state.codes.submit(ticket.host_end(), state.now_instant());
         let uri = format!(
             "{}/{}/{}?code={}",
-            state.relay_url, claims.prefix, claims.topic, code
+            state.relay_url,
+            ticket.connection(),
+            ticket.topic(),
+            code
         );
-        alert.send(state, "connect", &uri);
+        alert.send(
+            state,
+            ConnectionAction::Connect {
+                uri,
+                uuid: alert.uuid.clone(),
+            },
+        );
         alert
     }
 
     fn disconnect(&self, state: &AppState) {
-        self.send(state, "disconnect", "");
+        let uuid = self.uuid.clone();
+        self.send(state, ConnectionAction::Disconnect { uuid });
     }
 
-    fn send(&self, state: &AppState, action: &str, uri: &str) {
-        let json = serde_json::json!({"action": action, "uri": uri, "uuid": self.uuid}).to_string();
+    fn send(&self, state: &AppState, action: ConnectionAction) {
+        let json = action.to_json();
         let hosts = state.hub.publish_to(
             &self.host_key,
             &axum::extract::ws::Message::Text(json.into()),
         );
+        let action = match action {
+            ConnectionAction::Connect { .. } => "connect",
+            ConnectionAction::Disconnect { .. } => "disconnect",
+        };
         tracing::info!(action, uuid = %self.uuid, hosts, "shell host alerted");
     }
 }
 
 fn upgrade_to_connection(
     state: Arc<AppState>,
-    claims: Claims,
+    ticket: Ticket,
     topic: String,
     headers: &HeaderMap,
     peer: SocketAddr,
@@ -352,19 +301,19 @@ fn upgrade_to_connection(
         forwarded
     };
     let now = state.now_unix();
-    let expires_in = claims
-        .exp
+    let expires_in = ticket
+        .expires_at()
         .map(|exp| Duration::from_secs(u64::try_from(exp - now).unwrap_or(0)));
-    let route = routing(&claims, topic);
+    let route = routing(&ticket, topic);
     let request = JoinRequest {
-        can_read: claims.has_scope(SCOPE_READ),
-        can_write: claims.has_scope(SCOPE_WRITE),
+        can_read: ticket.has_scope(SCOPE_READ),
+        can_write: ticket.has_scope(SCOPE_WRITE),
         topic: route.topic,
         key: route.key,
         paired: route.paired,
-        booking_id: claims.booking_id.clone(),
-        scopes: claims.scopes.clone(),
-        expires_at: claims.exp,
+        booking_id: ticket.booking_id().to_owned(),
+        scopes: ticket.scopes().to_vec(),
+        expires_at: ticket.expires_at(),
         user_agent: header_text(header::USER_AGENT),
         remote_addr,
     };
@@ -384,12 +333,12 @@ fn upgrade_to_connection(
                     can_write = membership.info.can_write,
                     "connected"
                 );
-                let alert = claims
-                    .alert_host
-                    .then(|| HostAlert::connect(&state, &claims));
+                let alert = ticket
+                    .alerts_host()
+                    .then(|| HostAlert::connect(&state, &ticket));
                 let options = ConnectionOptions {
                     expires_at: expires_in.map(|d| tokio::time::Instant::now() + d),
-                    gate_until_first_write: claims.alert_host,
+                    gate_until_first_write: ticket.alerts_host(),
                 };
                 connection::serve(socket, state.clone(), membership, inbox, options).await;
                 if let Some(alert) = alert {

@@ -6,6 +6,8 @@
 //!
 //! - [`config`]: everything the server can be told, with the reference's defaults.
 //! - [`access`]: the access API (`/session/{topic}`, `/bids/*`, `/status`, `/metrics`).
+//! - [`admission`]: why a request is refused ([`admission::Refusal`]) and the one ticket
+//!   check the access API and the relay port share.
 //! - [`crossbar`]: websocket admission on the relay port, `/stats` page.
 //! - [`connection`]: one admitted websocket (reader, writer, ping, expiry, close).
 //! - [`hub`]: topics, bounded subscriber queues and non-blocking fan-out.
@@ -23,6 +25,7 @@
 //! ```
 
 pub mod access;
+pub mod admission;
 pub mod config;
 pub mod connection;
 pub mod crossbar;

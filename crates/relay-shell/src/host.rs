@@ -4,9 +4,9 @@
 //! Unlike the reference, a `disconnect` action hangs up that connection, either side
 //! closing closes the other, and nothing of a connection outlives it.
 
-use crate::action::{ConnectionAction, Instruction};
 use crate::pipe::pipe;
 use relay_client::session::{connect_once, Message, Session, SessionConfig};
+use relay_common::action::ConnectionAction;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpStream;
@@ -89,7 +89,7 @@ impl ShellHost {
                 continue;
             };
             match ConnectionAction::parse(&text) {
-                Some(Instruction::Connect { uri, uuid }) => {
+                Some(ConnectionAction::Connect { uri, uuid }) => {
                     let (hang_up, hung_up) = oneshot::channel();
                     self.connections.insert(&uuid, hang_up);
                     let span = tracing::info_span!("shell", uuid = %uuid);
@@ -103,7 +103,7 @@ impl ShellHost {
                         .instrument(span),
                     );
                 }
-                Some(Instruction::Disconnect { uuid }) => {
+                Some(ConnectionAction::Disconnect { uuid }) => {
                     if let Some(hang_up) = self.connections.remove(&uuid) {
                         let _ = hang_up.send(());
                     }

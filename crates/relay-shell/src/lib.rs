@@ -7,10 +7,9 @@
 //! one relay connection of its own. [`pipe`] copies bytes between a TCP stream and a
 //! websocket, both ways, and closes each side when the other ends.
 //!
-//! - [`action`]: the `ConnectionAction` JSON the relay sends to the host.
-//! - [`host`], [`client`], [`pipe`]: as above.
+//! - [`host`], [`client`], [`pipe`]: as above. The actions the host obeys are
+//!   `relay_common::action::ConnectionAction`, which the relay builds.
 
-pub mod action;
 pub mod client;
 pub mod host;
 pub mod pipe;

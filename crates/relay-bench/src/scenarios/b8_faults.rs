@@ -20,6 +20,7 @@ use crate::wire;
 use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use relay_client::session::{Backoff, Message, Session, SessionConfig, SessionState};
+use relay_common::connection::ConnectionType;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -170,7 +171,7 @@ async fn wait_accepting(proc: &mut Proc, ports: &[u16]) -> Result<u64> {
 /// A session token for `topic` carrying `booking_id`, valid for an hour.
 fn session_token(access: &str, topic: &str, booking_id: &str, scopes: &[&str]) -> String {
     let grant = relay_auth::Claims::grant(
-        "session",
+        ConnectionType::Session.as_str(),
         topic,
         scopes,
         access,
