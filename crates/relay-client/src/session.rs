@@ -69,6 +69,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use relay_common::shutdown::CancellationToken;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -312,7 +313,9 @@ pub struct Session {
     sender: SessionSender,
     incoming: mpsc::Receiver<Message>,
     state: watch::Receiver<SessionState>,
-    stop: watch::Sender<bool>,
+    /// Cancelled by [`Session::close`] or on drop; the background task then says goodbye
+    /// and ends by itself.
+    stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
 
@@ -339,21 +342,21 @@ impl Session {
             failures: 0,
             last_error: None,
         });
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop = CancellationToken::new();
         let runner = Runner {
             config,
             dialer,
             outgoing: out_rx,
             incoming: in_tx,
             state: state_tx,
-            stop: stop_rx,
+            stop: stop.clone(),
         };
         let task = tokio::spawn(runner.run());
         Session {
             sender: SessionSender { outgoing: out_tx },
             incoming: in_rx,
             state: state_rx,
-            stop: stop_tx,
+            stop,
             task: Some(task),
         }
     }
@@ -417,7 +420,7 @@ impl Session {
 
     /// Stop the session: send a close frame if connected, stop the task and wait for it.
     pub async fn close(mut self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         if let Some(task) = self.task.take() {
             if let Err(error) = task.await {
                 warn!(%error, "session task ended abnormally");
@@ -427,11 +430,10 @@ impl Session {
 }
 
 impl Drop for Session {
+    /// A dropped session stops like a closed one, only without waiting: the task sees the
+    /// cancellation at its next await and ends (sending a close frame if it is connected).
     fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.stop.cancel();
     }
 }
 
@@ -598,11 +600,6 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
-/// Resolves once the owner asked to stop (or dropped the stop sender).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
 /// How one connected period ended.
 enum LinkEnd {
     /// The session was closed by its owner.
@@ -618,20 +615,20 @@ struct Runner<D> {
     outgoing: mpsc::Receiver<Message>,
     incoming: mpsc::Sender<Message>,
     state: watch::Sender<SessionState>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 }
 
 impl<D: Dial> Runner<D> {
     async fn run(mut self) {
         let mut failures: u32 = 0;
         loop {
-            if *self.stop.borrow() {
+            if self.stop.is_cancelled() {
                 break;
             }
             self.state.send_modify(|s| s.link = LinkState::Connecting);
             let dialed = tokio::select! {
                 dialed = self.dialer.dial() => dialed,
-                _ = stopped(&mut self.stop) => break,
+                () = self.stop.cancelled() => break,
             };
             match dialed {
                 Ok(ws) => {
@@ -678,7 +675,7 @@ impl<D: Dial> Runner<D> {
                 self.state.send_modify(|s| s.link = LinkState::Waiting);
                 tokio::select! {
                     _ = sleep(wait) => {}
-                    _ = stopped(&mut self.stop) => break,
+                    () = self.stop.cancelled() => break,
                 }
             }
         }
@@ -700,7 +697,7 @@ impl<D: Dial> Runner<D> {
         loop {
             let idle_deadline = last_heard + self.config.idle_timeout;
             tokio::select! {
-                _ = stopped(&mut self.stop) => {
+                () = self.stop.cancelled() => {
                     let _ = timeout(self.config.write_timeout, ws.close(None)).await;
                     return LinkEnd::Stopped;
                 }
