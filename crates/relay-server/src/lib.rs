@@ -53,12 +53,17 @@ const LISTENER_GRACE: Duration = Duration::from_secs(1);
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// One of the two listeners could not be set up.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
+        /// The address that listener was configured with.
         addr: SocketAddr,
+        /// Which listener: `"access API"` or `"relay"`.
         what: &'static str,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// The TLS certificate or key could not be loaded.
     #[error("cannot load TLS certificate/key: {0}")]
     Tls(std::io::Error),
 }
@@ -84,8 +89,8 @@ impl RunningServer {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let access_listener = bind(config.access_listen, "access API")?;
         let relay_listener = bind(config.relay_listen, "relay")?;
-        let access_addr = local_addr(&access_listener, config.access_listen)?;
-        let relay_addr = local_addr(&relay_listener, config.relay_listen)?;
+        let access_addr = local_addr(&access_listener, config.access_listen, "access API")?;
+        let relay_addr = local_addr(&relay_listener, config.relay_listen, "relay")?;
         let tls = match &config.tls {
             Some(files) => Some(
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
@@ -258,12 +263,11 @@ fn bind(addr: SocketAddr, what: &'static str) -> Result<std::net::TcpListener, S
 fn local_addr(
     listener: &std::net::TcpListener,
     addr: SocketAddr,
+    what: &'static str,
 ) -> Result<SocketAddr, StartError> {
-    listener.local_addr().map_err(|source| StartError::Bind {
-        addr,
-        what: "local address",
-        source,
-    })
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, what, source })
 }
 
 /// Forget expired deny/allow entries and codes every `tidy_every`, until shutdown.
