@@ -1009,6 +1009,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_dropped_session_stops_its_task_by_itself() {
+        let mut h = harness(config(), &[true]);
+        h.session.wait_connected().await.unwrap();
+        let mut state = h.session.state();
+        let mut server = h.servers.recv().await.unwrap();
+        drop(h.session);
+        // Not aborted: the task sees the cancellation, says goodbye and records the end.
+        assert!(matches!(server.next().await, Some(Ok(WsMessage::Close(_)))));
+        let closed = state.wait_for(|s| s.link == LinkState::Closed).await;
+        assert!(closed.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_slow_consumer_does_not_count_as_silence() {
         let config = SessionConfig {
             recv_queue: 1,
