@@ -22,13 +22,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use prost::Message as _;
 use relay_common::errors::error_chain;
+use relay_common::shutdown::{CancellationToken, TaskTracker};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type OutBody = BoxBody<Bytes, BoxError>;
@@ -152,7 +152,7 @@ pub async fn run(config: ClientConfig, cancel: CancellationToken) -> Result<(), 
     let relay = Arc::new(Relay::new(config)?);
     let fatal = CancellationToken::new();
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<String>(1);
-    let mut workers = tokio::task::JoinSet::new();
+    let workers = TaskTracker::new();
     for _ in 0..relay.config.num_pending_requests.max(1) {
         let relay = Arc::clone(&relay);
         let cancel = cancel.clone();
@@ -166,7 +166,8 @@ pub async fn run(config: ClientConfig, cancel: CancellationToken) -> Result<(), 
         });
     }
     drop(fatal_tx);
-    while workers.join_next().await.is_some() {}
+    workers.close();
+    workers.wait().await;
     match fatal_rx.try_recv() {
         Ok(reason) => Err(ClientError::Forbidden(reason)),
         Err(_) => Ok(()),

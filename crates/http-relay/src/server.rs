@@ -22,13 +22,13 @@ use hyper::body::Frame;
 use prometheus_client::registry::Registry;
 use prost::Message as _;
 use relay_common::goduration::format as go_duration;
+use relay_common::shutdown::{CancellationToken, TaskTracker};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 /// Header carrying the request ID on relay-generated errors.
 pub const RELAY_ID_HEADER: &str = "x-cloudrobotics-http-relay";
@@ -92,6 +92,9 @@ struct AppState {
     config: Arc<ServerConfig>,
     registry: Arc<Registry>,
     shutdown: CancellationToken,
+    /// The listener, the reapers, upgraded connections and streamed request bodies;
+    /// shutdown waits on it (within the shutdown budget).
+    tasks: TaskTracker,
 }
 
 /// A relay server running on a background task (used by tests and embedders).
@@ -137,8 +140,9 @@ impl RunningServer {
     }
 }
 
-/// Serve on `listener` until `shutdown` fires, then drain connections for at most the
-/// configured budget (the reference panicked instead when long streams remained).
+/// Serve on `listener` until `shutdown` fires, then drain connections and every task the
+/// server started for at most the configured budget (the reference panicked instead when
+/// long streams remained).
 pub async fn serve(
     listener: TcpListener,
     config: ServerConfig,
@@ -148,7 +152,14 @@ pub async fn serve(
     serve_app(listener, app, shutdown).await
 }
 
-fn build(config: ServerConfig, shutdown: CancellationToken) -> (Arc<Broker>, (Router, Duration)) {
+/// What [`serve_app`] runs: the routes, the shutdown budget and the server's tasks.
+struct App {
+    router: Router,
+    budget: Duration,
+    tasks: TaskTracker,
+}
+
+fn build(config: ServerConfig, shutdown: CancellationToken) -> (Arc<Broker>, App) {
     let metrics = Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -163,24 +174,41 @@ fn build(config: ServerConfig, shutdown: CancellationToken) -> (Arc<Broker>, (Ro
         config: Arc::new(config),
         registry: Arc::new(registry),
         shutdown,
+        tasks: TaskTracker::new(),
     };
     spawn_reapers(&state);
-    (broker, (router(state), budget))
+    let tasks = state.tasks.clone();
+    let app = App {
+        router: router(state),
+        budget,
+        tasks,
+    };
+    (broker, app)
 }
 
 async fn serve_app(
     listener: TcpListener,
-    (app, budget): (Router, Duration),
+    app: App,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let App {
+        router,
+        budget,
+        tasks,
+    } = app;
     let port = listener.local_addr()?.port();
     tracing::info!(Port = port, "Relay server listening");
-    let graceful = shutdown.clone();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { graceful.cancelled().await });
-    let server = tokio::spawn(async move { server.await });
+    let server =
+        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = tasks.spawn(async move { server.await });
     shutdown.cancelled().await;
-    match tokio::time::timeout(budget, server).await {
+    let drained = async {
+        let result = server.await;
+        tasks.close();
+        tasks.wait().await;
+        result
+    };
+    match tokio::time::timeout(budget, drained).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(std::io::Error::other(join)),
         Err(_) => {
@@ -194,7 +222,7 @@ fn spawn_reapers(state: &AppState) {
     let broker = Arc::downgrade(&state.broker);
     let config = Arc::clone(&state.config);
     let shutdown = state.shutdown.clone();
-    tokio::spawn(async move {
+    state.tasks.spawn(async move {
         let mut tick = tokio::time::interval(config.reaper_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -316,7 +344,8 @@ async fn server_request(
             let broker = Arc::clone(&app.broker);
             let block = app.config.block_size.max(64 * 1024);
             let stream_id = id.clone();
-            tokio::spawn(async move { broker.stream_request_body(&stream_id, rest, block).await });
+            app.tasks
+                .spawn(async move { broker.stream_request_body(&stream_id, rest, block).await });
         } else {
             // A reference relay-client needs the whole body in the message.
             match read_rest(rest, &request, app.config.max_request_body).await {
@@ -654,7 +683,7 @@ fn switch_protocols(
         return response;
     };
     let block_size = app.config.block_size.max(1);
-    tokio::spawn(run_upgraded(
+    app.tasks.spawn(run_upgraded(
         Arc::clone(&app.broker),
         relayed,
         on_upgrade,
@@ -815,7 +844,10 @@ async fn run_upgraded(
     let (mut user_read, mut user_write) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
     let upstream_broker = Arc::clone(&broker);
     let upstream_id = id.clone();
-    let upstream = tokio::spawn(async move {
+    // Stopped when the downstream half ends, or with the server.
+    let stop_upstream = shutdown.child_token();
+    let upstream_stopped = stop_upstream.clone();
+    let upstream = tokio::spawn(upstream_stopped.run_until_cancelled_owned(async move {
         loop {
             // A fresh buffer per block: the block is handed over, not copied.
             let mut block = vec![0u8; block_size];
@@ -832,7 +864,7 @@ async fn run_upgraded(
                 }
             }
         }
-    });
+    }));
     let mut next = Some(first);
     loop {
         let msg = match next.take() {
@@ -862,7 +894,8 @@ async fn run_upgraded(
         }
     }
     let _ = user_write.shutdown().await;
-    upstream.abort();
+    stop_upstream.cancel();
+    let _ = upstream.await;
     drop(relayed);
 }
 

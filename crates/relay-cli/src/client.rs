@@ -10,8 +10,9 @@ use clap::{Args, Subcommand};
 use relay_client::file::{Controls, FileClientConfig, LogTarget, OutputMode};
 use relay_client::playfile::Playfile;
 use relay_client::session::SessionConfig;
+use relay_common::shutdown::cancel_on_signal;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::logging::{self, LogFormat, LogLevel};
 
@@ -240,12 +241,9 @@ fn file_client(args: FileArgs) -> Result<ExitCode, String> {
     runtime.block_on(async move {
         let mut hangup =
             signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
-        let mut interrupt =
-            signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
-        let mut terminate =
-            signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+        let stop = cancel_on_signal().map_err(|e| format!("SIGINT/SIGTERM handlers: {e}"))?;
         let (reopen_tx, reopen) = mpsc::channel(4);
-        let (stop_tx, stop) = watch::channel(false);
+        let signals = stop.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -253,12 +251,10 @@ fn file_client(args: FileArgs) -> Result<ExitCode, String> {
                         tracing::info!("SIGHUP: reopening the log file");
                         let _ = reopen_tx.try_send(());
                     }
-                    _ = interrupt.recv() => break,
-                    _ = terminate.recv() => break,
+                    () = signals.cancelled() => break,
                 }
             }
             tracing::info!("stopping: draining received messages");
-            let _ = stop_tx.send(true);
         });
         relay_client::file::run(config, Controls { reopen, stop })
             .await

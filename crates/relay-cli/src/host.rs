@@ -4,6 +4,7 @@
 
 use crate::logging::{self, LogFormat, LogLevel};
 use clap::Args;
+use relay_common::shutdown::cancel_on_signal;
 use relay_host::{HostConfig, RunningHost, SessionConnector};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -140,24 +141,22 @@ fn fail(message: &str) -> ExitCode {
 
 async fn serve(config: HostConfig, connector: SessionConnector) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
+    let stop = match cancel_on_signal() {
+        Ok(stop) => stop,
+        Err(e) => return fail(&format!("cannot install the SIGINT/SIGTERM handlers: {e}")),
+    };
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(e) => return fail(&format!("cannot install the SIGHUP handler: {e}")),
+    };
     let host = match RunningHost::start(config, Arc::new(connector)).await {
         Ok(host) => host,
         Err(e) => return fail(&e.to_string()),
     };
     println!("relay host listening on {}", host.url());
-    let signals = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    );
-    let (mut interrupt, mut terminate, mut hangup) = match signals {
-        (Ok(i), Ok(t), Ok(h)) => (i, t, h),
-        _ => return fail("cannot install signal handlers"),
-    };
     loop {
         tokio::select! {
-            _ = interrupt.recv() => break,
-            _ = terminate.recv() => break,
+            () = stop.cancelled() => break,
             _ = hangup.recv() => match host.reload_rules() {
                 Ok(Some(summary)) => tracing::info!(?summary, "rules reloaded on SIGHUP"),
                 Ok(None) => tracing::info!("SIGHUP received but there is no rules file to reload"),

@@ -9,11 +9,11 @@ use http_relay::auth::PollerAuth;
 use http_relay::broker::BrokerTimeouts;
 use http_relay::{ClientConfig, ClientError, ServerConfig};
 use relay_common::goduration::parse_setting;
+use relay_common::shutdown::{cancel_on_signal, CancellationToken};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Subcommand)]
 pub enum HttpCommand {
@@ -207,34 +207,16 @@ fn warn_unsupported(trace_project: &str, pprof_port: u16) {
     }
 }
 
-/// Cancelled on SIGINT or SIGTERM.
-fn shutdown_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let fire = token.clone();
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(term) => term,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        fire.cancel();
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+/// The SIGINT/SIGTERM token, or `None` after reporting why the handlers are missing.
+fn shutdown_signal(program: &str) -> Option<CancellationToken> {
+    match cancel_on_signal() {
+        Ok(stop) => Some(stop),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install the SIGINT/SIGTERM handlers");
+            eprintln!("{program}: cannot install the SIGINT/SIGTERM handlers: {e}");
+            None
         }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        tracing::info!("shutting down");
-        fire.cancel();
-    });
-    token
+    }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -265,6 +247,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     rt.block_on(async move {
         warn_unsupported(&args.trace_stackdriver_project_id, args.pprof_port);
+        let Some(stop) = shutdown_signal("relay http serve") else {
+            return ExitCode::FAILURE;
+        };
         let listener = match tokio::net::TcpListener::bind(config.listen).await {
             Ok(listener) => listener,
             Err(e) => {
@@ -273,7 +258,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match http_relay::server::serve(listener, config, shutdown_signal()).await {
+        match http_relay::server::serve(listener, config, stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "Server terminated abnormally");
@@ -321,8 +306,11 @@ fn client(args: ClientArgs) -> ExitCode {
     };
     rt.block_on(async move {
         warn_unsupported(&args.trace_stackdriver_project_id, args.pprof_port);
+        let Some(stop) = shutdown_signal("relay http client") else {
+            return ExitCode::FAILURE;
+        };
         tracing::info!(ServerName = %config.server_name, relay = %config.relay_address, backend = %config.backend_address, "relay http client starting");
-        match http_relay::client::run(config, shutdown_signal()).await {
+        match http_relay::client::run(config, stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e @ ClientError::Config(_)) => {
                 eprintln!("relay http client: {e}");

@@ -5,8 +5,9 @@
 use crate::logging::{self, LogFormat, LogLevel};
 use clap::{ArgAction, Args};
 use relay_auth::{mint, Audience, Claims, SCOPE_READ, SCOPE_STATS, SCOPE_WRITE};
-use relay_common::goduration::parse_setting;
 use relay_common::connection::ConnectionType;
+use relay_common::goduration::parse_setting;
+use relay_common::shutdown::cancel_on_signal;
 use relay_server::{RunningServer, ServerConfig, TlsFiles};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -222,6 +223,14 @@ pub fn run(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let stop = match cancel_on_signal() {
+            Ok(stop) => stop,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install the SIGINT/SIGTERM handlers");
+                eprintln!("relay serve: cannot install the SIGINT/SIGTERM handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let secret = cfg.secret.clone();
         let server = match RunningServer::start(cfg).await {
             Ok(s) => s,
@@ -234,7 +243,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         if args.dev {
             print_dev_banner(&server, &secret);
         }
-        wait_for_signal().await;
+        stop.cancelled().await;
         tracing::info!("shutting down: closing connections with 1001 going away");
         server.shutdown().await;
         ExitCode::SUCCESS
@@ -305,28 +314,4 @@ fn print_dev_banner(server: &RunningServer, secret: &[u8]) {
         "Stop with Ctrl-C.".into(),
     ];
     println!("{}", lines.join("\n"));
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the relay");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -5,6 +5,7 @@
 
 use crate::logging::{self, LogFormat, LogLevel};
 use clap::{ArgAction, Args, Subcommand};
+use relay_common::shutdown::cancel_on_signal;
 use relay_shell::client::{self, ClientConfig};
 use relay_shell::host::{HostConfig, ShellHost};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -101,10 +102,13 @@ pub fn run(args: ShellArgs) -> ExitCode {
                 extra_ca_file: a.ca_file,
             };
             runtime.block_on(async move {
+                let Some(stop) = signal_token("relay shell host") else {
+                    return ExitCode::FAILURE;
+                };
                 let mut host = ShellHost::start(config);
                 tokio::select! {
                     () = host.run() => {}
-                    () = crate::serve::wait_for_signal() => {}
+                    () = stop.cancelled() => {}
                 }
                 host.close().await;
                 ExitCode::SUCCESS
@@ -120,6 +124,9 @@ pub fn run(args: ShellArgs) -> ExitCode {
                 max_connections: a.max_connections,
             };
             runtime.block_on(async move {
+                let Some(stop) = signal_token("relay shell client") else {
+                    return ExitCode::FAILURE;
+                };
                 let listener = match tokio::net::TcpListener::bind(addr).await {
                     Ok(l) => l,
                     Err(e) => {
@@ -130,10 +137,21 @@ pub fn run(args: ShellArgs) -> ExitCode {
                 tracing::info!(%addr, "shell client listening");
                 tokio::select! {
                     () = client::serve(listener, config) => {}
-                    () = crate::serve::wait_for_signal() => {}
+                    () = stop.cancelled() => {}
                 }
                 ExitCode::SUCCESS
             })
+        }
+    }
+}
+
+/// The SIGINT/SIGTERM token, or `None` after reporting why the handlers are missing.
+fn signal_token(program: &str) -> Option<relay_common::shutdown::CancellationToken> {
+    match cancel_on_signal() {
+        Ok(stop) => Some(stop),
+        Err(e) => {
+            eprintln!("{program}: cannot install the SIGINT/SIGTERM handlers: {e}");
+            None
         }
     }
 }

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use base64::Engine;
 use regex::Regex;
+use relay_common::shutdown::CancellationToken;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep, timeout};
@@ -32,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::playfile::{Condition, FilterAction, Line, Playfile};
 use crate::session::{
-    stopped, LinkState, Message, Session, SessionClosed, SessionConfig, SessionSender, SessionState,
+    LinkState, Message, Session, SessionClosed, SessionConfig, SessionSender, SessionState,
 };
 
 /// How received messages are written.
@@ -92,8 +93,8 @@ pub enum FileClientError {
 pub struct Controls {
     /// Each message asks the writer to reopen its file.
     pub reopen: mpsc::Receiver<()>,
-    /// Set to true to stop (drain, flush, close).
-    pub stop: watch::Receiver<bool>,
+    /// Cancel to stop (drain, flush, close).
+    pub stop: CancellationToken,
 }
 
 /// Format one log line: `[<time>] <content>\n`.
@@ -458,7 +459,7 @@ async fn write_log(
 
 /// Run the client until the playfile ends (when there is one) or `controls.stop`.
 pub async fn run(config: FileClientConfig, controls: Controls) -> Result<(), FileClientError> {
-    let Controls { reopen, mut stop } = controls;
+    let Controls { reopen, stop } = controls;
     let (log_tx, writer_task) = match &config.log {
         Some(target) => {
             let writer = LogWriter::open(target.clone(), config.mode)?;
@@ -474,12 +475,13 @@ pub async fn run(config: FileClientConfig, controls: Controls) -> Result<(), Fil
     let session = Session::spawn(config.session.clone());
     let sender = session.sender();
     let session_state = session.state();
-    let (receiver_stop_tx, receiver_stop_rx) = watch::channel(false);
+    // The receiver also stops when the playfile ends, so it gets its own (child) token.
+    let receiver_stop = stop.child_token();
     let receiver = tokio::spawn(receive(
         session,
         state.clone(),
         log_tx.clone(),
-        receiver_stop_rx,
+        receiver_stop.clone(),
     ));
 
     let outcome = match &config.playfile {
@@ -492,15 +494,15 @@ pub async fn run(config: FileClientConfig, controls: Controls) -> Result<(), Fil
                         Err(FileClientError::SessionClosed)
                     }
                 } => played,
-                _ = stopped(&mut stop) => Ok(()),
+                () = stop.cancelled() => Ok(()),
             }
         }
         None => {
-            stopped(&mut stop).await;
+            stop.cancelled().await;
             Ok(())
         }
     };
-    let _ = receiver_stop_tx.send(true);
+    receiver_stop.cancel();
     if let Err(error) = receiver.await {
         warn!(%error, "receiver task failed");
     }
@@ -530,7 +532,7 @@ async fn receive(
     mut session: Session,
     state: Arc<PlayState>,
     log: Option<mpsc::Sender<LogEntry>>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let handle = |message: Message, log: &Option<mpsc::Sender<LogEntry>>| {
         let at = OffsetDateTime::now_utc();
@@ -548,7 +550,7 @@ async fn receive(
                     let _ = log.send(entry).await;
                 }
             }
-            _ = stopped(&mut stop) => {
+            () = stop.cancelled() => {
                 while let Some(message) = session.try_recv() {
                     if let Some((log, entry)) = handle(message, &log) {
                         let _ = log.send(entry).await;

@@ -69,6 +69,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use relay_common::shutdown::CancellationToken;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -313,7 +314,9 @@ pub struct Session {
     sender: SessionSender,
     incoming: mpsc::Receiver<Message>,
     state: watch::Receiver<SessionState>,
-    stop: watch::Sender<bool>,
+    /// Cancelled by [`Session::close`] or on drop; the background task then says goodbye
+    /// and ends by itself.
+    stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
 
@@ -340,21 +343,21 @@ impl Session {
             failures: 0,
             last_error: None,
         });
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop = CancellationToken::new();
         let runner = Runner {
             config,
             dialer,
             outgoing: out_rx,
             incoming: in_tx,
             state: state_tx,
-            stop: stop_rx,
+            stop: stop.clone(),
         };
         let task = tokio::spawn(runner.run());
         Session {
             sender: SessionSender { outgoing: out_tx },
             incoming: in_rx,
             state: state_rx,
-            stop: stop_tx,
+            stop,
             task: Some(task),
         }
     }
@@ -418,7 +421,7 @@ impl Session {
 
     /// Stop the session: send a close frame if connected, stop the task and wait for it.
     pub async fn close(mut self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         if let Some(task) = self.task.take() {
             if let Err(error) = task.await {
                 warn!(%error, "session task ended abnormally");
@@ -428,11 +431,10 @@ impl Session {
 }
 
 impl Drop for Session {
+    /// A dropped session stops like a closed one, only without waiting: the task sees the
+    /// cancellation at its next await and ends (sending a close frame if it is connected).
     fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.stop.cancel();
     }
 }
 
@@ -588,11 +590,6 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
-/// Resolves once the owner asked to stop (or dropped the stop sender).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
 /// How one connected period ended.
 enum LinkEnd {
     /// The session was closed by its owner.
@@ -608,20 +605,20 @@ struct Runner<D> {
     outgoing: mpsc::Receiver<Message>,
     incoming: mpsc::Sender<Message>,
     state: watch::Sender<SessionState>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 }
 
 impl<D: Dial> Runner<D> {
     async fn run(mut self) {
         let mut failures: u32 = 0;
         loop {
-            if *self.stop.borrow() {
+            if self.stop.is_cancelled() {
                 break;
             }
             self.state.send_modify(|s| s.link = LinkState::Connecting);
             let dialed = tokio::select! {
                 dialed = self.dialer.dial() => dialed,
-                _ = stopped(&mut self.stop) => break,
+                () = self.stop.cancelled() => break,
             };
             match dialed {
                 Ok(ws) => {
@@ -668,7 +665,7 @@ impl<D: Dial> Runner<D> {
                 self.state.send_modify(|s| s.link = LinkState::Waiting);
                 tokio::select! {
                     _ = sleep(wait) => {}
-                    _ = stopped(&mut self.stop) => break,
+                    () = self.stop.cancelled() => break,
                 }
             }
         }
@@ -690,7 +687,7 @@ impl<D: Dial> Runner<D> {
         loop {
             let idle_deadline = last_heard + self.config.idle_timeout;
             tokio::select! {
-                _ = stopped(&mut self.stop) => {
+                () = self.stop.cancelled() => {
                     let _ = timeout(self.config.write_timeout, ws.close(None)).await;
                     return LinkEnd::Stopped;
                 }
@@ -999,6 +996,19 @@ mod tests {
         assert_eq!(state.borrow_and_update().link, LinkState::Closed);
         // The peer got a close frame.
         assert!(matches!(server.next().await, Some(Ok(WsMessage::Close(_)))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_session_stops_its_task_by_itself() {
+        let mut h = harness(config(), &[true]);
+        h.session.wait_connected().await.unwrap();
+        let mut state = h.session.state();
+        let mut server = h.servers.recv().await.unwrap();
+        drop(h.session);
+        // Not aborted: the task sees the cancellation, says goodbye and records the end.
+        assert!(matches!(server.next().await, Some(Ok(WsMessage::Close(_)))));
+        let closed = state.wait_for(|s| s.link == LinkState::Closed).await;
+        assert!(closed.is_ok());
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,6 +11,7 @@
 //! - [`goduration`]: Go's duration text, formatted and parsed, and the one parser for
 //!   duration settings (flags and environment variables).
 //! - [`queue`]: the bounded per-reader queue (limits, drops, slow-reader detection).
+//! - [`shutdown`]: cancellation tokens, task trackers and the one SIGINT/SIGTERM helper.
 
 pub mod action;
 pub mod clock;
@@ -18,3 +19,4 @@ pub mod connection;
 pub mod errors;
 pub mod goduration;
 pub mod queue;
+pub mod shutdown;

@@ -66,7 +66,12 @@ pub fn add_stream_rule(state: &HostState, rule: StreamRule) -> Result<StreamRule
 
 /// Listens on `api` until the subscription ends.
 pub async fn run(state: Arc<HostState>, mut subscription: Subscription) {
-    while let Some(message) = subscription.recv().await {
+    loop {
+        let message = tokio::select! {
+            () = state.shutdown.cancelled() => break,
+            message = subscription.recv() => message,
+        };
+        let Some(message) = message else { break };
         let reply = handle(&state, &message.data);
         subscription.publish(Message::text(reply.to_string()));
     }

@@ -8,11 +8,13 @@
 
 use crate::hub::{Hub, Message, Subscription};
 use crate::link::{Link, LinkTarget, SharedConnector};
+use relay_common::shutdown::{wait_for_tasks, CancellationToken, DropGuard, TaskTracker};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// Reserved by the reference for "delete all"; refused as a rule id or stream name.
 pub const DELETE_ALL: &str = "deleteAll";
@@ -121,8 +123,8 @@ pub struct DestinationStatus {
 struct Running {
     rule: DestinationRule,
     connected: watch::Receiver<bool>,
-    /// Dropping this stops the destination's task, which closes its link.
-    _stop: oneshot::Sender<()>,
+    /// Dropping this cancels the destination's token: its task ends and closes its link.
+    _stop: DropGuard,
 }
 
 /// The running destinations of a host.
@@ -130,6 +132,8 @@ pub struct Destinations {
     hub: Arc<Hub>,
     connector: SharedConnector,
     running: Mutex<BTreeMap<String, Running>>,
+    /// Every destination task, so [`Destinations::stop_all`] can wait for them.
+    tasks: TaskTracker,
 }
 
 impl Destinations {
@@ -138,6 +142,7 @@ impl Destinations {
             hub,
             connector,
             running: Mutex::new(BTreeMap::new()),
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -151,13 +156,18 @@ impl Destinations {
             destination: rule.destination.clone(),
             token: (!rule.token.is_empty()).then(|| rule.token.clone()),
         });
-        let (stop, stopped) = oneshot::channel();
+        let stop = CancellationToken::new();
         let connected = link.connected.clone();
-        tokio::spawn(run_destination(rule.clone(), subscription, link, stopped));
+        self.tasks.spawn(run_destination(
+            rule.clone(),
+            subscription,
+            link,
+            stop.clone(),
+        ));
         let running = Running {
             rule: rule.clone(),
             connected,
-            _stop: stop,
+            _stop: stop.drop_guard(),
         };
         let previous = self.lock().insert(rule.id.clone(), running);
         if previous.is_some() {
@@ -181,6 +191,13 @@ impl Destinations {
     pub fn delete_all(&self) {
         let all = std::mem::take(&mut *self.lock());
         tracing::info!(count = all.len(), "all destination rules deleted");
+    }
+
+    /// Stops every rule (as [`Destinations::delete_all`]) and waits up to `limit` for their
+    /// tasks to end. Returns how many were still running then.
+    pub async fn stop_all(&self, limit: Duration) -> usize {
+        self.delete_all();
+        wait_for_tasks(&self.tasks, limit).await
     }
 
     /// One rule, as stored (token included).
@@ -235,12 +252,12 @@ async fn run_destination(
     rule: DestinationRule,
     mut subscription: Subscription,
     mut link: Link,
-    mut stopped: oneshot::Receiver<()>,
+    stopped: CancellationToken,
 ) {
     let mut recorder = Recorder::open(&rule.file).await;
     loop {
         tokio::select! {
-            _ = &mut stopped => break,
+            () = stopped.cancelled() => break,
             message = subscription.recv() => {
                 let Some(message) = message else { break };
                 recorder.record(&message).await;

@@ -18,6 +18,9 @@ pub const FRAME_GAP: Duration = Duration::from_millis(1);
 pub enum IngestError {
     #[error("reading the request body failed: {0}")]
     Body(String),
+    /// Shutdown's grace period ended while the body was still arriving.
+    #[error("the host is shutting down")]
+    ShuttingDown,
 }
 
 /// What one ingest request did, for the reply and the logs.

@@ -27,6 +27,7 @@ pub mod rules_file;
 pub mod server;
 pub mod state;
 
+use relay_common::shutdown::wait_for_tasks;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +37,9 @@ pub use destinations::DestinationRule;
 pub use link::{Connector, SessionConnector, SharedConnector};
 pub use rules_file::{ApplySummary, RulesFileError, RulesLoader};
 pub use state::HostState;
+
+/// How long shutdown waits for tasks it has told to stop at once.
+const STOP_NOW_GRACE: Duration = Duration::from_secs(1);
 
 /// Largest `/ts` message by default; bigger bursts are split (never truncated).
 pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
@@ -87,8 +91,6 @@ pub struct RunningHost {
     addr: SocketAddr,
     state: Arc<HostState>,
     rules: Option<RulesLoader>,
-    stop: tokio::sync::watch::Sender<bool>,
-    server: tokio::task::JoinHandle<()>,
     shutdown_grace: Duration,
 }
 
@@ -122,11 +124,8 @@ impl RunningHost {
                 allowed: config.allowed_origins.clone(),
             },
         );
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let server = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
+        let shutdown = state.shutdown.clone().cancelled_owned();
+        state.tasks.spawn(async move {
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await
@@ -139,8 +138,6 @@ impl RunningHost {
             addr,
             state,
             rules,
-            stop,
-            server,
             shutdown_grace: config.shutdown_grace,
         })
     }
@@ -167,18 +164,25 @@ impl RunningHost {
     }
 
     /// Closes local websocket clients with 1001 "going away", stops accepting, waits up to
-    /// the grace period for open requests, and closes every destination.
+    /// the grace period for open requests (then cuts open ingests), and closes every
+    /// destination.
     pub async fn shutdown(self) {
-        self.state.shutting_down.send_replace(true);
-        let _ = self.stop.send(true);
-        let mut server = self.server;
-        if tokio::time::timeout(self.shutdown_grace, &mut server)
-            .await
-            .is_err()
-        {
+        let state = &self.state;
+        state.shutdown.cancel();
+        if wait_for_tasks(&state.tasks, self.shutdown_grace).await > 0 {
             tracing::warn!("open requests did not finish within the grace period; stopping anyway");
-            server.abort();
+            state.stop_now.cancel();
+            let left = wait_for_tasks(&state.tasks, STOP_NOW_GRACE).await;
+            if left > 0 {
+                tracing::warn!(tasks = left, "local tasks still running after shutdown");
+            }
         }
-        self.state.destinations.delete_all();
+        let left = state.destinations.stop_all(STOP_NOW_GRACE).await;
+        if left > 0 {
+            tracing::warn!(
+                destinations = left,
+                "destinations still running after shutdown"
+            );
+        }
     }
 }

@@ -9,7 +9,7 @@
 use crate::commands::{self, add_stream_rule, StreamRule, API_FEED};
 use crate::destinations::{strip_leading_slash, DestinationRule, DELETE_ALL};
 use crate::hub::{Kind, Message};
-use crate::ingest::{frame_bursts, FRAME_GAP};
+use crate::ingest::{frame_bursts, IngestError, FRAME_GAP};
 use crate::state::HostState;
 use axum::body::Body;
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
@@ -207,10 +207,11 @@ async fn ingest(
     body: Body,
 ) -> Response {
     let (done, result) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
         let sender = state.hub.new_client_id();
         tracing::info!(feed, "ingest started");
-        let result = frame_bursts(
+        let framing = frame_bursts(
             body.into_data_stream(),
             FRAME_GAP,
             state.max_frame,
@@ -219,8 +220,13 @@ async fn ingest(
                     .hub
                     .publish(&feed, Some(sender), Message::binary(frame));
             },
-        )
-        .await;
+        );
+        // An ingest may run past shutdown's grace period (ffmpeg streams forever); it is
+        // cut then, so the listener can finish.
+        let result = tokio::select! {
+            result = framing => result,
+            () = state.stop_now.cancelled() => Err(IngestError::ShuttingDown),
+        };
         match &result {
             Ok(summary) => tracing::info!(
                 feed,
@@ -235,6 +241,9 @@ async fn ingest(
     match result.await {
         Ok(Ok(summary)) => {
             format!("{} frames, {} bytes\n", summary.frames, summary.bytes).into_response()
+        }
+        Ok(Err(e @ IngestError::ShuttingDown)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response()
         }
         Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ingest task failed\n").into_response(),
@@ -256,7 +265,10 @@ async fn local_client(
     upgrade
         .protocols(["null"])
         .max_message_size(WS_MAX_MESSAGE)
-        .on_upgrade(move |socket| serve_local_client(state, feed, agent, socket))
+        .on_upgrade(move |socket| {
+            let tasks = state.tasks.clone();
+            tasks.track_future(serve_local_client(state, feed, agent, socket))
+        })
 }
 
 async fn serve_local_client(state: Arc<HostState>, feed: String, agent: String, socket: WebSocket) {
@@ -265,10 +277,9 @@ async fn serve_local_client(state: Arc<HostState>, feed: String, agent: String, 
     let (mut sink, mut stream) = socket.split();
     let mut ping = tokio::time::interval_at(Instant::now() + WS_PING_EVERY, WS_PING_EVERY);
     let mut last_heard = Instant::now();
-    let mut shutting_down = state.shutting_down.subscribe();
     let reason = loop {
         tokio::select! {
-            () = async { let _ = shutting_down.wait_for(|s| *s).await; } => {
+            () = state.shutdown.cancelled() => {
                 let close = ws::CloseFrame { code: ws::close_code::AWAY, reason: "relay host shutting down".into() };
                 let _ = sink.send(ws::Message::Close(Some(close))).await;
                 break "host shutting down".to_string();
@@ -325,7 +336,9 @@ fn to_axum(message: Message) -> ws::Message {
 /// Starts the command API listener on feed `api`.
 pub fn spawn_command_api(state: &Arc<HostState>) {
     let subscription = state.hub.subscribe(API_FEED, WS_QUEUE);
-    tokio::spawn(commands::run(state.clone(), subscription));
+    state
+        .tasks
+        .spawn(commands::run(state.clone(), subscription));
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@ use crate::commands::API_RULE_ID;
 use crate::destinations::{DestinationRule, Destinations};
 use crate::hub::Hub;
 use crate::link::SharedConnector;
+use relay_common::shutdown::{CancellationToken, TaskTracker};
 use std::sync::Arc;
-use tokio::sync::watch;
 
 /// Shared state of one running host.
 pub struct HostState {
@@ -15,8 +15,14 @@ pub struct HostState {
     pub api_rule: Option<DestinationRule>,
     /// Largest message `/ts` ingest publishes; longer bursts are split.
     pub max_frame: usize,
-    /// Set to true at shutdown so local websocket clients are closed with "going away".
-    pub shutting_down: watch::Sender<bool>,
+    /// Cancelled at shutdown: the listener stops accepting, local websocket clients are
+    /// closed with "going away" and the command API stops.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the shutdown grace period is over: open `/ts` ingests stop reading.
+    pub stop_now: CancellationToken,
+    /// The listener, local websocket clients, ingests and the command API; shutdown waits
+    /// on it.
+    pub tasks: TaskTracker,
 }
 
 impl HostState {
@@ -39,7 +45,9 @@ impl HostState {
             hub,
             api_rule,
             max_frame,
-            shutting_down: watch::Sender::new(false),
+            shutdown: CancellationToken::new(),
+            stop_now: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         }
     }
 

@@ -319,6 +319,8 @@ fn upgrade_to_connection(
     };
     let span = tracing::info_span!("conn", topic = %request.topic, booking_id = %request.booking_id, peer = %request.remote_addr);
     let cfg = &state.config;
+    // Shutdown waits for every upgraded connection through this tracker.
+    let tasks = state.tasks.clone();
     upgrade
         .protocols(["null"])
         .max_message_size(cfg.max_message_bytes)
@@ -326,8 +328,13 @@ fn upgrade_to_connection(
         .read_buffer_size(cfg.read_buffer_bytes)
         .on_failed_upgrade(|e| tracing::info!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
-            async move {
+            let connection = async move {
                 let (membership, inbox) = state.hub.join(request);
+                if state.shutdown.is_cancelled() {
+                    // Joined after shutdown's close_all: close everyone again (a no-op for
+                    // the others) so this one also leaves with "going away".
+                    state.hub.close_all(crate::hub::CloseReason::GoingAway);
+                }
                 tracing::info!(
                     can_read = membership.info.can_read,
                     can_write = membership.info.can_write,
@@ -345,7 +352,8 @@ fn upgrade_to_connection(
                     alert.disconnect(&state);
                 }
             }
-            .instrument(span)
+            .instrument(span);
+            tasks.track_future(connection)
         })
 }
 

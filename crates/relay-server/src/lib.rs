@@ -41,34 +41,47 @@ pub use config::{ServerConfig, TlsFiles};
 use hub::{CloseReason, Hub, QueueLimits};
 use metrics::Metrics;
 use relay_auth::{CodeStore, DenyStore, Verifier};
+use relay_common::shutdown::{wait_for_tasks, CancellationToken, TaskTracker};
 use state::AppState;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
+/// How long shutdown waits for connections to finish their closing handshake.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long the listeners then get to finish in-flight HTTP requests.
+const LISTENER_GRACE: Duration = Duration::from_secs(1);
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// One of the two listeners could not be set up.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
+        /// The address that listener was configured with.
         addr: SocketAddr,
+        /// Which listener: `"access API"` or `"relay"`.
         what: &'static str,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// The TLS certificate or key could not be loaded.
     #[error("cannot load TLS certificate/key: {0}")]
     Tls(std::io::Error),
 }
 
 /// A running server; [`RunningServer::shutdown`] closes every connection with "going
 /// away" and stops both listeners.
+///
+/// Every connection and background loop runs in the server's [`TaskTracker`] and stops on
+/// its [`CancellationToken`]; shutdown cancels, then waits for the tracker to empty.
 pub struct RunningServer {
     state: Arc<AppState>,
     access_addr: SocketAddr,
     relay_addr: SocketAddr,
     handles: [axum_server::Handle<SocketAddr>; 2],
     servers: Vec<JoinHandle<()>>,
-    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -79,8 +92,8 @@ impl RunningServer {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let access_listener = bind(config.access_listen, "access API")?;
         let relay_listener = bind(config.relay_listen, "relay")?;
-        let access_addr = local_addr(&access_listener, config.access_listen)?;
-        let relay_addr = local_addr(&relay_listener, config.relay_listen)?;
+        let access_addr = local_addr(&access_listener, config.access_listen, "access API")?;
+        let relay_addr = local_addr(&relay_listener, config.relay_listen, "relay")?;
         let tls = match &config.tls {
             Some(files) => Some(
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
@@ -118,33 +131,35 @@ impl RunningServer {
             audience: trim_slash(audience),
             relay_url: trim_slash(relay_url),
             config,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         });
 
         let handles = [axum_server::Handle::new(), axum_server::Handle::new()];
         let apps = [
             (
                 access_listener,
+                access_addr,
+                "access API",
                 access::router(state.clone()),
                 handles[0].clone(),
             ),
             (
                 relay_listener,
+                relay_addr,
+                "relay",
                 crossbar::router(state.clone()),
                 handles[1].clone(),
             ),
         ];
         let mut servers = Vec::new();
-        for (listener, app, handle) in apps {
+        for (listener, addr, what, app, handle) in apps {
             let service = app.into_make_service_with_connect_info::<SocketAddr>();
             let task = match &tls {
                 Some(tls) => {
                     // Nagle's algorithm would hold small messages back for up to 40 ms.
                     let server = axum_server::from_tcp_rustls(listener, tls.clone())
-                        .map_err(|e| StartError::Bind {
-                            addr: access_addr,
-                            what: "tls",
-                            source: e,
-                        })?
+                        .map_err(|source| StartError::Bind { addr, what, source })?
                         .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()));
                     tokio::spawn(async move {
                         if let Err(e) = server.handle(handle).serve(service).await {
@@ -154,11 +169,7 @@ impl RunningServer {
                 }
                 None => {
                     let server = axum_server::from_tcp(listener)
-                        .map_err(|e| StartError::Bind {
-                            addr: access_addr,
-                            what: "listener",
-                            source: e,
-                        })?
+                        .map_err(|source| StartError::Bind { addr, what, source })?
                         .acceptor(axum_server::accept::NoDelayAcceptor::new());
                     tokio::spawn(async move {
                         if let Err(e) = server.handle(handle).serve(service).await {
@@ -169,10 +180,8 @@ impl RunningServer {
             };
             servers.push(task);
         }
-        let background = vec![
-            tokio::spawn(stats::run(state.clone())),
-            tokio::spawn(tidy(state.clone())),
-        ];
+        state.tasks.spawn(stats::run(state.clone()));
+        state.tasks.spawn(tidy(state.clone()));
         tracing::info!(access = %access_addr, relay = %relay_addr, audience = %state.audience, relay_url = %state.relay_url, "relay serving");
         Ok(RunningServer {
             state,
@@ -180,7 +189,6 @@ impl RunningServer {
             relay_addr,
             handles,
             servers,
-            background,
         })
     }
 
@@ -209,21 +217,31 @@ impl RunningServer {
         self.state.hub.connection_count()
     }
 
-    /// Close every connection with 1001 "going away", then stop both listeners.
+    /// The tracker holding every connection and background task of this server. After
+    /// [`RunningServer::shutdown`] returns it is closed and, unless a connection outlived
+    /// the grace period, empty.
+    pub fn tasks(&self) -> TaskTracker {
+        self.state.tasks.clone()
+    }
+
+    /// Cancel the server's token (the stats reporter and the tidy loop stop), close every
+    /// connection with 1001 "going away", wait up to 5 s for every tracked task to finish,
+    /// then stop both listeners gracefully.
     pub async fn shutdown(self) {
+        self.state.shutdown.cancel();
         self.state.hub.close_all(CloseReason::GoingAway);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while self.state.hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let left = wait_for_tasks(&self.state.tasks, CLOSE_GRACE).await;
+        if left > 0 {
+            tracing::warn!(
+                tasks = left,
+                "connections still open after the grace period; stopping the listeners anyway"
+            );
         }
         for handle in &self.handles {
-            handle.graceful_shutdown(Some(Duration::from_secs(1)));
+            handle.graceful_shutdown(Some(LISTENER_GRACE));
         }
         for task in self.servers {
             let _ = task.await;
-        }
-        for task in self.background {
-            task.abort();
         }
         tracing::info!("relay stopped");
     }
@@ -248,20 +266,22 @@ fn bind(addr: SocketAddr, what: &'static str) -> Result<std::net::TcpListener, S
 fn local_addr(
     listener: &std::net::TcpListener,
     addr: SocketAddr,
+    what: &'static str,
 ) -> Result<SocketAddr, StartError> {
-    listener.local_addr().map_err(|source| StartError::Bind {
-        addr,
-        what: "local address",
-        source,
-    })
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, what, source })
 }
 
-/// Forget expired deny/allow entries and codes every `tidy_every`.
+/// Forget expired deny/allow entries and codes every `tidy_every`, until shutdown.
 async fn tidy(state: Arc<AppState>) {
     let mut every = tokio::time::interval(state.config.tidy_every.max(Duration::from_secs(1)));
     every.tick().await;
     loop {
-        every.tick().await;
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
         let bids = state.deny.prune(state.now_unix());
         let codes = state.codes.prune(state.now_instant());
         tracing::debug!(bids, codes, "tidied");

@@ -4,6 +4,7 @@ use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use relay_auth::{CodeStore, DenyStore, Verifier};
+use relay_common::shutdown::{CancellationToken, TaskTracker};
 use std::sync::Arc;
 
 /// Shared state of one running server.
@@ -18,6 +19,10 @@ pub struct AppState {
     pub deny: DenyStore,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
+    /// Cancelled once when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Every connection and background task; shutdown waits on it.
+    pub tasks: TaskTracker,
 }
 
 impl AppState {

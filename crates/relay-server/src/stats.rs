@@ -33,7 +33,8 @@ fn is_update(message: &Message) -> bool {
     parsed.is_some_and(|c| c.cmd == "update")
 }
 
-/// Run the reporter until the server shuts down.
+/// Run the reporter until the server shuts down (its token is cancelled or its
+/// connection is closed).
 pub async fn run(state: Arc<AppState>) {
     let (membership, mut inbox) = state.hub.join(JoinRequest {
         topic: STATS_TOPIC.into(),
@@ -58,6 +59,7 @@ pub async fn run(state: Arc<AppState>) {
             (false, _) => next_periodic,
         };
         tokio::select! {
+            () = state.shutdown.cancelled() => break,
             message = inbox.queue.recv() => match message {
                 Some(m) => {
                     update_wanted |= is_update(&m);

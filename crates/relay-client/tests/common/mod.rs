@@ -115,15 +115,15 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
 pub struct RunningClient {
     pub task: tokio::task::JoinHandle<Result<(), relay_client::file::FileClientError>>,
     pub reopen: tokio::sync::mpsc::Sender<()>,
-    pub stop: tokio::sync::watch::Sender<bool>,
+    pub stop: relay_common::shutdown::CancellationToken,
 }
 
 pub fn start_client(config: relay_client::file::FileClientConfig) -> RunningClient {
     let (reopen, reopen_rx) = tokio::sync::mpsc::channel(4);
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = relay_common::shutdown::CancellationToken::new();
     let controls = relay_client::file::Controls {
         reopen: reopen_rx,
-        stop: stop_rx,
+        stop: stop.clone(),
     };
     RunningClient {
         task: tokio::spawn(relay_client::file::run(config, controls)),
@@ -176,7 +176,7 @@ impl Recording {
 
     /// Stop the client (drain, flush), close everything, and return the file's bytes.
     pub async fn finish(self) -> Vec<u8> {
-        self.client.stop.send(true).unwrap();
+        self.client.stop.cancel();
         self.client.task.await.unwrap().unwrap();
         self.sender.close().await;
         self.server.shutdown().await;
