@@ -11,6 +11,7 @@ use http_relay::{ClientConfig, RunningServer, ServerConfig};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use prost::Message as _;
+use relay_testkit::wait_until_async;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -127,18 +128,15 @@ pub fn client_config(server: &RunningServer, backend: SocketAddr, name: &str) ->
 
 /// The reference's WaitForClient: retry `/client/{name}/` while it is 503 "unknown client".
 pub async fn wait_for_client(server: &str, name: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let answer = get(&format!("{server}/client/{name}/")).await;
-        if !(answer.status == StatusCode::SERVICE_UNAVAILABLE
-            && answer.text().contains("unknown client"))
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "relay client {name} never registered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let url = format!("{server}/client/{name}/");
+    wait_until_async(
+        &format!("relay client {name} to register"),
+        Duration::from_secs(10),
+        || async {
+            let answer = get(&url).await;
+            !(answer.status == StatusCode::SERVICE_UNAVAILABLE
+                && answer.text().contains("unknown client"))
+        },
+    )
+    .await;
 }
