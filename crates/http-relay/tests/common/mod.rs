@@ -98,13 +98,25 @@ pub async fn post_response(server: &str, msg: &HttpResponse) -> Answer {
     .await
 }
 
-/// Keep polling until a user request arrives (polls time out after the server's poll wait).
+/// Keep polling until a user request arrives (polls time out after the server's poll
+/// wait, 30 s by default), for at most two default poll waits.
 pub async fn poll_until_request(server: &str, name: &str) -> HttpRequest {
-    loop {
-        if let (StatusCode::OK, Some(request)) = poll(server, name).await {
-            return request;
-        }
-    }
+    let arrived = std::cell::RefCell::new(None);
+    wait_until_async(
+        &format!("a user request for {name}"),
+        Duration::from_secs(60),
+        || {
+            let arrived = &arrived;
+            async move {
+                let (_, request) = poll(server, name).await;
+                let got = request.is_some();
+                *arrived.borrow_mut() = request;
+                got
+            }
+        },
+    )
+    .await;
+    arrived.into_inner().expect("the wait ended with a request")
 }
 
 /// Serve `router` on 127.0.0.1:0.

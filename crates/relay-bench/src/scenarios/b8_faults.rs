@@ -20,7 +20,7 @@ use crate::wire;
 use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use relay_client::session::{Backoff, Message, Session, SessionConfig, SessionState};
-use relay_testkit::wait::try_wait_until;
+use relay_testkit::wait::{try_wait_until, try_wait_until_async};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -906,15 +906,28 @@ async fn deny_once(
     // The upgrade completes before the hub registers a connection; wait until it lists them
     // all, so the deny cannot miss a connection that was still joining.
     let stats = admin_token(access, relay_auth::SCOPE_STATS);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while listed(http, access, &stats, &prefix).await? < total + 1 {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "GET /status did not list all {} connections within 30 s",
-            total + 1
-        );
-        sleep(Duration::from_millis(20)).await;
+    let failed = std::cell::RefCell::new(None);
+    let all_listed = try_wait_until_async(
+        &format!("GET /status to list all {} connections", total + 1),
+        Duration::from_secs(30),
+        || {
+            let (failed, stats, prefix) = (&failed, &stats, &prefix);
+            async move {
+                match listed(http, access, stats, prefix).await {
+                    Ok(count) => count > total,
+                    Err(e) => {
+                        *failed.borrow_mut() = Some(e); // stop waiting: report it
+                        true
+                    }
+                }
+            }
+        },
+    )
+    .await;
+    if let Some(e) = failed.into_inner() {
+        return Err(e);
     }
+    all_listed?;
 
     let admin = admin_token(access, relay_auth::SCOPE_ADMIN);
     let exp = relay_auth::unix_now() + 3600;
