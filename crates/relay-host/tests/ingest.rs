@@ -116,14 +116,26 @@ async fn ts_frame_boundaries_follow_ffmpeg_bursts() {
     .await
     .expect("ffmpeg did not finish");
     assert!(status.success(), "ffmpeg posting to /ts failed");
-    // Collect what was still in flight when ffmpeg exited.
-    while let Ok(Ok(WsMessage::Binary(data))) =
-        tokio::time::timeout(Duration::from_millis(300), next_data_result(&mut viewer)).await
-    {
-        messages.push(data.to_vec());
+    // Collect what was still in flight when ffmpeg exited: whenever the stream pauses, check
+    // whether the recording holds every frame yet, and go on reading until it does (for at
+    // most WAIT), so a slow machine cannot cut the recording short.
+    let recording = dir.join("received.ts");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(300), next_data_result(&mut viewer)).await
+        {
+            Ok(Ok(WsMessage::Binary(data))) => messages.push(data.to_vec()),
+            Ok(_) => break,
+            Err(_paused) => {
+                std::fs::write(&recording, messages.concat()).unwrap();
+                let complete = video_packet_offsets(&recording).len() >= frames as usize;
+                if complete || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
     }
 
-    let recording = dir.join("received.ts");
     std::fs::write(&recording, messages.concat()).unwrap();
     let offsets = video_packet_offsets(&recording);
     assert_eq!(
