@@ -8,7 +8,7 @@
 //! little CPU per message; `wss://` goes through tokio-tungstenite.
 
 use crate::lean_ws;
-use crate::procs::{free_port, wait_listening, Proc};
+use crate::procs::{spawn_listening, Proc};
 use anyhow::{bail, Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -110,34 +110,35 @@ impl Lab {
                     };
                     return Ok(Target::new(name, endpoint, None));
                 }
-                let (pa, pr) = (free_port()?, free_port()?);
-                let access = format!("http://127.0.0.1:{pa}");
-                let mut args: Vec<String> = [
-                    "serve",
-                    "--audience",
-                    &access,
-                    "--url",
-                    &format!("ws://127.0.0.1:{pr}"),
-                    "--secret",
-                    std::str::from_utf8(SECRET)?,
-                    "--port-access",
-                    &pa.to_string(),
-                    "--port-relay",
-                    &pr.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--allow-no-booking-id",
-                    "--log-file",
-                    "stderr",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                args.extend(relay_args.iter().cloned());
                 let bin = self.relay_bin.to_string_lossy().into_owned();
-                let mut proc = Proc::spawn("relay", &bin, &args, core)?;
-                wait_listening(&mut proc, pa).await?;
-                wait_listening(&mut proc, pr).await?;
+                let (proc, ports) = spawn_listening(2, |ports| {
+                    let (pa, pr) = (ports[0], ports[1]);
+                    let mut args: Vec<String> = [
+                        "serve",
+                        "--audience",
+                        &format!("http://127.0.0.1:{pa}"),
+                        "--url",
+                        &format!("ws://127.0.0.1:{pr}"),
+                        "--secret",
+                        std::str::from_utf8(SECRET)?,
+                        "--port-access",
+                        &pa.to_string(),
+                        "--port-relay",
+                        &pr.to_string(),
+                        "--bind",
+                        "127.0.0.1",
+                        "--allow-no-booking-id",
+                        "--log-file",
+                        "stderr",
+                    ]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                    args.extend(relay_args.iter().cloned());
+                    Proc::spawn("relay", &bin, &args, core)
+                })
+                .await?;
+                let access = format!("http://127.0.0.1:{}", ports[0]);
                 (
                     Endpoint::Relay {
                         access,
@@ -147,11 +148,13 @@ impl Lab {
                 )
             }
             "node-ws" => {
-                let port = free_port()?;
                 let script = self.bench_dir.join("node-ws-relay/relay.js");
-                let args = vec![script.to_string_lossy().into_owned(), port.to_string()];
-                let mut proc = Proc::spawn("node-ws", "node", &args, core)?;
-                wait_listening(&mut proc, port).await?;
+                let (proc, ports) = spawn_listening(1, |ports| {
+                    let args = vec![script.to_string_lossy().into_owned(), ports[0].to_string()];
+                    Proc::spawn("node-ws", "node", &args, core)
+                })
+                .await?;
+                let port = ports[0];
                 (
                     Endpoint::Plain {
                         base: format!("ws://127.0.0.1:{port}"),
@@ -161,21 +164,23 @@ impl Lab {
                 )
             }
             "websocat" => {
-                let port = free_port()?;
-                let args: Vec<String> = [
-                    "-b",
-                    "-B",
-                    "2097152",
-                    "--queue-len",
-                    "128",
-                    &format!("ws-l:127.0.0.1:{port}"),
-                    "broadcast:mirror:",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                let mut proc = Proc::spawn("websocat", "websocat", &args, core)?;
-                wait_listening(&mut proc, port).await?;
+                let (proc, ports) = spawn_listening(1, |ports| {
+                    let args: Vec<String> = [
+                        "-b",
+                        "-B",
+                        "2097152",
+                        "--queue-len",
+                        "128",
+                        &format!("ws-l:127.0.0.1:{}", ports[0]),
+                        "broadcast:mirror:",
+                    ]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                    Proc::spawn("websocat", "websocat", &args, core)
+                })
+                .await?;
+                let port = ports[0];
                 (
                     Endpoint::Plain {
                         base: format!("ws://127.0.0.1:{port}"),
@@ -185,18 +190,21 @@ impl Lab {
                 )
             }
             "nats" => {
-                let (client, ws) = (free_port()?, free_port()?);
                 let conf = std::env::temp_dir().join("relay-bench-nats.conf");
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "listen: \"127.0.0.1:{client}\"\nmax_payload: 2MB\nmax_connections: 100000\n\
-                         websocket {{\n  listen: \"127.0.0.1:{ws}\"\n  no_tls: true\n  compression: false\n}}\n"
-                    ),
-                )?;
-                let args = vec!["-c".to_owned(), conf.to_string_lossy().into_owned()];
-                let mut proc = Proc::spawn("nats", "nats-server", &args, core)?;
-                wait_listening(&mut proc, ws).await?;
+                let (proc, ports) = spawn_listening(2, |ports| {
+                    let (client, ws) = (ports[0], ports[1]);
+                    std::fs::write(
+                        &conf,
+                        format!(
+                            "listen: \"127.0.0.1:{client}\"\nmax_payload: 2MB\nmax_connections: 100000\n\
+                             websocket {{\n  listen: \"127.0.0.1:{ws}\"\n  no_tls: true\n  compression: false\n}}\n"
+                        ),
+                    )?;
+                    let args = vec!["-c".to_owned(), conf.to_string_lossy().into_owned()];
+                    Proc::spawn("nats", "nats-server", &args, core)
+                })
+                .await?;
+                let ws = ports[1];
                 (
                     Endpoint::Nats {
                         url: format!("ws://127.0.0.1:{ws}"),

@@ -122,29 +122,72 @@ fn clock_ticks() -> f64 {
     })
 }
 
-/// A currently free port on 127.0.0.1.
+/// A port that was free on 127.0.0.1 a moment ago. Only a candidate: another process may
+/// bind it before the server it was picked for does, so start servers through
+/// [`spawn_listening`], which retries, unless a port must be reused (a restart).
 pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-/// Wait until something accepts TCP connections on `port` (at most 15 s).
+/// How many sets of fresh ports a server that lost one of its ports gets.
+pub const PORT_ATTEMPTS: usize = 5;
+
+/// Starts a server that must be told its ports (third-party peers cannot report a port they
+/// chose, and the relay's public URL must be known before it starts): `spawn` starts it on
+/// `count` fresh ports, and it must then accept on each. A server that exits before it does
+/// (most likely because another process took a port between the pick and its bind) is
+/// retried on other ports; any other failure is returned. Returns the server and its ports.
+pub async fn spawn_listening(
+    count: usize,
+    mut spawn: impl FnMut(&[u16]) -> Result<Proc>,
+) -> Result<(Proc, Vec<u16>)> {
+    let mut exited = None;
+    for _ in 0..PORT_ATTEMPTS {
+        let ports = (0..count)
+            .map(|_| free_port())
+            .collect::<Result<Vec<_>>>()?;
+        let mut proc = spawn(&ports)?;
+        let mut listening = Ok(());
+        for &port in &ports {
+            listening = wait_listening(&mut proc, port).await;
+            if listening.is_err() {
+                break;
+            }
+        }
+        match listening {
+            Ok(()) => return Ok((proc, ports)),
+            Err(e) if proc.check_alive().is_err() => exited = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(exited
+        .unwrap_or_else(|| anyhow::anyhow!("no attempt"))
+        .context(format!("no free ports in {PORT_ATTEMPTS} attempts")))
+}
+
+/// Wait until something accepts TCP connections on `port` (at most 15 s); fails at once if
+/// `proc` exits meanwhile.
 pub async fn wait_listening(proc: &mut Proc, port: u16) -> Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while tokio::time::Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
-        }
-        proc.check_alive()?;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    bail!(
-        "{} did not listen on {port} within 15 s (log {})",
-        proc.name,
-        proc.log.display()
+    let mut exited = None;
+    let listening = relay_testkit::wait::try_wait_until(
+        &format!("{} to listen on {port}", proc.name),
+        Duration::from_secs(15),
+        || {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return true;
+            }
+            exited = proc.check_alive().err();
+            exited.is_some()
+        },
     )
+    .await;
+    if let Some(e) = exited {
+        return Err(e);
+    }
+    listening.with_context(|| format!("log {}", proc.log.display()))
 }
 
 /// The soft limit on open files of this process (children inherit it).

@@ -23,7 +23,9 @@ async fn recv(rx: &mut Rx) -> Option<Bytes> {
         .unwrap()
 }
 
-/// Send probes from `tx` until `rx` hears one: the reader's membership is then live.
+/// Send probes from `tx` until `rx` hears one: the reader's membership is then live. Then
+/// a marker sent after every probe is read up to, so that no late probe is left for the
+/// test to trip over.
 async fn until_joined(tx: &mut Tx, rx: &mut Rx) {
     timeout(WAIT, async {
         loop {
@@ -36,6 +38,14 @@ async fn until_joined(tx: &mut Tx, rx: &mut Rx) {
     })
     .await
     .expect("the second connection never received a probe");
+    tx.send(Bytes::from_static(b"joined")).await.unwrap();
+    loop {
+        match recv(rx).await.as_deref() {
+            Some(b"probe") => continue,
+            Some(b"joined") => return,
+            other => panic!("expected probes then the joined marker, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

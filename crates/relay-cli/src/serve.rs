@@ -32,10 +32,11 @@ pub struct ServeArgs {
     /// External base URL of the websocket relay, used to build the returned `uri`.
     #[arg(long = "url", env = "RELAY_URL")]
     relay_url: Option<String>,
-    /// Access API port.
+    /// Access API port (0: any free port; the bound address is printed on stdout as
+    /// "relay: access API listening on ADDR").
     #[arg(long, env = "RELAY_PORT_ACCESS", default_value_t = 3000)]
     port_access: u16,
-    /// Websocket relay port.
+    /// Websocket relay port (0: any free port; printed as "relay: relay listening on ADDR").
     #[arg(long, env = "RELAY_PORT_RELAY", default_value_t = 3001)]
     port_relay: u16,
     /// Address to listen on (both ports). Default: every interface (127.0.0.1 with --dev).
@@ -240,6 +241,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // One parseable line per listener, so that whoever started the relay with port 0
+        // (tests, scripts) learns the bound addresses.
+        println!("relay: access API listening on {}", server.access_addr());
+        println!("relay: relay listening on {}", server.relay_addr());
         if args.dev {
             print_dev_banner(&server, &secret);
         }

@@ -135,6 +135,10 @@ pub fn run(args: ShellArgs) -> ExitCode {
                     }
                 };
                 tracing::info!(%addr, "shell client listening");
+                // The bound address (the port may have been 0), for scripts and tests.
+                if let Ok(bound) = listener.local_addr() {
+                    println!("relay shell client listening on {bound}");
+                }
                 tokio::select! {
                     () = client::serve(listener, config) => {}
                     () = stop.cancelled() => {}

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod support;
-use support::Killed;
+use support::{wait_until, Killed};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -68,16 +68,8 @@ fn messages(path: &Path) -> Vec<String> {
         .collect()
 }
 
-async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How long the test waits for anything.
+const WAIT: Duration = Duration::from_secs(15);
 
 #[tokio::test]
 async fn sighup_reopens_the_log_and_sigint_exits_cleanly() {
@@ -102,15 +94,17 @@ async fn sighup_reopens_the_log_and_sigint_exits_cleanly() {
     let sender = Session::spawn(SessionConfig::new(&session_url).with_token(token(&server, "e2e")));
     sender.wait_connected().await.unwrap();
     // Probe until the client (connecting in its own process) logs something.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while messages(&log).is_empty() {
-        let stderr = std::fs::read_to_string(dir.join("client.err")).unwrap_or_default();
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the client never logged; its stderr: {stderr}"
-        );
+    let logged = relay_testkit::wait::try_wait_until_async("the client to log", WAIT, || async {
+        if !messages(&log).is_empty() {
+            return true;
+        }
         sender.send(Message::Text("probe".into())).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        false
+    })
+    .await;
+    if let Err(timed_out) = logged {
+        let stderr = std::fs::read_to_string(dir.join("client.err")).unwrap_or_default();
+        panic!("{timed_out}; its stderr: {stderr}");
     }
     for n in 1..=3 {
         sender
@@ -118,24 +112,27 @@ async fn sighup_reopens_the_log_and_sigint_exits_cleanly() {
             .await
             .unwrap();
     }
-    wait_until("the lines before the move", || {
+    wait_until("the lines before the move", WAIT, || {
         messages(&log).contains(&"before 3".to_string())
     })
     .await;
     std::fs::rename(&log, &rotated).unwrap();
     signal(&client.0, "HUP");
-    wait_until("the log to be reopened", || log.exists()).await;
+    wait_until("the log to be reopened", WAIT, || log.exists()).await;
     for n in 1..=3 {
         sender
             .send(Message::Text(format!("after {n}")))
             .await
             .unwrap();
     }
-    wait_until("the lines after the move", || messages(&log).len() >= 3).await;
+    wait_until("the lines after the move", WAIT, || {
+        messages(&log).len() >= 3
+    })
+    .await;
     signal(&client.0, "INT");
     let mut client = client;
     let mut status = None;
-    wait_until("the client to exit", || {
+    wait_until("the client to exit", WAIT, || {
         status = client.0.try_wait().unwrap();
         status.is_some()
     })

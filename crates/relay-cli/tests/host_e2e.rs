@@ -8,7 +8,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
-use support::{free_port, require, websocat, Killed};
+use support::{
+    on_a_free_port, require, serve, serve_on_free_ports, spawn_and_read, wait_until, websocat,
+    Killed, Served, INSTALL_HINT,
+};
 
 use relay_client::session::{Message, Session, SessionConfig};
 use std::io::Write;
@@ -58,15 +61,9 @@ fn curl(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The real `relay serve` on fixed ports (so it can be restarted on the same ones).
+/// The real `relay serve`, restartable on the same ports. The host dials the uri it hands
+/// out, so its public URL must be known before it starts: the first start takes free
+/// ports (retried if one is lost) and reads back the addresses it printed.
 struct Relay {
     access: String,
     port_access: u16,
@@ -74,58 +71,96 @@ struct Relay {
     log: PathBuf,
 }
 
+/// The longest wait between two reconnect attempts of a host destination.
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// How long a test waits for a program to get going.
+const WAIT: Duration = Duration::from_secs(15);
+
+fn configure_serve(command: &mut Command, port_access: u16, port_relay: u16, log: &Path) {
+    command
+        .env("RELAY_AUDIENCE", format!("http://127.0.0.1:{port_access}"))
+        .env("RELAY_URL", format!("ws://127.0.0.1:{port_relay}"))
+        .env("RELAY_SECRET", SECRET)
+        .env("RELAY_PORT_ACCESS", port_access.to_string())
+        .env("RELAY_PORT_RELAY", port_relay.to_string())
+        .env("RELAY_BIND", "127.0.0.1")
+        .env("RELAY_ALLOW_NO_BOOKING_ID", "true")
+        .env("RELAY_LOG_FILE", log)
+        .env("RELAY_LOG_LEVEL", "info");
+}
+
 impl Relay {
-    fn new(dir: &Path) -> Self {
-        let port_access = free_port();
-        let port_relay = free_port();
-        Relay {
-            access: format!("http://127.0.0.1:{port_access}"),
-            port_access,
-            port_relay,
-            log: dir.join("relay.log"),
-        }
+    /// Starts the relay on free ports.
+    async fn start(dir: &Path) -> (Self, Killed) {
+        let log = dir.join("relay.log");
+        let served = {
+            let log = log.clone();
+            tokio::task::spawn_blocking(move || {
+                serve_on_free_ports(|command, pa, pr| configure_serve(command, pa, pr, &log))
+            })
+            .await
+            .unwrap()
+        };
+        let relay = Relay {
+            access: format!("http://{}", served.access),
+            port_access: served.access.port(),
+            port_relay: served.relay.port(),
+            log,
+        };
+        (relay, served.process)
     }
 
-    async fn start(&self) -> Killed {
-        let child = Command::new(RELAY)
-            .arg("serve")
-            .env("RELAY_AUDIENCE", &self.access)
-            .env("RELAY_URL", format!("ws://127.0.0.1:{}", self.port_relay))
-            .env("RELAY_SECRET", SECRET)
-            .env("RELAY_PORT_ACCESS", self.port_access.to_string())
-            .env("RELAY_PORT_RELAY", self.port_relay.to_string())
-            .env("RELAY_BIND", "127.0.0.1")
-            .env("RELAY_ALLOW_NO_BOOKING_ID", "true")
-            .env("RELAY_LOG_FILE", &self.log)
-            .env("RELAY_LOG_LEVEL", "info")
-            .spawn()
-            .unwrap();
-        let access = self.access.clone();
-        wait_until("relay serve to listen", Duration::from_secs(15), || {
-            curl(&[&format!("{access}/healthz")]).is_some()
+    /// Starts the relay again on the ports of the first start.
+    async fn restart(&self) -> Killed {
+        let (port_access, port_relay, log) = (self.port_access, self.port_relay, self.log.clone());
+        let served: Option<Served> = tokio::task::spawn_blocking(move || {
+            let mut command = Command::new(RELAY);
+            command.arg("serve");
+            configure_serve(&mut command, port_access, port_relay, &log);
+            serve(&mut command)
         })
-        .await;
-        Killed(child)
+        .await
+        .unwrap();
+        served
+            .expect("relay serve restarts on its ports (another process took one meanwhile?)")
+            .process
     }
 }
 
-/// The real `relay host` with a rules file, listening on 127.0.0.1:`port`.
-async fn start_host(dir: &Path, port: u16, rules: &Path) -> Killed {
-    let child = Command::new(RELAY)
+/// The real `relay host` with a rules file on a port of its own choosing: returns the
+/// process and the port it printed.
+async fn start_host(dir: &Path, rules: &Path) -> (Killed, u16) {
+    let mut command = Command::new(RELAY);
+    command
         .arg("host")
-        .env("VW_PORT", port.to_string())
+        .env("VW_PORT", "0")
         .env("VW_RULES", rules)
         .env("VW_LOG_LEVEL", "info")
-        .env("VW_LOG_FILE", dir.join("host.log"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+        .env("VW_LOG_FILE", dir.join("host.log"));
+    let (child, printed) =
+        tokio::task::spawn_blocking(move || spawn_and_read(&mut command, &[HOST_LINE]))
+            .await
+            .unwrap();
+    let port = printed
+        .as_ref()
+        .and_then(|lines| host_port(lines.first()?))
+        .expect("relay host prints the address it listens on");
     let health = format!("http://127.0.0.1:{port}/healthcheck");
-    wait_until("relay host to listen", Duration::from_secs(15), || {
+    wait_until("relay host to listen", WAIT, || {
         curl(&[&health]).as_deref() == Some("\"ok\"\n")
     })
     .await;
-    Killed(child)
+    (child, port)
+}
+
+/// What `relay host` prints on stdout once it listens, before its base URL.
+const HOST_LINE: &str = "relay host listening on ";
+
+/// The port of a printed `http://ADDR` base URL.
+fn host_port(url: &str) -> Option<u16> {
+    let addr: std::net::SocketAddr = url.strip_prefix("http://")?.parse().ok()?;
+    Some(addr.port())
 }
 
 /// Whether every listed destination of the host reports a live relay link.
@@ -279,11 +314,10 @@ token_file = "data.jwt"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_video_and_serial_data_flow_through_the_real_host_and_relay() {
     for program in ["ffmpeg", "ffprobe", "curl", "websocat"] {
-        require(program);
+        require(program, INSTALL_HINT);
     }
     let dir = temp_dir("flow");
-    let relay = Relay::new(&dir);
-    let _relay_process = relay.start().await;
+    let (relay, _relay_process) = Relay::start(&dir).await;
     std::fs::write(
         dir.join("video.jwt"),
         mint(&relay.access, "expt00-video", false, true),
@@ -296,8 +330,7 @@ async fn ffmpeg_video_and_serial_data_flow_through_the_real_host_and_relay() {
     .unwrap();
     let rules = dir.join("rules.toml");
     write_rules(&rules, &relay.access, "");
-    let port = free_port();
-    let mut host = start_host(&dir, port, &rules).await;
+    let (mut host, port) = start_host(&dir, &rules).await;
     wait_until(
         "host destinations to connect",
         Duration::from_secs(15),
@@ -416,17 +449,17 @@ async fn ffmpeg_video_and_serial_data_flow_through_the_real_host_and_relay() {
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = host.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "relay host did not exit on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut status = None;
+    wait_until(
+        "relay host to exit on SIGTERM",
+        Duration::from_secs(10),
+        || {
+            status = host.0.try_wait().unwrap();
+            status.is_some()
+        },
+    )
+    .await;
+    let status = status.unwrap();
     assert!(status.success(), "relay host exited with {status}");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -434,11 +467,10 @@ async fn ffmpeg_video_and_serial_data_flow_through_the_real_host_and_relay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_reconnects_by_itself_when_the_relay_restarts_during_streaming() {
     for program in ["ffmpeg", "ffprobe", "curl"] {
-        require(program);
+        require(program, INSTALL_HINT);
     }
     let dir = temp_dir("fault");
-    let relay = Relay::new(&dir);
-    let relay_process = relay.start().await;
+    let (relay, relay_process) = Relay::start(&dir).await;
     std::fs::write(
         dir.join("video.jwt"),
         mint(&relay.access, "expt00-video", false, true),
@@ -451,8 +483,7 @@ async fn the_host_reconnects_by_itself_when_the_relay_restarts_during_streaming(
     .unwrap();
     let rules = dir.join("rules.toml");
     write_rules(&rules, &relay.access, "");
-    let port = free_port();
-    let _host = start_host(&dir, port, &rules).await;
+    let (_host, port) = start_host(&dir, &rules).await;
     wait_until(
         "host destinations to connect",
         Duration::from_secs(15),
@@ -477,9 +508,12 @@ async fn the_host_reconnects_by_itself_when_the_relay_restarts_during_streaming(
         !host_connected(port, &["video"])
     })
     .await;
-    let _relay_process = relay.start().await;
+    let _relay_process = relay.restart().await;
     let restarted = Instant::now();
-    wait_until("the host to reconnect", Duration::from_secs(20), || {
+    // Nobody waits longer than the 10 s backoff cap (proved exactly, under paused time, in
+    // relay-host's tests/timing.rs); here the cap plus a margin bounds the wait, as a
+    // tighter wall-clock assert would flake on a loaded machine.
+    wait_until("the host to reconnect", BACKOFF_CAP + WAIT, || {
         host_connected(port, &["video"])
     })
     .await;
@@ -490,31 +524,32 @@ async fn the_host_reconnects_by_itself_when_the_relay_restarts_during_streaming(
     .await;
     let video_back = restarted.elapsed();
     println!("relay restarted: host reconnected after {host_back:?}; viewer had 25 new frames after {video_back:?}");
-    // Nobody waits longer than the 10 s backoff cap.
-    assert!(host_back < Duration::from_secs(12), "{host_back:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn relayhost_names_from_the_reference_help_work_and_bad_numbers_are_refused() {
-    require("curl");
-    let port = free_port();
-    let mut host = Command::new(RELAY)
-        .arg("host")
-        .env("RELAYHOST_PORT", port.to_string())
-        .env("RELAYHOST_LOGLEVEL", "warning")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let health = format!("http://127.0.0.1:{port}/healthcheck");
-    wait_until(
-        "relay host on RELAYHOST_PORT",
-        Duration::from_secs(15),
-        || curl(&[&health]).is_some(),
-    )
-    .await;
-    let _ = host.kill();
-    let _ = host.wait();
+    require("curl", INSTALL_HINT);
+    // A given port (not 0) shows the alias is honoured; it is retried if it is lost.
+    let (host, _port) = tokio::task::spawn_blocking(|| {
+        on_a_free_port(
+            "relay host on RELAYHOST_PORT",
+            |port| {
+                let command = Command::new(RELAY)
+                    .arg("host")
+                    .env("RELAYHOST_PORT", port.to_string())
+                    .env("RELAYHOST_LOGLEVEL", "warning")
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                Some(Killed(command))
+            },
+            |port| curl(&[&format!("http://127.0.0.1:{port}/healthcheck")]).is_some(),
+        )
+    })
+    .await
+    .unwrap();
+    drop(host);
 
     for (name, value) in [
         ("RELAYHOST_PORT", "eighty"),

@@ -3,51 +3,22 @@
 //! a websocket echo through a 101 upgrade. A missing program fails the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+use support::{on_a_free_port, port_open, require, wait_until_blocking as wait_until, Killed};
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
-
-/// Panic with an install hint when `program` cannot run.
-fn require(program: &str, hint: &str) {
-    let ok = Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        ok,
-        "`{program}` is required for this test but was not found on PATH; {hint}"
-    );
-}
-
-/// Kills the child (by its own pid) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("http-relay-e2e-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 const BACKEND_PY: &str = r#"
@@ -106,7 +77,7 @@ server.serve_forever()
 "#;
 
 /// The Python backend and the port it listens on.
-fn start_backend(dir: &Path) -> (Proc, u16) {
+fn start_backend(dir: &Path) -> (Killed, u16) {
     require("python3", "install Python 3");
     let script = dir.join("backend.py");
     std::fs::write(&script, BACKEND_PY).unwrap();
@@ -122,11 +93,11 @@ fn start_backend(dir: &Path) -> (Proc, u16) {
         .read_line(&mut line)
         .unwrap();
     let port = line.trim().parse().unwrap();
-    (Proc(child), port)
+    (Killed(child), port)
 }
 
 /// `relay http serve --port=0`, its port scraped from the log as the reference's tests do.
-fn start_server(extra: &[&str]) -> (Proc, u16) {
+fn start_server(extra: &[&str]) -> (Killed, u16) {
     let mut child = Command::new(RELAY)
         .args(["http", "serve", "--port=0", "--bind=127.0.0.1"])
         .args(extra)
@@ -149,10 +120,10 @@ fn start_server(extra: &[&str]) -> (Proc, u16) {
     let port = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("server never logged its port");
-    (Proc(child), port)
+    (Killed(child), port)
 }
 
-fn start_client(relay_port: u16, backend_port: u16, name: &str, extra: &[&str]) -> Proc {
+fn start_client(relay_port: u16, backend_port: u16, name: &str, extra: &[&str]) -> Killed {
     let child = Command::new(RELAY)
         .args([
             "http",
@@ -169,7 +140,7 @@ fn start_client(relay_port: u16, backend_port: u16, name: &str, extra: &[&str]) 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    Proc(child)
+    Killed(child)
 }
 
 fn curl(args: &[&str]) -> Output {
@@ -286,21 +257,21 @@ fn websocat_echo_through_a_101_upgrade() {
         "websocat",
         "cargo install websocat (not packaged in Debian bookworm)",
     );
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let _echo = Proc(
-        Command::new("websocat")
-            .args(["-t", &format!("ws-l:127.0.0.1:{port}"), "mirror:"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    // websocat cannot report a port it chose: it is given one, retried if it loses it.
+    let (_echo, port) = on_a_free_port(
+        "websocat echo server",
+        |port| {
+            Some(Killed(
+                Command::new("websocat")
+                    .args(["-t", &format!("ws-l:127.0.0.1:{port}"), "mirror:"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            ))
+        },
+        port_open,
     );
-    wait_until("websocat echo server", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
     let (_server, relay_port) = start_server(&[]);
     let _client = start_client(relay_port, port, "ws1", &["--disable_auth_for_remote"]);
     wait_for_client(relay_port, "ws1");

@@ -7,27 +7,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod support;
-use support::{free_port, Killed};
+use support::{
+    on_a_free_port, port_open, require, serve_on_free_ports, spawn_and_read,
+    wait_until_blocking as wait_until, Killed, RELAY,
+};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const RELAY: &str = env!("CARGO_BIN_EXE_relay");
 const SECRET: &str = "shell-e2e-secret";
 const SSHD: &str = "/usr/sbin/sshd";
-
-fn require(program: &str) {
-    let ok = Path::new(program).is_absolute() && Path::new(program).exists()
-        || Command::new("sh")
-            .args(["-c", &format!("command -v {program}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{program} is required for this test: run scripts/test.sh, which installs openssh"
-    );
-}
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap();
@@ -37,18 +27,6 @@ fn run(cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 /// Established TCP connections whose local or remote port is `port` (from /proc/net/tcp).
@@ -132,7 +110,7 @@ fn sha(path: &Path) -> String {
 #[test]
 fn openssh_through_the_relay() {
     for program in [SSHD, "ssh", "scp", "ssh-keygen", "sha256sum", "curl"] {
-        require(program);
+        require(program, "run scripts/test.sh, which installs openssh");
     }
     let dir = std::env::temp_dir().join(format!("relay-shell-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -149,45 +127,46 @@ fn openssh_through_the_relay() {
         .trim()
         .to_owned();
 
-    let sshd_port = free_port();
-    let config = format!(
-        "Port {sshd_port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
-         PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
-         PermitRootLogin prohibit-password\nPidFile none\nSubsystem sftp internal-sftp\n\
-         MaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n",
-        hk = dir.join("host_key").display(),
-        ak = dir.join("authorized_keys").display(),
+    let config = |port: u16| {
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+             PermitRootLogin prohibit-password\nPidFile none\nSubsystem sftp internal-sftp\n\
+             MaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n",
+            hk = dir.join("host_key").display(),
+            ak = dir.join("authorized_keys").display(),
+        )
+    };
+    // sshd cannot report a port it chose, so it is given one and retried if it loses it.
+    let (_sshd, sshd_port) = on_a_free_port(
+        "sshd",
+        |port| {
+            std::fs::write(dir.join("sshd_config"), config(port)).unwrap();
+            Some(Killed(
+                Command::new(SSHD)
+                    .args(["-D", "-e", "-f"])
+                    .arg(dir.join("sshd_config"))
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            ))
+        },
+        port_open,
     );
-    std::fs::write(dir.join("sshd_config"), config).unwrap();
-    let _sshd = Killed(
-        Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("sshd listening", Duration::from_secs(10), || {
-        port_open(sshd_port)
-    });
 
-    let (pa, pr) = (free_port(), free_port());
-    let access = format!("http://127.0.0.1:{pa}");
-    let _relay = Killed(
-        Command::new(RELAY)
-            .args(["serve", "--bind", "127.0.0.1", "--log-file", "stderr"])
-            .env("RELAY_AUDIENCE", &access)
+    // The shell host dials the uri the relay hands out, so the relay's public URL must be
+    // known before it starts: it gets free ports (retried if one is lost), not port 0.
+    let relay = serve_on_free_ports(|command, pa, pr| {
+        command
+            .args(["--bind", "127.0.0.1", "--log-file", "stderr"])
+            .env("RELAY_AUDIENCE", format!("http://127.0.0.1:{pa}"))
             .env("RELAY_URL", format!("ws://127.0.0.1:{pr}"))
             .env("RELAY_SECRET", SECRET)
             .env("RELAY_PORT_ACCESS", pa.to_string())
             .env("RELAY_PORT_RELAY", pr.to_string())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("relay listening", Duration::from_secs(10), || {
-        port_open(pa) && port_open(pr)
+            .stderr(Stdio::null());
     });
+    let access = format!("http://{}", relay.access);
     let session = format!("{access}/shell/expt");
     let _host = Killed(
         Command::new(RELAY)
@@ -200,21 +179,19 @@ fn openssh_through_the_relay() {
             .spawn()
             .unwrap(),
     );
-    let client_port = free_port();
-    let _client = Killed(
+    let (_client, client_address) = spawn_and_read(
         Command::new(RELAY)
             .args(["shell", "client"])
             .env("SHELLCLIENT_RELAYSESSION", &session)
             .env("SHELLCLIENT_TOKEN", mint(&access, "expt", "client"))
-            .env("SHELLCLIENT_LOCALPORT", client_port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .env("SHELLCLIENT_LOCALPORT", "0")
+            .stderr(Stdio::null()),
+        &["relay shell client listening on "],
     );
-    wait_until("shell client listening", Duration::from_secs(10), || {
-        port_open(client_port)
-    });
+    let client_port = client_address
+        .and_then(|lines| lines.first()?.parse::<std::net::SocketAddr>().ok())
+        .expect("relay shell client prints the address it listens on")
+        .port();
     let stats = {
         let out = run(Command::new(RELAY)
             .arg("token")

@@ -12,24 +12,16 @@ use std::process::Stdio;
 use common::*;
 use relay_client::file::OutputMode;
 use relay_client::session::Message;
+use relay_testkit::require;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-fn require(program: &str) {
-    let found = std::process::Command::new(program)
-        .arg("-version")
-        .stdout(Stdio::null())
-        .status();
-    assert!(
-        matches!(found, Ok(status) if status.success()),
-        "{program} is required by this test and was not found on PATH: apt-get install -y ffmpeg"
-    );
-}
+const FFMPEG_HINT: &str = "apt-get install -y ffmpeg";
 
 #[tokio::test]
 async fn an_ffmpeg_stream_recorded_through_the_relay_decodes_cleanly() {
-    require("ffmpeg");
-    require("ffprobe");
+    require("ffmpeg", FFMPEG_HINT);
+    require("ffprobe", FFMPEG_HINT);
     let recording = Recording::start("video", OutputMode::Binary).await;
 
     // Two seconds of 25 fps MPEG-1 video in MPEG-TS, as jsmpeg players receive it.

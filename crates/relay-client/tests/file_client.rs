@@ -12,6 +12,7 @@ use common::*;
 use relay_client::file::{FileClientConfig, LogTarget, OutputMode};
 use relay_client::playfile::Playfile;
 use relay_client::session::Message;
+use relay_testkit::{wait_until, wait_until_async};
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
@@ -32,9 +33,11 @@ fn contents(log: &str) -> Vec<String> {
 }
 
 async fn wait_for_lines(path: &Path, count: usize) {
-    wait_until(&format!("{count} lines in {}", path.display()), || async {
-        read(path).lines().count() >= count
-    })
+    wait_until_async(
+        &format!("{count} lines in {}", path.display()),
+        WAIT,
+        || async { read(path).lines().count() >= count },
+    )
     .await;
 }
 
@@ -150,7 +153,7 @@ async fn reopen_after_a_move_keeps_every_line_in_one_of_the_files() {
     wait_for_lines(&log, 3).await;
     std::fs::rename(&log, &rotated).unwrap();
     recording.client.reopen.send(()).await.unwrap();
-    wait_until("the log to be reopened", || async { log.exists() }).await;
+    wait_until("the log to be reopened", WAIT, || log.exists()).await;
     for n in 1..=3 {
         recording.send(text(&format!("after {n}"))).await;
     }

@@ -349,13 +349,12 @@ mod tests {
         assert_eq!(d.list(true).len(), 2);
         assert_eq!(d.get("a").unwrap().stream, "video");
         // The replaced rule's subscription is gone (its task saw the stop).
-        tokio::time::timeout(std::time::Duration::from_secs(1), async {
-            while hub.subscriber_count("stream/x") != 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .unwrap();
+        relay_testkit::wait_until(
+            "the replaced rule's subscription to end",
+            std::time::Duration::from_secs(10),
+            || hub.subscriber_count("stream/x") == 0,
+        )
+        .await;
         assert!(d.delete("a"));
         assert!(!d.delete("a"));
         d.delete_all();

@@ -8,10 +8,13 @@
 mod common;
 
 use common::*;
+use relay_testkit::{require, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+const FFMPEG_HINT: &str = "apt-get install -y ffmpeg";
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("relay-host-{name}-{}", uuid::Uuid::new_v4()));
@@ -21,7 +24,7 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// Makes a short MPEG-TS clip: testsrc, mpeg1video at ~1 Mbit/s, `frames` frames at 25 fps.
 fn make_sample(dir: &Path, frames: u32) -> PathBuf {
-    need("ffmpeg");
+    require("ffmpeg", FFMPEG_HINT);
     let path = dir.join("sample.ts");
     let status = Command::new("ffmpeg")
         .args([
@@ -53,7 +56,7 @@ fn make_sample(dir: &Path, frames: u32) -> PathBuf {
 
 /// Byte offsets of each video packet in an MPEG-TS file, from ffprobe.
 fn video_packet_offsets(path: &Path) -> Vec<u64> {
-    need("ffprobe");
+    require("ffprobe", FFMPEG_HINT);
     let output = Command::new("ffprobe")
         .args([
             "-v",
@@ -113,14 +116,26 @@ async fn ts_frame_boundaries_follow_ffmpeg_bursts() {
     .await
     .expect("ffmpeg did not finish");
     assert!(status.success(), "ffmpeg posting to /ts failed");
-    // Collect what was still in flight when ffmpeg exited.
-    while let Ok(Ok(WsMessage::Binary(data))) =
-        tokio::time::timeout(Duration::from_millis(300), next_data_result(&mut viewer)).await
-    {
-        messages.push(data.to_vec());
+    // Collect what was still in flight when ffmpeg exited: whenever the stream pauses, check
+    // whether the recording holds every frame yet, and go on reading until it does (for at
+    // most WAIT), so a slow machine cannot cut the recording short.
+    let recording = dir.join("received.ts");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(300), next_data_result(&mut viewer)).await
+        {
+            Ok(Ok(WsMessage::Binary(data))) => messages.push(data.to_vec()),
+            Ok(_) => break,
+            Err(_paused) => {
+                std::fs::write(&recording, messages.concat()).unwrap();
+                let complete = video_packet_offsets(&recording).len() >= frames as usize;
+                if complete || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
     }
 
-    let recording = dir.join("received.ts");
     std::fs::write(&recording, messages.concat()).unwrap();
     let offsets = video_packet_offsets(&recording);
     assert_eq!(
@@ -262,6 +277,7 @@ async fn local_ws_clients_talk_both_ways_without_echo() {
     let mut a = ws_client(&host, "data").await;
     let mut b = ws_client(&host, "data").await;
     let mut other = ws_client(&host, "video").await;
+    let mut other_sender = ws_client(&host, "video").await;
     send_text(&mut a, "from a").await;
     assert_eq!(next_data(&mut b).await, WsMessage::Text("from a".into()));
     send_text(&mut b, "from b").await;
@@ -274,8 +290,15 @@ async fn local_ws_clients_talk_both_ways_without_echo() {
         next_data(&mut a).await,
         WsMessage::Binary(vec![0u8, 159, 146, 150].into())
     );
-    assert_silent(&mut other, Duration::from_millis(50)).await;
-    assert_silent(&mut b, Duration::from_millis(50)).await;
+    // Markers sent afterwards prove the absence: had b heard its own messages, or had
+    // "data" crossed to "video", they would arrive before the marker.
+    send_text(&mut a, "marker").await;
+    assert_eq!(next_data(&mut b).await, WsMessage::Text("marker".into()));
+    send_text(&mut other_sender, "video marker").await;
+    assert_eq!(
+        next_data(&mut other).await,
+        WsMessage::Text("video marker".into())
+    );
     // Shutdown closes local clients with 1001 "going away".
     host.shutdown().await;
     use futures_util::StreamExt;
@@ -301,7 +324,8 @@ async fn stream_clients_get_their_feeds_and_follow_rule_changes() {
     let mut stream = ws_client(&host, "stream/front").await;
     let mut video = ws_client(&host, "video0").await;
     let mut audio = ws_client(&host, "audio0").await;
-    wait_until("the stream client is registered", || {
+    let mut video_sender = ws_client(&host, "video0").await;
+    wait_until("the stream client is registered", WAIT, || {
         state.hub.subscriber_count("stream/front") == 1
     })
     .await;
@@ -322,10 +346,17 @@ async fn stream_clients_get_their_feeds_and_follow_rule_changes() {
     send_text(&mut video, "v2").await;
     assert_eq!(next_data(&mut stream).await, WsMessage::Text("v2".into()));
     // Stream clients' own messages go nowhere.
+    // Once the host has answered the stream client's ping it has read (and dropped) "s",
+    // so a marker sent to video0 afterwards must be the next thing the video client hears.
     send_text(&mut stream, "s").await;
-    assert_silent(&mut video, Duration::from_millis(50)).await;
+    round_trip(&mut stream).await;
+    send_text(&mut video_sender, "video marker").await;
+    assert_eq!(
+        next_data(&mut video).await,
+        WsMessage::Text("video marker".into())
+    );
     drop(stream);
-    wait_until("the stream client is unregistered", || {
+    wait_until("the stream client is unregistered", WAIT, || {
         state.hub.subscriber_count("stream/front") == 0
     })
     .await;

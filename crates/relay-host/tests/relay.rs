@@ -12,9 +12,13 @@ use relay_client::session::{Message as SessionMessage, Session, SessionConfig};
 use relay_host::commands::{add_stream_rule, StreamRule};
 use relay_host::{DestinationRule, RunningHost, SessionConnector};
 use relay_server::{RunningServer, ServerConfig};
+use relay_testkit::wait_until;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// The longest wait between two reconnect attempts of a destination.
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
 async fn start_relay() -> RunningServer {
     RunningServer::start(ServerConfig::local(SECRET.to_vec()))
@@ -28,7 +32,7 @@ async fn start_session_host() -> RunningHost {
 
 async fn wait_connected(host: &RunningHost, id: &str) {
     let destinations = &host.state().destinations;
-    wait_until(&format!("destination {id} to connect"), || {
+    wait_until(&format!("destination {id} to connect"), WAIT, || {
         destinations.is_connected(id) == Some(true)
     })
     .await;
@@ -249,7 +253,7 @@ async fn the_host_reconnects_by_itself_after_the_relay_restarts() {
         .unwrap();
     wait_connected(&host, "video").await;
     relay.shutdown().await;
-    wait_until("the host to notice the relay is gone", || {
+    wait_until("the host to notice the relay is gone", WAIT, || {
         host.state().destinations.is_connected("video") == Some(false)
     })
     .await;
@@ -259,11 +263,19 @@ async fn the_host_reconnects_by_itself_after_the_relay_restarts() {
     config.relay_listen = relay_addr;
     let restarted_at = Instant::now();
     let relay = RunningServer::start(config).await.unwrap();
-    wait_connected(&host, "video").await;
-    let reconnect = restarted_at.elapsed();
-    println!("host reconnected {reconnect:?} after the relay came back");
-    // The backoff never waits more than 10 s, so the host is back within about that.
-    assert!(reconnect < Duration::from_secs(11), "{reconnect:?}");
+    // The backoff never waits more than 10 s (proved exactly, under paused time, in
+    // timing.rs), so the host is back within that plus the usual wait; a tighter
+    // wall-clock bound would flake on a loaded machine.
+    wait_until(
+        "the host to reconnect after the relay came back",
+        BACKOFF_CAP + WAIT,
+        || host.state().destinations.is_connected("video") == Some(true),
+    )
+    .await;
+    println!(
+        "host reconnected {:?} after the relay came back",
+        restarted_at.elapsed()
+    );
 
     let mut viewer = user_session(&relay, topic, &["read"]);
     tokio::time::timeout(WAIT, viewer.wait_connected())

@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use relay_auth::{mint, Audience, Claims};
+use relay_testkit::wait_until;
 
 #[tokio::test]
 async fn missing_authorization_gets_the_reference_401_body() {
@@ -179,8 +180,8 @@ async fn status_needs_relay_stats_and_lists_connections() {
     let base = s.access_url().to_owned();
     let _a = join(&s, "expt", &["read", "write"]).await;
     wait_until(
-        std::time::Duration::from_secs(5),
         "connection registered",
+        std::time::Duration::from_secs(5),
         || s.connection_count() == 2,
     )
     .await;

@@ -5,14 +5,18 @@
 mod common;
 use bytes::Bytes;
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use relay_auth::{Audience, Claims};
+use relay_testkit::wait_until;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::MaybeTlsStream;
 
 const WAIT: Duration = Duration::from_secs(5);
-const QUIET: Duration = Duration::from_millis(300);
+/// Far beyond any wait of these tests: a timer set to this never fires during one.
+const NEVER: Duration = Duration::from_secs(3600);
 
 #[tokio::test]
 async fn messages_cross_both_ways_and_the_sender_never_hears_itself() {
@@ -20,7 +24,8 @@ async fn messages_cross_both_ways_and_the_sender_never_hears_itself() {
     let mut a = join(&s, "123", &["read", "write"]).await;
     let mut b = join(&s, "123", &["read", "write"]).await;
     let mut other = join(&s, "456", &["read", "write"]).await;
-    wait_until(WAIT, "three members", || s.connection_count() == 4).await;
+    let mut other_writer = join(&s, "456", &["write"]).await;
+    wait_until("four members", WAIT, || s.connection_count() == 5).await;
     send_text(&mut a, "ping").await;
     assert_eq!(next_frame(&mut b, WAIT).await, Some(Message::text("ping")));
     b.send(Message::Binary(Bytes::from_static(&[0, 1, 2, 255])))
@@ -30,8 +35,18 @@ async fn messages_cross_both_ways_and_the_sender_never_hears_itself() {
         next_frame(&mut a, WAIT).await,
         Some(Message::Binary(Bytes::from_static(&[0, 1, 2, 255])))
     );
-    expect_silence(&mut a, QUIET).await;
-    expect_silence(&mut other, Duration::from_millis(50)).await;
+    // Markers sent afterwards prove the absence: had `a` heard its own "ping", or had
+    // "ping" crossed to topic 456, it would arrive before the marker.
+    send_text(&mut b, "marker").await;
+    assert_eq!(
+        next_frame(&mut a, WAIT).await,
+        Some(Message::text("marker"))
+    );
+    send_text(&mut other_writer, "marker 456").await;
+    assert_eq!(
+        next_frame(&mut other, WAIT).await,
+        Some(Message::text("marker 456"))
+    );
 }
 
 #[tokio::test]
@@ -82,7 +97,9 @@ async fn scopes_are_enforced_read_only_and_write_only() {
     let mut r = join(&s, "t", &["read"]).await;
     let mut w = join(&s, "t", &["write"]).await;
     send_text(&mut r, "from reader").await;
-    expect_silence(&mut rw, QUIET).await;
+    // Once the relay has answered r's ping it has read (and refused) "from reader", so
+    // "from writer", sent afterwards, arriving first at rw is the marker that proves it.
+    round_trip(&mut r).await;
     send_text(&mut w, "from writer").await;
     assert_eq!(
         next_frame(&mut rw, WAIT).await,
@@ -97,7 +114,9 @@ async fn scopes_are_enforced_read_only_and_write_only() {
         next_frame(&mut r, WAIT).await,
         Some(Message::text("to all"))
     );
-    expect_silence(&mut w, QUIET).await;
+    // A write-only connection receives no data at all, so no data marker can reach it;
+    // the relay's answer to its ping, asked for after r got "to all", stands in for one.
+    round_trip(&mut w).await;
 }
 
 /// Reference bug B3: a refused connection must get an HTTP error with a JSON reason, not
@@ -204,18 +223,28 @@ async fn a_connection_closes_with_4001_at_token_expiry() {
         Some(Message::text("before"))
     );
     assert_eq!(close_code(&mut a, WAIT).await, Some(4001));
-    wait_until(WAIT, "expired connection freed", || {
+    wait_until("expired connection freed", WAIT, || {
         s.connection_count() == 2
     })
     .await;
 }
 
-/// DenyClosesCurrentConnection (within 100 ms here, 1 s in the reference) and
+/// DenyClosesCurrentConnection (at once here, within 1 s in the reference) and
 /// DeniedBookingIDCannotConnect; then reference bug B2: allow and reconnect with the same
 /// booking id must work (the reference crashed).
+///
+/// "At once" is proved without a wall-clock bound (which flakes on a loaded machine):
+/// every timer of this server (pings, pong timeout) is an hour away, so a close that
+/// arrives within the wait can only have been sent by the deny itself, not by a later
+/// sweep or tick.
 #[tokio::test]
 async fn deny_closes_live_connections_at_once_and_allow_lets_the_booking_back() {
-    let s = start(|c| c.allow_no_booking_id = false).await;
+    let s = start(|c| {
+        c.allow_no_booking_id = false;
+        c.ping_interval = NEVER;
+        c.pong_timeout = NEVER;
+    })
+    .await;
     let c = claims(&s, "t", &["read", "write"]);
     let mut a = dial(&access_uri(&s, &c).await).await;
     let mut b = dial(&access_uri(&s, &c).await).await;
@@ -231,11 +260,10 @@ async fn deny_closes_live_connections_at_once_and_allow_lets_the_booking_back() 
         .await,
     )
     .await;
-    wait_until(WAIT, "members", || s.connection_count() == 4).await;
+    wait_until("members", WAIT, || s.connection_count() == 4).await;
 
     let admin = admin_token(&s);
     let exp = now() + 60;
-    let started = tokio::time::Instant::now();
     assert_eq!(
         post(
             &format!("{}/bids/deny?bid=bid&exp={exp}", s.access_url()),
@@ -247,8 +275,6 @@ async fn deny_closes_live_connections_at_once_and_allow_lets_the_booking_back() 
     );
     assert_eq!(close_code(&mut a, WAIT).await, Some(4003));
     assert_eq!(close_code(&mut b, WAIT).await, Some(4003));
-    let took = started.elapsed();
-    assert!(took < Duration::from_millis(100), "deny took {took:?}");
     // Unused codes of the booking were destroyed.
     assert!(tokio_tungstenite::connect_async(unused_code.as_str())
         .await
@@ -256,7 +282,7 @@ async fn deny_closes_live_connections_at_once_and_allow_lets_the_booking_back() 
     let (status, _) = post(&format!("{}/session/t", s.access_url()), Some(&token(&c))).await;
     assert_eq!(status, 400);
     send_text(&mut bystander, "still here").await;
-    wait_until(WAIT, "denied connections freed", || {
+    wait_until("denied connections freed", WAIT, || {
         s.connection_count() == 2
     })
     .await;
@@ -293,7 +319,7 @@ async fn a_stalled_reader_never_blocks_the_others() {
     let stalled = join(&s, "video", &["read"]).await;
     let mut other_topic_a = join(&s, "data", &["read", "write"]).await;
     let mut other_topic_b = join(&s, "data", &["read", "write"]).await;
-    wait_until(WAIT, "members", || s.connection_count() == 6).await;
+    wait_until("members", WAIT, || s.connection_count() == 6).await;
 
     let payload = Bytes::from(vec![9u8; 64 * 1024]);
     let frames = 600; // ~38 MiB: far more than socket buffers plus 8 queued messages
@@ -321,7 +347,7 @@ async fn a_stalled_reader_never_blocks_the_others() {
         Some(Message::text("alive"))
     );
     // The stalled reader is disconnected, and the drops were counted.
-    wait_until(WAIT, "stalled reader disconnected", || {
+    wait_until("stalled reader disconnected", WAIT, || {
         s.connection_count() == 5
     })
     .await;
@@ -366,7 +392,7 @@ async fn leaving_frees_the_connection_at_once() {
         let mut ws = dial(&access_uri(&s, &long).await).await;
         ws.close(None).await.unwrap();
     }
-    wait_until(WAIT, "all connections freed", || s.connection_count() == 1).await;
+    wait_until("all connections freed", WAIT, || s.connection_count() == 1).await;
 }
 
 #[tokio::test]
@@ -377,31 +403,60 @@ async fn pings_are_sent_and_a_silent_peer_is_closed() {
     })
     .await;
     let mut ws = join(&s, "t", &["read"]).await;
-    // Not polling the socket means no pong is sent; after the timeout the relay closes.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let mut saw_ping = false;
-    let mut code = None;
-    while let Ok(Some(m)) = tokio::time::timeout(WAIT, ws.next()).await {
-        // Answering a ping can hit the socket the relay already closed.
-        let Ok(m) = m else { break };
-        match m {
-            Message::Ping(_) => saw_ping = true,
-            Message::Close(Some(f)) => {
-                code = Some(u16::from(f.code));
-                break;
-            }
-            _ => {}
-        }
+    // A websocket client answers every ping it reads, so the socket is read raw, below
+    // the websocket layer: the relay's pings stay unanswered, and after the pong timeout
+    // it closes with 4009 and then drops the connection (end of stream).
+    let MaybeTlsStream::Plain(tcp) = ws.get_mut() else {
+        panic!("the test relay is plain ws://");
+    };
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut raw))
+        .await
+        .expect("the relay closes a silent peer")
+        .expect("read the raw socket");
+    let frames = server_frames(&raw);
+    assert!(
+        frames.iter().any(|(opcode, _)| *opcode == OPCODE_PING),
+        "{frames:?}"
+    );
+    let close = frames.iter().find(|(opcode, _)| *opcode == OPCODE_CLOSE);
+    let code = close
+        .and_then(|(_, payload)| Some(u16::from_be_bytes([*payload.first()?, *payload.get(1)?])));
+    assert_eq!(code, Some(4009), "{frames:?}");
+    wait_until("silent peer dropped", WAIT, || s.connection_count() == 1).await;
+}
+
+const OPCODE_CLOSE: u8 = 0x8;
+const OPCODE_PING: u8 = 0x9;
+
+/// The (opcode, payload) of each unmasked frame a server wrote, in order (RFC 6455 §5.2).
+fn server_frames(mut raw: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    fn take<'a>(raw: &mut &'a [u8], n: usize) -> &'a [u8] {
+        let (taken, rest) = raw
+            .split_at_checked(n)
+            .unwrap_or_else(|| panic!("a truncated frame: {n} bytes wanted, {raw:?} left"));
+        *raw = rest;
+        taken
     }
-    assert!(saw_ping);
-    assert!(code.is_none_or(|c| c == 4009), "{code:?}");
-    wait_until(WAIT, "silent peer dropped", || s.connection_count() == 1).await;
+    let mut frames = Vec::new();
+    while !raw.is_empty() {
+        let header = take(&mut raw, 2);
+        assert_eq!(header[1] & 0x80, 0, "a server frame is never masked");
+        let len = match header[1] & 0x7f {
+            126 => u64::from(u16::from_be_bytes(take(&mut raw, 2).try_into().unwrap())),
+            127 => u64::from_be_bytes(take(&mut raw, 8).try_into().unwrap()),
+            short => u64::from(short),
+        };
+        let payload = take(&mut raw, usize::try_from(len).unwrap());
+        frames.push((header[0] & 0x0f, payload.to_vec()));
+    }
+    frames
 }
 
 /// The stats topic: GetStats, plus reference bug B12 (reports starved by traffic).
 #[tokio::test]
 async fn stats_reports_on_update_and_periodically_despite_traffic() {
-    let s = start(|c| c.stats_every = Duration::from_secs(1)).await;
+    let s = start(|c| c.stats_every = STATS_EVERY).await;
     let _a = join(&s, "123", &["read", "write"]).await;
     let _b = join(&s, "123", &["read", "write"]).await;
     let mut stats = join(&s, "stats", &["read", "write"]).await;
@@ -444,21 +499,30 @@ async fn stats_reports_on_update_and_periodically_despite_traffic() {
     }
     assert_eq!(first["stats"]["rx"]["last"], "Never");
 
-    // Junk and non-update commands every 100 ms must not starve the periodic report.
+    // Junk and non-update commands every 100 ms must not starve the periodic report: two
+    // periodic reports arrive while the junk flows. The deadline is generous, not a fixed
+    // window, so a loaded machine cannot make this flake.
     let started = tokio::time::Instant::now();
     let mut reports = 0;
-    while started.elapsed() < Duration::from_millis(2500) {
+    while reports < 2 {
+        assert!(
+            started.elapsed() < 10 * STATS_EVERY,
+            "periodic reports starved by traffic: {reports} in {:?}",
+            started.elapsed()
+        );
         send_text(&mut stats, "not json").await;
         send_text(&mut stats, r#"{"cmd":"other"}"#).await;
         if let Some(Message::Text(_)) = next_frame(&mut stats, Duration::from_millis(100)).await {
             reports += 1;
         }
     }
-    assert!(
-        (1..=3).contains(&reports),
-        "periodic reports in 2.5 s: {reports}"
-    );
+    // Nor does the junk trigger reports of its own: two reports after the update's take at
+    // least one period more. Load only stretches time, so this lower bound cannot flake.
+    let took = started.elapsed();
+    assert!(took >= STATS_EVERY, "two periodic reports in {took:?}");
 }
+
+const STATS_EVERY: Duration = Duration::from_secs(1);
 
 #[tokio::test]
 async fn shutdown_closes_every_socket_with_going_away() {

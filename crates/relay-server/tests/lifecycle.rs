@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use relay_server::{RunningServer, ServerConfig, StartError};
+use relay_testkit::wait_until;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -62,7 +63,7 @@ async fn shutdown_closes_every_websocket_with_going_away_and_leaves_no_task() {
         join(&s, "u", &["read", "write"]).await,
     ];
     // Three users plus the stats reporter.
-    wait_until(WAIT, "every member registered", || {
+    wait_until("every member registered", WAIT, || {
         s.connection_count() == 4
     })
     .await;

@@ -9,6 +9,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use relay_auth::Claims;
 use relay_common::action::ConnectionAction;
 use relay_common::connection::ConnectionType;
+use relay_testkit::wait_until;
 use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
@@ -75,7 +76,7 @@ async fn alert_host_in_a_session_token_does_not_make_a_shell_client() {
     let mut forged_ws = dial(&uri_for(&s, "/session/t", &forged).await).await;
     let mut peer = join(&s, "t", &["read", "write"]).await;
     // Three, plus the stats reporter.
-    wait_until(WAIT, "three connections", || s.connection_count() == 4).await;
+    wait_until("three connections", WAIT, || s.connection_count() == 4).await;
 
     // An ordinary session on the plain topic: not held back until a host writes, not salted.
     send_text(&mut forged_ws, "from the forged token").await;
@@ -111,7 +112,7 @@ async fn ticket_fields_in_shell_tokens_do_not_pick_the_topic_or_the_alert() {
     );
     let mut host = dial(&uri_for(&s, "/shell/h", &host_token).await).await;
     // The host, plus the stats reporter.
-    wait_until(WAIT, "the host's connection", || s.connection_count() == 2).await;
+    wait_until("the host's connection", WAIT, || s.connection_count() == 2).await;
 
     // A client token asking for its own salt and for no alert still gets the server's
     // salted pair, and the host is told to dial the other end.

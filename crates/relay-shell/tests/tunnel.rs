@@ -9,6 +9,7 @@ use relay_auth::{mint, Claims};
 use relay_server::{RunningServer, ServerConfig};
 use relay_shell::client::{self, ClientConfig};
 use relay_shell::host::{HostConfig, ShellHost};
+use relay_testkit::wait_until;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -58,17 +59,6 @@ async fn banner_echo_service() -> (u16, tokio::sync::watch::Receiver<usize>) {
         }
     });
     (port, open_rx)
-}
-
-async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !ok() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 struct Rig {
@@ -161,7 +151,7 @@ async fn closing_the_admin_connection_frees_everything() {
         assert_eq!(read_exactly(&mut tcp, BANNER.len()).await, BANNER);
         conns.push(tcp);
     }
-    wait_for("5 pairs at the relay", || {
+    wait_until("5 pairs at the relay", WAIT, || {
         rig.server.connection_count() == baseline + 10
     })
     .await;
@@ -169,7 +159,7 @@ async fn closing_the_admin_connection_frees_everything() {
     drop(conns);
     // The relay pairs, the host's websockets and the host's TCP connections to the
     // service all go away (the reference kept them until token expiry or process exit).
-    wait_for("relay pairs freed", || {
+    wait_until("relay pairs freed", WAIT, || {
         rig.server.connection_count() == baseline
     })
     .await;

@@ -11,6 +11,7 @@ use http_relay::{ClientConfig, RunningServer, ServerConfig};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use prost::Message as _;
+use relay_testkit::wait_until_async;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -97,13 +98,25 @@ pub async fn post_response(server: &str, msg: &HttpResponse) -> Answer {
     .await
 }
 
-/// Keep polling until a user request arrives (polls time out after the server's poll wait).
+/// Keep polling until a user request arrives (polls time out after the server's poll
+/// wait, 30 s by default), for at most two default poll waits.
 pub async fn poll_until_request(server: &str, name: &str) -> HttpRequest {
-    loop {
-        if let (StatusCode::OK, Some(request)) = poll(server, name).await {
-            return request;
-        }
-    }
+    let arrived = std::cell::RefCell::new(None);
+    wait_until_async(
+        &format!("a user request for {name}"),
+        Duration::from_secs(60),
+        || {
+            let arrived = &arrived;
+            async move {
+                let (_, request) = poll(server, name).await;
+                let got = request.is_some();
+                *arrived.borrow_mut() = request;
+                got
+            }
+        },
+    )
+    .await;
+    arrived.into_inner().expect("the wait ended with a request")
 }
 
 /// Serve `router` on 127.0.0.1:0.
@@ -127,18 +140,15 @@ pub fn client_config(server: &RunningServer, backend: SocketAddr, name: &str) ->
 
 /// The reference's WaitForClient: retry `/client/{name}/` while it is 503 "unknown client".
 pub async fn wait_for_client(server: &str, name: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let answer = get(&format!("{server}/client/{name}/")).await;
-        if !(answer.status == StatusCode::SERVICE_UNAVAILABLE
-            && answer.text().contains("unknown client"))
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "relay client {name} never registered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let url = format!("{server}/client/{name}/");
+    wait_until_async(
+        &format!("relay client {name} to register"),
+        Duration::from_secs(10),
+        || async {
+            let answer = get(&url).await;
+            !(answer.status == StatusCode::SERVICE_UNAVAILABLE
+                && answer.text().contains("unknown client"))
+        },
+    )
+    .await;
 }

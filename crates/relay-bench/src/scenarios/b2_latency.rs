@@ -3,7 +3,7 @@
 
 use super::{close_all, connect_many, cpu_between, read_timed, send_paced, topic, usage};
 use crate::peers::Lab;
-use crate::procs::{free_port, wait_listening, Proc};
+use crate::procs::{spawn_listening, Proc};
 use crate::report::{agg, dec, fmt_ns, Latency, Table};
 use anyhow::Result;
 use std::sync::Arc;
@@ -91,14 +91,16 @@ pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
 async fn floor_rows(lab: &Lab, opts: &Options, table: &mut Table) {
     let Some(bin) = &lab.echo_bin else { return };
     let result = async {
-        let port = free_port()?;
-        let mut echo = Proc::spawn(
-            "tcp-echo",
-            &bin.to_string_lossy(),
-            &["tcp-echo".into(), "--port".into(), port.to_string()],
-            lab.server_core,
-        )?;
-        wait_listening(&mut echo, port).await?;
+        let (echo, ports) = spawn_listening(1, |ports| {
+            Proc::spawn(
+                "tcp-echo",
+                &bin.to_string_lossy(),
+                &["tcp-echo".into(), "--port".into(), ports[0].to_string()],
+                lab.server_core,
+            )
+        })
+        .await?;
+        let port = ports[0];
         let mut rows = Vec::new();
         for &size in &opts.sizes {
             let mut runs: Vec<Latency> = Vec::new();

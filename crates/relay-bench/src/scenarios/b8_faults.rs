@@ -14,13 +14,14 @@
 //! started here rather than through [`Lab::start`] because the restart must reuse its ports.
 
 use crate::peers::Lab;
-use crate::procs::{free_port, Proc};
+use crate::procs::{free_port, Proc, PORT_ATTEMPTS};
 use crate::report::{agg, dec, fmt_ns, Table};
 use crate::wire;
 use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use relay_client::session::{Backoff, Message, Session, SessionConfig, SessionState};
 use relay_common::connection::ConnectionType;
+use relay_testkit::wait::{try_wait_until, try_wait_until_async};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -147,6 +148,25 @@ async fn start_relay(lab: &Lab, ports: &Ports, name: &str) -> Result<Started> {
     })
 }
 
+/// Start `relay serve` on fresh free ports (kept for a restart). The relay's public URL
+/// must be known before it starts, so it cannot use port 0: a relay that does not come up
+/// (most likely a port taken between the pick and its bind) is retried on other ports.
+async fn start_relay_on_free_ports(lab: &Lab, name: &str) -> Result<(Started, Ports)> {
+    let mut failed = None;
+    for _ in 0..PORT_ATTEMPTS {
+        let ports = Ports::pick()?;
+        match start_relay(lab, &ports, name).await {
+            Ok(started) => return Ok((started, ports)),
+            Err(e) => failed = Some(e),
+        }
+    }
+    Err(failed
+        .unwrap_or_else(|| anyhow::anyhow!("no attempt"))
+        .context(format!(
+            "relay serve on free ports, {PORT_ATTEMPTS} attempts"
+        )))
+}
+
 /// Poll every millisecond (finer than `procs::wait_listening`, since this instant starts
 /// the clock) until each port accepts; returns when the last one did. At most 15 s.
 async fn wait_accepting(proc: &mut Proc, ports: &[u16]) -> Result<u64> {
@@ -191,21 +211,6 @@ fn session_token(access: &str, topic: &str, booking_id: &str, scopes: &[&str]) -
 fn admin_token(access: &str, scope: &str) -> String {
     let claims = relay_auth::Claims::grant("", "", &[scope], access, relay_auth::unix_now(), 3600);
     relay_auth::mint(&claims, SECRET.as_bytes())
-}
-
-/// Poll `done` every 5 ms until it holds (true) or `limit` passes (false). The measured
-/// instants are taken by the tasks themselves, so the poll period does not enter them.
-async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Resolves once `flag` is true or its sender is gone (holds no borrow of the value, so the
@@ -468,9 +473,8 @@ async fn write_session(
 }
 
 async fn restart_once(lab: &Lab, opts: &Options, run: usize) -> Result<RestartPoint> {
-    let ports = Ports::pick()?;
+    let (first, ports) = start_relay_on_free_ports(lab, "relay-b8-restart").await?;
     let access = ports.access_url();
-    let first = start_relay(lab, &ports, "relay-b8-restart").await?;
     let topic = format!("b8-restart-{run}");
     let config = session_config(opts, format!("{access}/session/{topic}").as_str());
     let writer = Session::spawn(config.clone().with_token(session_token(
@@ -527,10 +531,11 @@ async fn restart_once(lab: &Lab, opts: &Options, run: usize) -> Result<RestartPo
     let mut writer_task = JoinSet::new();
     writer_task.spawn(write_session(writer, rate, produced.clone(), halt_rx));
 
-    let receiving = wait_until(Duration::from_secs(15), || {
+    let receiving = try_wait_until("every reader to receive", Duration::from_secs(15), || {
         logs.iter().all(|l| l.received.load(Ordering::Relaxed) > 0)
     })
-    .await;
+    .await
+    .is_ok();
     anyhow::ensure!(receiving, "not every reader received within 15 s");
     sleep(Duration::from_secs_f64(opts.warmup.max(0.0))).await;
 
@@ -547,7 +552,12 @@ async fn restart_once(lab: &Lab, opts: &Options, run: usize) -> Result<RestartPo
                 .iter()
                 .all(|l| l.first_after_ns.load(Ordering::Relaxed) != 0)
     };
-    if !wait_until(RECOVERY_LIMIT, || back(&links, &logs)).await {
+    // The measured instants are taken by the tasks themselves, so the poll period of these
+    // waits does not enter them.
+    if try_wait_until("recovery", RECOVERY_LIMIT, || back(&links, &logs))
+        .await
+        .is_err()
+    {
         eprintln!("B8 restart run {run}: not everything came back within {RECOVERY_LIMIT:?}");
     }
     // Let the stream run on a little, then stop producing and let the readers catch up.
@@ -558,7 +568,7 @@ async fn restart_once(lab: &Lab, opts: &Options, run: usize) -> Result<RestartPo
         .await
         .context("writer task missing")??;
     let produced = produced.load(Ordering::Relaxed);
-    wait_until(Duration::from_secs(5), || {
+    let _ = try_wait_until("readers to catch up", Duration::from_secs(5), || {
         logs.iter()
             .all(|l| l.seq_end.load(Ordering::Relaxed) >= produced)
     })
@@ -660,12 +670,7 @@ async fn deny_table(lab: &Lab, opts: &Options) -> Table {
     for &bookings in &opts.bookings {
         let bookings = bookings.clamp(1, opts.deny_conns.max(1));
         let shape = format!("{} × {}", bookings, opts.deny_conns.div_ceil(bookings));
-        let started = match Ports::pick() {
-            Ok(ports) => start_relay(lab, &ports, "relay-b8-deny")
-                .await
-                .map(|s| (s, ports)),
-            Err(e) => Err(e),
-        };
+        let started = start_relay_on_free_ports(lab, "relay-b8-deny").await;
         let (relay, ports) = match started {
             Ok(s) => s,
             Err(e) => {
@@ -845,7 +850,11 @@ async fn deny_once(
     wait_listed(http, access, &names.prefix, n + opts.undenied + 1).await?;
 
     let (start_ns, posts) = post_denies(http, access, &names.bids);
-    let all_closed = wait_until(CLOSE_LIMIT, || load(&fleet.denied_counts.ended) >= n).await;
+    let all_closed = try_wait_until("denied connections to close", CLOSE_LIMIT, || {
+        load(&fleet.denied_counts.ended) >= n
+    })
+    .await
+    .is_ok();
     let (reply_ns, statuses) = deny_replies(posts).await?;
     fleet.send_to_kept_readers(opts.undenied).await?;
     let ends = fleet.finish(start_ns).await?;
@@ -976,7 +985,7 @@ impl DenyFleet {
                 + load(&kept_counts.failed)
                 >= readers
         };
-        wait_until(Duration::from_secs(120), settled).await;
+        let _ = try_wait_until("connections to settle", Duration::from_secs(120), settled).await;
         let opened = load(&denied_counts.opened) + load(&kept_counts.opened);
         if opened < readers {
             let _ = self.stop.send(true);
@@ -999,7 +1008,10 @@ impl DenyFleet {
             .send(WsMessage::Binary(wire::message(0, wire::now_ns(), 64)))
             .await?;
         let got = &self.kept_counts.got;
-        wait_until(Duration::from_secs(5), || load(got) >= readers).await;
+        let _ = try_wait_until("kept connections to hear", Duration::from_secs(5), || {
+            load(got) >= readers
+        })
+        .await;
         Ok(())
     }
 
@@ -1053,15 +1065,28 @@ async fn wait_listed(
     want: usize,
 ) -> Result<()> {
     let stats = admin_token(access, relay_auth::SCOPE_STATS);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while listed(http, access, &stats, prefix).await? < want {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "GET /status did not list all {want} connections within 30 s"
-        );
-        sleep(Duration::from_millis(20)).await;
+    let failed = std::cell::RefCell::new(None);
+    let all_listed = try_wait_until_async(
+        &format!("GET /status to list all {want} connections"),
+        Duration::from_secs(30),
+        || {
+            let (failed, stats) = (&failed, &stats);
+            async move {
+                match listed(http, access, stats, prefix).await {
+                    Ok(count) => count >= want,
+                    Err(e) => {
+                        *failed.borrow_mut() = Some(e); // stop waiting: report it
+                        true
+                    }
+                }
+            }
+        },
+    )
+    .await;
+    if let Some(e) = failed.into_inner() {
+        return Err(e);
     }
-    Ok(())
+    Ok(all_listed?)
 }
 
 /// A deny POST's HTTP status (or failure) and the instant its reply arrived.

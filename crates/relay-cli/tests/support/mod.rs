@@ -1,29 +1,30 @@
-//! Helpers shared by the end-to-end tests that drive the real `relay` binary.
+//! Helpers shared by the end-to-end tests that drive the real `relay` binary: children
+//! killed on drop, reading the addresses a started program prints, starting third-party
+//! servers on a free port without losing a port race, and websocat clients.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // test support may panic
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-/// Fail loudly (never skip) when a program a test needs is missing.
-pub fn require(program: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output();
-    assert!(
-        found.is_ok_and(|o| o.status.success()),
-        "{program} is required for this test: run scripts/test.sh, which installs it"
-    );
-}
+#[allow(unused_imports)] // each test file uses some of them
+pub use relay_testkit::{require, wait_until, wait_until_blocking};
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// The `relay` binary under test.
+pub const RELAY: &str = env!("CARGO_BIN_EXE_relay");
+
+/// How a missing program is installed for these tests.
+pub const INSTALL_HINT: &str = "run scripts/test.sh, which installs it";
+
+/// How long a started program may take to say where it listens.
+pub const STARTUP: Duration = Duration::from_secs(15);
+
+/// What `relay serve` prints on stdout once its access API is bound, before the address.
+pub const SERVE_ACCESS_LINE: &str = "relay: access API listening on ";
+/// What `relay serve` prints on stdout once its relay port is bound, before the address.
+pub const SERVE_RELAY_LINE: &str = "relay: relay listening on ";
 
 /// A child process killed when the test ends, however it ends.
 pub struct Killed(pub Child);
@@ -33,6 +34,139 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Spawns `command` with stdout piped and returns the rest of the first stdout line
+/// starting with each of `prefixes`, in order of `prefixes`; `None` if the program exits
+/// first (e.g. because it could not bind). Panics after [`STARTUP`]. Later output is
+/// drained, so the child never blocks on a full pipe.
+pub fn spawn_and_read(command: &mut Command, prefixes: &[&str]) -> (Killed, Option<Vec<String>>) {
+    let mut child = Killed(command.stdout(Stdio::piped()).spawn().unwrap());
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut found: Vec<Option<String>> = vec![None; prefixes.len()];
+    let deadline = Instant::now() + STARTUP;
+    while found.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                for (prefix, slot) in prefixes.iter().zip(found.iter_mut()) {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        slot.get_or_insert_with(|| rest.trim().to_owned());
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return (child, None),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("{command:?} did not print {prefixes:?} within {STARTUP:?}")
+            }
+        }
+    }
+    (child, Some(found.into_iter().flatten().collect()))
+}
+
+/// A started `relay serve` and the addresses it printed.
+pub struct Served {
+    /// The process (killed on drop).
+    pub process: Killed,
+    /// Where its access API listens.
+    pub access: SocketAddr,
+    /// Where its relay listens.
+    pub relay: SocketAddr,
+}
+
+/// Starts `relay serve` as `command` describes and reads the bound addresses it prints;
+/// `None` if it exits first (a port given to it was taken).
+pub fn serve(command: &mut Command) -> Option<Served> {
+    let (process, lines) = spawn_and_read(command, &[SERVE_ACCESS_LINE, SERVE_RELAY_LINE]);
+    let lines = lines?;
+    let address = |i: usize| -> SocketAddr {
+        lines[i]
+            .parse()
+            .unwrap_or_else(|e| panic!("relay serve printed {:?}: {e}", lines[i]))
+    };
+    Some(Served {
+        access: address(0),
+        relay: address(1),
+        process,
+    })
+}
+
+/// Starts `relay serve` on two free ports when its public URLs must be known before it
+/// starts (a program other than the test dials the `uri` it hands out): `configure` sets
+/// up the command for the access and relay ports given. The addresses it prints prove it
+/// bound them; if it exits instead (a parallel test took a port), it is retried.
+pub fn serve_on_free_ports(configure: impl Fn(&mut Command, u16, u16)) -> Served {
+    const ATTEMPTS: usize = 5;
+    for _ in 0..ATTEMPTS {
+        let mut command = Command::new(RELAY);
+        command.arg("serve");
+        configure(&mut command, candidate_port(), candidate_port());
+        if let Some(served) = serve(&mut command) {
+            return served;
+        }
+    }
+    panic!("relay serve could not listen on free ports in {ATTEMPTS} attempts")
+}
+
+/// A loopback port that was free a moment ago. Only a candidate: a parallel test may take
+/// it before the program it is meant for binds it, so use it through
+/// [`on_a_free_port`], which retries, and only for programs that cannot bind port 0 and
+/// report their address.
+fn candidate_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a server that must be told its port (sshd, a relay whose public URL must be
+/// known before it starts, websocat): `start` spawns it on the given port, and
+/// `listening` says whether it is ready there. If the program exits instead (a parallel
+/// test took the port), it is retried on another port. Returns the process and its port.
+pub fn on_a_free_port(
+    what: &str,
+    mut start: impl FnMut(u16) -> Option<Killed>,
+    listening: impl Fn(u16) -> bool,
+) -> (Killed, u16) {
+    const ATTEMPTS: usize = 5;
+    for _ in 0..ATTEMPTS {
+        let port = candidate_port();
+        let Some(mut child) = start(port) else {
+            continue;
+        };
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if child.0.try_wait().unwrap().is_some() {
+                break; // it could not bind: try another port
+            }
+            if listening(port) {
+                // Most likely ours: a program that lost the port exits at once. (A small
+                // window remains if the other holder bound it just before this check.)
+                if child.0.try_wait().unwrap().is_none() {
+                    return (child, port);
+                }
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not listen on {port} within {STARTUP:?}"
+            );
+            std::thread::sleep(relay_testkit::wait::POLL);
+        }
+    }
+    panic!("{what} could not listen on a free port in {ATTEMPTS} attempts")
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+pub fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 /// websocat in text mode connected to `url` (with `extra` flags), its output lines

@@ -1,15 +1,15 @@
 //! Shared helpers for the integration tests: a real relay server on 127.0.0.1, tokens, and
-//! waiting for conditions with a deadline.
+//! waiting for conditions with a deadline (`relay_testkit`).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
 use std::time::Duration;
 
 use relay_auth::Claims;
 use relay_client::session::{Message, Session, SessionConfig};
 use relay_client::status::{fetch_status, Report};
 use relay_server::{RunningServer, ServerConfig};
+use relay_testkit::{wait_until, wait_until_async};
 
 pub const SECRET: &[u8] = b"testsecret";
 
@@ -45,21 +45,8 @@ pub fn session_config(server: &RunningServer, topic: &str) -> SessionConfig {
     ))
 }
 
-/// Poll `check` every 20 ms until it is true; panic with `what` after 10 s.
-pub async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How long a test waits for anything.
+pub const WAIT: Duration = Duration::from_secs(10);
 
 /// The relay's `GET /status`, through the status client.
 pub async fn status(server: &RunningServer) -> Vec<Report> {
@@ -71,7 +58,7 @@ pub async fn status(server: &RunningServer) -> Vec<Report> {
 
 /// Wait until `count` connections are on `topic`.
 pub async fn wait_for_connections(server: &RunningServer, topic: &str, count: usize) {
-    wait_until(&format!("{count} connections on {topic}"), || async {
+    wait_until_async(&format!("{count} connections on {topic}"), WAIT, || async {
         status(server)
             .await
             .iter()
@@ -169,7 +156,8 @@ impl Recording {
     pub async fn wait_for_bytes(&self, bytes: u64) {
         wait_until(
             &format!("{bytes} bytes in {}", self.path.display()),
-            || async { std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0) >= bytes },
+            WAIT,
+            || std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0) >= bytes,
         )
         .await;
     }

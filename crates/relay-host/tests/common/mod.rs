@@ -1,5 +1,6 @@
 //! Helpers shared by the host's integration tests: starting a host on 127.0.0.1:0, local
-//! websocket clients, token minting, and a loud check for external programs.
+//! websocket clients, token minting. Waiting for a condition is `relay_testkit::wait_until`,
+//! the check for external programs `relay_testkit::require`.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -59,34 +60,22 @@ pub async fn send_text(ws: &mut Ws, text: &str) {
     ws.send(WsMessage::Text(text.into())).await.unwrap();
 }
 
-/// Asserts nothing arrives for a short while.
-pub async fn assert_silent(ws: &mut Ws, for_: Duration) {
-    if let Ok(Some(Ok(m))) = tokio::time::timeout(for_, ws.next()).await {
-        panic!("unexpected message: {m:?}");
-    }
-}
-
-/// Waits until `condition` holds, polling every 10 ms, or panics after [`WAIT`].
-pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !condition() {
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
+/// A ping and its pong: once the pong is back, the host has read (and acted on) every
+/// frame this client sent before the ping. Panics if a data frame arrives first.
+pub async fn round_trip(ws: &mut Ws) {
+    let payload = bytes::Bytes::from_static(b"round trip");
+    ws.send(WsMessage::Ping(payload.clone())).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Pong(p))) if p == payload => return,
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                other => panic!("expected the pong of the round trip, got {other:?}"),
+            }
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Fails loudly when a program the test needs is missing.
-pub fn need(program: &str) {
-    let found = std::process::Command::new(program)
-        .arg("-version")
-        .output()
-        .is_ok();
-    assert!(
-        found,
-        "{program} is required for this test but is not on PATH (apt-get install -y ffmpeg)"
-    );
+    })
+    .await
+    .expect("no pong within the wait")
 }
 
 /// An HTTP client (reqwest is built without a default TLS provider here).

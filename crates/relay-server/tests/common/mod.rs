@@ -1,7 +1,9 @@
 //! Shared helpers for the relay-server integration tests: a real server on 127.0.0.1:0,
 //! token minting, the access POST and websocket clients.
+//! Waiting for a condition is `relay_testkit::wait_until`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use relay_auth::{mint, Claims};
 use relay_server::{RunningServer, ServerConfig};
@@ -99,26 +101,22 @@ pub async fn next_frame(ws: &mut Ws, within: Duration) -> Option<Message> {
     }
 }
 
-/// Assert that nothing but control frames arrives within `within`.
-pub async fn expect_silence(ws: &mut Ws, within: Duration) {
-    if let Some(m) = next_frame(ws, within).await {
-        panic!("expected nothing, got {m:?}");
-    }
-}
-
 pub async fn send_text(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.expect("send");
 }
 
-/// Wait until `check` holds, polling every 10 ms, failing after `within`.
-pub async fn wait_until(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// A ping and its pong: once the pong is back, the relay has read (and acted on) every
+/// frame this connection sent before the ping. Panics if a data frame arrives first.
+pub async fn round_trip(ws: &mut Ws) {
+    let payload = Bytes::from_static(b"round trip");
+    ws.send(Message::Ping(payload.clone())).await.expect("send");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Pong(p)))) if p == payload => return,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => panic!("expected the pong of the round trip, got {other:?}"),
+        }
     }
 }
 
