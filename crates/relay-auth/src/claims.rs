@@ -164,16 +164,24 @@ where
 /// Why a token was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
+    /// The text is not a JWT (bad base64, JSON or structure); holds the decoder's message.
     #[error("token is not a well-formed JWT: {0}")]
     Malformed(String),
+    /// The header names an algorithm other than HS256/HS384/HS512 (e.g. `none`, RS256);
+    /// holds that algorithm's name.
     #[error("token algorithm {0} is not allowed (only HMAC: HS256, HS384, HS512)")]
     Algorithm(String),
+    /// The signature does not match the shared secret: forged, altered or signed with
+    /// another secret.
     #[error("token signature is invalid")]
     Signature,
+    /// `now` is at or past `exp` plus the verifier's leeway.
     #[error("token has expired")]
     Expired,
+    /// `now` is before `nbf` minus the verifier's leeway.
     #[error("token is not valid yet (nbf in the future)")]
     NotYetValid,
+    /// `now` is before `iat` minus the verifier's leeway (the issuer's clock runs ahead).
     #[error("token was issued in the future (iat)")]
     IssuedInFuture,
 }

@@ -16,8 +16,11 @@ pub const DEFAULT_CODE_TTL: Duration = Duration::from_secs(30);
 /// the variants keep that text while letting logs say more.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodeError {
+    /// No such code is waiting: never issued, already exchanged, or deleted with its
+    /// booking.
     #[error("invalid code")]
     Unknown,
+    /// The code existed but its TTL had passed; it is consumed all the same.
     #[error("invalid code (expired)")]
     Expired,
 }

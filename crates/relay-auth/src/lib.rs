@@ -12,6 +12,8 @@
 //!   websocket upgrade (random, single use, TTL enforced at exchange).
 //! - [`deny`]: the booking deny/allow lists with expiry and pruning.
 
+#![warn(missing_docs)]
+
 pub mod claims;
 pub mod codes;
 pub mod deny;

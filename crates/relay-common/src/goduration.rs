@@ -1,4 +1,4 @@
-//! Go's `time.Duration` text, both ways: [`format`] prints like `Duration.String()`
+//! Go's `time.Duration` text, both ways: [`format()`] prints like `Duration.String()`
 //! (`850ms`, `1m30s`, `1h0m0s`), and [`parse`] reads like `time.ParseDuration`, with Go's
 //! error texts. The reference is written in Go, so its messages, stats reports
 //! (`"last":"2.90373838s"`), playfiles (`[1h5.3m]`) and settings carry these strings.

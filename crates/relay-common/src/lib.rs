@@ -13,6 +13,8 @@
 //! - [`queue`]: the bounded per-reader queue (limits, drops, slow-reader detection).
 //! - [`shutdown`]: cancellation tokens, task trackers and the one SIGINT/SIGTERM helper.
 
+#![warn(missing_docs)]
+
 pub mod action;
 pub mod clock;
 pub mod connection;

@@ -74,7 +74,9 @@ pub struct ServerConfig {
 /// PEM files for TLS on both ports.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
+    /// PEM certificate chain, leaf first (`--tls-cert`).
     pub cert: PathBuf,
+    /// PEM private key matching the leaf certificate (`--tls-key`).
     pub key: PathBuf,
 }
 

@@ -12,6 +12,7 @@ use serde_json::json;
 /// An error answer of the access API or of a refused websocket admission.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status sent with the body (may differ from the body's `code`).
     pub status: StatusCode,
     body: String,
 }

@@ -61,20 +61,30 @@ impl CloseReason {
 
 /// What is known about a connection, for stats, `/status` and deny.
 pub struct ConnInfo {
+    /// Unique within this hub; never reused while the server runs.
     pub id: ConnId,
     /// The topic as reported (stats, `/status`).
     pub topic: String,
     /// The hub key the connection is routed by (differs from `topic` for shell connections).
     pub key: String,
+    /// The booking the token was issued for; empty for internal subscribers and, when
+    /// allowed, tokens without one. Denying this booking disconnects the connection.
     pub booking_id: String,
+    /// The token's scopes as granted, reported in stats and `/status`.
     pub scopes: Vec<String>,
+    /// Receives messages from the topic (the `read` scope).
     pub can_read: bool,
+    /// May send messages to the topic (the `write` scope).
     pub can_write: bool,
+    /// Wall-clock time of joining, for the reports' `connected` / `connected_at`.
     pub connected_at: SystemTime,
+    /// Monotonic time of joining; traffic times and rates are measured from it.
     pub connected_instant: Instant,
     /// Token expiry in unix seconds (`None` for internal subscribers).
     pub expires_at: Option<i64>,
+    /// The upgrade request's `User-Agent`; empty when absent.
     pub user_agent: String,
+    /// `X-Forwarded-For` when present, otherwise the peer's IP address.
     pub remote_addr: String,
     /// Messages this connection sent (counted only with `write`).
     pub tx: Traffic,
@@ -85,7 +95,9 @@ pub struct ConnInfo {
 /// Message count, bytes and time of the last message, updated lock-free.
 #[derive(Default)]
 pub struct Traffic {
+    /// Messages counted so far.
     pub messages: AtomicU64,
+    /// Payload bytes of those messages.
     pub bytes: AtomicU64,
     /// Nanoseconds after `connected_instant` of the last message; 0 = never.
     pub last_nanos: AtomicU64,
@@ -220,13 +232,16 @@ pub struct Hub {
     connections: Mutex<HashMap<ConnId, Arc<Subscriber>>>,
     next_id: AtomicU64,
     limits: QueueLimits,
+    /// Where joins, leaves, drops and slow-reader disconnects are counted.
     pub metrics: Arc<Metrics>,
 }
 
 /// A connection's place in the hub; dropping it leaves the topic and the registry.
 pub struct Membership {
     hub: Arc<Hub>,
+    /// The topic joined; used to publish this connection's messages.
     pub topic: Arc<Topic>,
+    /// What the hub knows about this connection (also listed in stats and `/status`).
     pub info: Arc<ConnInfo>,
 }
 
@@ -244,16 +259,24 @@ pub struct JoinRequest {
     pub key: String,
     /// Close the other members when this one leaves (shell connection pairs).
     pub paired: bool,
+    /// The ticket's booking id; empty for internal subscribers.
     pub booking_id: String,
+    /// The ticket's scopes, copied into [`ConnInfo::scopes`] for the reports.
     pub scopes: Vec<String>,
+    /// Give the connection an inbox of the topic's messages (the `read` scope).
     pub can_read: bool,
+    /// Let the connection publish to the topic (the `write` scope).
     pub can_write: bool,
+    /// Token expiry in unix seconds; `None` for internal subscribers that never expire.
     pub expires_at: Option<i64>,
+    /// The client's `User-Agent`, or a fixed name for internal subscribers.
     pub user_agent: String,
+    /// The client's address as reported (`X-Forwarded-For` or peer IP).
     pub remote_addr: String,
 }
 
 impl Hub {
+    /// An empty hub whose readers' queues get `limits`, counting into `metrics`.
     pub fn new(limits: QueueLimits, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Hub {
             topics: Mutex::new(HashMap::new()),

@@ -17,18 +17,29 @@ pub struct HandshakeLabels {
 /// All the server's metrics; cheap atomics, safe to touch on the hot path.
 pub struct Metrics {
     registry: Registry,
+    /// `relay_connections`: hub members right now (websockets plus the internal `stats`
+    /// reporter).
     pub connections: Gauge,
+    /// `relay_messages_in_total`: messages received from writers.
     pub messages_in: Counter,
+    /// `relay_bytes_in_total`: payload bytes received from writers.
     pub bytes_in: Counter,
+    /// `relay_messages_out_total`: messages written to readers.
     pub messages_out: Counter,
+    /// `relay_bytes_out_total`: payload bytes written to readers.
     pub bytes_out: Counter,
+    /// `relay_drops_total`: messages dropped because a reader's queue was full.
     pub drops: Counter,
+    /// `relay_slow_reader_disconnects_total`: readers disconnected for staying behind.
     pub slow_disconnects: Counter,
+    /// `relay_access_requests_total{result}`: access API session requests by outcome.
     pub access_requests: Family<HandshakeLabels, Counter>,
+    /// `relay_handshakes_total{result}`: websocket admissions on the relay port by outcome.
     pub handshakes: Family<HandshakeLabels, Counter>,
 }
 
 impl Metrics {
+    /// Every metric at zero, registered under the `relay_` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("relay");
         let m = Metrics {

@@ -9,15 +9,21 @@ use std::sync::Arc;
 
 /// Shared state of one running server.
 pub struct AppState {
+    /// The settings the server was started with; never changed while it runs.
     pub config: ServerConfig,
     /// The resolved access base URL (user tokens' audience).
     pub audience: String,
     /// The resolved websocket base URL (audience of code-store tokens).
     pub relay_url: String,
+    /// Checks token signatures and times with the configured secret and leeway.
     pub verifier: Verifier,
+    /// One-time codes waiting between `POST /session/{topic}` and the websocket upgrade.
     pub codes: CodeStore,
+    /// Booking deny/allow lists (`/bids/*`); denied bookings are refused and disconnected.
     pub deny: DenyStore,
+    /// Topics and connected subscribers, shared with every connection task.
     pub hub: Arc<Hub>,
+    /// Prometheus counters served on `/metrics` (the same instance the hub counts into).
     pub metrics: Arc<Metrics>,
     /// Cancelled once when the server starts shutting down.
     pub shutdown: CancellationToken,

@@ -12,18 +12,28 @@ use time::OffsetDateTime;
 /// One entry of a `stats` topic report (field order as the reference writes it).
 #[derive(Serialize)]
 pub struct StatsReport {
+    /// `canRead`: the connection receives the topic's messages.
     #[serde(rename = "canRead")]
     pub can_read: bool,
+    /// `canWrite`: the connection may send to the topic.
     #[serde(rename = "canWrite")]
     pub can_write: bool,
+    /// When the connection joined, RFC 3339 with nanoseconds.
     pub connected: String,
+    /// `expiresAt`: token expiry, RFC 3339; Go's zero time (`0001-01-01T00:00:00Z`) when
+    /// the connection never expires.
     #[serde(rename = "expiresAt")]
     pub expires_at: String,
+    /// `remoteAddr`: `X-Forwarded-For` or the peer's IP.
     #[serde(rename = "remoteAddr")]
     pub remote_addr: String,
+    /// The token's scopes.
     pub scopes: Vec<String>,
+    /// Traffic in each direction.
     pub stats: RxTx,
+    /// The topic as the client named it.
     pub topic: String,
+    /// `userAgent`: the client's `User-Agent` header, empty when absent.
     #[serde(rename = "userAgent")]
     pub user_agent: String,
 }
@@ -31,7 +41,9 @@ pub struct StatsReport {
 /// Per-direction statistics of a stats report.
 #[derive(Serialize)]
 pub struct RxTx {
+    /// What the connection sent to the topic.
     pub tx: TrafficReport,
+    /// What the relay wrote to the connection.
     pub rx: TrafficReport,
 }
 
@@ -49,22 +61,35 @@ pub struct TrafficReport {
 /// One entry of `GET /status`.
 #[derive(Serialize)]
 pub struct StatusReport {
+    /// The connection receives the topic's messages.
     pub can_read: bool,
+    /// The connection may send to the topic.
     pub can_write: bool,
+    /// When the connection joined, RFC 3339 to the second.
     pub connected_at: String,
+    /// Token expiry, RFC 3339; left out when the connection never expires.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub expires_at: String,
+    /// `X-Forwarded-For` or the peer's IP; left out when empty.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub remote_addr: String,
+    /// The token's scopes; left out when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// The topic as the client named it.
     pub topic: String,
+    /// The client's `User-Agent`; left out when empty.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub user_agent: String,
+    /// Messages the connection sent to the topic.
     pub messages_in: u64,
+    /// Payload bytes the connection sent to the topic.
     pub bytes_in: u64,
+    /// Messages written to the connection.
     pub messages_out: u64,
+    /// Payload bytes written to the connection.
     pub bytes_out: u64,
+    /// Messages dropped for this connection because its queue was full.
     pub drops: u64,
 }
 

@@ -10,6 +10,8 @@
 //! - [`host`], [`client`], [`pipe`]: as above. The actions the host obeys are
 //!   `relay_common::action::ConnectionAction`, which the relay builds.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod host;
 pub mod pipe;

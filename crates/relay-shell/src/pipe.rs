@@ -32,7 +32,9 @@ pub enum PipeEnd {
 /// Byte counts of a finished pipe, for logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PipeStats {
+    /// Bytes read from the TCP stream and sent to the websocket.
     pub tcp_to_websocket: u64,
+    /// Bytes received from the websocket and written to the TCP stream.
     pub websocket_to_tcp: u64,
 }
 
