@@ -21,12 +21,19 @@ pub fn server_scope(name: &str) -> String {
 /// Why a relay-client call was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
+    /// The call carried no readable `Authorization` header, or an empty bearer token.
     #[error("missing Authorization: Bearer token")]
     MissingToken,
+    /// The token did not verify (malformed, wrong algorithm or signature, expired, not
+    /// yet valid); the inner error says which.
     #[error("invalid token: {0}")]
     Invalid(#[from] relay_auth::TokenError),
+    /// An audience is configured and the token's `aud` does not contain it; holds the
+    /// expected audience.
     #[error("token audience does not include {0:?}")]
     Audience(String),
+    /// The token has neither the scope for this server name nor `http:server:*`; holds
+    /// the scope that was needed.
     #[error("token has no scope {0:?} (nor {SCOPE_SERVER_ANY:?})")]
     Scope(String),
 }

@@ -43,24 +43,48 @@ impl Default for BrokerTimeouts {
 /// Why a broker operation failed. The messages are the reference's, clients match on some.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BrokerError {
+    /// The request's `url` is not a valid URI; holds the parser's message. The user gets
+    /// a 500.
     #[error("failed to parse URL: {0}")]
     UrlParse(String),
+    /// No relay-client has polled for this server name (or it was reaped); holds the name.
+    /// The user gets a 503 carrying the request ID header.
     #[error("cannot reach the client {0:?}; check that it's turned on, set up, and connected to the internet (unknown client)")]
     UnknownBackend(String),
+    /// A request with this ID is already in flight (IDs are random, so only a collision
+    /// or a replayed ID gets here). The user gets a 500.
     #[error("multiple clients trying to handle request ID {id} on server {backend}")]
-    MultipleClients { id: String, backend: String },
+    MultipleClients {
+        /// The request ID that is already in flight.
+        id: String,
+        /// The server name the request was meant for.
+        backend: String,
+    },
+    /// No relay-client took the request within the relay timeout (default 10 s); holds
+    /// the server name. The user gets a 500.
     #[error("cannot reach the client {0:?}; check that it's turned on, set up, and connected to the internet; if the network config recently changed, try again in 1-2 minutes (timeout waiting for relay client to accept request)")]
     RelayTimeout(String),
+    /// A long-poll found no request within the poll timeout (default 30 s); the
+    /// relay-client gets a 408 and polls again.
     #[error("no request received within timeout")]
     PollTimeout,
+    /// The poll was cut short by shutdown (or its backend was forgotten meanwhile); the
+    /// relay-client gets a 408.
     #[error("server is restarting")]
     ServerRestarting,
+    /// A posted response message has no `id`; answered with 400.
     #[error("missing id in response message")]
     MissingId,
+    /// A posted response names an ID that is not in flight, or whose final (`eof`)
+    /// message was already delivered; holds the ID. Answered with 400.
     #[error("duplicate or invalid request ID {0}")]
     UnknownId(String),
+    /// The request was stopped (reaped for inactivity, or the user went away) before the
+    /// message could be delivered; answered with 400.
     #[error("closed due to inactivity")]
     ClosedInactivity,
+    /// The user side did not take the message within the response-post timeout (default
+    /// 45 s), which it holds; answered with a retryable 503, the message not delivered.
     #[error("the user-client did not take the response message within {0:?}; retry")]
     ResponseBusy(Duration),
 }
@@ -68,7 +92,11 @@ pub enum BrokerError {
 /// A user request on its way to a relay-client. `body_rest` is the not-yet-read remainder
 /// of a large request body (see [`Broker::stream_request_body`]).
 pub struct Dispatch {
+    /// The message the relay-client polls for: ID, method, URL, headers, host and the body
+    /// (or its start).
     pub request: HttpRequest,
+    /// The unread rest of a body longer than the body-stream threshold; `None` when
+    /// `request.body` holds the whole body.
     pub body_rest: Option<axum::body::Body>,
 }
 
@@ -124,9 +152,13 @@ struct Delivery {
 
 /// One in-flight user request as the broker sees it.
 pub struct PendingRequest {
+    /// The request ID (`{backend}:{32 hex digits}`), its key in the broker.
     pub id: String,
+    /// The server name the request was relayed to.
     pub backend: String,
+    /// The path of the request's URL, without the query.
     pub path: String,
+    /// When the broker accepted the request; response durations are measured from it.
     pub start: Instant,
     last_activity: Mutex<Instant>,
     responses: mpsc::Sender<HttpResponse>,
@@ -159,6 +191,7 @@ impl PendingRequest {
 /// What the user side gets next for its request.
 #[derive(Debug)]
 pub enum NextMessage {
+    /// The next response message from the relay-client, in the order they were posted.
     Message(HttpResponse),
     /// The stream ended without `eof`: reaped (no message for the inactivity timeout) or
     /// stopped.
@@ -169,6 +202,7 @@ pub enum NextMessage {
 /// StopRelayRequest), so a handler that returns or is cancelled never leaks its record.
 pub struct RelayedRequest {
     broker: Arc<Broker>,
+    /// The broker's record of this request (ID, backend, start time).
     pub record: Arc<PendingRequest>,
     responses: mpsc::Receiver<HttpResponse>,
 }
@@ -186,6 +220,7 @@ impl RelayedRequest {
         }
     }
 
+    /// The request ID, as the relay-client sees it.
     pub fn id(&self) -> &str {
         &self.record.id
     }
@@ -211,6 +246,7 @@ pub enum UpstreamPull {
 /// Outcome of a delivered `/server/response` message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivered {
+    /// The message was handed to the user side.
     Delivered,
     /// A retry of a message already delivered (same `sequence`); acknowledged, not resent.
     Duplicate,
@@ -220,6 +256,7 @@ pub enum Delivered {
 pub struct Broker {
     state: Mutex<State>,
     timeouts: BrokerTimeouts,
+    /// The metrics this broker updates; the server registers them for `/metrics`.
     pub metrics: Metrics,
     upstream_queue: usize,
     max_upstream_pull: AtomicUsize,
@@ -232,6 +269,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Broker {
+    /// An empty broker with the given waits, counting into `metrics`. No backend is known
+    /// until a relay-client polls; a `/server/requeststream` answer holds at most 1 MiB
+    /// until [`Broker::set_max_upstream_pull`] changes it.
     pub fn new(timeouts: BrokerTimeouts, metrics: Metrics) -> Arc<Self> {
         Arc::new(Broker {
             state: Mutex::new(State::default()),

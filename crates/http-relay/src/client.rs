@@ -37,38 +37,70 @@ type HttpClient = HyperClient<HttpsConnector<HttpConnector>, OutBody>;
 /// Configuration of a relay-client (the reference's flags of spec §8.1 plus our extras).
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
+    /// Scheme of backend requests, `http` or `https` (`--backend_scheme`, default
+    /// `https`); anything else is a [`ClientError::Config`].
     pub backend_scheme: String,
+    /// `host:port` of the backend (`--backend_address`, default `localhost:8080`).
     pub backend_address: String,
+    /// Prefix put before every forwarded path (`--backend_path`, default empty).
     pub backend_path: String,
+    /// Send the user's original `Host` to the backend rather than `backend_address`
+    /// (`--preserve_host`, default true).
     pub preserve_host: bool,
+    /// Scheme towards the relay server, `http` or `https` (`--relay_scheme`, default
+    /// `https`).
     pub relay_scheme: String,
+    /// `host:port` of the relay server (`--relay_address`, default `localhost:8081`).
     pub relay_address: String,
+    /// Path put before `/server/…` on relay calls, e.g. `/apis/core.kubernetes-relay`
+    /// (`--relay_prefix`, default empty).
     pub relay_prefix: String,
+    /// The name this client serves; users reach it as `/client/{server_name}/`
+    /// (`--server_name` or `RELAY_HTTP_SERVER_NAME`, default `server_name`).
     pub server_name: String,
-    /// Re-read for every backend request and sent as `Authorization: Bearer {contents}`.
+    /// Re-read for every backend request and sent as `Authorization: Bearer {contents}`
+    /// (default none: no such header is added).
     pub authentication_token_file: Option<PathBuf>,
-    /// PEM roots for the backend connection only.
+    /// PEM roots for the backend connection only (default none: the built-in webpki
+    /// roots).
     pub root_ca_file: Option<PathBuf>,
+    /// A response message is sent as soon as its body passes this many bytes
+    /// (`--max_chunk_size`, default 1 MiB).
     pub max_chunk_size: usize,
+    /// Read size in bytes for the backend's response body and upgraded connections
+    /// (`--block_size`, default 64 KiB).
     pub block_size: usize,
+    /// Number of workers long-polling the relay at once (`--num_pending_requests`,
+    /// default 1; 0 counts as 1).
     pub num_pending_requests: usize,
+    /// Idle connections kept per host, in both the relay and the backend pools
+    /// (`--max_idle_conns_per_host`, default 100).
     pub max_idle_conns_per_host: usize,
+    /// Talk to the backend over HTTP/1.1 only, as upgrades to HTTPS backends need
+    /// (`--disable_http2`, default false); cannot be combined with `force_http2`.
     pub disable_http2: bool,
+    /// Talk to the backend over HTTP/2 only (prior knowledge over `http`), for gRPC
+    /// backends (`--force_http2`, default false).
     pub force_http2: bool,
     /// Relay JWT sent as `Authorization: Bearer` on every relay call (ours; the reference
-    /// used Google credentials). The file is re-read per call so it can be rotated.
+    /// used Google credentials). The file is re-read per call so it can be rotated
+    /// (`RELAY_HTTP_TOKEN_FILE`; default none).
     pub relay_token_file: Option<PathBuf>,
-    /// Inline relay JWT, used when no token file is set.
+    /// Inline relay JWT, used when no token file is set (`RELAY_HTTP_TOKEN`; default
+    /// none: relay calls carry no token).
     pub relay_token: Option<String>,
-    /// Longest wait for the backend's response headers (0: none, as the reference).
+    /// Longest wait for the backend's response headers (default 60 s; 0: none, as the
+    /// reference).
     pub backend_timeout: Duration,
-    /// Most requests handled at once; pollers stop polling while it is reached.
+    /// Most requests handled at once; pollers stop polling while it is reached (default
+    /// 1000).
     pub max_concurrent_requests: usize,
-    /// The flush tick of the chunking algorithm (reference: 100 ms).
+    /// The flush tick of the chunking algorithm (default and reference: 100 ms).
     pub flush_interval: Duration,
-    /// Timeout of every relay call (reference: 60 s).
+    /// Timeout of every relay call (default and reference: 60 s).
     pub relay_call_timeout: Duration,
-    /// Offer to pull large request bodies in pieces (`&body_stream=1` on polls).
+    /// Offer to pull large request bodies in pieces (`&body_stream=1` on polls; default
+    /// true).
     pub stream_request_bodies: bool,
 }
 
@@ -105,6 +137,8 @@ impl Default for ClientConfig {
 /// Why the relay-client stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The configuration cannot work (conflicting HTTP/2 switches, a scheme other than
+    /// `http`/`https`, an unreadable or empty `root_ca_file`); returned before any poll.
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The relay answered a poll with 403: credentials are wrong or stale. The reference
@@ -116,7 +150,10 @@ pub enum ClientError {
 /// One piece of a backend response body, from the reader to the accumulator.
 #[derive(Debug)]
 pub enum BodyEvent {
+    /// The next bytes of the backend's body (at most `block_size`), or of the backend's
+    /// side of an upgraded connection.
     Data(Bytes),
+    /// The backend's response trailers, as wire entries.
     Trailers(Vec<proto::HttpHeader>),
     /// The body failed mid-way; ends the stream with an abort flag.
     Failed(String),
@@ -995,6 +1032,9 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Waits that start at `initial` and grow by `factor` each time up to `max_interval`;
+    /// the iterator ends after `max_retries` waits, or before the waits would add up to
+    /// more than `max_elapsed` (`None`: no such limit).
     pub fn new(
         initial: Duration,
         factor: f64,

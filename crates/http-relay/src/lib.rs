@@ -18,6 +18,8 @@
 //! - [`auth`]: optional per-name authorisation of relay-clients with relay JWTs.
 //! - [`metrics`]: the server's Prometheus metrics under the reference's names.
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod broker;
 pub mod client;

@@ -12,27 +12,40 @@ use prometheus_client::registry::Registry;
 /// Labels of `broker_requests` and the duration histograms.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabels {
+    /// Which kind of call: one of the `METHOD_*` values.
     pub method: String,
+    /// The server name (backend) the call was for.
     pub backend: String,
 }
 
 /// Labels of `broker_responses`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
+    /// Which kind of call: one of the `METHOD_*` values.
     pub method: String,
+    /// How the call ended: one of the `RESULT_*` values.
     pub result: String,
+    /// The server name (backend) the call was for.
     pub backend: String,
 }
 
-/// `method` label values.
+/// `method` label of user requests and of the response messages they receive.
 pub const METHOD_CLIENT: &str = "client";
+/// `method` label of relay-client polls (`GET /server/request`).
 pub const METHOD_SERVER_REQUEST: &str = "server_request";
+/// `method` label of response messages posted by relay-clients (`POST /server/response`).
 pub const METHOD_SERVER_RESPONSE: &str = "server_response";
-/// `result` label values.
+/// `result` label: the call succeeded (a request handed out, a message delivered).
 pub const RESULT_OK: &str = "ok";
+/// `result` label: a poll found no request within the poll timeout (answered 408).
 pub const RESULT_TIMEOUT: &str = "timeout";
+/// `result` label: a user request got no first response message before it was reaped
+/// (answered 504).
 pub const RESULT_MISSING_MESSAGE: &str = "missing_message";
+/// `result` label: the first response message had no `status_code` (answered 500).
 pub const RESULT_MISSING_HEADER: &str = "missing_header";
+/// `result` label: a posted response named an ID that is not in flight (unknown, finished
+/// or reaped); the reference's exact text.
 pub const RESULT_NOT_RECOGNIZED: &str = "not recognized or reaches the inactivity timeout";
 
 /// Every (method, result) pair we emit, so all series of a backend can be deleted.
@@ -58,12 +71,22 @@ fn default_histogram() -> Histogram {
 /// The broker's metrics; cheap to clone (every family is an `Arc` inside).
 #[derive(Clone)]
 pub struct Metrics {
+    /// `broker_requests`: calls seen, per method and backend.
     pub requests: Family<MethodLabels, Counter>,
+    /// `broker_responses`: call outcomes, per method, result and backend.
     pub responses: Family<ResultLabels, Counter>,
+    /// `broker_responses_durations`: seconds from the start of a user request to each of
+    /// its delivered response messages.
     pub response_durations: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    /// `broker_backend_responses_durations`: seconds the backend took as the relay-client
+    /// reports it (`backend_duration_ms`), observed at the final message.
     pub backend_durations: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    /// `broker_overhead_durations`: seconds the relay added on top of the backend (total
+    /// minus backend time), observed at the final message.
     pub overhead_durations: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    /// `broker_backends`: server names currently known (polled for and not yet reaped).
     pub backends: Gauge,
+    /// `broker_pending_requests`: user requests currently in flight.
     pub pending_requests: Gauge,
 }
 
@@ -121,12 +144,15 @@ impl Metrics {
         );
     }
 
+    /// Count one `method` call for `backend` in `broker_requests`.
     pub fn count_request(&self, method: &str, backend: &str) {
         self.requests
             .get_or_create(&method_labels(method, backend))
             .inc();
     }
 
+    /// Count one `method` call for `backend` that ended with `result` in
+    /// `broker_responses`.
     pub fn count_response(&self, method: &str, result: &str, backend: &str) {
         let labels = ResultLabels {
             method: method.into(),

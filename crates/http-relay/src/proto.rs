@@ -20,8 +20,12 @@ pub const CONTENT_TYPE_UPSTREAM: &str = "application/octet-data";
 /// One header line; a multi-valued header becomes several entries.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct HttpHeader {
+    /// Header name, written in Go's canonical form (`Content-Type`); an entry without a
+    /// name is skipped as invalid when decoded.
     #[prost(string, optional, tag = "1")]
     pub name: Option<String>,
+    /// Header value as text (bytes that are not UTF-8 are replaced when encoding); `None`
+    /// reads as an empty value.
     #[prost(string, optional, tag = "2")]
     pub value: Option<String>,
 }
@@ -29,17 +33,26 @@ pub struct HttpHeader {
 /// A user request, handed to a relay-client by `GET /server/request`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct HttpRequest {
+    /// Request ID `{server name}:{32 hex digits}`, chosen by the relay server; every
+    /// response message and `/server/requeststream` pull for this request names it.
     #[prost(string, optional, tag = "1")]
     pub id: Option<String>,
+    /// HTTP method of the user's request (`GET`, `POST`, …); the relay-client uses `GET`
+    /// when it is absent.
     #[prost(string, optional, tag = "2")]
     pub method: Option<String>,
     /// Always `http://invalid{path}[?query][#fragment]`.
     #[prost(string, optional, tag = "3")]
     pub url: Option<String>,
+    /// The user's request headers, without `Host` and `Transfer-Encoding`.
     #[prost(message, repeated, tag = "4")]
     pub header: Vec<HttpHeader>,
+    /// The user's request body, or only its start when `body_continues` is set; `None`
+    /// means an empty body.
     #[prost(bytes = "bytes", optional, tag = "5")]
     pub body: Option<Bytes>,
+    /// The user's `Host` header (else the request URI's authority); the relay-client sends
+    /// it to the backend when `preserve_host` is on.
     #[prost(string, optional, tag = "6")]
     pub host: Option<String>,
     /// Extension: the rest of the body follows through `/server/requeststream` until 410.
@@ -53,8 +66,11 @@ pub struct HttpResponse {
     /// Present only on the first message of a stream.
     #[prost(int32, optional, tag = "1")]
     pub status_code: Option<i32>,
+    /// The backend's response headers, sent with `status_code` on the first message.
     #[prost(message, repeated, tag = "2")]
     pub header: Vec<HttpHeader>,
+    /// The next piece of the backend's response body (after a 101: bytes from the
+    /// backend's side of the connection); absent or empty on keep-alive messages.
     #[prost(bytes = "bytes", optional, tag = "3")]
     pub body: Option<Bytes>,
     /// Required on every message.
@@ -63,8 +79,12 @@ pub struct HttpResponse {
     /// True on the last message only (left unset, not false, before).
     #[prost(bool, optional, tag = "5")]
     pub eof: Option<bool>,
+    /// The backend's response trailers; the server collects them from every message and
+    /// sends them to the user after the body.
     #[prost(message, repeated, tag = "6")]
     pub trailer: Vec<HttpHeader>,
+    /// Milliseconds the relay-client spent on the request, from taking it to its last
+    /// message (set with `eof`); the server's backend and overhead histograms use it.
     #[prost(int64, optional, tag = "7")]
     pub backend_duration_ms: Option<i64>,
     /// Extension: position in the stream, for idempotent retries.

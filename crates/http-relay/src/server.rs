@@ -38,26 +38,29 @@ pub const BODY_STREAM_PARAM: &str = "body_stream";
 /// Configuration of the relay server (flags of spec §3.1 plus our safer extras).
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Address to listen on; port 0 picks one.
+    /// Address to listen on; port 0 picks a free one (default `0.0.0.0:80`).
     pub listen: SocketAddr,
-    /// Read size for bytes from the user on an upgraded (101) connection.
+    /// Read size in bytes for the user's side of an upgraded (101) connection (default
+    /// 10240, the reference's `--block_size`).
     pub block_size: usize,
-    /// A request with no response message for this long is reaped (504 before headers).
+    /// A request with no response message for this long is reaped: 504 before headers,
+    /// an aborted body after (default 60 s).
     pub inactive_request_timeout: Duration,
-    /// A backend with no activity for this long is forgotten with its metric series.
+    /// A backend with no activity for this long is forgotten with its metric series
+    /// (default 30 min).
     pub inactive_backend_timeout: Duration,
-    /// How often the reapers run.
+    /// How often the reapers run (default 10 s).
     pub reaper_interval: Duration,
-    /// Dispatch, long-poll and response-post waits.
+    /// Dispatch, long-poll and response-post waits (default 10 s, 30 s, 45 s).
     pub timeouts: BrokerTimeouts,
-    /// Largest accepted user request body in bytes (0: unlimited, as the reference).
+    /// Largest accepted user request body in bytes (default 0: unlimited, as the reference).
     pub max_request_body: u64,
-    /// Bodies longer than this are streamed to relay-clients that support it instead of
-    /// being buffered whole.
+    /// Bodies longer than this many bytes are streamed to relay-clients that support it
+    /// instead of being buffered whole (default 256 KiB).
     pub body_stream_threshold: usize,
-    /// Poller authorisation; `None` trusts every poller (the reference's behaviour).
+    /// Poller authorisation; `None` (the default) trusts every poller, as the reference does.
     pub auth: Option<PollerAuth>,
-    /// Graceful shutdown budget before open connections are dropped.
+    /// Graceful shutdown budget before open connections are dropped (default 20 s).
     pub shutdown_timeout: Duration,
 }
 
@@ -121,6 +124,7 @@ impl RunningServer {
         })
     }
 
+    /// The address actually bound (with the real port when `listen` asked for port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -130,10 +134,13 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
+    /// The server's broker, for tests that inspect backends and in-flight requests.
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
     }
 
+    /// Stop accepting, let open connections and the server's tasks finish for at most
+    /// `shutdown_timeout`, and return once the server task has ended.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
@@ -450,7 +457,11 @@ async fn server_response(State(app): State<AppState>, headers: HeaderMap, body: 
 /// Where a user request goes: backend name and the path to forward.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Route {
+    /// Server name whose relay-client should answer: percent-decoded from
+    /// `/client/{name}/…`, or the `X-Server-Name` value.
     pub backend: String,
+    /// Path to forward to the backend, still percent-encoded; `/` when `/client/{name}`
+    /// has nothing after the name.
     pub path: String,
 }
 

@@ -6,6 +6,8 @@
 //!   one failure message.
 //! - [`programs`]: `require`, the loud check for external programs e2e tests drive.
 
+#![warn(missing_docs)]
+
 pub mod programs;
 pub mod wait;
 
