@@ -8,6 +8,8 @@
 //! - [`file`]: the engine of `relay client file` (log, binary recording, play).
 //! - [`status`]: typed stats-topic reports and the `GET /status` client.
 
+#![warn(missing_docs)]
+
 pub mod file;
 pub mod playfile;
 pub mod session;
