@@ -33,10 +33,12 @@ pub struct Report {
     /// Whether the connection's token allows sending (`canWrite` / `can_write`).
     #[serde(default, alias = "can_write")]
     pub can_write: bool,
-    /// When the connection was opened (`connected` / `connected_at`); `None` when absent or empty.
+    /// When the connection was opened (`connected` / `connected_at`); `None` when absent or
+    /// empty.
     #[serde(default, alias = "connected_at", with = "rfc3339_or_none")]
     pub connected: Option<OffsetDateTime>,
-    /// When the connection's token expires (`expiresAt` / `expires_at`); `None` when absent or empty.
+    /// When the connection's token expires (`expiresAt` / `expires_at`); `None` when absent
+    /// or empty.
     #[serde(default, alias = "expires_at", with = "rfc3339_or_none")]
     pub expires_at: Option<OffsetDateTime>,
     /// The peer address as the relay saw it (`internal` for the relay's own connections).
