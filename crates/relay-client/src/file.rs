@@ -49,7 +49,9 @@ pub enum OutputMode {
 /// Where received messages are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogTarget {
+    /// Standard output (the CLI argument `-` or an empty one).
     Stdout,
+    /// A file, opened in append mode and created if missing; reopened on request.
     File(PathBuf),
 }
 
@@ -67,9 +69,11 @@ impl LogTarget {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct FileClientConfig {
+    /// The relay topic to connect to, with its token and reconnect settings.
     pub session: SessionConfig,
     /// None: received messages are only used for playfile conditions.
     pub log: Option<LogTarget>,
+    /// Text lines with timestamps (default) or raw binary frames.
     pub mode: OutputMode,
     /// With a playfile the client stops after its last line; without, it logs until stopped.
     pub playfile: Option<Playfile>,
@@ -78,13 +82,18 @@ pub struct FileClientConfig {
 /// Why the file client stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum FileClientError {
+    /// The log file could not be opened (at start or on a reopen request).
     #[error("cannot open log file {path}: {source}")]
     OpenLog {
+        /// The log file path that failed to open.
         path: PathBuf,
+        /// The operating system's reason.
         source: std::io::Error,
     },
+    /// Writing or flushing the log failed (e.g. disk full).
     #[error("writing the log: {0}")]
     Write(std::io::Error),
+    /// The websocket session was closed while the playfile still had lines to send.
     #[error("session closed before the playfile finished")]
     SessionClosed,
 }
@@ -140,6 +149,7 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Add an accept or deny pattern, or clear all patterns on `Reset`.
     pub fn apply(&mut self, action: &FilterAction) {
         match action {
             FilterAction::Accept(re) => {
@@ -310,11 +320,18 @@ impl PlayState {
 pub enum LogEntry {
     /// A received message with its time of receipt.
     Received {
+        /// When the message was received (written as the line's timestamp).
         at: OffsetDateTime,
+        /// The message as received; binary frames are base64 in text mode.
         message: Message,
     },
     /// An echo comment (`#+`) from the playfile; not written in binary mode.
-    Echo { at: OffsetDateTime, text: String },
+    Echo {
+        /// When the player reached the comment line.
+        at: OffsetDateTime,
+        /// The comment text after `#+`.
+        text: String,
+    },
 }
 
 /// Play every line of `playfile`. Error lines (present only with force) are skipped.

@@ -5,8 +5,10 @@
 //! - [`tls`]: the rustls client configuration (system roots plus an optional extra CA,
 //!   `ring` provider) used for https and wss.
 //! - [`playfile`]: the playfile grammar of `relay client file`.
-//! - [`file`]: the engine of `relay client file` (log, binary recording, play).
+//! - [`file`](mod@file): the engine of `relay client file` (log, binary recording, play).
 //! - [`status`]: typed stats-topic reports and the `GET /status` client.
+
+#![warn(missing_docs)]
 
 pub mod file;
 pub mod playfile;

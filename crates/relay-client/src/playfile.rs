@@ -27,13 +27,21 @@ use relay_common::goduration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Line {
     /// A comment; `echo` comments are written to the log.
-    Comment { msg: String, echo: bool },
+    Comment {
+        /// The comment text after the `#`, `#-` or `#+` marker.
+        msg: String,
+        /// True for `#+` comments, which are echoed into the log.
+        echo: bool,
+    },
     /// Pause the script.
     Wait(Duration),
     /// Send a text message after `delay`, and after `condition` is met when there is one.
     Send {
+        /// The text message to send.
         msg: String,
+        /// How long to wait before sending (zero when the line has no `[delay]`).
         delay: Duration,
+        /// A condition to wait for after the delay; `None` sends without waiting.
         condition: Option<Condition>,
     },
     /// Change the log filter.
@@ -47,8 +55,11 @@ pub enum Line {
 /// Wait for `count` received messages matching `pattern`, or for `timeout`.
 #[derive(Debug, Clone)]
 pub struct Condition {
+    /// The regular expression a received message (its text or base64 form) must match.
     pub pattern: Regex,
+    /// How many matching messages are needed.
     pub count: usize,
+    /// The longest wait; when it passes, the message is sent anyway.
     pub timeout: Duration,
 }
 
@@ -85,7 +96,9 @@ impl PartialEq for FilterAction {
 /// A playfile error with its 1-based line number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineError {
+    /// The 1-based number of the line that failed to parse.
     pub line: usize,
+    /// What is wrong with that line.
     pub message: String,
 }
 
@@ -98,6 +111,7 @@ impl std::fmt::Display for LineError {
 /// A parsed playfile.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Playfile {
+    /// Every line of the file in order, including comments, blanks and (with force) errors.
     pub lines: Vec<Line>,
 }
 

@@ -235,13 +235,21 @@ pub enum SessionError {
     /// The access API answered with a non-2xx status (e.g. an expired or wrong token).
     #[error("access {url} refused the token: HTTP {status}: {body}")]
     AccessRefused {
+        /// The access URL that was POSTed to.
         url: String,
+        /// The HTTP status code of the answer.
         status: u16,
+        /// The answer body, for the server's reason.
         body: String,
     },
     /// The access API could not be reached or answered something unexpected.
     #[error("access request to {url} failed: {reason}")]
-    Access { url: String, reason: String },
+    Access {
+        /// The access URL that was POSTed to.
+        url: String,
+        /// What went wrong (connection error, unreadable or malformed answer).
+        reason: String,
+    },
     /// The websocket could not be opened.
     #[error("websocket dial failed: {0}")]
     Dial(String),
@@ -269,6 +277,7 @@ pub enum LinkState {
 /// A snapshot of the session, published on a `watch` channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionState {
+    /// Whether the link is connecting, connected, waiting to retry or closed.
     pub link: LinkState,
     /// Successful connects so far.
     pub connects: u64,

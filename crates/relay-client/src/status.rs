@@ -24,18 +24,27 @@ use relay_common::goduration;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// The topic the connection is on (empty when the report omits it).
     #[serde(default)]
     pub topic: String,
+    /// Whether the connection's token allows receiving (`canRead` / `can_read`).
     #[serde(default, alias = "can_read")]
     pub can_read: bool,
+    /// Whether the connection's token allows sending (`canWrite` / `can_write`).
     #[serde(default, alias = "can_write")]
     pub can_write: bool,
+    /// When the connection was opened (`connected` / `connected_at`); `None` when absent or
+    /// empty.
     #[serde(default, alias = "connected_at", with = "rfc3339_or_none")]
     pub connected: Option<OffsetDateTime>,
+    /// When the connection's token expires (`expiresAt` / `expires_at`); `None` when absent
+    /// or empty.
     #[serde(default, alias = "expires_at", with = "rfc3339_or_none")]
     pub expires_at: Option<OffsetDateTime>,
+    /// The peer address as the relay saw it (`internal` for the relay's own connections).
     #[serde(default, alias = "remote_addr")]
     pub remote_addr: String,
+    /// The `User-Agent` the connection presented.
     #[serde(default, alias = "user_agent")]
     pub user_agent: String,
     /// Present from v0.6.5 on.
@@ -164,10 +173,18 @@ impl StatsSubscriber {
 /// Why `GET /status` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
+    /// The request could not be sent or its answer body not read (URL and reason).
     #[error("status request failed: {0}")]
     Request(String),
+    /// The server answered with a non-2xx status (e.g. a token without `relay:stats`).
     #[error("status refused: HTTP {status}: {body}")]
-    Refused { status: u16, body: String },
+    Refused {
+        /// The HTTP status code of the answer.
+        status: u16,
+        /// The answer body, trimmed, for the server's reason.
+        body: String,
+    },
+    /// The answer was 2xx but not a JSON array of reports (the parser's message).
     #[error("status reply is not a report array: {0}")]
     Decode(String),
 }

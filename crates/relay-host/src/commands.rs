@@ -22,13 +22,16 @@ pub const API_RULE_ID: &str = "apiRule";
 /// A stream rule: `{"stream":"stream/front","feeds":["video0","audio0"]}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct StreamRule {
+    /// The aggregate topic to create, e.g. `stream/front` (a leading `/` is stripped).
     #[serde(default)]
     pub stream: String,
+    /// The feeds whose messages are copied into the stream, e.g. `video0`.
     #[serde(default)]
     pub feeds: Vec<String>,
 }
 
 impl StreamRule {
+    /// The rule with one leading `/` stripped from its stream name, as the reference does.
     pub fn normalised(mut self) -> Self {
         self.stream = strip_leading_slash(&self.stream);
         self
@@ -49,8 +52,10 @@ impl StreamRule {
 /// Why a stream rule was refused.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StreamRuleError {
+    /// The rule has no `stream` name.
     #[error("stream name is empty")]
     Empty,
+    /// The name is `deleteAll`, which the command API uses to mean "every rule".
     #[error("{0:?} is reserved and cannot be used as a stream name")]
     Reserved(String),
 }

@@ -28,14 +28,19 @@ const DESTINATION_QUEUE: usize = 64;
 /// The reference's rule JSON; all fields are strings and all five are always written.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationRule {
+    /// The rule's unique name; adding a rule with an existing id replaces it.
     #[serde(default)]
     pub id: String,
+    /// The local topic (a feed or a `stream/` aggregate) carried to the relay.
     #[serde(default)]
     pub stream: String,
+    /// With a token, the relay's access URL (`http(s)://`); without, a `ws(s)://` URL.
     #[serde(default)]
     pub destination: String,
+    /// The raw JWT POSTed to the access URL; empty to dial `destination` directly.
     #[serde(default)]
     pub token: String,
+    /// A path to record the outgoing bytes to, raw and unframed; empty records nothing.
     #[serde(default)]
     pub file: String,
 }
@@ -43,16 +48,23 @@ pub struct DestinationRule {
 /// A rule that cannot be used.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RuleError {
+    /// The rule has no `id`.
     #[error("rule id is empty")]
     EmptyId,
+    /// The id is `deleteAll`, which the command API uses to mean "every rule".
     #[error("{0:?} is reserved and cannot be used as a name")]
     Reserved(String),
+    /// The rule (named by its id) has no `stream` to carry.
     #[error("rule {0:?} has an empty stream")]
     EmptyStream(String),
+    /// The destination URL's scheme does not fit the token (http(s) with, ws(s) without).
     #[error("rule {id:?}: destination {destination:?} must be {expected}")]
     BadDestination {
+        /// The rule's id.
         id: String,
+        /// The URL that was refused.
         destination: String,
+        /// What kind of URL the rule needs, in words.
         expected: &'static str,
     },
 }
@@ -115,8 +127,11 @@ pub fn strip_leading_slash(name: &str) -> String {
 /// One rule's state as shown by `GET /api/status` (not in the reference).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DestinationStatus {
+    /// The local topic the rule carries.
     pub stream: String,
+    /// The access or websocket URL the rule connects to.
     pub destination: String,
+    /// True while the rule's websocket to the relay is open.
     pub connected: bool,
 }
 
@@ -137,6 +152,7 @@ pub struct Destinations {
 }
 
 impl Destinations {
+    /// No destinations yet; rules added later subscribe to `hub` and open links with `connector`.
     pub fn new(hub: Arc<Hub>, connector: SharedConnector) -> Self {
         Destinations {
             hub,

@@ -27,18 +27,23 @@ pub const STREAM_PREFIX: &str = "stream/";
 /// Whether a message is text or binary; kept end to end so a browser sees what was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A UTF-8 text message (websocket text frame).
     Text,
+    /// Arbitrary bytes (websocket binary frame, `/ts` ingest).
     Binary,
 }
 
 /// One message on a topic. The payload is shared (not copied) by every receiver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// Whether the payload goes out as a text or a binary frame.
     pub kind: Kind,
+    /// The payload bytes (valid UTF-8 for text messages).
     pub data: Bytes,
 }
 
 impl Message {
+    /// A text message; `data` should be UTF-8.
     pub fn text(data: impl Into<Bytes>) -> Self {
         Message {
             kind: Kind::Text,
@@ -46,6 +51,7 @@ impl Message {
         }
     }
 
+    /// A binary message.
     pub fn binary(data: impl Into<Bytes>) -> Self {
         Message {
             kind: Kind::Binary,
@@ -116,6 +122,7 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// An empty hub with no topics, shared behind an `Arc`.
     pub fn new() -> Arc<Self> {
         Arc::new(Hub::default())
     }
@@ -264,6 +271,7 @@ impl Subscription {
         self.id
     }
 
+    /// The topic this subscriber receives from.
     pub fn topic(&self) -> &str {
         &self.topic
     }

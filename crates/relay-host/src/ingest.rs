@@ -16,6 +16,7 @@ pub const FRAME_GAP: Duration = Duration::from_millis(1);
 /// Why ingest stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// The client's body stream failed (e.g. the connection dropped mid-request).
     #[error("reading the request body failed: {0}")]
     Body(String),
     /// Shutdown's grace period ended while the body was still arriving.
@@ -26,7 +27,9 @@ pub enum IngestError {
 /// What one ingest request did, for the reply and the logs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct IngestSummary {
+    /// Messages published to the feed.
     pub frames: u64,
+    /// Body bytes read and published.
     pub bytes: u64,
     /// Bursts that exceeded the size cap and were split.
     pub split_bursts: u64,

@@ -18,6 +18,8 @@
 //!
 //! [`RunningHost::start`] puts these together.
 
+#![warn(missing_docs)]
+
 pub mod commands;
 pub mod destinations;
 pub mod hub;
@@ -77,11 +79,15 @@ impl Default for HostConfig {
 /// Why a host could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
+    /// The local listener could not be bound (e.g. the port is in use).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The configured listen address.
         addr: SocketAddr,
+        /// The operating system's reason.
         source: std::io::Error,
     },
+    /// The rules file could not be read, parsed or applied.
     #[error(transparent)]
     Rules(#[from] RulesFileError),
 }
@@ -142,6 +148,7 @@ impl RunningHost {
         })
     }
 
+    /// The address actually bound (useful when the configured port was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
@@ -151,6 +158,7 @@ impl RunningHost {
         format!("http://{}", self.addr)
     }
 
+    /// The hub, destinations and shutdown tokens the handlers share.
     pub fn state(&self) -> &Arc<HostState> {
         &self.state
     }

@@ -34,6 +34,7 @@ pub struct Link {
 
 /// Opens links. Shared by every destination of a host.
 pub trait Connector: Send + Sync + 'static {
+    /// Starts a link to `target` that keeps reconnecting until its `outgoing` sender is dropped.
     fn open(&self, target: LinkTarget) -> Link;
 }
 
@@ -43,9 +44,13 @@ pub type SharedConnector = Arc<dyn Connector>;
 /// The relay side of a [`ChannelConnector`] link: what the destination sent, a way to
 /// answer, and the connected flag to flip.
 pub struct FarEnd {
+    /// Where the destination asked to connect.
     pub target: LinkTarget,
+    /// What the destination wrote to the link.
     pub sent: mpsc::Receiver<Message>,
+    /// Sends a message to the destination as if the relay had sent it.
     pub reply: mpsc::Sender<Message>,
+    /// Sets whether the link reports connected.
     pub connected: watch::Sender<bool>,
 }
 
@@ -100,6 +105,7 @@ impl Connector for ChannelConnector {
 /// token (timings, extra CA file, user agent), so tests can shorten the timings.
 #[derive(Debug, Clone)]
 pub struct SessionConnector {
+    /// Settings copied into every session; its URL and token are replaced per link.
     pub base: SessionConfig,
 }
 

@@ -30,8 +30,10 @@ use std::sync::Mutex;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesFile {
+    /// `[[streams]]`: stream rules, applied before the destinations.
     #[serde(default)]
     pub streams: Vec<StreamRule>,
+    /// `[[destinations]]`: destination rules.
     #[serde(default)]
     pub destinations: Vec<FileDestination>,
 }
@@ -40,14 +42,19 @@ pub struct RulesFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileDestination {
+    /// The rule's unique name (required).
     pub id: String,
+    /// The local topic to carry, a feed or `stream/...` (required).
     pub stream: String,
+    /// The access URL (with a token) or `ws(s)://` URL (without) (required).
     pub destination: String,
+    /// An inline JWT; empty (default) for none. `token_file` overrides it.
     #[serde(default)]
     pub token: String,
     /// Read the token from this file (relative paths are relative to the rules file).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// A path to record the outgoing bytes to; empty (default) records nothing.
     #[serde(default)]
     pub file: String,
 }
@@ -55,31 +62,52 @@ pub struct FileDestination {
 /// Why the rules file could not be used. Nothing is applied when any rule is bad.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesFileError {
+    /// The rules file could not be read.
     #[error("cannot read rules file {path}: {source}")]
     Read {
+        /// The rules file.
         path: PathBuf,
+        /// The operating system's reason.
         source: std::io::Error,
     },
+    /// The file is not valid TOML (or JSON for a `.json` file) of the expected shape.
     #[error("rules file {path} is not valid {format}: {message}")]
     Parse {
+        /// The rules file.
         path: PathBuf,
+        /// `TOML` or `JSON`, chosen by the file's extension.
         format: &'static str,
+        /// The parser's message, with the position of the problem.
         message: String,
     },
     #[error(
         "rules file {path}: destination {id:?}: cannot read token file {token_file}: {source}"
     )]
+    /// A destination's `token_file` could not be read.
     TokenFile {
+        /// The rules file.
         path: PathBuf,
+        /// The id of the destination that names the token file.
         id: String,
+        /// The token file, resolved against the rules file's directory.
         token_file: PathBuf,
+        /// The operating system's reason.
         source: std::io::Error,
     },
+    /// A destination rule is invalid.
     #[error("rules file {path}: {source}")]
-    Destination { path: PathBuf, source: RuleError },
+    Destination {
+        /// The rules file.
+        path: PathBuf,
+        /// What is wrong with the rule.
+        source: RuleError,
+    },
+    /// A stream rule is invalid.
     #[error("rules file {path}: {source}")]
     Stream {
+        /// The rules file.
         path: PathBuf,
+        /// What is wrong with the rule.
         source: StreamRuleError,
     },
 }
@@ -87,9 +115,13 @@ pub enum RulesFileError {
 /// What one load changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ApplySummary {
+    /// Ids of destination rules that were new or changed and were (re)started.
     pub started: Vec<String>,
+    /// Ids of destination rules left running because they did not change.
     pub unchanged: Vec<String>,
+    /// Ids of destination rules removed because they are no longer in the file.
     pub removed: Vec<String>,
+    /// How many stream rules the file set.
     pub streams: usize,
 }
 
@@ -107,6 +139,7 @@ struct Loaded {
 }
 
 impl RulesLoader {
+    /// A loader for the file at `path`; nothing is read until [`RulesLoader::apply`].
     pub fn new(path: impl Into<PathBuf>) -> Self {
         RulesLoader {
             path: path.into(),
@@ -114,6 +147,7 @@ impl RulesLoader {
         }
     }
 
+    /// The rules file this loader reads.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 /// Shared state of one running host.
 pub struct HostState {
+    /// The topics every feed, stream and subscriber meets on.
     pub hub: Arc<Hub>,
+    /// The destination rules and their running relay links.
     pub destinations: Destinations,
     /// The `VW_API` rule, re-added after "delete all" so remote configuration survives.
     pub api_rule: Option<DestinationRule>,
@@ -26,6 +28,8 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// Fresh state; a non-empty `api_destination` (from `VW_API`) becomes the `apiRule` rule
+    /// carrying feed `api`; `max_frame` is the largest `/ts` message in bytes.
     pub fn new(
         connector: SharedConnector,
         api_destination: Option<String>,
