@@ -198,23 +198,9 @@ fn serve_command(extra: &[(&str, &str)]) -> Command {
 }
 
 /// Runs `relay serve` with `extra` settings, which must make it refuse to start: its exit
-/// code and stderr. Panics if it is still running after [`WAIT`] (it was not refused).
+/// code and stderr.
 fn refused_start(extra: &[(&str, &str)]) -> (Option<i32>, String) {
-    use std::io::Read;
-    let mut child = support::Killed(serve_command(extra).spawn().unwrap());
-    wait_until_blocking(&format!("relay serve to refuse {extra:?}"), WAIT, || {
-        child.0.try_wait().is_ok_and(|s| s.is_some())
-    });
-    let code = child.0.wait().unwrap().code();
-    let mut stderr = String::new();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (code, stderr)
+    support::run_to_exit(&mut serve_command(extra))
 }
 
 /// A zero ping period used to panic in every connection task (tokio's `interval` refuses

@@ -184,6 +184,15 @@ pub fn check_setting(name: &str, value: Duration, zero: Zero) -> Result<Duration
     Ok(value)
 }
 
+/// [`check_setting`] for each `(name, value, zero)`: one error message per bad setting, in
+/// order; empty when all are fine.
+pub fn check_settings(settings: &[(&str, Duration, Zero)]) -> Vec<String> {
+    settings
+        .iter()
+        .filter_map(|&(name, value, zero)| check_setting(name, value, zero).err())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +329,14 @@ mod tests {
         assert!(too_long.contains("at most 1 year"), "{too_long}");
         let just_over = MAX_SETTING + Duration::from_nanos(1);
         assert!(check_setting(name, just_over, Zero::Allowed).is_err());
+        let all = check_settings(&[
+            ("A", Duration::ZERO, Zero::Refused),
+            ("B", second, Zero::Refused),
+            ("C", huge, Zero::Allowed),
+        ]);
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(all[0].starts_with("A must be more than 0"), "{all:?}");
+        assert!(all[1].starts_with("C is 1000000h0m0s"), "{all:?}");
         // Whatever passes can be added to a monotonic instant without a panic.
         assert!(std::time::Instant::now().checked_add(MAX_SETTING).is_some());
     }

@@ -1,6 +1,6 @@
 //! Everything `relay serve` can be told, with the reference's defaults.
 
-use relay_common::goduration::{check_setting, Zero};
+use relay_common::goduration::{check_settings, Zero};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -134,7 +134,7 @@ impl ServerConfig {
     /// long that `now + it` overflows panics when it is first used. Each error names the
     /// environment variable and the `relay serve` flag.
     pub fn validate(&self) -> Result<(), Vec<String>> {
-        let durations = [
+        let mut errors = check_settings(&[
             (
                 "RELAY_PING_INTERVAL (--ping-interval)",
                 self.ping_interval,
@@ -168,11 +168,7 @@ impl ServerConfig {
                 Zero::Allowed,
             ),
             ("one-time code lifetime", self.code_ttl, Zero::Allowed),
-        ];
-        let mut errors: Vec<String> = durations
-            .into_iter()
-            .filter_map(|(name, value, zero)| check_setting(name, value, zero).err())
-            .collect();
+        ]);
         if self.max_message_bytes == 0 {
             errors.push("RELAY_MAX_MESSAGE_BYTES (--max-message-bytes) must be more than 0".into());
         }
