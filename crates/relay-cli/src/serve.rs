@@ -69,16 +69,16 @@ pub struct ServeArgs {
     /// Period of pruning expired deny/allow entries and codes.
     #[arg(long, env = "RELAY_TIDY_EVERY", default_value = "5m", value_parser = parse_setting)]
     tidy_every: Duration,
-    /// Server ping period.
+    /// Server ping period (more than 0; every duration is at most 1 year).
     #[arg(long, env = "RELAY_PING_INTERVAL", default_value = "54s", value_parser = parse_setting)]
     ping_interval: Duration,
-    /// Close a connection that sends nothing (not even a pong) for this long.
+    /// Close a connection that sends nothing (not even a pong) for this long (more than 0).
     #[arg(long, env = "RELAY_PONG_TIMEOUT", default_value = "60s", value_parser = parse_setting)]
     pong_timeout: Duration,
-    /// Deadline for writing to one connection.
+    /// Deadline for writing to one connection (more than 0).
     #[arg(long, env = "RELAY_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_setting)]
     write_timeout: Duration,
-    /// Largest accepted message in bytes (larger: close 1009).
+    /// Largest accepted message in bytes (larger: close 1009; more than 0).
     #[arg(long, env = "RELAY_MAX_MESSAGE_BYTES", default_value_t = 10 * 1024 * 1024)]
     max_message_bytes: usize,
     /// Merge queued binary messages into one frame (the reference's behaviour; only for
