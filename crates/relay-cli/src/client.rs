@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use relay_client::file::{Controls, FileClientConfig, LogTarget, OutputMode};
 use relay_client::playfile::Playfile;
 use relay_client::session::SessionConfig;
+use relay_common::goduration::{check_setting, Zero};
 use relay_common::shutdown::cancel_on_signal;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -154,8 +155,10 @@ fn file_client(args: FileArgs) -> Result<ExitCode, String> {
     let interval =
         string_alias(args.interval, "RELAY_CLIENT_FILE_INTERVAL").filter(|s| !s.is_empty());
     if let Some(interval) = &interval {
-        relay_common::goduration::parse_setting(interval)
-            .map_err(|e| format!("RELAY_CLIENT_INTERVAL: {e}"))?;
+        let name = "RELAY_CLIENT_INTERVAL (--interval)";
+        let value = relay_common::goduration::parse_setting(interval)
+            .map_err(|e| format!("{name}: {e}"))?;
+        check_setting(name, value, Zero::Allowed)?;
     }
     // RELAY_CLIENT_FILE is the later client's name; set but empty means stdout there.
     let log = args.log.or_else(|| std::env::var("RELAY_CLIENT_FILE").ok());

@@ -4,6 +4,7 @@
 
 use crate::logging::{self, LogFormat, LogLevel};
 use clap::Args;
+use relay_common::goduration::{check_setting, Zero};
 use relay_common::shutdown::cancel_on_signal;
 use relay_host::{HostConfig, RunningHost, SessionConnector};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -116,13 +117,21 @@ pub fn run(args: HostArgs) -> ExitCode {
         Ok(ms) => ms.unwrap_or(5000),
         Err(e) => return fail(&e),
     };
+    let shutdown_grace = Duration::from_millis(wait_ms);
+    if let Err(e) = check_setting(
+        "VW_HTTPWAITMS (--http-wait-ms)",
+        shutdown_grace,
+        Zero::Allowed,
+    ) {
+        return fail(&e);
+    }
     let config = HostConfig {
         listen: SocketAddr::new(args.bind, port),
         api_destination: alias(args.api, "RELAYHOST_API"),
         rules_file: args.rules,
         max_frame: args.max_frame_bytes,
         allowed_origins: args.allow_origin,
-        shutdown_grace: Duration::from_millis(wait_ms),
+        shutdown_grace,
     };
     let mut connector = SessionConnector::default();
     connector.base.extra_ca_file = args.ca_file;

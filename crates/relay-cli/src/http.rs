@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use http_relay::auth::PollerAuth;
 use http_relay::broker::BrokerTimeouts;
 use http_relay::{ClientConfig, ClientError, ServerConfig};
-use relay_common::goduration::parse_setting;
+use relay_common::goduration::{check_settings, parse_setting, Zero};
 use relay_common::shutdown::{cancel_on_signal, CancellationToken};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -219,8 +219,37 @@ fn shutdown_signal(program: &str) -> Option<CancellationToken> {
     }
 }
 
+/// Reports out-of-range duration flags (see `goduration::check_settings`) on stderr and
+/// in the log; true if there were any.
+fn refuse_settings(program: &str, settings: &[(&str, Duration, Zero)]) -> bool {
+    let errors = check_settings(settings);
+    for e in &errors {
+        tracing::error!("{e}");
+        eprintln!("{program}: {e}");
+    }
+    !errors.is_empty()
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     logging::init(log_level(args.log_level), LogFormat::Json, "stderr");
+    // Zero would reap every request (or forget every backend) at the next sweep.
+    if refuse_settings(
+        "relay http serve",
+        &[
+            (
+                "--inactive_request_timeout",
+                args.inactive_request_timeout,
+                Zero::Refused,
+            ),
+            (
+                "--inactive_backend_timeout",
+                args.inactive_backend_timeout,
+                Zero::Refused,
+            ),
+        ],
+    ) {
+        return ExitCode::FAILURE;
+    }
     let port = match http_relay::server::port_from_flag(args.port) {
         Ok(port) => port,
         Err(e) => {
@@ -270,6 +299,13 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 fn client(args: ClientArgs) -> ExitCode {
     logging::init(log_level(args.log_level), LogFormat::Json, "stderr");
+    // Zero means no timeout (the reference's behaviour).
+    if refuse_settings(
+        "relay http client",
+        &[("--backend_timeout", args.backend_timeout, Zero::Allowed)],
+    ) {
+        return ExitCode::FAILURE;
+    }
     let (relay_token_file, relay_token) = if args.disable_auth_for_remote {
         (None, None)
     } else {

@@ -69,16 +69,16 @@ pub struct ServeArgs {
     /// Period of pruning expired deny/allow entries and codes.
     #[arg(long, env = "RELAY_TIDY_EVERY", default_value = "5m", value_parser = parse_setting)]
     tidy_every: Duration,
-    /// Server ping period.
+    /// Server ping period (more than 0; every duration is at most 1 year).
     #[arg(long, env = "RELAY_PING_INTERVAL", default_value = "54s", value_parser = parse_setting)]
     ping_interval: Duration,
-    /// Close a connection that sends nothing (not even a pong) for this long.
+    /// Close a connection that sends nothing (not even a pong) for this long (more than 0).
     #[arg(long, env = "RELAY_PONG_TIMEOUT", default_value = "60s", value_parser = parse_setting)]
     pong_timeout: Duration,
-    /// Deadline for writing to one connection.
+    /// Deadline for writing to one connection (more than 0).
     #[arg(long, env = "RELAY_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_setting)]
     write_timeout: Duration,
-    /// Largest accepted message in bytes (larger: close 1009).
+    /// Largest accepted message in bytes (larger: close 1009; more than 0).
     #[arg(long, env = "RELAY_MAX_MESSAGE_BYTES", default_value_t = 10 * 1024 * 1024)]
     max_message_bytes: usize,
     /// Merge queued binary messages into one frame (the reference's behaviour; only for
@@ -127,7 +127,8 @@ pub struct ServeArgs {
     log_file: String,
 }
 
-/// Turn the arguments into a server configuration, or the list of missing settings.
+/// Turn the arguments into a server configuration, or the list of missing and
+/// out-of-range settings (checked once here, with the variables' names).
 fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Vec<String>> {
     let mut missing = Vec::new();
     let secret = dev_secret
@@ -175,7 +176,7 @@ fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Ve
     cfg.queue_bytes = args.buffer_bytes;
     cfg.queue_burst_bytes = args.buffer_burst_bytes;
     cfg.slow_reader_timeout = args.slow_reader_timeout;
-    cfg.stats_every = args.stats_every.max(Duration::from_secs(1));
+    cfg.stats_every = args.stats_every;
     cfg.tidy_every = args.tidy_every;
     cfg.ping_interval = args.ping_interval;
     cfg.pong_timeout = args.pong_timeout;
@@ -197,6 +198,7 @@ fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Ve
         }),
         _ => None,
     };
+    cfg.validate()?;
     Ok(cfg)
 }
 
@@ -211,11 +213,18 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Ok(cfg) => cfg,
         Err(missing) => {
             for m in missing {
+                tracing::error!("{m}");
                 eprintln!("{m}");
             }
             return ExitCode::FAILURE;
         }
     };
+    if !args.dev {
+        if let Some(warning) = cfg.short_secret_warning() {
+            tracing::warn!("{warning}");
+            eprintln!("relay serve: warning: {warning}");
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -211,3 +211,18 @@ fn plain_client_explains_that_an_interface_is_needed() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("relay client file"));
 }
+
+/// The (unused) interval is still validated like every duration: past one year it is
+/// refused with exit 1, naming the variable and the flag.
+#[test]
+fn a_huge_interval_is_refused() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
+    command.args(["client", "file", "--interval", "1000000h"]);
+    let (code, stderr) = support::run_to_exit(&mut command);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("RELAY_CLIENT_INTERVAL (--interval)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("at most 1 year"), "{stderr}");
+}

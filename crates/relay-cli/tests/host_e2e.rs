@@ -569,3 +569,18 @@ async fn relayhost_names_from_the_reference_help_work_and_bad_numbers_are_refuse
         );
     }
 }
+
+/// A shutdown wait past one year is refused at start-up with exit 1, naming the variable.
+#[test]
+fn a_huge_http_wait_is_refused_at_start_up() {
+    let mut command = Command::new(RELAY);
+    command
+        .arg("host")
+        .env("VW_PORT", "0")
+        .env("VW_BIND", "127.0.0.1")
+        .env("VW_HTTPWAITMS", "99999999999999");
+    let (code, stderr) = support::run_to_exit(&mut command);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("VW_HTTPWAITMS"), "{stderr}");
+    assert!(stderr.contains("at most 1 year"), "{stderr}");
+}

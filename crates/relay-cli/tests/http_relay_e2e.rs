@@ -358,3 +358,47 @@ fn a_token_for_robot_a_cannot_poll_robot_b() {
         "Hello"
     );
 }
+
+/// Out-of-range durations are refused at start-up with exit 1 and the flag's name: a zero
+/// inactivity timeout would reap every request, and a duration past one year is refused
+/// everywhere (`now + it` can overflow).
+#[test]
+fn out_of_range_durations_are_refused_at_start_up() {
+    let serve = |flag: &str| {
+        let mut command = Command::new(RELAY);
+        command.args(["http", "serve", "--port=0", "--bind=127.0.0.1", flag]);
+        support::run_to_exit(&mut command)
+    };
+    for (flag, name, says) in [
+        (
+            "--inactive_request_timeout=0",
+            "--inactive_request_timeout",
+            "more than 0",
+        ),
+        (
+            "--inactive_backend_timeout=1000000h",
+            "--inactive_backend_timeout",
+            "at most 1 year",
+        ),
+    ] {
+        let (code, stderr) = serve(flag);
+        assert_eq!(code, Some(1), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(name) && stderr.contains(says),
+            "{flag}: {stderr}"
+        );
+    }
+    let mut command = Command::new(RELAY);
+    command.args([
+        "http",
+        "client",
+        "--relay_address=127.0.0.1:9",
+        "--backend_address=127.0.0.1:9",
+        "--disable_auth_for_remote",
+        "--backend_timeout=1000000h",
+    ]);
+    let (code, stderr) = support::run_to_exit(&mut command);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--backend_timeout"), "{stderr}");
+    assert!(stderr.contains("at most 1 year"), "{stderr}");
+}

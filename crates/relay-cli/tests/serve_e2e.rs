@@ -172,3 +172,85 @@ fn missing_configuration_is_reported_per_variable() {
         assert!(stderr.contains(&format!("You must set {name}")), "{stderr}");
     }
 }
+
+/// `relay serve` with a complete production configuration plus `extra`, on free ports,
+/// stdout discarded and stderr piped.
+fn serve_command(extra: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(RELAY);
+    cmd.arg("serve");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RELAY_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RELAY_AUDIENCE", PUBLIC_ACCESS)
+        .env("RELAY_URL", PUBLIC_RELAY)
+        .env("RELAY_SECRET", SECRET)
+        .env("RELAY_PORT_ACCESS", "0")
+        .env("RELAY_PORT_RELAY", "0")
+        .env("RELAY_BIND", "127.0.0.1")
+        .env("RELAY_LOG_FILE", "stderr")
+        .envs(extra.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs `relay serve` with `extra` settings, which must make it refuse to start: its exit
+/// code and stderr.
+fn refused_start(extra: &[(&str, &str)]) -> (Option<i32>, String) {
+    support::run_to_exit(&mut serve_command(extra))
+}
+
+/// A zero ping period used to panic in every connection task (tokio's `interval` refuses
+/// a zero period); now the relay refuses to start and names the variable.
+#[test]
+fn a_zero_ping_interval_is_refused_at_start_up() {
+    let (code, stderr) = refused_start(&[("RELAY_PING_INTERVAL", "0")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("RELAY_PING_INTERVAL"), "{stderr}");
+    assert!(stderr.contains("--ping-interval"), "{stderr}");
+}
+
+/// A duration so long that `now + it` overflows used to panic later, at the first use;
+/// now every duration setting is capped at one year at start-up.
+#[test]
+fn a_huge_duration_is_refused_at_start_up() {
+    for name in [
+        "RELAY_PONG_TIMEOUT",
+        "RELAY_STATS_EVERY",
+        "RELAY_PING_INTERVAL",
+    ] {
+        let (code, stderr) = refused_start(&[(name, "1000000h")]);
+        assert_eq!(code, Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(name), "{name}: {stderr}");
+        assert!(stderr.contains("at most 1 year"), "{name}: {stderr}");
+    }
+}
+
+/// A production secret shorter than 32 bytes still works (compatibility) but is reported
+/// on stderr at start-up.
+#[test]
+fn a_short_secret_is_warned_about() {
+    use std::io::{BufRead, BufReader};
+    let mut child = support::Killed(serve_command(&[]).spawn().unwrap());
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    let warned = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(line) if line.contains("RELAY_SECRET") && line.contains("32 bytes") => break true,
+            Ok(line) => seen.push(line),
+            Err(_) => break false,
+        }
+    };
+    assert!(warned, "no short-secret warning; stderr: {seen:#?}");
+    assert!(child.0.try_wait().unwrap().is_none(), "it must still start");
+}

@@ -2,7 +2,8 @@
 //! (`850ms`, `1m30s`, `1h0m0s`), and [`parse`] reads like `time.ParseDuration`, with Go's
 //! error texts. The reference is written in Go, so its messages, stats reports
 //! (`"last":"2.90373838s"`), playfiles (`[1h5.3m]`) and settings carry these strings.
-//! [`parse_setting`] is the one parser for duration flags and environment variables.
+//! [`parse_setting`] is the one parser for duration flags and environment variables, and
+//! [`check_setting`] the one start-up check of their range.
 
 use std::time::Duration;
 
@@ -150,6 +151,48 @@ pub fn parse_setting(text: &str) -> Result<Duration, String> {
     })
 }
 
+/// Longest duration any setting may have: one year. Far beyond any sensible timeout or
+/// period, and far below where `Instant + duration` overflows (which panics).
+pub const MAX_SETTING: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Whether zero is a meaningful value of a duration setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zero {
+    /// Zero means something (off, no wait, "as often as allowed").
+    Allowed,
+    /// Zero is meaningless or harmful (a zero period panics, a zero timeout closes
+    /// everything at once): refuse it.
+    Refused,
+}
+
+/// Check a duration setting once at start-up: at most [`MAX_SETTING`], and not zero when
+/// `zero` is [`Zero::Refused`]. `name` says how a person sets it, e.g.
+/// `RELAY_PING_INTERVAL (--ping-interval)`; the error starts with it.
+pub fn check_setting(name: &str, value: Duration, zero: Zero) -> Result<Duration, String> {
+    if zero == Zero::Refused && value.is_zero() {
+        return Err(format!(
+            "{name} must be more than 0 (use e.g. 500ms, 5s, 1m30s)"
+        ));
+    }
+    if value > MAX_SETTING {
+        return Err(format!(
+            "{name} is {}; it must be at most 1 year ({})",
+            format(value),
+            format(MAX_SETTING)
+        ));
+    }
+    Ok(value)
+}
+
+/// [`check_setting`] for each `(name, value, zero)`: one error message per bad setting, in
+/// order; empty when all are fine.
+pub fn check_settings(settings: &[(&str, Duration, Zero)]) -> Vec<String> {
+    settings
+        .iter()
+        .filter_map(|&(name, value, zero)| check_setting(name, value, zero).err())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +305,39 @@ mod tests {
         );
         assert!(parse_setting("").is_err());
         assert!(parse_setting("5").is_err());
+    }
+
+    #[test]
+    fn settings_are_checked_for_zero_and_overflow() {
+        let name = "RELAY_PING_INTERVAL (--ping-interval)";
+        let second = Duration::from_secs(1);
+        assert_eq!(check_setting(name, second, Zero::Refused), Ok(second));
+        assert_eq!(
+            check_setting(name, MAX_SETTING, Zero::Refused),
+            Ok(MAX_SETTING)
+        );
+        assert_eq!(
+            check_setting(name, Duration::ZERO, Zero::Allowed),
+            Ok(Duration::ZERO)
+        );
+        let zero = check_setting(name, Duration::ZERO, Zero::Refused).unwrap_err();
+        assert!(zero.starts_with(name), "{zero}");
+        assert!(zero.contains("more than 0"), "{zero}");
+        let huge = parse_setting("1000000h").unwrap();
+        let too_long = check_setting(name, huge, Zero::Allowed).unwrap_err();
+        assert!(too_long.starts_with(name), "{too_long}");
+        assert!(too_long.contains("at most 1 year"), "{too_long}");
+        let just_over = MAX_SETTING + Duration::from_nanos(1);
+        assert!(check_setting(name, just_over, Zero::Allowed).is_err());
+        let all = check_settings(&[
+            ("A", Duration::ZERO, Zero::Refused),
+            ("B", second, Zero::Refused),
+            ("C", huge, Zero::Allowed),
+        ]);
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(all[0].starts_with("A must be more than 0"), "{all:?}");
+        assert!(all[1].starts_with("C is 1000000h0m0s"), "{all:?}");
+        // Whatever passes can be added to a monotonic instant without a panic.
+        assert!(std::time::Instant::now().checked_add(MAX_SETTING).is_some());
     }
 }

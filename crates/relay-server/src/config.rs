@@ -1,5 +1,6 @@
 //! Everything `relay serve` can be told, with the reference's defaults.
 
+use relay_common::goduration::{check_settings, Zero};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +14,9 @@ pub const MAX_QUEUE_MESSAGES: usize = 512;
 /// Default burst allowance: small messages may queue past the message bound up to this
 /// many bytes, so a short stall at 10k msg/s loses nothing.
 pub const DEFAULT_QUEUE_BURST_BYTES: usize = 1024 * 1024;
+/// A production secret shorter than this is reported at start-up (it still works): an
+/// HMAC-SHA256 key should have at least as many random bytes as the hash.
+pub const MIN_SECRET_BYTES: usize = 32;
 /// However small the messages, a queue never holds more than this many.
 pub use relay_common::queue::MAX_QUEUED_MESSAGES;
 
@@ -124,6 +128,70 @@ impl ServerConfig {
         }
     }
 
+    /// Check every duration and size once, before anything starts: a zero ping period
+    /// panics in every connection task, a zero pong or write timeout closes every
+    /// connection at once, a zero message limit refuses every message, and a duration so
+    /// long that `now + it` overflows panics when it is first used. Each error names the
+    /// environment variable and the `relay serve` flag.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errors = check_settings(&[
+            (
+                "RELAY_PING_INTERVAL (--ping-interval)",
+                self.ping_interval,
+                Zero::Refused,
+            ),
+            (
+                "RELAY_PONG_TIMEOUT (--pong-timeout)",
+                self.pong_timeout,
+                Zero::Refused,
+            ),
+            (
+                "RELAY_WRITE_TIMEOUT (--write-timeout)",
+                self.write_timeout,
+                Zero::Refused,
+            ),
+            // Zero: a reader is too slow as soon as its queue is full.
+            (
+                "RELAY_SLOW_READER_TIMEOUT (--slow-reader-timeout)",
+                self.slow_reader_timeout,
+                Zero::Allowed,
+            ),
+            // Zero (and anything under a second) means every second.
+            (
+                "RELAY_STATS_EVERY (--stats-every)",
+                self.stats_every,
+                Zero::Allowed,
+            ),
+            (
+                "RELAY_TIDY_EVERY (--tidy-every)",
+                self.tidy_every,
+                Zero::Allowed,
+            ),
+            ("one-time code lifetime", self.code_ttl, Zero::Allowed),
+        ]);
+        if self.max_message_bytes == 0 {
+            errors.push("RELAY_MAX_MESSAGE_BYTES (--max-message-bytes) must be more than 0".into());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The start-up warning for a secret shorter than [`MIN_SECRET_BYTES`], if it is.
+    /// (Not for `--dev`, whose generated secret is long enough.)
+    pub fn short_secret_warning(&self) -> Option<String> {
+        (self.secret.len() < MIN_SECRET_BYTES).then(|| {
+            format!(
+                "RELAY_SECRET (--secret) is {} bytes; use at least {MIN_SECRET_BYTES} bytes \
+                 (32 random bytes, e.g. `openssl rand -hex 32`): a short secret can be guessed \
+                 offline from one token",
+                self.secret.len()
+            )
+        })
+    }
+
     /// The reference's rule for `RELAY_BUFFER_SIZE`: 1..=512 is kept, anything else
     /// becomes 256. Returns the value to use and whether it was replaced.
     pub fn checked_queue_messages(requested: i64) -> (usize, bool) {
@@ -131,5 +199,63 @@ impl ServerConfig {
             Ok(n) if (1..=MAX_QUEUE_MESSAGES).contains(&n) => (n, false),
             _ => (FALLBACK_QUEUE_MESSAGES, true),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(ServerConfig::new(vec![0; 32]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn meaningless_zeros_and_overflowing_durations_are_refused_by_name() {
+        let mut cfg = ServerConfig::new(vec![0; 32]);
+        cfg.ping_interval = Duration::ZERO;
+        cfg.pong_timeout = Duration::ZERO;
+        cfg.write_timeout = Duration::ZERO;
+        cfg.max_message_bytes = 0;
+        cfg.stats_every = Duration::from_secs(1_000_000 * 3600);
+        cfg.tidy_every = Duration::MAX;
+        let errors = cfg.validate().unwrap_err();
+        for name in [
+            "RELAY_PING_INTERVAL (--ping-interval) must be more than 0",
+            "RELAY_PONG_TIMEOUT (--pong-timeout) must be more than 0",
+            "RELAY_WRITE_TIMEOUT (--write-timeout) must be more than 0",
+            "RELAY_MAX_MESSAGE_BYTES (--max-message-bytes) must be more than 0",
+            "RELAY_STATS_EVERY (--stats-every) is 1000000h0m0s; it must be at most 1 year",
+            "RELAY_TIDY_EVERY (--tidy-every) is",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(name)),
+                "{name}: {errors:#?}"
+            );
+        }
+        assert_eq!(errors.len(), 6, "{errors:#?}");
+    }
+
+    #[test]
+    fn zero_is_kept_where_it_means_something() {
+        let mut cfg = ServerConfig::new(vec![0; 32]);
+        cfg.slow_reader_timeout = Duration::ZERO;
+        cfg.stats_every = Duration::ZERO;
+        cfg.tidy_every = Duration::ZERO;
+        cfg.code_ttl = Duration::ZERO;
+        assert_eq!(cfg.validate(), Ok(()));
+    }
+
+    #[test]
+    fn short_secrets_are_reported() {
+        let warning = ServerConfig::new(b"e2e-secret".to_vec()).short_secret_warning();
+        let warning = warning.unwrap_or_default();
+        assert!(
+            warning.starts_with("RELAY_SECRET (--secret) is 10 bytes"),
+            "{warning}"
+        );
+        assert!(warning.contains("at least 32 bytes"), "{warning}");
+        assert_eq!(ServerConfig::new(vec![7; 32]).short_secret_warning(), None);
     }
 }

@@ -71,6 +71,9 @@ pub enum StartError {
     /// The TLS certificate or key could not be loaded.
     #[error("cannot load TLS certificate/key: {0}")]
     Tls(std::io::Error),
+    /// A setting is out of range (see [`ServerConfig::validate`]); one message per setting.
+    #[error("{}", .0.join("; "))]
+    Config(Vec<String>),
 }
 
 /// A running server; [`RunningServer::shutdown`] closes every connection with "going
@@ -92,6 +95,7 @@ impl RunningServer {
         // Both ports may use TLS; rustls needs a process-wide provider. Installing twice
         // (several servers in one test process) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        config.validate().map_err(StartError::Config)?;
         let access_listener = bind(config.access_listen, "access API")?;
         let relay_listener = bind(config.relay_listen, "relay")?;
         let access_addr = local_addr(&access_listener, config.access_listen, "access API")?;

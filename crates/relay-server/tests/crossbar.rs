@@ -574,3 +574,73 @@ async fn the_demo_page_and_its_player_script_are_served() {
     );
     assert!(script.text().await.unwrap().contains("JSMpeg"));
 }
+
+/// The first stats report (asked for with `update`) that lists a member of topic `123`.
+async fn report_listing_topic_123(stats: &mut Ws) -> serde_json::Value {
+    send_text(stats, r#"{"cmd":"update"}"#).await;
+    loop {
+        match next_frame(stats, WAIT).await {
+            Some(Message::Text(t)) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if v.as_array()
+                    .is_some_and(|rows| rows.iter().any(|r| r["topic"] == "123"))
+                {
+                    return v;
+                }
+            }
+            other => panic!("no stats report: {other:?}"),
+        }
+    }
+}
+
+/// `RELAY_STATS_REQUIRE_SCOPE` (off by default, as in the reference, where any token for
+/// topic `stats` sees every topic, address and user agent): when on, a `stats` token
+/// without `relay:stats` gets its code from the access API but is refused at the
+/// websocket with 403; one with `relay:stats` is admitted and receives reports. When off,
+/// the plain token is admitted and receives them.
+#[tokio::test]
+async fn stats_require_scope_really_restricts_the_stats_topic() {
+    let plain = ["read", "write"];
+    let scoped = ["read", "write", "relay:stats"];
+
+    let off = start(|c| c.stats_every = NEVER).await;
+    let _member = join(&off, "123", &plain).await;
+    wait_until("the member and the reporter", WAIT, || {
+        off.connection_count() == 2
+    })
+    .await;
+    let mut stats = join(&off, "stats", &plain).await;
+    let report = report_listing_topic_123(&mut stats).await;
+    assert!(report.to_string().contains("remoteAddr"), "{report}");
+
+    let on = start(|c| {
+        c.stats_every = NEVER;
+        c.stats_require_scope = true;
+    })
+    .await;
+    let _member = join(&on, "123", &plain).await;
+    wait_until("the member and the reporter", WAIT, || {
+        on.connection_count() == 2
+    })
+    .await;
+    let uri = access_uri(&on, &claims(&on, "stats", &plain)).await;
+    match tokio_tungstenite::connect_async(uri.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 403);
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            assert!(body.contains("relay:stats"), "{body}");
+        }
+        other => panic!(
+            "a stats token without relay:stats was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    assert_eq!(on.connection_count(), 2, "the refused socket must not join");
+    let mut stats = join(&on, "stats", &scoped).await;
+    let report = report_listing_topic_123(&mut stats).await;
+    assert!(report.to_string().contains("remoteAddr"), "{report}");
+}

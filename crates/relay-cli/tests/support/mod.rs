@@ -192,3 +192,30 @@ pub fn websocat(url: &str, extra: &[&str]) -> (Killed, mpsc::Receiver<String>) {
     });
     (Killed(child), rx)
 }
+
+/// Runs `command` (stderr piped) to completion: its exit code and stderr. Panics if it is
+/// still running after [`STARTUP`], e.g. because a setting it should refuse was accepted.
+pub fn run_to_exit(command: &mut Command) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = Killed(
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until_blocking(&format!("{command:?} to exit"), STARTUP, || {
+        child.0.try_wait().is_ok_and(|s| s.is_some())
+    });
+    let code = child.0.wait().unwrap().code();
+    let mut stderr = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (code, stderr)
+}
