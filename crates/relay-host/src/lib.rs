@@ -59,6 +59,18 @@ pub struct HostConfig {
     pub max_frame: usize,
     /// Browser origins allowed besides localhost ones.
     pub allowed_origins: Vec<String>,
+    /// `VW_ALLOWED_HOSTS`: `Host` names the local API answers besides loopback ones and
+    /// the listen address. Protects against DNS rebinding (a foreign page whose name
+    /// resolves to 127.0.0.1). Default: none.
+    pub allowed_hosts: Vec<String>,
+    /// `VW_RECORD_DIR`: the only directory rules may record (`file`) into. Protects the
+    /// experiment's files from being overwritten through a rule. Default: none, which
+    /// refuses every rule with a `file`.
+    pub record_dir: Option<PathBuf>,
+    /// `VW_API_REMOTE_CHANGES`: let commands from the relay (over a destination on feed
+    /// `api`) add and delete rules. Protects the host's rules from relay users. Default:
+    /// false (remote `list` and `healthcheck` only).
+    pub api_remote_changes: bool,
     /// How long shutdown waits for open requests.
     pub shutdown_grace: Duration,
 }
@@ -71,6 +83,9 @@ impl Default for HostConfig {
             rules_file: None,
             max_frame: DEFAULT_MAX_FRAME,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            record_dir: None,
+            api_remote_changes: false,
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -87,6 +102,9 @@ pub enum HostError {
         /// The operating system's reason.
         source: std::io::Error,
     },
+    /// `VW_RECORD_DIR` is not an existing directory.
+    #[error("{0}")]
+    RecordDir(String),
     /// The rules file could not be read, parsed or applied.
     #[error(transparent)]
     Rules(#[from] RulesFileError),
@@ -103,11 +121,16 @@ pub struct RunningHost {
 impl RunningHost {
     /// Binds, loads the rules file and the `VW_API` rule, and starts serving.
     pub async fn start(config: HostConfig, connector: SharedConnector) -> Result<Self, HostError> {
-        let state = Arc::new(HostState::new(
-            connector,
-            config.api_destination.clone(),
-            config.max_frame,
-        ));
+        let mut state = HostState::new(connector, config.api_destination.clone(), config.max_frame);
+        let record_dir = config
+            .record_dir
+            .as_deref()
+            .map(destinations::canonical_record_dir)
+            .transpose()
+            .map_err(HostError::RecordDir)?;
+        state.destinations.set_record_dir(record_dir);
+        state.api_remote_changes = config.api_remote_changes;
+        let state = Arc::new(state);
         let rules = config.rules_file.as_ref().map(RulesLoader::new);
         if let Some(rules) = &rules {
             rules.apply(&state)?;
@@ -128,6 +151,10 @@ impl RunningHost {
             state.clone(),
             server::OriginPolicy {
                 allowed: config.allowed_origins.clone(),
+            },
+            server::HostPolicy {
+                allowed: config.allowed_hosts.clone(),
+                listen: Some(addr.ip()),
             },
         );
         let shutdown = state.shutdown.clone().cancelled_owned();
