@@ -70,6 +70,14 @@ pub struct HostArgs {
     /// Off: relay users may only list rules (never with tokens) and health-check.
     #[arg(long = "api-remote-changes", env = "VW_API_REMOTE_CHANGES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     api_remote_changes: bool,
+    /// Milliseconds a client may take to send its request headers before the local server
+    /// closes the connection (against slowloris clients). At least 1.
+    #[arg(
+        long = "header-timeout-ms",
+        env = "VW_HEADER_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    header_timeout_ms: u64,
     /// Extra PEM CA file trusted for https/wss destinations (besides the system roots).
     #[arg(long, env = "VW_CA_FILE")]
     ca_file: Option<PathBuf>,
@@ -133,6 +141,9 @@ pub fn run(args: HostArgs) -> ExitCode {
         Ok(ms) => ms.unwrap_or(5000),
         Err(e) => return fail(&e),
     };
+    if args.header_timeout_ms == 0 {
+        return fail("VW_HEADER_TIMEOUT_MS (--header-timeout-ms) must be at least 1");
+    }
     let config = HostConfig {
         listen: SocketAddr::new(args.bind, port),
         api_destination: alias(args.api, "RELAYHOST_API"),
@@ -143,6 +154,7 @@ pub fn run(args: HostArgs) -> ExitCode {
         record_dir: args.record_dir.filter(|d| !d.as_os_str().is_empty()),
         api_remote_changes: args.api_remote_changes,
         shutdown_grace: Duration::from_millis(wait_ms),
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
     };
     let mut connector = SessionConnector::default();
     connector.base.extra_ca_file = args.ca_file;

@@ -13,6 +13,7 @@
 //! - [`destinations`]: destination rules, their relay links and raw recording.
 //! - [`commands`]: the websocket JSON command API and stream rules.
 //! - [`rules_file`]: start-up rules from a TOML/JSON file, reloadable for token rotation.
+//! - [`listener`]: the accept loop, with a header-read timeout.
 //! - [`server`]: the local HTTP routes (`/ts`, `/ws`, `/api/...`, `/healthcheck`).
 //! - [`state`]: what the handlers share.
 //!
@@ -25,6 +26,7 @@ pub mod destinations;
 pub mod hub;
 pub mod ingest;
 pub mod link;
+pub mod listener;
 pub mod rules_file;
 pub mod server;
 pub mod state;
@@ -73,6 +75,10 @@ pub struct HostConfig {
     pub api_remote_changes: bool,
     /// How long shutdown waits for open requests.
     pub shutdown_grace: Duration,
+    /// `VW_HEADER_TIMEOUT_MS`: how long a client may take to send its request headers
+    /// before the connection is closed. Protects against slowloris clients holding
+    /// connections open. Default: 10 s.
+    pub header_timeout: Duration,
 }
 
 impl Default for HostConfig {
@@ -87,6 +93,7 @@ impl Default for HostConfig {
             record_dir: None,
             api_remote_changes: false,
             shutdown_grace: Duration::from_secs(5),
+            header_timeout: listener::DEFAULT_HEADER_TIMEOUT,
         }
     }
 }
@@ -157,15 +164,12 @@ impl RunningHost {
                 listen: Some(addr.ip()),
             },
         );
-        let shutdown = state.shutdown.clone().cancelled_owned();
-        state.tasks.spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(error = %e, "local server failed");
-            }
-        });
+        state.tasks.spawn(listener::serve(
+            listener,
+            app,
+            config.header_timeout,
+            state.shutdown.clone(),
+        ));
         tracing::info!(%addr, "relay host listening");
         Ok(RunningHost {
             addr,
