@@ -54,6 +54,31 @@ pub struct HostArgs {
     /// Localhost origins and non-browser clients are always allowed.
     #[arg(long, env = "VW_ALLOW_ORIGINS", value_delimiter = ',')]
     allow_origin: Vec<String>,
+    /// Extra host names the local API answers (comma-separated, with or without :port),
+    /// besides localhost, 127.0.0.0/8, [::1] and the --bind address. Other `Host` names get
+    /// 403, so a web page whose name rebinds to 127.0.0.1 cannot use the API.
+    #[arg(
+        long = "allowed-hosts",
+        env = "VW_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+    /// The only directory rules may record (`file`) into; relative `file` paths are taken
+    /// from it. Unset: recording is off and a rule with a `file` is refused.
+    #[arg(long = "record-dir", env = "VW_RECORD_DIR")]
+    record_dir: Option<PathBuf>,
+    /// Let commands from the relay (over the VW_API destination) add and delete rules.
+    /// Off: relay users may only list rules (never with tokens) and health-check.
+    #[arg(long = "api-remote-changes", env = "VW_API_REMOTE_CHANGES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    api_remote_changes: bool,
+    /// Milliseconds a client may take to send its request headers before the local server
+    /// closes the connection (against slowloris clients). At least 1.
+    #[arg(
+        long = "header-timeout-ms",
+        env = "VW_HEADER_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    header_timeout_ms: u64,
     /// Extra PEM CA file trusted for https/wss destinations (besides the system roots).
     #[arg(long, env = "VW_CA_FILE")]
     ca_file: Option<PathBuf>,
@@ -125,13 +150,25 @@ pub fn run(args: HostArgs) -> ExitCode {
     ) {
         return fail(&e);
     }
+    let header_timeout = Duration::from_millis(args.header_timeout_ms);
+    if let Err(e) = check_setting(
+        "VW_HEADER_TIMEOUT_MS (--header-timeout-ms)",
+        header_timeout,
+        Zero::Refused,
+    ) {
+        return fail(&e);
+    }
     let config = HostConfig {
         listen: SocketAddr::new(args.bind, port),
         api_destination: alias(args.api, "RELAYHOST_API"),
         rules_file: args.rules,
         max_frame: args.max_frame_bytes,
         allowed_origins: args.allow_origin,
+        allowed_hosts: args.allowed_hosts,
+        record_dir: args.record_dir.filter(|d| !d.as_os_str().is_empty()),
+        api_remote_changes: args.api_remote_changes,
         shutdown_grace,
+        header_timeout,
     };
     let mut connector = SessionConnector::default();
     connector.base.extra_ca_file = args.ca_file;

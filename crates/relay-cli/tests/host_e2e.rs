@@ -136,6 +136,9 @@ async fn start_host(dir: &Path, rules: &Path) -> (Killed, u16) {
         .arg("host")
         .env("VW_PORT", "0")
         .env("VW_RULES", rules)
+        // The rules record the host's output into this directory (recording is off unless
+        // a record directory is set).
+        .env("VW_RECORD_DIR", dir)
         .env("VW_LOG_LEVEL", "info")
         .env("VW_LOG_FILE", dir.join("host.log"));
     let (child, printed) =

@@ -5,9 +5,16 @@
 //! as text on `api` to every other `api` client. Keys are case-insensitive. Every reply,
 //! including errors, is valid JSON built by serde, and nothing in a command can crash the
 //! host (bug B6: the reference dereferenced a missing `rule`).
+//!
+//! Every command carries its [`Origin`]. A command from the relay ([`Origin::Remote`]) is
+//! from whoever holds a token for the relay topic, so it can never name a recording file
+//! or see tokens, and it may add or delete rules only when the operator set
+//! `VW_API_REMOTE_CHANGES=true`. A reply that shows tokens (a local `list` with
+//! `"tokens": true`) is [`Reach::HostOnly`], so it is not carried to the relay.
 
 use crate::destinations::{strip_leading_slash, DestinationRule, DELETE_ALL};
-use crate::hub::{Message, Subscription};
+pub use crate::hub::Origin;
+use crate::hub::{Message, Reach, Subscription};
 use crate::state::HostState;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -77,8 +84,10 @@ pub async fn run(state: Arc<HostState>, mut subscription: Subscription) {
             message = subscription.recv() => message,
         };
         let Some(message) = message else { break };
-        let reply = handle(&state, &message.data);
-        subscription.publish(Message::text(reply.to_string()));
+        let reply = handle(&state, &message.data, message.origin);
+        let mut out = Message::text(reply.body.to_string());
+        out.reach = reply.reach;
+        subscription.publish(out);
     }
 }
 
@@ -86,8 +95,30 @@ fn error(message: impl std::fmt::Display) -> Value {
     json!({ "error": message.to_string() })
 }
 
-/// Runs one command and returns the reply.
-pub fn handle(state: &HostState, raw: &[u8]) -> Value {
+/// What refuses a remote `add` or `delete` without the opt-in.
+pub const REMOTE_CHANGES_OFF: &str = "rule changes from the relay are off; the host operator must set VW_API_REMOTE_CHANGES=true to allow remote add and delete";
+
+/// What refuses a remote rule that names a recording file.
+pub const REMOTE_FILE_REFUSED: &str =
+    "commands from the relay cannot name a recording file; leave \"file\" empty";
+
+/// A command's reply and who may hear it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// The JSON reply.
+    pub body: Value,
+    /// [`Reach::HostOnly`] when the reply shows tokens.
+    pub reach: Reach,
+}
+
+/// Runs one command from `origin` and returns the reply.
+pub fn handle(state: &HostState, raw: &[u8], origin: Origin) -> Reply {
+    let mut reach = Reach::Everyone;
+    let body = run_command(state, raw, origin, &mut reach);
+    Reply { body, reach }
+}
+
+fn run_command(state: &HostState, raw: &[u8], origin: Origin, reach: &mut Reach) -> Value {
     let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(raw) else {
         return error("Unrecognised Command");
     };
@@ -107,18 +138,35 @@ pub fn handle(state: &HostState, raw: &[u8]) -> Value {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let with_tokens = fields
-        .get("tokens")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    // Tokens are for local eyes only: a remote `"tokens": true` is ignored.
+    let with_tokens = origin == Origin::Local
+        && fields
+            .get("tokens")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+    if with_tokens {
+        *reach = Reach::HostOnly;
+    }
     let rule = fields.get("rule");
-    match (text("verb").as_str(), text("what").as_str()) {
+    let verb = text("verb");
+    if origin == Origin::Remote
+        && !state.api_remote_changes
+        && matches!(verb.as_str(), "add" | "delete")
+    {
+        tracing::warn!(verb, what = %text("what"), "rule change from the relay refused (VW_API_REMOTE_CHANGES is off)");
+        return error(REMOTE_CHANGES_OFF);
+    }
+    match (verb.as_str(), text("what").as_str()) {
         ("healthcheck", _) => json!({ "healthcheck": "ok" }),
         ("add", "destination") => {
             let Some(rule) = rule else {
                 return error("add destination needs a rule");
             };
             match DestinationRule::deserialize(rule) {
+                Ok(rule) if origin == Origin::Remote && !rule.file.is_empty() => {
+                    tracing::warn!(id = %rule.id, file = %rule.file, "remote rule naming a recording file refused");
+                    error(REMOTE_FILE_REFUSED)
+                }
                 Ok(rule) => match state.destinations.add(rule) {
                     Ok(stored) => to_value(&stored.redacted()),
                     Err(e) => error(e),

@@ -5,12 +5,16 @@
 //! Rules are keyed by id. Adding a rule with an existing id stops the old connection and
 //! starts the new one, which is how a token is rotated or a destination switched. Other
 //! rules are untouched.
+//!
+//! Recordings (a rule's `file`) are written only inside the operator's record directory
+//! (`VW_RECORD_DIR`); without one, a rule that names a file is refused.
 
-use crate::hub::{Hub, Message, Subscription};
+use crate::hub::{Hub, Message, Reach, Subscription};
 use crate::link::{Link, LinkTarget, SharedConnector};
 use relay_common::shutdown::{wait_for_tasks, CancellationToken, DropGuard, TaskTracker};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -41,6 +45,8 @@ pub struct DestinationRule {
     #[serde(default)]
     pub token: String,
     /// A path to record the outgoing bytes to, raw and unframed; empty records nothing.
+    /// It must resolve inside the record directory (`VW_RECORD_DIR`): relative paths are
+    /// taken from there, absolute ones must lie in it.
     #[serde(default)]
     pub file: String,
 }
@@ -67,6 +73,65 @@ pub enum RuleError {
         /// What kind of URL the rule needs, in words.
         expected: &'static str,
     },
+    /// The rule names a recording file but recording is off or the path leaves the record
+    /// directory.
+    #[error("rule {id:?}: recording to {file:?} refused: {reason}")]
+    Recording {
+        /// The rule's id.
+        id: String,
+        /// The `file` as given.
+        file: String,
+        /// Why, in words (naming `VW_RECORD_DIR` when recording is off).
+        reason: String,
+    },
+}
+
+/// What refuses recordings when no record directory is set.
+pub const RECORDING_OFF: &str =
+    "recording to files is off; the operator must set VW_RECORD_DIR (--record-dir) to a directory for recordings";
+
+/// Where `file` (a rule's recording path) may be written, inside `dir` (canonical).
+///
+/// A relative path is taken from `dir`, an absolute one must lie inside it; `..` is
+/// refused, the parent directory must already exist inside `dir` once symlinks are
+/// resolved, and an existing file must be a regular file, not a symlink.
+pub fn resolve_recording(dir: Option<&Path>, file: &str) -> Result<PathBuf, String> {
+    let Some(dir) = dir else {
+        return Err(RECORDING_OFF.to_string());
+    };
+    let path = Path::new(file);
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
+    {
+        return Err("the path may not contain \"..\"".to_string());
+    }
+    let candidate = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        dir.join(path)
+    };
+    let Some(name) = candidate.file_name() else {
+        return Err("the path names no file".to_string());
+    };
+    let parent = candidate.parent().unwrap_or(dir);
+    let parent = parent
+        .canonicalize()
+        .map_err(|e| format!("its directory {parent:?} is not usable: {e}"))?;
+    if !parent.starts_with(dir) {
+        return Err(format!(
+            "the path is outside the record directory {dir:?} (symlinks resolved)"
+        ));
+    }
+    let resolved = parent.join(name);
+    match std::fs::symlink_metadata(&resolved) {
+        Ok(meta) if !meta.file_type().is_file() => Err(format!(
+            "{resolved:?} exists and is not a regular file (symlinks are refused)"
+        )),
+        Ok(_) => Ok(resolved),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(resolved),
+        Err(e) => Err(format!("cannot inspect {resolved:?}: {e}")),
+    }
 }
 
 impl DestinationRule {
@@ -119,6 +184,18 @@ impl DestinationRule {
     }
 }
 
+/// Checks the record directory (`VW_RECORD_DIR`) exists and is a directory, and returns
+/// its canonical path (symlinks resolved) for [`Destinations::set_record_dir`].
+pub fn canonical_record_dir(dir: &Path) -> Result<PathBuf, String> {
+    let canonical = dir
+        .canonicalize()
+        .map_err(|e| format!("VW_RECORD_DIR {dir:?} is not usable: {e}"))?;
+    if !canonical.is_dir() {
+        return Err(format!("VW_RECORD_DIR {dir:?} is not a directory"));
+    }
+    Ok(canonical)
+}
+
 /// Strips one leading `/`, as the reference does for stream names.
 pub fn strip_leading_slash(name: &str) -> String {
     name.strip_prefix('/').unwrap_or(name).to_string()
@@ -149,6 +226,8 @@ pub struct Destinations {
     running: Mutex<BTreeMap<String, Running>>,
     /// Every destination task, so [`Destinations::stop_all`] can wait for them.
     tasks: TaskTracker,
+    /// The canonical record directory; `None` refuses every rule with a `file`.
+    record_dir: Option<PathBuf>,
 }
 
 impl Destinations {
@@ -159,7 +238,14 @@ impl Destinations {
             connector,
             running: Mutex::new(BTreeMap::new()),
             tasks: TaskTracker::new(),
+            record_dir: None,
         }
+    }
+
+    /// Sets the record directory (`VW_RECORD_DIR`), which must already be canonical (see
+    /// [`canonical_record_dir`]); `None` turns recording off.
+    pub fn set_record_dir(&mut self, dir: Option<PathBuf>) {
+        self.record_dir = dir;
     }
 
     /// Starts `rule`, replacing (and disconnecting) any rule with the same id. Returns the
@@ -167,6 +253,19 @@ impl Destinations {
     pub fn add(&self, rule: DestinationRule) -> Result<DestinationRule, RuleError> {
         let rule = rule.normalised();
         rule.validate()?;
+        let recording = if rule.file.is_empty() {
+            None
+        } else {
+            let path =
+                resolve_recording(self.record_dir.as_deref(), &rule.file).map_err(|reason| {
+                    RuleError::Recording {
+                        id: rule.id.clone(),
+                        file: rule.file.clone(),
+                        reason,
+                    }
+                })?;
+            Some(path)
+        };
         let subscription = self.hub.subscribe(&rule.stream, DESTINATION_QUEUE);
         let link = self.connector.open(LinkTarget {
             destination: rule.destination.clone(),
@@ -176,6 +275,7 @@ impl Destinations {
         let connected = link.connected.clone();
         self.tasks.spawn(run_destination(
             rule.clone(),
+            recording,
             subscription,
             link,
             stop.clone(),
@@ -266,16 +366,21 @@ impl Destinations {
 /// Moves messages between the hub and the link until the rule is stopped.
 async fn run_destination(
     rule: DestinationRule,
+    recording: Option<PathBuf>,
     mut subscription: Subscription,
     mut link: Link,
     stopped: CancellationToken,
 ) {
-    let mut recorder = Recorder::open(&rule.file).await;
+    let mut recorder = Recorder::open(recording).await;
     loop {
         tokio::select! {
             () = stopped.cancelled() => break,
             message = subscription.recv() => {
                 let Some(message) = message else { break };
+                // Host-only messages (a command reply showing tokens) never leave the host.
+                if message.reach == Reach::HostOnly {
+                    continue;
+                }
                 recorder.record(&message).await;
                 // While disconnected the message is dropped: the relay gets live data only.
                 if *link.connected.borrow() && link.outgoing.try_send(message).is_err() {
@@ -284,7 +389,7 @@ async fn run_destination(
             }
             message = link.incoming.recv() => {
                 let Some(message) = message else { break };
-                subscription.publish(message);
+                subscription.publish(message.from_relay());
             }
         }
     }
@@ -294,28 +399,34 @@ async fn run_destination(
 /// Raw recording of outgoing messages: bytes appended with no framing, as the reference.
 struct Recorder {
     file: Option<tokio::fs::File>,
-    path: String,
+    path: PathBuf,
 }
 
 impl Recorder {
-    async fn open(path: &str) -> Self {
-        if path.is_empty() {
+    /// Creates (or truncates) the file at `path`, a path from [`resolve_recording`].
+    async fn open(path: Option<PathBuf>) -> Self {
+        let Some(path) = path else {
             return Recorder {
                 file: None,
-                path: String::new(),
+                path: PathBuf::new(),
             };
-        }
-        let file = match tokio::fs::File::create(path).await {
-            Ok(file) => Some(file),
-            Err(e) => {
-                tracing::error!(path, error = %e, "cannot create recording file; not recording");
+        };
+        // Checked again just before opening: a symlink put there since the rule was added
+        // is not followed.
+        let file = match tokio::fs::symlink_metadata(&path).await {
+            Ok(meta) if !meta.file_type().is_file() => {
+                tracing::error!(path = %path.display(), "recording path is not a regular file; not recording");
                 None
             }
+            _ => match tokio::fs::File::create(&path).await {
+                Ok(file) => Some(file),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot create recording file; not recording");
+                    None
+                }
+            },
         };
-        Recorder {
-            file,
-            path: path.to_string(),
-        }
+        Recorder { file, path }
     }
 
     async fn record(&mut self, message: &Message) {
@@ -327,7 +438,7 @@ impl Recorder {
             Err(e) => Err(e),
         };
         if let Err(e) = written {
-            tracing::error!(path = %self.path, error = %e, "recording failed; recording stopped");
+            tracing::error!(path = %self.path.display(), error = %e, "recording failed; recording stopped");
             self.file = None;
         }
     }
@@ -411,7 +522,8 @@ mod tests {
 
     #[tokio::test]
     async fn messages_flow_both_ways_and_outgoing_is_recorded() {
-        let (hub, connector, d) = setup();
+        let (hub, connector, mut d) = setup();
+        d.set_record_dir(Some(canonical_record_dir(&std::env::temp_dir()).unwrap()));
         let dir = std::env::temp_dir().join(format!("relay-host-rec-{}", uuid::Uuid::new_v4()));
         let mut r = rule("a", "data");
         r.file = dir.to_string_lossy().into_owned();
@@ -428,7 +540,11 @@ mod tests {
             Some(Message::text("here we go again"))
         );
         relay.reply.send(Message::text("reply")).await.unwrap();
-        assert_eq!(local.recv().await, Some(Message::text("reply")));
+        // What the relay sends is marked as remote (the command API's trust boundary).
+        assert_eq!(
+            local.recv().await,
+            Some(Message::text("reply").from_relay())
+        );
         d.delete("a");
         let recorded = tokio::fs::read(&dir).await.unwrap();
         assert_eq!(recorded, b"test messagehere we go again");

@@ -33,6 +33,30 @@ pub enum Kind {
     Binary,
 }
 
+/// Where a message entered the host: the trust boundary of the command API on feed `api`.
+///
+/// Local programs (`/ws`, `/ts`, the REST API) are trusted with the whole host; relay users
+/// whose messages arrive through a destination are not: their commands can never name
+/// files or see tokens, and change rules only with `VW_API_REMOTE_CHANGES`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// From a program on the host's own port (or made by the host itself).
+    #[default]
+    Local,
+    /// From the relay, through a destination's link.
+    Remote,
+}
+
+/// Who may receive a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Reach {
+    /// Every subscriber of the topic, including destinations (so the relay hears it).
+    #[default]
+    Everyone,
+    /// Local subscribers only; destinations drop it (a command reply that shows tokens).
+    HostOnly,
+}
+
 /// One message on a topic. The payload is shared (not copied) by every receiver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -40,6 +64,10 @@ pub struct Message {
     pub kind: Kind,
     /// The payload bytes (valid UTF-8 for text messages).
     pub data: Bytes,
+    /// Where the message came from; [`Origin::Local`] unless marked with [`Message::from_relay`].
+    pub origin: Origin,
+    /// Who may receive it; [`Reach::Everyone`] unless marked with [`Message::host_only`].
+    pub reach: Reach,
 }
 
 impl Message {
@@ -48,6 +76,8 @@ impl Message {
         Message {
             kind: Kind::Text,
             data: data.into(),
+            origin: Origin::Local,
+            reach: Reach::Everyone,
         }
     }
 
@@ -56,7 +86,21 @@ impl Message {
         Message {
             kind: Kind::Binary,
             data: data.into(),
+            origin: Origin::Local,
+            reach: Reach::Everyone,
         }
+    }
+
+    /// The message marked as received from the relay ([`Origin::Remote`]).
+    pub fn from_relay(mut self) -> Self {
+        self.origin = Origin::Remote;
+        self
+    }
+
+    /// The message marked for local subscribers only ([`Reach::HostOnly`]).
+    pub fn host_only(mut self) -> Self {
+        self.reach = Reach::HostOnly;
+        self
     }
 }
 

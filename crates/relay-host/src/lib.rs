@@ -13,6 +13,7 @@
 //! - [`destinations`]: destination rules, their relay links and raw recording.
 //! - [`commands`]: the websocket JSON command API and stream rules.
 //! - [`rules_file`]: start-up rules from a TOML/JSON file, reloadable for token rotation.
+//! - [`listener`]: the accept loop, with a header-read timeout.
 //! - [`server`]: the local HTTP routes (`/ts`, `/ws`, `/api/...`, `/healthcheck`).
 //! - [`state`]: what the handlers share.
 //!
@@ -25,6 +26,7 @@ pub mod destinations;
 pub mod hub;
 pub mod ingest;
 pub mod link;
+pub mod listener;
 pub mod rules_file;
 pub mod server;
 pub mod state;
@@ -59,8 +61,24 @@ pub struct HostConfig {
     pub max_frame: usize,
     /// Browser origins allowed besides localhost ones.
     pub allowed_origins: Vec<String>,
+    /// `VW_ALLOWED_HOSTS`: `Host` names the local API answers besides loopback ones and
+    /// the listen address. Protects against DNS rebinding (a foreign page whose name
+    /// resolves to 127.0.0.1). Default: none.
+    pub allowed_hosts: Vec<String>,
+    /// `VW_RECORD_DIR`: the only directory rules may record (`file`) into. Protects the
+    /// experiment's files from being overwritten through a rule. Default: none, which
+    /// refuses every rule with a `file`.
+    pub record_dir: Option<PathBuf>,
+    /// `VW_API_REMOTE_CHANGES`: let commands from the relay (over a destination on feed
+    /// `api`) add and delete rules. Protects the host's rules from relay users. Default:
+    /// false (remote `list` and `healthcheck` only).
+    pub api_remote_changes: bool,
     /// How long shutdown waits for open requests.
     pub shutdown_grace: Duration,
+    /// `VW_HEADER_TIMEOUT_MS`: how long a client may take to send its request headers
+    /// before the connection is closed. Protects against slowloris clients holding
+    /// connections open. Default: 10 s.
+    pub header_timeout: Duration,
 }
 
 impl Default for HostConfig {
@@ -71,7 +89,11 @@ impl Default for HostConfig {
             rules_file: None,
             max_frame: DEFAULT_MAX_FRAME,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            record_dir: None,
+            api_remote_changes: false,
             shutdown_grace: Duration::from_secs(5),
+            header_timeout: listener::DEFAULT_HEADER_TIMEOUT,
         }
     }
 }
@@ -87,6 +109,9 @@ pub enum HostError {
         /// The operating system's reason.
         source: std::io::Error,
     },
+    /// `VW_RECORD_DIR` is not an existing directory.
+    #[error("{0}")]
+    RecordDir(String),
     /// The rules file could not be read, parsed or applied.
     #[error(transparent)]
     Rules(#[from] RulesFileError),
@@ -103,11 +128,16 @@ pub struct RunningHost {
 impl RunningHost {
     /// Binds, loads the rules file and the `VW_API` rule, and starts serving.
     pub async fn start(config: HostConfig, connector: SharedConnector) -> Result<Self, HostError> {
-        let state = Arc::new(HostState::new(
-            connector,
-            config.api_destination.clone(),
-            config.max_frame,
-        ));
+        let mut state = HostState::new(connector, config.api_destination.clone(), config.max_frame);
+        let record_dir = config
+            .record_dir
+            .as_deref()
+            .map(destinations::canonical_record_dir)
+            .transpose()
+            .map_err(HostError::RecordDir)?;
+        state.destinations.set_record_dir(record_dir);
+        state.api_remote_changes = config.api_remote_changes;
+        let state = Arc::new(state);
         let rules = config.rules_file.as_ref().map(RulesLoader::new);
         if let Some(rules) = &rules {
             rules.apply(&state)?;
@@ -129,16 +159,17 @@ impl RunningHost {
             server::OriginPolicy {
                 allowed: config.allowed_origins.clone(),
             },
+            server::HostPolicy {
+                allowed: config.allowed_hosts.clone(),
+                listen: Some(addr.ip()),
+            },
         );
-        let shutdown = state.shutdown.clone().cancelled_owned();
-        state.tasks.spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(error = %e, "local server failed");
-            }
-        });
+        state.tasks.spawn(listener::serve(
+            listener,
+            app,
+            config.header_timeout,
+            state.shutdown.clone(),
+        ));
         tracing::info!(%addr, "relay host listening");
         Ok(RunningHost {
             addr,

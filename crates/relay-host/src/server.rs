@@ -4,7 +4,10 @@
 //!
 //! It listens on 127.0.0.1 by default (the reference listened on all interfaces with no
 //! authentication, B14), and refuses browser requests from other origins, so a web page
-//! cannot reconfigure the experiment or read its tokens.
+//! cannot reconfigure the experiment or read its tokens. It also refuses requests whose
+//! `Host` is not a loopback name or address, the listen address or a configured name
+//! (`VW_ALLOWED_HOSTS`): a page whose own name was rebound to 127.0.0.1 (DNS rebinding)
+//! is same-origin for the browser, so only `Host` still shows the foreign name.
 
 use crate::commands::{self, add_stream_rule, StreamRule, API_FEED};
 use crate::destinations::{strip_leading_slash, DestinationRule, DELETE_ALL};
@@ -21,6 +24,7 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -57,9 +61,67 @@ impl OriginPolicy {
     }
 }
 
+/// Which `Host` names the local API answers (against DNS rebinding). Requests without
+/// `Host` (not from a browser) are allowed.
+#[derive(Debug, Clone, Default)]
+pub struct HostPolicy {
+    /// Extra host names (`VW_ALLOWED_HOSTS`), with or without `:port`, compared without case.
+    pub allowed: Vec<String>,
+    /// The listen address, allowed as a literal when it is a specific (not unspecified) IP.
+    pub listen: Option<IpAddr>,
+}
+
+impl HostPolicy {
+    /// Whether a `Host` header value names this host: `localhost`, a 127.0.0.0/8 or `[::1]`
+    /// address, the listen address, or a configured name, each with or without a port.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        let name = if let Some(rest) = host.strip_prefix('[') {
+            let Some((inside, after)) = rest.split_once(']') else {
+                return false;
+            };
+            if !(after.is_empty() || is_port(after)) {
+                return false;
+            }
+            inside
+        } else {
+            match host.rsplit_once(':') {
+                Some((name, port)) if is_port(&format!(":{port}")) => name,
+                Some(_) => return false,
+                None => host.as_str(),
+            }
+        };
+        if name == "localhost" {
+            return true;
+        }
+        if let Ok(ip) = name.parse::<IpAddr>() {
+            if ip.is_loopback() || self.listen.is_some_and(|l| !l.is_unspecified() && l == ip) {
+                return true;
+            }
+        }
+        self.allowed.iter().any(|allowed| {
+            let allowed = allowed.trim().to_ascii_lowercase();
+            allowed == name || allowed == host
+        })
+    }
+}
+
+/// `:digits` (a port suffix).
+fn is_port(text: &str) -> bool {
+    text.strip_prefix(':')
+        .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// The local API's browser checks: `Origin` and `Host`.
+#[derive(Debug, Clone, Default)]
+struct LocalPolicy {
+    origins: OriginPolicy,
+    hosts: HostPolicy,
+}
+
 /// Builds the router for a host.
-pub fn router(state: Arc<HostState>, origins: OriginPolicy) -> Router {
-    let origins = Arc::new(origins);
+pub fn router(state: Arc<HostState>, origins: OriginPolicy, hosts: HostPolicy) -> Router {
+    let origins = Arc::new(LocalPolicy { origins, hosts });
     Router::new()
         .route("/api", any(|| async { StatusCode::OK }))
         .route("/api/destinations", any(add_destination))
@@ -75,13 +137,26 @@ pub fn router(state: Arc<HostState>, origins: OriginPolicy) -> Router {
 }
 
 async fn check_origin(
-    State(origins): State<Arc<OriginPolicy>>,
+    State(policy): State<Arc<LocalPolicy>>,
     request: Request,
     next: Next,
 ) -> Response {
+    if let Some(host) = request.headers().get(header::HOST) {
+        let host = String::from_utf8_lossy(host.as_bytes());
+        if !policy.hosts.allows(&host) {
+            tracing::warn!(host = %host, path = %request.uri().path(), "request for a foreign host name refused");
+            return (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "host name {host:?} is not allowed: use localhost or 127.0.0.1, or add the name to VW_ALLOWED_HOSTS\n"
+                ),
+            )
+                .into_response();
+        }
+    }
     if let Some(origin) = request.headers().get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        if !origins.allows(origin) {
+        if !policy.origins.allows(origin) {
             tracing::warn!(origin, path = %request.uri().path(), "request from a foreign origin refused");
             return (
                 StatusCode::FORBIDDEN,
@@ -344,6 +419,47 @@ pub fn spawn_command_api(state: &Arc<HostState>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_policy_allows_loopback_listen_and_listed_names_only() {
+        let policy = HostPolicy {
+            allowed: vec!["Lab-PC".into(), "lab.example:8080".into()],
+            listen: Some("192.168.1.5".parse().unwrap()),
+        };
+        for good in [
+            "localhost",
+            "localhost:8888",
+            "127.0.0.1",
+            "127.9.9.9:1",
+            "[::1]",
+            "[::1]:8888",
+            "192.168.1.5:8888",
+            "lab-pc",
+            "LAB-PC:8888",
+            "lab.example:8080",
+        ] {
+            assert!(policy.allows(good), "{good}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8888",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "10.0.0.1",
+            "[::2]:80",
+            "[::1]x",
+            "localhost:port",
+            "lab.example:9090",
+            "",
+        ] {
+            assert!(!policy.allows(bad), "{bad}");
+        }
+        let any = HostPolicy {
+            allowed: vec![],
+            listen: Some("0.0.0.0".parse().unwrap()),
+        };
+        assert!(!any.allows("0.0.0.0"));
+    }
 
     #[test]
     fn origin_policy_allows_local_origins_and_listed_ones_only() {

@@ -17,6 +17,10 @@ pub struct HostState {
     pub api_rule: Option<DestinationRule>,
     /// Largest message `/ts` ingest publishes; longer bursts are split.
     pub max_frame: usize,
+    /// `VW_API_REMOTE_CHANGES`: whether commands from the relay (over a destination on feed
+    /// `api`) may add and delete rules. Off by default: a relay user may only list rules
+    /// (never with tokens) and health-check.
+    pub api_remote_changes: bool,
     /// Cancelled at shutdown: the listener stops accepting, local websocket clients are
     /// closed with "going away" and the command API stops.
     pub shutdown: CancellationToken,
@@ -49,6 +53,7 @@ impl HostState {
             hub,
             api_rule,
             max_frame,
+            api_remote_changes: false,
             shutdown: CancellationToken::new(),
             stop_now: CancellationToken::new(),
             tasks: TaskTracker::new(),

@@ -254,7 +254,7 @@ async fn the_last_burst_arrives_when_the_poster_hangs_up_without_reading_the_rep
     let mut tcp = tokio::net::TcpStream::connect(host.local_addr())
         .await
         .unwrap();
-    tcp.write_all(b"POST /ts/video HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    tcp.write_all(b"POST /ts/video HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     tcp.write_all(b"5\r\nfirst\r\n").await.unwrap();
