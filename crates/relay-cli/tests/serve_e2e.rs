@@ -172,3 +172,55 @@ fn missing_configuration_is_reported_per_variable() {
         assert!(stderr.contains(&format!("You must set {name}")), "{stderr}");
     }
 }
+
+/// A relay configured with every required setting, on free ports, logging to stderr.
+fn configured_serve() -> Command {
+    let mut cmd = Command::new(RELAY);
+    cmd.arg("serve");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RELAY_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RELAY_LOG_FILE", "stderr")
+        .env("RELAY_AUDIENCE", "http://127.0.0.1")
+        .env("RELAY_URL", "ws://127.0.0.1")
+        .env(
+            "RELAY_SECRET",
+            "a-secret-that-is-long-enough-for-production",
+        )
+        .env("RELAY_BIND", "127.0.0.1")
+        .env("RELAY_PORT_ACCESS", "0")
+        .env("RELAY_PORT_RELAY", "0");
+    cmd
+}
+
+/// Issue 13, items 5 and 7: a zero code cap and an unreadable state file stop the start-up
+/// with exit 1 and a message naming the setting or the file (never a panic).
+#[test]
+fn bad_code_caps_and_a_corrupt_state_file_are_start_up_errors() {
+    let out = configured_serve()
+        .env("RELAY_MAX_CODES_PER_BOOKING", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("RELAY_MAX_CODES_PER_BOOKING (--max-codes-per-booking) must be at least 1"),
+        "{stderr}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("relay-e2e-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("deny-list.json");
+    std::fs::write(&file, b"{ broken").unwrap();
+    let out = configured_serve()
+        .arg(format!("--state-dir={}", dir.display()))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
