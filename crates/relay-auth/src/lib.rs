@@ -20,8 +20,8 @@ pub mod deny;
 pub mod ticket;
 
 pub use claims::{mint, Audience, Claims, TokenError, Verifier};
-pub use codes::{CodeError, CodeStore};
-pub use deny::DenyStore;
+pub use codes::{CodeError, CodeLimits, CodeStore, SubmitError};
+pub use deny::{BookingDenied, DenyStore};
 /// Seconds since the Unix epoch, for the `now` that every time-checking function here takes.
 pub use relay_common::clock::unix_now;
 pub use ticket::Ticket;

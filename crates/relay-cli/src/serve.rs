@@ -94,6 +94,18 @@ pub struct ServeArgs {
     /// Require the relay:stats scope to join the `stats` topic.
     #[arg(long, env = "RELAY_STATS_REQUIRE_SCOPE", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     stats_require_scope: bool,
+    /// Most unused one-time codes one booking may have waiting (at least 1); more session
+    /// requests get 429 until codes are used or expire (30 s).
+    #[arg(long, env = "RELAY_MAX_CODES_PER_BOOKING", default_value_t = relay_auth::codes::DEFAULT_MAX_CODES_PER_BOOKING)]
+    max_codes_per_booking: usize,
+    /// Most unused one-time codes waiting in total (at least 1); more get 503.
+    #[arg(long, env = "RELAY_MAX_CODES", default_value_t = relay_auth::codes::DEFAULT_MAX_CODES)]
+    max_codes: usize,
+    /// Directory for the relay's state (the deny list, reloaded at start-up so a cancelled
+    /// booking stays refused after a restart). Default: none, denies are kept in memory
+    /// only (--dev: a fresh temporary directory).
+    #[arg(long, env = "RELAY_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     /// PEM certificate chain: serve TLS on both ports.
     #[arg(long, env = "RELAY_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -149,6 +161,19 @@ fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Ve
             }
         }
     }
+    for (value, name) in [
+        (args.max_codes_per_booking, "RELAY_MAX_CODES_PER_BOOKING"),
+        (args.max_codes, "RELAY_MAX_CODES"),
+    ] {
+        if value == 0 {
+            missing.push(format!(
+                "{name} (--{}) must be at least 1",
+                name.trim_start_matches("RELAY_")
+                    .to_ascii_lowercase()
+                    .replace('_', "-")
+            ));
+        }
+    }
     if !missing.is_empty() {
         return Err(missing);
     }
@@ -191,6 +216,9 @@ fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Ve
         .cloned()
         .collect();
     cfg.stats_require_scope = args.stats_require_scope;
+    cfg.max_codes_per_booking = args.max_codes_per_booking;
+    cfg.max_codes = args.max_codes;
+    cfg.state_dir = args.state_dir.clone();
     cfg.tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert: cert.clone(),
@@ -209,7 +237,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         logging::init(args.log_level, args.log_format, &args.log_file);
     }
     let dev_secret = args.dev.then(random_secret);
-    let cfg = match config(&args, dev_secret.as_deref()) {
+    let mut cfg = match config(&args, dev_secret.as_deref()) {
         Ok(cfg) => cfg,
         Err(missing) => {
             for m in missing {
@@ -224,6 +252,28 @@ pub fn run(args: ServeArgs) -> ExitCode {
             tracing::warn!("{warning}");
             eprintln!("relay serve: warning: {warning}");
         }
+    }
+    // --dev keeps its deny list in a fresh temporary directory, removed at exit.
+    let _dev_state = match (args.dev, &cfg.state_dir) {
+        (true, None) => match tempfile::Builder::new()
+            .prefix("relay-dev-state-")
+            .tempdir()
+        {
+            Ok(dir) => {
+                cfg.state_dir = Some(dir.path().to_owned());
+                Some(dir)
+            }
+            Err(e) => {
+                eprintln!("relay serve: cannot create a temporary state directory: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    if cfg.state_dir.is_none() {
+        tracing::warn!(
+            "RELAY_STATE_DIR is not set: denied bookings are kept in memory only and will not survive a restart"
+        );
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

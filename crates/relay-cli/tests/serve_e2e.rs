@@ -254,3 +254,24 @@ fn a_short_secret_is_warned_about() {
     assert!(warned, "no short-secret warning; stderr: {seen:#?}");
     assert!(child.0.try_wait().unwrap().is_none(), "it must still start");
 }
+
+/// Issue 13, items 5 and 7: a zero code cap and an unreadable state file stop the start-up
+/// with exit 1 and a message naming the setting or the file (never a panic).
+#[test]
+fn bad_code_caps_and_a_corrupt_state_file_are_start_up_errors() {
+    let (code, stderr) = refused_start(&[("RELAY_MAX_CODES_PER_BOOKING", "0")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("RELAY_MAX_CODES_PER_BOOKING (--max-codes-per-booking) must be at least 1"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deny-list.json");
+    std::fs::write(&file, b"{ broken").unwrap();
+    let state_dir = dir.path().display().to_string();
+    let (code, stderr) = refused_start(&[("RELAY_STATE_DIR", &state_dir)]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

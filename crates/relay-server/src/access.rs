@@ -143,11 +143,14 @@ fn issue_code(state: &AppState, session_id: &str, headers: &HeaderMap) -> Result
     if claims.booking_id.is_empty() && !state.config.allow_no_booking_id {
         return Err(Refusal::NoBookingId);
     }
+    // Refuse if denied, else record as allowed: one step, which never removes a deny
+    // entry, so a request racing `POST /bids/deny` cannot undo it.
     state
         .deny
-        .allow(&claims.booking_id, claims.exp.unwrap_or_default());
+        .admit(&claims.booking_id, claims.exp.unwrap_or_default())
+        .map_err(|_| Refusal::Denied(Endpoint::SessionAccess))?;
     match connection {
-        Ok(_) => Ok(code_uri(state, ticket)),
+        Ok(_) => code_uri(state, ticket),
         // As ever, the answer names the token's own connection type, which the relay port
         // refuses (404) before it reads the code; so no ticket is stored for it.
         Err(UnknownConnectionType(prefix)) => Ok(format!(
@@ -158,16 +161,20 @@ fn issue_code(state: &AppState, session_id: &str, headers: &HeaderMap) -> Result
     }
 }
 
-/// Store `ticket` under a fresh code and return the websocket URI that redeems it.
-fn code_uri(state: &AppState, ticket: Ticket) -> String {
+/// Store `ticket` under a fresh code and return the websocket URI that redeems it; refused
+/// when the booking or the relay has too many unused codes waiting.
+fn code_uri(state: &AppState, ticket: Ticket) -> Result<String, Refusal> {
     let path = format!(
         "{}/{}/{}",
         ticket.relay(),
         ticket.connection(),
         ticket.topic()
     );
-    let code = state.codes.submit(ticket, state.now_instant());
-    format!("{path}?code={code}")
+    let code = state
+        .codes
+        .submit(ticket, state.now_instant())
+        .map_err(Refusal::TooManyCodes)?;
+    Ok(format!("{path}?code={code}"))
 }
 
 #[derive(Deserialize)]
@@ -251,7 +258,7 @@ fn issue_shell_code(
         }
         ShellRole::Host | ShellRole::Stats => ticket,
     };
-    Ok(code_uri(state, ticket))
+    code_uri(state, ticket)
 }
 
 /// Query of the deny/allow routes. Both are strings here so that missing and malformed
@@ -324,7 +331,25 @@ async fn deny(
     let codes = state.codes.delete_by_booking_id(&bid);
     let closed = state.hub.deny(&bid);
     tracing::info!(booking_id = %bid, exp, codes_deleted = codes, connections_closed = closed, "booking denied");
-    Ok(StatusCode::NO_CONTENT)
+    saved(&state, "booking denied").await
+}
+
+/// Save the deny list after a change; a failure is a 500 that says the change is in force
+/// but will not survive a restart.
+async fn saved(state: &Arc<AppState>, what: &str) -> Result<StatusCode, ApiError> {
+    match state.save_deny_list().await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot save the deny list");
+            Err(ApiError::with_reason(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!(
+                    "{what}, but the deny list could not be saved: the change is lost on restart"
+                ),
+                e.to_string(),
+            ))
+        }
+    }
 }
 
 /// `POST /bids/allow?bid=…&exp=…`: take the booking off the deny list.
@@ -343,7 +368,7 @@ async fn allow(
     }
     state.deny.allow(&bid, exp);
     tracing::info!(booking_id = %bid, exp, "booking allowed");
-    Ok(StatusCode::NO_CONTENT)
+    saved(&state, "booking allowed").await
 }
 
 async fn deny_list(

@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use relay_auth::{CodeError, Ticket, TokenError};
+use relay_auth::{CodeError, SubmitError, Ticket, TokenError};
 use relay_common::connection::ConnectionType;
 
 /// Where a request is admitted; the wording of some refusals depends on it.
@@ -86,6 +86,9 @@ pub enum Refusal {
     HostAndClientScope,
     /// A shell client arrived while its host's management connection is away.
     HostOffline(String),
+    /// No code could be issued: the booking (429) or the whole relay (503) has too many
+    /// unused codes waiting (`RELAY_MAX_CODES_PER_BOOKING`, `RELAY_MAX_CODES`).
+    TooManyCodes(SubmitError),
 }
 
 impl Refusal {
@@ -114,6 +117,8 @@ impl Refusal {
             Refusal::NoBookingId => "no_booking_id",
             Refusal::HostAndClientScope => "bad_scope",
             Refusal::HostOffline(_) => "host_offline",
+            Refusal::TooManyCodes(SubmitError::BookingFull(_)) => "too_many_codes",
+            Refusal::TooManyCodes(SubmitError::StoreFull(_)) => "codes_full",
         }
     }
 
@@ -196,6 +201,16 @@ impl Refusal {
             Refusal::HostOffline(host) => ApiError::new(
                 S::SERVICE_UNAVAILABLE,
                 format!("shell host {host:?} is not connected"),
+            ),
+            Refusal::TooManyCodes(e @ SubmitError::BookingFull(_)) => ApiError::with_reason(
+                S::TOO_MANY_REQUESTS,
+                "too many unused codes for this booking; use or let expire the ones issued",
+                e.to_string(),
+            ),
+            Refusal::TooManyCodes(e @ SubmitError::StoreFull(_)) => ApiError::with_reason(
+                S::SERVICE_UNAVAILABLE,
+                "the relay is issuing too many codes; try again shortly",
+                e.to_string(),
             ),
         }
     }
@@ -292,5 +307,23 @@ mod tests {
         );
         assert_eq!(Refusal::HostOffline("h".into()).label(), "host_offline");
         assert_eq!(Refusal::NoShellScope.label(), "no_scope");
+        assert_eq!(
+            body(Refusal::TooManyCodes(SubmitError::BookingFull(64))),
+            (
+                429,
+                r#"{"code":429,"message":"too many unused codes for this booking; use or let expire the ones issued","reason":"booking already has 64 unused codes waiting"}"#.into()
+            )
+        );
+        assert_eq!(
+            Refusal::TooManyCodes(SubmitError::StoreFull(1)).label(),
+            "codes_full"
+        );
+        assert_eq!(
+            Refusal::TooManyCodes(SubmitError::StoreFull(1))
+                .into_api_error()
+                .status
+                .as_u16(),
+            503
+        );
     }
 }

@@ -67,6 +67,19 @@ pub struct ServerConfig {
     pub leeway_secs: u64,
     /// Lifetime of one-time codes.
     pub code_ttl: Duration,
+    /// Most one-time codes waiting (issued, not yet used or expired) for one booking id
+    /// (`RELAY_MAX_CODES_PER_BOOKING`, default 64, at least 1): one valid token cannot fill
+    /// the code store. Tokens without a booking id share one such cap. Over it, the
+    /// access API answers 429.
+    pub max_codes_per_booking: usize,
+    /// Most one-time codes waiting in total (`RELAY_MAX_CODES`, default 100,000, at least
+    /// 1): bounds the store's memory whatever the number of tokens. Over it, 503.
+    pub max_codes: usize,
+    /// Directory of the relay's state file (`RELAY_STATE_DIR`): the deny list is saved
+    /// there on every change and reloaded at start-up, so a cancelled booking stays
+    /// refused after a restart. `None` (the default): in memory only, and a restart
+    /// forgets every deny.
+    pub state_dir: Option<PathBuf>,
     /// Browser origins allowed (CORS on the access API, `Origin` on upgrades). Empty: any.
     pub allowed_origins: Vec<String>,
     /// Require the `relay:stats` scope to join the `stats` topic (the reference did not).
@@ -110,6 +123,9 @@ impl ServerConfig {
             coalesce_binary: false,
             leeway_secs: 0,
             code_ttl: relay_auth::codes::DEFAULT_CODE_TTL,
+            max_codes_per_booking: relay_auth::codes::DEFAULT_MAX_CODES_PER_BOOKING,
+            max_codes: relay_auth::codes::DEFAULT_MAX_CODES,
+            state_dir: None,
             allowed_origins: Vec::new(),
             stats_require_scope: false,
             tls: None,

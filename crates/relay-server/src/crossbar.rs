@@ -103,9 +103,9 @@ async fn entry(
 ) -> Response {
     let (prefix, topic) = parse_path(uri.path());
     match admit(&state, &prefix, &topic, &headers, query, upgrade) {
-        Ok((ticket, upgrade)) => {
+        Ok(admitted) => {
             state.metrics.handshake("ok");
-            upgrade_to_connection(state, ticket, topic, &headers, peer, upgrade)
+            upgrade_to_connection(state, admitted, topic, &headers, peer)
         }
         Err(refusal) => {
             state.metrics.handshake(refusal.label());
@@ -131,7 +131,7 @@ fn admit(
     headers: &HeaderMap,
     query: Result<Query<CodeQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<(Ticket, WebSocketUpgrade), Refusal> {
+) -> Result<Admitted, Refusal> {
     let connection = prefix
         .parse::<ConnectionType>()
         .map_err(|UnknownConnectionType(prefix)| Refusal::UnknownConnectionType(prefix))?;
@@ -152,10 +152,32 @@ fn admit(
     if ticket.connection() != connection {
         return Err(Refusal::WrongConnectionType(connection));
     }
-    if ticket.alerts_host() {
+    let host_code = if ticket.alerts_host() {
         check_host_online(state, topic)?;
-    }
-    Ok((ticket, upgrade))
+        // The host's code for this pair is issued now, so a full code store refuses the
+        // client before the upgrade rather than leaving it waiting for a host that is
+        // never told.
+        let code = state
+            .codes
+            .submit(ticket.host_end(), state.now_instant())
+            .map_err(Refusal::TooManyCodes)?;
+        Some(code)
+    } else {
+        None
+    };
+    Ok(Admitted {
+        ticket,
+        upgrade,
+        host_code,
+    })
+}
+
+/// What admission hands to the upgrade.
+struct Admitted {
+    ticket: Ticket,
+    upgrade: WebSocketUpgrade,
+    /// A shell client's: the code its host dials in with.
+    host_code: Option<String>,
 }
 
 /// With an allow list configured, a browser's `Origin` must be on it (non-browser clients
@@ -237,12 +259,11 @@ struct HostAlert {
 }
 
 impl HostAlert {
-    fn connect(state: &AppState, ticket: &Ticket) -> Self {
+    fn connect(state: &AppState, ticket: &Ticket, code: &str) -> Self {
         let alert = HostAlert {
             host_key: shell_host_key(ticket.topic()),
             uuid: uuid::Uuid::new_v4().to_string(),
         };
-        let code = state.codes.submit(ticket.host_end(), state.now_instant());
         let uri = format!(
             "{}/{}/{}?code={}",
             state.relay_url,
@@ -281,12 +302,16 @@ impl HostAlert {
 
 fn upgrade_to_connection(
     state: Arc<AppState>,
-    ticket: Ticket,
+    admitted: Admitted,
     topic: String,
     headers: &HeaderMap,
     peer: SocketAddr,
-    upgrade: WebSocketUpgrade,
 ) -> Response {
+    let Admitted {
+        ticket,
+        upgrade,
+        host_code,
+    } = admitted;
     let header_text = |name: header::HeaderName| {
         headers
             .get(name)
@@ -330,6 +355,12 @@ fn upgrade_to_connection(
         .on_upgrade(move |socket| {
             let connection = async move {
                 let (membership, inbox) = state.hub.join(request);
+                // Admitted before a deny but joined after `Hub::deny` closed the booking's
+                // connections: the deny list already has it (it is written first), so this
+                // check closes it; a deny after this check finds it in the hub.
+                if state.deny.is_denied(&membership.info.booking_id) {
+                    let _ = inbox.subscriber.close(crate::hub::CloseReason::Denied);
+                }
                 if state.shutdown.is_cancelled() {
                     // Joined after shutdown's close_all: close everyone again (a no-op for
                     // the others) so this one also leaves with "going away".
@@ -340,9 +371,9 @@ fn upgrade_to_connection(
                     can_write = membership.info.can_write,
                     "connected"
                 );
-                let alert = ticket
-                    .alerts_host()
-                    .then(|| HostAlert::connect(&state, &ticket));
+                let alert = host_code
+                    .as_deref()
+                    .map(|code| HostAlert::connect(&state, &ticket, code));
                 let options = ConnectionOptions {
                     expires_at: expires_in.map(|d| tokio::time::Instant::now() + d),
                     gate_until_first_write: ticket.alerts_host(),

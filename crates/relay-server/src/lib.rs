@@ -10,6 +10,7 @@
 //!   check the access API and the relay port share.
 //! - [`crossbar`]: websocket admission on the relay port, `/stats` page.
 //! - [`connection`]: one admitted websocket (reader, writer, ping, expiry, close).
+//! - [`deny_file`]: the deny list saved under `RELAY_STATE_DIR`, so it survives a restart.
 //! - [`hub`]: topics, bounded subscriber queues and non-blocking fan-out.
 //! - [`stats`]: the `stats` topic reporter; [`status`]: the report formats.
 //! - [`metrics`], [`error`], [`state`]: Prometheus metrics, JSON errors, shared state.
@@ -31,6 +32,7 @@ pub mod admission;
 pub mod config;
 pub mod connection;
 pub mod crossbar;
+pub mod deny_file;
 pub mod error;
 pub mod hub;
 pub mod metrics;
@@ -42,7 +44,7 @@ pub use config::{ServerConfig, TlsFiles};
 
 use hub::{CloseReason, Hub, QueueLimits};
 use metrics::Metrics;
-use relay_auth::{CodeStore, DenyStore, Verifier};
+use relay_auth::{CodeLimits, CodeStore, DenyStore, Verifier};
 use relay_common::shutdown::{wait_for_tasks, CancellationToken, TaskTracker};
 use state::AppState;
 use std::net::SocketAddr;
@@ -74,6 +76,9 @@ pub enum StartError {
     /// A setting is out of range (see [`ServerConfig::validate`]); one message per setting.
     #[error("{}", .0.join("; "))]
     Config(Vec<String>),
+    /// The saved deny list (`RELAY_STATE_DIR`) could not be read, parsed or written.
+    #[error("cannot use the deny list state file {0}")]
+    State(deny_file::StateFileError),
 }
 
 /// A running server; [`RunningServer::shutdown`] closes every connection with "going
@@ -128,10 +133,32 @@ impl RunningServer {
             burst_bytes: config.queue_burst_bytes,
             slow_reader_timeout: config.slow_reader_timeout,
         };
+        let deny = DenyStore::new();
+        let deny_file = match &config.state_dir {
+            Some(dir) => {
+                let (file, entries) =
+                    deny_file::DenyFile::open(dir, relay_common::clock::unix_now())
+                        .map_err(StartError::State)?;
+                for (bid, exp) in &entries {
+                    deny.deny(bid, *exp);
+                }
+                // Rewritten at once: drops the expired entries and proves the directory is
+                // writable before the first deny needs it.
+                file.save(&deny).map_err(StartError::State)?;
+                tracing::info!(file = %file.path().display(), denied = entries.len(), "deny list loaded");
+                Some(Arc::new(file))
+            }
+            None => None,
+        };
+        let code_limits = CodeLimits {
+            per_booking: config.max_codes_per_booking,
+            total: config.max_codes,
+        };
         let state = Arc::new(AppState {
             verifier: Verifier::new(&config.secret, config.leeway_secs),
-            codes: CodeStore::new(config.code_ttl),
-            deny: DenyStore::new(),
+            codes: CodeStore::with_limits(config.code_ttl, code_limits),
+            deny,
+            deny_file,
             hub: Hub::new(limits, metrics.clone()),
             metrics,
             audience: trim_slash(audience),
@@ -289,6 +316,11 @@ async fn tidy(state: Arc<AppState>) {
             _ = every.tick() => {}
         }
         let bids = state.deny.prune(state.now_unix());
+        if bids > 0 {
+            if let Err(e) = state.save_deny_list().await {
+                tracing::error!(error = %e, "cannot save the pruned deny list");
+            }
+        }
         let codes = state.codes.prune(state.now_instant());
         tracing::debug!(bids, codes, "tidied");
     }

@@ -1,6 +1,7 @@
 //! What every handler and connection of one server shares.
 
 use crate::config::ServerConfig;
+use crate::deny_file::{DenyFile, StateFileError};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use relay_auth::{CodeStore, DenyStore, Verifier};
@@ -21,6 +22,8 @@ pub struct AppState {
     pub codes: CodeStore,
     /// Booking deny/allow lists (`/bids/*`); denied bookings are refused and disconnected.
     pub deny: DenyStore,
+    /// Where the deny list is saved (`RELAY_STATE_DIR`); `None`: in memory only.
+    pub deny_file: Option<Arc<DenyFile>>,
     /// Topics and connected subscribers, shared with every connection task.
     pub hub: Arc<Hub>,
     /// Prometheus counters served on `/metrics` (the same instance the hub counts into).
@@ -35,6 +38,24 @@ impl AppState {
     /// Wall-clock unix seconds, for token and booking expiries.
     pub fn now_unix(&self) -> i64 {
         relay_common::clock::unix_now()
+    }
+
+    /// Save the deny list to the state file, if there is one (off the async workers: it
+    /// writes and fsyncs).
+    pub async fn save_deny_list(self: &Arc<Self>) -> Result<(), StateFileError> {
+        let Some(file) = self.deny_file.clone() else {
+            return Ok(());
+        };
+        let state = self.clone();
+        let path = file.path().to_owned();
+        tokio::task::spawn_blocking(move || file.save(&state.deny))
+            .await
+            .unwrap_or_else(|e| {
+                Err(StateFileError {
+                    path,
+                    reason: format!("the writer stopped: {e}"),
+                })
+            })
     }
 
     /// Monotonic now from tokio's clock (pausable in tests), for code lifetimes.

@@ -438,3 +438,45 @@ async fn hostile_access_requests_get_json_errors_and_the_server_keeps_serving() 
     // Still serving.
     assert!(access_uri(&s, &good).await.contains("code="));
 }
+
+/// Issue 13, item 5: one valid token cannot fill the code store. Past the per-booking cap
+/// of unused codes the access API answers 429 with a reason (counted in the metrics),
+/// other bookings are unaffected, and using a code frees its place.
+#[tokio::test]
+async fn unused_codes_are_capped_per_booking() {
+    let s = start(|c| {
+        c.allow_no_booking_id = false;
+        c.max_codes_per_booking = 5;
+    })
+    .await;
+    let base = s.access_url().to_owned();
+    let mine = claims(&s, "t", &["read", "write"]);
+    let mut uris = Vec::new();
+    for _ in 0..5 {
+        uris.push(access_uri(&s, &mine).await);
+    }
+    let (status, body) = post(&format!("{base}/session/t"), Some(&token(&mine))).await;
+    assert_eq!(status, 429, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["code"], 429);
+    assert_eq!(v["reason"], "booking already has 5 unused codes waiting");
+    let other = Claims {
+        booking_id: "other".into(),
+        ..mine.clone()
+    };
+    access_uri(&s, &other).await;
+    // Redeeming one code makes room for one more.
+    let _ws = dial(&uris[0]).await;
+    access_uri(&s, &mine).await;
+    assert_eq!(
+        post(&format!("{base}/session/t"), Some(&token(&mine)))
+            .await
+            .0,
+        429
+    );
+    let (_, metrics) = get(&format!("{base}/metrics"), None).await;
+    assert!(
+        metrics.contains("relay_access_requests_total{result=\"too_many_codes\"} 2"),
+        "{metrics}"
+    );
+}
