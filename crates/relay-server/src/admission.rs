@@ -86,6 +86,20 @@ pub enum Refusal {
     HostAndClientScope,
     /// A shell client arrived while its host's management connection is away.
     HostOffline(String),
+    /// The booking used up its access rate (`RELAY_RATE_PER_BOOKING`).
+    RateLimitedBooking {
+        /// Seconds until the next request would be accepted (`Retry-After`).
+        retry_after_secs: u64,
+    },
+    /// Too many failed authentications from this address (`RELAY_RATE_BAD_AUTH_PER_IP`).
+    RateLimitedAddress {
+        /// Seconds until the next request would be accepted (`Retry-After`).
+        retry_after_secs: u64,
+    },
+    /// The relay holds `RELAY_MAX_CONNECTIONS` websockets.
+    TooManyConnections,
+    /// The booking holds `RELAY_MAX_CONNECTIONS_PER_BOOKING` websockets.
+    TooManyBookingConnections,
 }
 
 impl Refusal {
@@ -114,6 +128,10 @@ impl Refusal {
             Refusal::NoBookingId => "no_booking_id",
             Refusal::HostAndClientScope => "bad_scope",
             Refusal::HostOffline(_) => "host_offline",
+            Refusal::RateLimitedBooking { .. } => "rate_limited_booking",
+            Refusal::RateLimitedAddress { .. } => "rate_limited_address",
+            Refusal::TooManyConnections => "too_many_connections",
+            Refusal::TooManyBookingConnections => "too_many_booking_connections",
         }
     }
 
@@ -196,6 +214,26 @@ impl Refusal {
             Refusal::HostOffline(host) => ApiError::new(
                 S::SERVICE_UNAVAILABLE,
                 format!("shell host {host:?} is not connected"),
+            ),
+            Refusal::RateLimitedBooking { retry_after_secs } => ApiError::new(
+                S::TOO_MANY_REQUESTS,
+                format!("too many requests for this booking; retry after {retry_after_secs} s"),
+            )
+            .retry_after(retry_after_secs),
+            Refusal::RateLimitedAddress { retry_after_secs } => ApiError::new(
+                S::TOO_MANY_REQUESTS,
+                format!(
+                    "too many failed authentications from this address; retry after {retry_after_secs} s"
+                ),
+            )
+            .retry_after(retry_after_secs),
+            Refusal::TooManyConnections => ApiError::new(
+                S::SERVICE_UNAVAILABLE,
+                "the relay is at its connection limit; try again later",
+            ),
+            Refusal::TooManyBookingConnections => ApiError::new(
+                S::SERVICE_UNAVAILABLE,
+                "this booking is at its connection limit; close a connection first",
             ),
         }
     }

@@ -16,6 +16,7 @@
 use crate::admission::{check_ticket, Endpoint, Refusal};
 use crate::connection::{self, ConnectionOptions};
 use crate::hub::JoinRequest;
+use crate::limits::Slot;
 use crate::state::AppState;
 use crate::stats::STATS_TOPIC;
 use axum::extract::rejection::QueryRejection;
@@ -103,9 +104,9 @@ async fn entry(
 ) -> Response {
     let (prefix, topic) = parse_path(uri.path());
     match admit(&state, &prefix, &topic, &headers, query, upgrade) {
-        Ok((ticket, upgrade)) => {
+        Ok((ticket, upgrade, slot)) => {
             state.metrics.handshake("ok");
-            upgrade_to_connection(state, ticket, topic, &headers, peer, upgrade)
+            upgrade_to_connection(state, ticket, topic, &headers, peer, upgrade, slot)
         }
         Err(refusal) => {
             state.metrics.handshake(refusal.label());
@@ -123,7 +124,7 @@ async fn entry(
 
 /// Admission on the relay port: a known connection type from an allowed origin, a
 /// websocket upgrade, a code whose ticket passes [`check_ticket`], and the relay's own
-/// rules for that ticket.
+/// rules for that ticket; then a place under the connection caps.
 fn admit(
     state: &AppState,
     prefix: &str,
@@ -131,7 +132,7 @@ fn admit(
     headers: &HeaderMap,
     query: Result<Query<CodeQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<(Ticket, WebSocketUpgrade), Refusal> {
+) -> Result<(Ticket, WebSocketUpgrade, Slot), Refusal> {
     let connection = prefix
         .parse::<ConnectionType>()
         .map_err(|UnknownConnectionType(prefix)| Refusal::UnknownConnectionType(prefix))?;
@@ -143,6 +144,10 @@ fn admit(
         .and_then(|Query(q)| q.code)
         .filter(|c| !c.is_empty())
         .ok_or(Refusal::NoCode)?;
+    if state.caps.is_full() {
+        // Refused before the code is redeemed, so the client can use it once there is room.
+        return Err(Refusal::TooManyConnections);
+    }
     let ticket = state
         .codes
         .exchange(&code, state.now_instant())
@@ -155,7 +160,8 @@ fn admit(
     if ticket.alerts_host() {
         check_host_online(state, topic)?;
     }
-    Ok((ticket, upgrade))
+    let slot = state.caps.admit(ticket.booking_id())?;
+    Ok((ticket, upgrade, slot))
 }
 
 /// With an allow list configured, a browser's `Origin` must be on it (non-browser clients
@@ -286,6 +292,7 @@ fn upgrade_to_connection(
     headers: &HeaderMap,
     peer: SocketAddr,
     upgrade: WebSocketUpgrade,
+    slot: Slot,
 ) -> Response {
     let header_text = |name: header::HeaderName| {
         headers
@@ -351,6 +358,8 @@ fn upgrade_to_connection(
                 if let Some(alert) = alert {
                     alert.disconnect(&state);
                 }
+                // The connection's place under the caps is free from here.
+                drop(slot);
             }
             .instrument(span);
             tasks.track_future(connection)

@@ -12,6 +12,8 @@
 //! - [`connection`]: one admitted websocket (reader, writer, ping, expiry, close).
 //! - [`hub`]: topics, bounded subscriber queues and non-blocking fan-out.
 //! - [`stats`]: the `stats` topic reporter; [`status`]: the report formats.
+//! - [`limits`]: connection caps and access rate limits; [`client_addr`]: who a request
+//!   is from; [`timeouts`]: the header-read timeout of both ports.
 //! - [`metrics`], [`error`], [`state`]: Prometheus metrics, JSON errors, shared state.
 //!
 //! ```no_run
@@ -28,15 +30,18 @@
 
 pub mod access;
 pub mod admission;
+pub mod client_addr;
 pub mod config;
 pub mod connection;
 pub mod crossbar;
 pub mod error;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod state;
 pub mod stats;
 pub mod status;
+pub mod timeouts;
 
 pub use config::{ServerConfig, TlsFiles};
 
@@ -130,6 +135,8 @@ impl RunningServer {
             deny: DenyStore::new(),
             hub: Hub::new(limits, metrics.clone()),
             metrics,
+            rates: limits::AccessRates::new(&config.limits),
+            caps: limits::ConnectionCaps::new(&config.limits),
             audience: trim_slash(audience),
             relay_url: trim_slash(relay_url),
             config,
@@ -155,14 +162,19 @@ impl RunningServer {
             ),
         ];
         let mut servers = Vec::new();
+        let header_timeout = state.config.header_read_timeout;
         for (listener, addr, what, app, handle) in apps {
             let service = app.into_make_service_with_connect_info::<SocketAddr>();
             let task = match &tls {
                 Some(tls) => {
                     // Nagle's algorithm would hold small messages back for up to 40 ms.
-                    let server = axum_server::from_tcp_rustls(listener, tls.clone())
+                    let mut server = axum_server::from_tcp_rustls(listener, tls.clone())
                         .map_err(|source| StartError::Bind { addr, what, source })?
-                        .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()));
+                        .map(|tls| {
+                            let tls = tls.acceptor(axum_server::accept::NoDelayAcceptor::new());
+                            timeouts::FirstByteDeadline::new(tls, header_timeout)
+                        });
+                    timeouts::configure(server.http_builder(), header_timeout);
                     tokio::spawn(async move {
                         if let Err(e) = server.handle(handle).serve(service).await {
                             tracing::error!(error = %e, "server stopped with an error");
@@ -170,9 +182,13 @@ impl RunningServer {
                     })
                 }
                 None => {
-                    let server = axum_server::from_tcp(listener)
+                    let mut server = axum_server::from_tcp(listener)
                         .map_err(|source| StartError::Bind { addr, what, source })?
-                        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+                        .acceptor(timeouts::FirstByteDeadline::new(
+                            axum_server::accept::NoDelayAcceptor::new(),
+                            header_timeout,
+                        ));
+                    timeouts::configure(server.http_builder(), header_timeout);
                     tokio::spawn(async move {
                         if let Err(e) = server.handle(handle).serve(service).await {
                             tracing::error!(error = %e, "server stopped with an error");
@@ -184,6 +200,7 @@ impl RunningServer {
         }
         state.tasks.spawn(stats::run(state.clone()));
         state.tasks.spawn(tidy(state.clone()));
+        state.tasks.spawn(tidy_rates(state.clone()));
         tracing::info!(access = %access_addr, relay = %relay_addr, audience = %state.audience, relay_url = %state.relay_url, "relay serving");
         Ok(RunningServer {
             state,
@@ -273,6 +290,19 @@ fn local_addr(
     listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, what, source })
+}
+
+/// Forget full rate-limit buckets every 10 s, until shutdown.
+async fn tidy_rates(state: Arc<AppState>) {
+    let mut every = tokio::time::interval(Duration::from_secs(10));
+    every.tick().await;
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        state.rates.prune();
+    }
 }
 
 /// Forget expired deny/allow entries and codes every `tidy_every`, until shutdown.
