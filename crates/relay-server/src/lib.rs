@@ -202,6 +202,7 @@ impl RunningServer {
         state.tasks.spawn(tidy(state.clone()));
         state.tasks.spawn(tidy_rates(state.clone()));
         tracing::info!(access = %access_addr, relay = %relay_addr, audience = %state.audience, relay_url = %state.relay_url, "relay serving");
+        tracing::info!(header_read_timeout = ?header_timeout, limits = ?state.config.limits, trusted_proxies = ?state.config.trusted_proxies, "limits");
         Ok(RunningServer {
             state,
             access_addr,
