@@ -5,6 +5,9 @@
 //! from the deliberate fixes listed in `docs/COMPATIBILITY.md`: invalid tokens get 401
 //! rather than 500, missing time claims are refused rather than crashing, and a `Bearer `
 //! prefix is accepted.
+//!
+//! `POST /session` and `POST /shell` are rate limited ([`crate::limits`]): per booking for
+//! valid tokens, per client address for failed authentications (429 with `Retry-After`).
 
 use crate::admission::{check_ticket, Endpoint, Refusal};
 use crate::client_addr::client_ip;

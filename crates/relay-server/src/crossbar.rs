@@ -11,7 +11,9 @@
 //! Admission happens before the upgrade: a missing, unknown, reused or expired code, a
 //! token for another topic or audience, a denied booking or a token with neither `read`
 //! nor `write` gets an HTTP error with a JSON reason (the reference upgraded first and then
-//! left the socket open and silent).
+//! left the socket open and silent). The connection caps ([`crate::limits`]) are the last
+//! check: past `RELAY_MAX_CONNECTIONS` or `RELAY_MAX_CONNECTIONS_PER_BOOKING` the answer is
+//! 503.
 
 use crate::admission::{check_ticket, Endpoint, Refusal};
 use crate::connection::{self, ConnectionOptions};
