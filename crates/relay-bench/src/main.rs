@@ -188,6 +188,13 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
         echo_bin: Some(exe),
     };
     let runs = cli.runs.max(1);
+    if !matches!(cli.scenario, Scenario::TcpEcho { .. } | Scenario::Machine) {
+        eprintln!(
+            "relay-bench: every relay serve started here gets {} (RELAY_LIMITS=off): no \
+             connection caps or access rate limits, so B5's handshakes are not throttled",
+            relay_bench::peers::RELAY_LIMITS_OFF.join(" ")
+        );
+    }
     let machine = relay_bench::machine::describe();
     let table = match cli.scenario {
         Scenario::TcpEcho { port } => return relay_bench::floor::serve_echo(port).await,

@@ -97,6 +97,11 @@ enum Stream {
 
 const SECRET: &[u8] = b"relay-bench-secret";
 
+/// Flags every `relay serve` the runner starts gets: `--limits off` (`RELAY_LIMITS=off`)
+/// lifts the connection caps and access rate limits, which would otherwise throttle the
+/// runner's handshake floods (B5) and its 1,000-connection bookings.
+pub const RELAY_LIMITS_OFF: [&str; 2] = ["--limits", "off"];
+
 impl Lab {
     /// Start peer `name` (fresh process, free ports); `relay_args` are extra `relay serve` flags.
     pub async fn start(&self, name: &str, relay_args: &[String]) -> Result<Target> {
@@ -132,6 +137,7 @@ impl Lab {
                         "stderr",
                     ]
                     .iter()
+                    .chain(RELAY_LIMITS_OFF.iter())
                     .map(|s| s.to_string())
                     .collect();
                     args.extend(relay_args.iter().cloned());

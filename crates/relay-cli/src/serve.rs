@@ -8,6 +8,7 @@ use relay_auth::{mint, Audience, Claims, SCOPE_READ, SCOPE_STATS, SCOPE_WRITE};
 use relay_common::connection::ConnectionType;
 use relay_common::goduration::parse_setting;
 use relay_common::shutdown::cancel_on_signal;
+use relay_server::config::{Limits, Rate};
 use relay_server::{RunningServer, ServerConfig, TlsFiles};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -106,6 +107,31 @@ pub struct ServeArgs {
     /// only (--dev: a fresh temporary directory).
     #[arg(long, env = "RELAY_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Close a connection whose TLS handshake and request head (or, kept alive, whose next
+    /// request head) take longer than this: slow or silent clients (slowloris). Both ports.
+    #[arg(long, env = "RELAY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_setting)]
+    header_read_timeout: Duration,
+    /// `off` lifts every connection cap and rate limit below (benchmarks); `on` keeps them.
+    #[arg(long, env = "RELAY_LIMITS", default_value = "on")]
+    limits: String,
+    /// Most open websockets on the relay port; past it upgrades get 503 (0: no cap).
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = relay_server::limits::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Most open websockets of one booking; past it upgrades get 503 (0: no cap).
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS_PER_BOOKING", default_value_t = relay_server::limits::DEFAULT_MAX_CONNECTIONS_PER_BOOKING)]
+    max_connections_per_booking: usize,
+    /// Rate of POST /session and /shell with a valid token, per booking, as
+    /// "<n>/<s|m|h>[ burst <n>]"; past it 429 with Retry-After ("off" or 0: none).
+    #[arg(long, env = "RELAY_RATE_PER_BOOKING", default_value = relay_server::limits::DEFAULT_RATE_PER_BOOKING)]
+    rate_per_booking: String,
+    /// Rate of POST /session and /shell that fail authentication, per client address
+    /// (IPv6: per /64); past it 429 with Retry-After ("off" or 0: none).
+    #[arg(long, env = "RELAY_RATE_BAD_AUTH_PER_IP", default_value = relay_server::limits::DEFAULT_RATE_BAD_AUTH_PER_IP)]
+    rate_bad_auth_per_ip: String,
+    /// Comma-separated reverse proxies (IPs or CIDRs) whose Forwarded / X-Forwarded-For
+    /// name the client address; empty: the TCP peer is the client (loopback included).
+    #[arg(long, env = "RELAY_TRUSTED_PROXIES", default_value = "")]
+    trusted_proxies: String,
     /// PEM certificate chain: serve TLS on both ports.
     #[arg(long, env = "RELAY_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -174,6 +200,18 @@ fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Ve
             ));
         }
     }
+    let limits = limits_config(args, &mut missing);
+    let trusted_proxies = relay_server::client_addr::parse_trusted_proxies(&args.trusted_proxies)
+        .unwrap_or_else(|e| {
+            missing.push(format!("RELAY_TRUSTED_PROXIES: {e}"));
+            Vec::new()
+        });
+    if args.header_read_timeout.is_zero() || args.header_read_timeout > MAX_HEADER_READ_TIMEOUT {
+        missing.push(format!(
+            "RELAY_HEADER_READ_TIMEOUT must be more than 0 and at most {}s",
+            MAX_HEADER_READ_TIMEOUT.as_secs()
+        ));
+    }
     if !missing.is_empty() {
         return Err(missing);
     }
@@ -219,6 +257,9 @@ fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Ve
     cfg.max_codes_per_booking = args.max_codes_per_booking;
     cfg.max_codes = args.max_codes;
     cfg.state_dir = args.state_dir.clone();
+    cfg.header_read_timeout = args.header_read_timeout;
+    cfg.limits = limits;
+    cfg.trusted_proxies = trusted_proxies;
     cfg.tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert: cert.clone(),
@@ -228,6 +269,34 @@ fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Ve
     };
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// Largest accepted `RELAY_HEADER_READ_TIMEOUT`.
+const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The caps and rates, or [`Limits::off`] with `RELAY_LIMITS=off`; a malformed setting
+/// is reported in `errors` with its variable's name.
+fn limits_config(args: &ServeArgs, errors: &mut Vec<String>) -> Limits {
+    let mut rate = |text: &str, name: &str| {
+        Rate::parse_setting(text).unwrap_or_else(|e| {
+            errors.push(format!("{name}: {e}"));
+            None
+        })
+    };
+    let limits = Limits {
+        max_connections: args.max_connections,
+        max_connections_per_booking: args.max_connections_per_booking,
+        rate_per_booking: rate(&args.rate_per_booking, "RELAY_RATE_PER_BOOKING"),
+        rate_bad_auth_per_ip: rate(&args.rate_bad_auth_per_ip, "RELAY_RATE_BAD_AUTH_PER_IP"),
+    };
+    match args.limits.trim().to_ascii_lowercase().as_str() {
+        "on" => limits,
+        "off" => Limits::off(),
+        other => {
+            errors.push(format!("RELAY_LIMITS must be on or off, not {other:?}"));
+            limits
+        }
+    }
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -378,4 +447,78 @@ fn print_dev_banner(server: &RunningServer, secret: &[u8]) {
         "Stop with Ctrl-C.".into(),
     ];
     println!("{}", lines.join("\n"));
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn config_of(extra: &[&str]) -> Result<ServerConfig, Vec<String>> {
+        let args = ["x", "--dev"].iter().chain(extra).copied();
+        let args = <Serve as clap::Parser>::try_parse_from(args).unwrap().serve;
+        config(&args, Some("secret"))
+    }
+
+    #[test]
+    fn limits_have_documented_defaults_and_one_switch_lifts_them() {
+        let cfg = config_of(&[]).unwrap();
+        assert_eq!(cfg.limits, Limits::defaults());
+        assert_eq!(cfg.header_read_timeout, Duration::from_secs(10));
+        assert!(cfg.trusted_proxies.is_empty());
+        assert_eq!(
+            config_of(&["--limits", "off"]).unwrap().limits,
+            Limits::off()
+        );
+        let cfg = config_of(&[
+            "--rate-per-booking",
+            "off",
+            "--rate-bad-auth-per-ip",
+            "1/m burst 3",
+            "--trusted-proxies",
+            "10.0.0.1,192.168.0.0/16",
+            "--max-connections",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(cfg.limits.rate_per_booking, None);
+        assert_eq!(
+            cfg.limits.rate_bad_auth_per_ip.map(|r| r.to_string()),
+            Some("1/m burst 3".into())
+        );
+        assert_eq!(cfg.trusted_proxies.len(), 2);
+        assert_eq!(cfg.limits.max_connections, 5);
+    }
+
+    #[test]
+    fn malformed_limits_are_refused_with_the_variable_name() {
+        for (flag, value, name) in [
+            ("--rate-per-booking", "10/d", "RELAY_RATE_PER_BOOKING"),
+            (
+                "--rate-bad-auth-per-ip",
+                "lots",
+                "RELAY_RATE_BAD_AUTH_PER_IP",
+            ),
+            ("--trusted-proxies", "10.0.0.0/40", "RELAY_TRUSTED_PROXIES"),
+            ("--limits", "maybe", "RELAY_LIMITS"),
+            ("--header-read-timeout", "0", "RELAY_HEADER_READ_TIMEOUT"),
+            (
+                "--header-read-timeout",
+                "1000h",
+                "RELAY_HEADER_READ_TIMEOUT",
+            ),
+        ] {
+            let errors = config_of(&[flag, value]).unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.contains(name)),
+                "{flag} {value}: {errors:?}"
+            );
+        }
+    }
 }

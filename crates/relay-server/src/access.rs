@@ -5,13 +5,17 @@
 //! from the deliberate fixes listed in `docs/COMPATIBILITY.md`: invalid tokens get 401
 //! rather than 500, missing time claims are refused rather than crashing, and a `Bearer `
 //! prefix is accepted.
+//!
+//! `POST /session` and `POST /shell` are rate limited ([`crate::limits`]): per booking for
+//! valid tokens, per client address for failed authentications (429 with `Retry-After`).
 
 use crate::admission::{check_ticket, Endpoint, Refusal};
+use crate::client_addr::client_ip;
 use crate::error::{json_line, ApiError};
 use crate::state::AppState;
 use crate::stats::STATS_TOPIC;
 use crate::status::status_reports;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,6 +24,7 @@ use relay_auth::{Claims, Ticket, SCOPE_ADMIN, SCOPE_READ, SCOPE_STATS, SCOPE_WRI
 use relay_common::connection::{ConnectionType, UnknownConnectionType};
 use serde::Deserialize;
 use serde_json::json;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -82,6 +87,27 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Claims, Refusal
     Ok(claims)
 }
 
+/// [`authenticate`] for the access routes, with their rate limits: a valid token takes one
+/// request from its booking's bucket; a failed one takes one from the client address's
+/// failed-authentication bucket, and once that is empty the answer is 429, not 401.
+fn authenticate_access(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Claims, Refusal> {
+    match authenticate(state, headers) {
+        Ok(claims) => {
+            state.rates.check_booking(&claims.booking_id)?;
+            Ok(claims)
+        }
+        Err(refusal) => {
+            let client = client_ip(peer, headers, &state.config.trusted_proxies);
+            state.rates.check_bad_auth(client)?;
+            Err(refusal)
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct SessionPath {
     session_id: String,
@@ -90,13 +116,14 @@ struct SessionPath {
 /// `POST /session/{session_id}` → `{"uri":"<relay_url>/<prefix>/<topic>?code=<code>"}`.
 async fn session(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(SessionPath { session_id }): Path<SessionPath>,
     headers: HeaderMap,
 ) -> Response {
     access_reply(
         &state,
         &session_id,
-        issue_code(&state, &session_id, &headers),
+        issue_code(&state, &session_id, &headers, peer),
     )
 }
 
@@ -123,8 +150,13 @@ fn access_reply(state: &AppState, topic: &str, outcome: Result<String, Refusal>)
 
 /// The session route's checks: a complete token for this topic ([`check_ticket`]), not a
 /// shell token, and with a booking id unless those may be empty.
-fn issue_code(state: &AppState, session_id: &str, headers: &HeaderMap) -> Result<String, Refusal> {
-    let claims = authenticate(state, headers)?;
+fn issue_code(
+    state: &AppState,
+    session_id: &str,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<String, Refusal> {
+    let claims = authenticate_access(state, headers, peer)?;
     if !claims.has_required_session_claims() {
         return Err(Refusal::MissingClaims);
     }
@@ -187,13 +219,14 @@ struct ShellPath {
 /// (scope `stats`, path `stats`), with the shell relay's rules (shell spec §1.4).
 async fn shell(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(ShellPath { shell_id }): Path<ShellPath>,
     headers: HeaderMap,
 ) -> Response {
     access_reply(
         &state,
         &format!("shell/{shell_id}"),
-        issue_shell_code(&state, &shell_id, &headers),
+        issue_shell_code(&state, &shell_id, &headers, peer),
     )
 }
 
@@ -234,8 +267,9 @@ fn issue_shell_code(
     state: &AppState,
     shell_id: &str,
     headers: &HeaderMap,
+    peer: SocketAddr,
 ) -> Result<String, Refusal> {
-    let claims = authenticate(state, headers)?;
+    let claims = authenticate_access(state, headers, peer)?;
     if !claims.has_required_session_claims() {
         return Err(Refusal::MissingClaims);
     }

@@ -89,6 +89,20 @@ pub enum Refusal {
     /// No code could be issued: the booking (429) or the whole relay (503) has too many
     /// unused codes waiting (`RELAY_MAX_CODES_PER_BOOKING`, `RELAY_MAX_CODES`).
     TooManyCodes(SubmitError),
+    /// The booking used up its access rate (`RELAY_RATE_PER_BOOKING`).
+    RateLimitedBooking {
+        /// Seconds until the next request would be accepted (`Retry-After`).
+        retry_after_secs: u64,
+    },
+    /// Too many failed authentications from this address (`RELAY_RATE_BAD_AUTH_PER_IP`).
+    RateLimitedAddress {
+        /// Seconds until the next request would be accepted (`Retry-After`).
+        retry_after_secs: u64,
+    },
+    /// The relay holds `RELAY_MAX_CONNECTIONS` websockets.
+    TooManyConnections,
+    /// The booking holds `RELAY_MAX_CONNECTIONS_PER_BOOKING` websockets.
+    TooManyBookingConnections,
 }
 
 impl Refusal {
@@ -119,6 +133,10 @@ impl Refusal {
             Refusal::HostOffline(_) => "host_offline",
             Refusal::TooManyCodes(SubmitError::BookingFull(_)) => "too_many_codes",
             Refusal::TooManyCodes(SubmitError::StoreFull(_)) => "codes_full",
+            Refusal::RateLimitedBooking { .. } => "rate_limited_booking",
+            Refusal::RateLimitedAddress { .. } => "rate_limited_address",
+            Refusal::TooManyConnections => "too_many_connections",
+            Refusal::TooManyBookingConnections => "too_many_booking_connections",
         }
     }
 
@@ -211,6 +229,26 @@ impl Refusal {
                 S::SERVICE_UNAVAILABLE,
                 "the relay is issuing too many codes; try again shortly",
                 e.to_string(),
+            ),
+            Refusal::RateLimitedBooking { retry_after_secs } => ApiError::new(
+                S::TOO_MANY_REQUESTS,
+                format!("too many requests for this booking; retry after {retry_after_secs} s"),
+            )
+            .retry_after(retry_after_secs),
+            Refusal::RateLimitedAddress { retry_after_secs } => ApiError::new(
+                S::TOO_MANY_REQUESTS,
+                format!(
+                    "too many failed authentications from this address; retry after {retry_after_secs} s"
+                ),
+            )
+            .retry_after(retry_after_secs),
+            Refusal::TooManyConnections => ApiError::new(
+                S::SERVICE_UNAVAILABLE,
+                "the relay is at its connection limit; try again later",
+            ),
+            Refusal::TooManyBookingConnections => ApiError::new(
+                S::SERVICE_UNAVAILABLE,
+                "this booking is at its connection limit; close a connection first",
             ),
         }
     }

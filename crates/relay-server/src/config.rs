@@ -5,6 +5,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::limits::{Limits, Rate};
+pub use ipnet::IpNet;
+
 /// The reference's per-connection queue length.
 pub const DEFAULT_QUEUE_MESSAGES: usize = 128;
 /// What an out-of-range `RELAY_BUFFER_SIZE` is replaced with (as the reference does).
@@ -86,7 +89,21 @@ pub struct ServerConfig {
     pub stats_require_scope: bool,
     /// PEM certificate chain and key; when set, both ports speak TLS.
     pub tls: Option<TlsFiles>,
+    /// A client must send its TLS handshake and whole request head within this long of
+    /// connecting, and a keep-alive connection its next request head within this long of
+    /// the last answer, or the connection is closed (slowloris). Default 10 s; both ports.
+    pub header_read_timeout: Duration,
+    /// Connection caps and access rate limits ([`Limits::defaults`]; [`Limits::off`] is
+    /// `RELAY_LIMITS=off`).
+    pub limits: Limits,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` name the client address for the
+    /// per-address limits (reverse proxies). Default empty: every header is ignored and
+    /// the TCP peer is the client, loopback included.
+    pub trusted_proxies: Vec<IpNet>,
 }
+
+/// Default of [`ServerConfig::header_read_timeout`].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// PEM files for TLS on both ports.
 #[derive(Debug, Clone)]
@@ -129,17 +146,23 @@ impl ServerConfig {
             allowed_origins: Vec::new(),
             stats_require_scope: false,
             tls: None,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            limits: Limits::defaults(),
+            trusted_proxies: Vec::new(),
         }
     }
 
     /// For tests and local use: both ports on 127.0.0.1 with OS-chosen port numbers, the
-    /// URLs derived from them, and tokens without a booking id accepted.
+    /// URLs derived from them, tokens without a booking id accepted, and the connection caps
+    /// and rate limits lifted ([`Limits::off`], so that tests opening many connections are
+    /// not throttled; tests of the limits set them).
     pub fn local(secret: Vec<u8>) -> Self {
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
         ServerConfig {
             access_listen: SocketAddr::new(lo, 0),
             relay_listen: SocketAddr::new(lo, 0),
             allow_no_booking_id: true,
+            limits: Limits::off(),
             ..ServerConfig::new(secret)
         }
     }

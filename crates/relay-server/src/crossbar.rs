@@ -11,11 +11,14 @@
 //! Admission happens before the upgrade: a missing, unknown, reused or expired code, a
 //! token for another topic or audience, a denied booking or a token with neither `read`
 //! nor `write` gets an HTTP error with a JSON reason (the reference upgraded first and then
-//! left the socket open and silent).
+//! left the socket open and silent). The connection caps ([`crate::limits`]) are the last
+//! check: past `RELAY_MAX_CONNECTIONS` or `RELAY_MAX_CONNECTIONS_PER_BOOKING` the answer is
+//! 503.
 
 use crate::admission::{check_ticket, Endpoint, Refusal};
 use crate::connection::{self, ConnectionOptions};
 use crate::hub::JoinRequest;
+use crate::limits::Slot;
 use crate::state::AppState;
 use crate::stats::STATS_TOPIC;
 use axum::extract::rejection::QueryRejection;
@@ -123,7 +126,7 @@ async fn entry(
 
 /// Admission on the relay port: a known connection type from an allowed origin, a
 /// websocket upgrade, a code whose ticket passes [`check_ticket`], and the relay's own
-/// rules for that ticket.
+/// rules for that ticket; then a place under the connection caps.
 fn admit(
     state: &AppState,
     prefix: &str,
@@ -143,6 +146,10 @@ fn admit(
         .and_then(|Query(q)| q.code)
         .filter(|c| !c.is_empty())
         .ok_or(Refusal::NoCode)?;
+    if state.caps.is_full() {
+        // Refused before the code is redeemed, so the client can use it once there is room.
+        return Err(Refusal::TooManyConnections);
+    }
     let ticket = state
         .codes
         .exchange(&code, state.now_instant())
@@ -152,8 +159,12 @@ fn admit(
     if ticket.connection() != connection {
         return Err(Refusal::WrongConnectionType(connection));
     }
-    let host_code = if ticket.alerts_host() {
+    if ticket.alerts_host() {
         check_host_online(state, topic)?;
+    }
+    // A place under the connection caps is taken before the host is told to dial in.
+    let slot = state.caps.admit(ticket.booking_id())?;
+    let host_code = if ticket.alerts_host() {
         // The host's code for this pair is issued now, so a full code store refuses the
         // client before the upgrade rather than leaving it waiting for a host that is
         // never told.
@@ -169,6 +180,7 @@ fn admit(
         ticket,
         upgrade,
         host_code,
+        slot,
     })
 }
 
@@ -178,6 +190,8 @@ struct Admitted {
     upgrade: WebSocketUpgrade,
     /// A shell client's: the code its host dials in with.
     host_code: Option<String>,
+    /// Its place under the connection caps, freed when the connection ends.
+    slot: Slot,
 }
 
 /// With an allow list configured, a browser's `Origin` must be on it (non-browser clients
@@ -311,6 +325,7 @@ fn upgrade_to_connection(
         ticket,
         upgrade,
         host_code,
+        slot,
     } = admitted;
     let header_text = |name: header::HeaderName| {
         headers
@@ -382,6 +397,8 @@ fn upgrade_to_connection(
                 if let Some(alert) = alert {
                     alert.disconnect(&state);
                 }
+                // The connection's place under the caps is free from here.
+                drop(slot);
             }
             .instrument(span);
             tasks.track_future(connection)

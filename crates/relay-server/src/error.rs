@@ -15,6 +15,8 @@ pub struct ApiError {
     /// The HTTP status sent with the body (may differ from the body's `code`).
     pub status: StatusCode,
     body: String,
+    /// Seconds sent as `Retry-After` (rate-limit answers).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -27,14 +29,22 @@ impl ApiError {
     /// reference's 422 validation errors (codes 601 and 602).
     pub fn coded(status: StatusCode, code: u16, message: impl Into<String>) -> Self {
         let body = json!({"code": code, "message": message.into()}).to_string();
-        ApiError { status, body }
+        ApiError {
+            status,
+            body,
+            retry_after: None,
+        }
     }
 
     /// Like [`ApiError::new`] with a `reason` field carrying detail for logs and humans.
     pub fn with_reason(status: StatusCode, message: &str, reason: impl Into<String>) -> Self {
         let body = json!({"code": status.as_u16(), "message": message, "reason": reason.into()})
             .to_string();
-        ApiError { status, body }
+        ApiError {
+            status,
+            body,
+            retry_after: None,
+        }
     }
 
     /// `{"code":"<status>","message":…}` plus a newline — the reference's handler errors.
@@ -43,7 +53,19 @@ impl ApiError {
             "{}\n",
             json!({"code": status.as_u16().to_string(), "message": message.into()})
         );
-        ApiError { status, body }
+        ApiError {
+            status,
+            body,
+            retry_after: None,
+        }
+    }
+
+    /// Send `Retry-After: secs` with the answer.
+    pub fn retry_after(self, secs: u64) -> Self {
+        ApiError {
+            retry_after: Some(secs),
+            ..self
+        }
     }
 
     /// The response body, for logs and tests.
@@ -54,12 +76,18 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/json")],
             self.body,
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }
 

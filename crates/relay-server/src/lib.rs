@@ -13,6 +13,8 @@
 //! - [`deny_file`]: the deny list saved under `RELAY_STATE_DIR`, so it survives a restart.
 //! - [`hub`]: topics, bounded subscriber queues and non-blocking fan-out.
 //! - [`stats`]: the `stats` topic reporter; [`status`]: the report formats.
+//! - [`limits`]: connection caps and access rate limits; [`client_addr`]: who a request
+//!   is from; [`timeouts`]: the header-read timeout of both ports.
 //! - [`metrics`], [`error`], [`state`]: Prometheus metrics, JSON errors, shared state.
 //!
 //! ```no_run
@@ -29,16 +31,19 @@
 
 pub mod access;
 pub mod admission;
+pub mod client_addr;
 pub mod config;
 pub mod connection;
 pub mod crossbar;
 pub mod deny_file;
 pub mod error;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod state;
 pub mod stats;
 pub mod status;
+pub mod timeouts;
 
 pub use config::{ServerConfig, TlsFiles};
 
@@ -161,6 +166,8 @@ impl RunningServer {
             deny_file,
             hub: Hub::new(limits, metrics.clone()),
             metrics,
+            rates: limits::AccessRates::new(&config.limits),
+            caps: limits::ConnectionCaps::new(&config.limits),
             audience: trim_slash(audience),
             relay_url: trim_slash(relay_url),
             config,
@@ -186,14 +193,19 @@ impl RunningServer {
             ),
         ];
         let mut servers = Vec::new();
+        let header_timeout = state.config.header_read_timeout;
         for (listener, addr, what, app, handle) in apps {
             let service = app.into_make_service_with_connect_info::<SocketAddr>();
             let task = match &tls {
                 Some(tls) => {
                     // Nagle's algorithm would hold small messages back for up to 40 ms.
-                    let server = axum_server::from_tcp_rustls(listener, tls.clone())
+                    let mut server = axum_server::from_tcp_rustls(listener, tls.clone())
                         .map_err(|source| StartError::Bind { addr, what, source })?
-                        .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()));
+                        .map(|tls| {
+                            let tls = tls.acceptor(axum_server::accept::NoDelayAcceptor::new());
+                            timeouts::FirstByteDeadline::new(tls, header_timeout)
+                        });
+                    timeouts::configure(server.http_builder(), header_timeout);
                     tokio::spawn(async move {
                         if let Err(e) = server.handle(handle).serve(service).await {
                             tracing::error!(error = %e, "server stopped with an error");
@@ -201,9 +213,13 @@ impl RunningServer {
                     })
                 }
                 None => {
-                    let server = axum_server::from_tcp(listener)
+                    let mut server = axum_server::from_tcp(listener)
                         .map_err(|source| StartError::Bind { addr, what, source })?
-                        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+                        .acceptor(timeouts::FirstByteDeadline::new(
+                            axum_server::accept::NoDelayAcceptor::new(),
+                            header_timeout,
+                        ));
+                    timeouts::configure(server.http_builder(), header_timeout);
                     tokio::spawn(async move {
                         if let Err(e) = server.handle(handle).serve(service).await {
                             tracing::error!(error = %e, "server stopped with an error");
@@ -215,7 +231,9 @@ impl RunningServer {
         }
         state.tasks.spawn(stats::run(state.clone()));
         state.tasks.spawn(tidy(state.clone()));
+        state.tasks.spawn(tidy_rates(state.clone()));
         tracing::info!(access = %access_addr, relay = %relay_addr, audience = %state.audience, relay_url = %state.relay_url, "relay serving");
+        tracing::info!(header_read_timeout = ?header_timeout, limits = ?state.config.limits, trusted_proxies = ?state.config.trusted_proxies, "limits");
         Ok(RunningServer {
             state,
             access_addr,
@@ -304,6 +322,19 @@ fn local_addr(
     listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, what, source })
+}
+
+/// Forget full rate-limit buckets every 10 s, until shutdown.
+async fn tidy_rates(state: Arc<AppState>) {
+    let mut every = tokio::time::interval(Duration::from_secs(10));
+    every.tick().await;
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        state.rates.prune();
+    }
 }
 
 /// Forget expired deny/allow entries and codes every `tidy_every`, until shutdown.

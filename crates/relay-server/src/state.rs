@@ -3,6 +3,7 @@
 use crate::config::ServerConfig;
 use crate::deny_file::{DenyFile, StateFileError};
 use crate::hub::Hub;
+use crate::limits::{AccessRates, ConnectionCaps};
 use crate::metrics::Metrics;
 use relay_auth::{CodeStore, DenyStore, Verifier};
 use relay_common::shutdown::{CancellationToken, TaskTracker};
@@ -28,6 +29,10 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Prometheus counters served on `/metrics` (the same instance the hub counts into).
     pub metrics: Arc<Metrics>,
+    /// Rate limits of the access routes (per booking, and failed logins per address).
+    pub rates: AccessRates,
+    /// Caps on open websockets (all, and per booking).
+    pub caps: Arc<ConnectionCaps>,
     /// Cancelled once when the server starts shutting down.
     pub shutdown: CancellationToken,
     /// Every connection and background task; shutdown waits on it.

@@ -135,6 +135,7 @@ async fn start_relay(lab: &Lab, ports: &Ports, name: &str) -> Result<Started> {
         "stderr",
     ]
     .iter()
+    .chain(crate::peers::RELAY_LIMITS_OFF.iter())
     .map(|s| s.to_string())
     .collect();
     let bin = lab.relay_bin.to_string_lossy().into_owned();
