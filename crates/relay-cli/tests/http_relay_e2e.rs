@@ -358,3 +358,36 @@ fn a_token_for_robot_a_cannot_poll_robot_b() {
         "Hello"
     );
 }
+
+/// Issue 13: on a public address without `--auth_secret` the server refuses to start
+/// (exit 2, the reason on stderr) unless `--insecure` is given.
+#[test]
+fn http_serve_refuses_public_address_without_secret() {
+    let output = Command::new(RELAY)
+        .args(["http", "serve", "--port=0", "--bind=0.0.0.0"])
+        .env_remove("RELAY_HTTP_SECRET")
+        .env_remove("RELAY_HTTP_INSECURE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--auth_secret") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+
+    let mut child = Command::new(RELAY)
+        .args(["http", "serve", "--port=0", "--bind=0.0.0.0", "--insecure"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let listening = lines.any(|line| line.contains("Relay server listening"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listening, "--insecure starts the server");
+}
