@@ -363,16 +363,30 @@ fn a_token_for_robot_a_cannot_poll_robot_b() {
 /// (exit 2, the reason on stderr) unless `--insecure` is given.
 #[test]
 fn http_serve_refuses_public_address_without_secret() {
-    let output = Command::new(RELAY)
+    let child = Command::new(RELAY)
         .args(["http", "serve", "--port=0", "--bind=0.0.0.0"])
         .env_remove("RELAY_HTTP_SECRET")
         .env_remove("RELAY_HTTP_INSECURE")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let mut child = Killed(child);
+    // A server that starts anyway is killed when the wait gives up (the test fails).
+    let mut status = None;
+    wait_until("the server exits", Duration::from_secs(10), || {
+        status = child.0.try_wait().unwrap();
+        status.is_some()
+    });
+    let mut stderr = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{stderr}");
     assert!(
         stderr.contains("--auth_secret") && stderr.contains("--insecure"),
         "{stderr}"
