@@ -239,6 +239,11 @@ async fn connection_cap_refuses_with_503_and_counts() {
     let reply = String::from_utf8_lossy(&reply).into_owned();
     assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
     assert!(reply.contains("too many connections"), "{reply}");
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains(&format!("Content-Length: {}", body.len())),
+        "{reply}"
+    );
     drop(held);
     let url = server.url();
     wait_until_async("a slot is free again", Duration::from_secs(10), || {

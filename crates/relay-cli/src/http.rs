@@ -390,6 +390,37 @@ mod tests {
         assert_eq!(c.backend_timeout, Duration::from_millis(500));
     }
 
+    /// Issue 13: the server's safer defaults and the flags that change them.
+    #[test]
+    fn serve_safety_flags_and_defaults() {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let serve = |args: &[&str]| {
+            <Serve as clap::Parser>::try_parse_from(args.iter().copied())
+                .unwrap()
+                .serve
+        };
+        let s = serve(&["x"]);
+        assert_eq!(s.max_request_body, 10 * 1024 * 1024);
+        assert_eq!(s.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.max_connections, 10_000);
+        assert!(!s.insecure);
+        let s = serve(&[
+            "x",
+            "--insecure",
+            "--max_request_body=0",
+            "--header_read_timeout=2s",
+            "--max_connections=0",
+        ]);
+        assert!(s.insecure);
+        assert_eq!(s.max_request_body, 0);
+        assert_eq!(s.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(s.max_connections, 0);
+    }
+
     #[test]
     fn go_style_boolean_flags_parse() {
         #[derive(clap::Parser)]
