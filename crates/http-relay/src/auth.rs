@@ -32,6 +32,9 @@ pub enum AuthError {
     /// expected audience.
     #[error("token audience does not include {0:?}")]
     Audience(String),
+    /// The token has no `exp` claim: it would be valid for ever, so it is refused.
+    #[error("token has no exp claim; relay-client tokens must expire")]
+    NoExpiry,
     /// The token has neither the scope for this server name nor `http:server:*`; holds
     /// the scope that was needed.
     #[error("token has no scope {0:?} (nor {SCOPE_SERVER_ANY:?})")]
@@ -65,6 +68,9 @@ impl PollerAuth {
             return Err(AuthError::MissingToken);
         }
         let claims = self.verifier.verify(token, now)?;
+        if !matches!(claims.exp, Some(exp) if exp != 0) {
+            return Err(AuthError::NoExpiry);
+        }
         if let Some(aud) = &self.audience {
             if !claims.aud.contains(aud) {
                 return Err(AuthError::Audience(aud.clone()));
@@ -124,6 +130,18 @@ mod tests {
             auth.check(&a, "robot-a", 2_100_000_000),
             Err(AuthError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn token_without_exp_is_refused() {
+        let auth = PollerAuth::new(b"s", None);
+        let claims = Claims {
+            scopes: vec!["http:server:a".into()],
+            exp: None,
+            ..Claims::default()
+        };
+        let h = headers(&mint(&claims, b"s"));
+        assert_eq!(auth.check(&h, "a", 1_900_000_000), Err(AuthError::NoExpiry));
     }
 
     #[test]

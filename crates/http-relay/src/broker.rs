@@ -442,11 +442,15 @@ impl Broker {
         let id = msg.id.clone().ok_or(BrokerError::MissingId)?;
         let backend = backend_of(&id).to_owned();
         let Some(record) = self.lookup(&id, true) else {
-            self.metrics.count_response(
-                metrics::METHOD_SERVER_RESPONSE,
-                metrics::RESULT_NOT_RECOGNIZED,
-                &backend,
-            );
+            // Only a connected backend's name becomes a label: the name comes from the
+            // caller, and a series per invented name would grow /metrics without bound.
+            if self.is_known_backend(&backend) {
+                self.metrics.count_response(
+                    metrics::METHOD_SERVER_RESPONSE,
+                    metrics::RESULT_NOT_RECOGNIZED,
+                    &backend,
+                );
+            }
             return Err(BrokerError::UnknownId(id));
         };
         record.touch(Instant::now());

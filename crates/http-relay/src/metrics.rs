@@ -88,6 +88,11 @@ pub struct Metrics {
     pub backends: Gauge,
     /// `broker_pending_requests`: user requests currently in flight.
     pub pending_requests: Gauge,
+    /// `http_relay_connections_open`: TCP connections currently served.
+    pub connections_open: Gauge,
+    /// `http_relay_connections_refused` (`_total`): connections refused with 503 because
+    /// `--max_connections` were open.
+    pub connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -100,6 +105,8 @@ impl Default for Metrics {
             overhead_durations: Family::new_with_constructor(default_histogram),
             backends: Gauge::default(),
             pending_requests: Gauge::default(),
+            connections_open: Gauge::default(),
+            connections_refused: Counter::default(),
         }
     }
 }
@@ -141,6 +148,16 @@ impl Metrics {
             "broker_pending_requests",
             "User requests currently in flight through the relay",
             self.pending_requests.clone(),
+        );
+        registry.register(
+            "http_relay_connections_open",
+            "TCP connections currently served",
+            self.connections_open.clone(),
+        );
+        registry.register(
+            "http_relay_connections_refused",
+            "Connections refused with 503 because --max_connections were open",
+            self.connections_refused.clone(),
         );
     }
 

@@ -35,6 +35,11 @@ pub const RELAY_ID_HEADER: &str = "x-cloudrobotics-http-relay";
 /// Query parameter by which a relay-client says it can pull request bodies in pieces.
 pub const BODY_STREAM_PARAM: &str = "body_stream";
 
+/// Default of [`ServerConfig::max_request_body`]: 10 MiB.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
+/// Default of [`ServerConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
 /// Configuration of the relay server (flags of spec §3.1 plus our safer extras).
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -53,8 +58,20 @@ pub struct ServerConfig {
     pub reaper_interval: Duration,
     /// Dispatch, long-poll and response-post waits (default 10 s, 30 s, 45 s).
     pub timeouts: BrokerTimeouts,
-    /// Largest accepted user request body in bytes (default 0: unlimited, as the reference).
+    /// Largest accepted user request body in bytes; larger ones get 413. Protects the
+    /// server's memory: a reference relay-client needs the whole body in one message, so
+    /// the server buffers it (default [`DEFAULT_MAX_REQUEST_BODY`], 10 MiB; 0 means no
+    /// limit, the reference's behaviour, and must be set explicitly).
     pub max_request_body: u64,
+    /// Longest time a client may take to send a request's headers before the connection
+    /// is closed (HTTP/1.1; a 408 is sent when possible). Protects against slowloris
+    /// clients holding connections open with a trickle of header bytes (default 10 s).
+    pub header_read_timeout: Duration,
+    /// Most connections served at once; further connections get `503` with the body
+    /// "too many connections" and are counted in `http_relay_connections_refused_total`.
+    /// Protects file descriptors and memory (default [`DEFAULT_MAX_CONNECTIONS`]; 0 means no
+    /// cap).
+    pub max_connections: usize,
     /// Bodies longer than this many bytes are streamed to relay-clients that support it
     /// instead of being buffered whole (default 256 KiB).
     pub body_stream_threshold: usize,
@@ -73,12 +90,34 @@ impl Default for ServerConfig {
             inactive_backend_timeout: Duration::from_secs(30 * 60),
             reaper_interval: Duration::from_secs(10),
             timeouts: BrokerTimeouts::default(),
-            max_request_body: 0,
+            max_request_body: DEFAULT_MAX_REQUEST_BODY,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             body_stream_threshold: 256 * 1024,
             auth: None,
             shutdown_timeout: Duration::from_secs(20),
         }
     }
+}
+
+/// Why the server must not start on `listen`: a non-loopback address without poller
+/// authorisation lets anyone on the network poll any server name and read its users'
+/// requests. `None` when the address is loopback, a secret is set, or the operator
+/// accepted the risk with `insecure` (e.g. an ingress authenticates Go relay-clients).
+pub fn exposure_refusal(
+    listen: std::net::IpAddr,
+    has_auth: bool,
+    insecure: bool,
+) -> Option<String> {
+    if has_auth || insecure || listen.to_canonical().is_loopback() {
+        return None;
+    }
+    Some(format!(
+        "refusing to listen on {listen} without relay-client authorisation: anyone who can \
+         reach it could poll any server name and read its users' requests. Set --auth_secret \
+         (RELAY_HTTP_SECRET), bind a loopback address (--bind=127.0.0.1), or pass --insecure \
+         (RELAY_HTTP_INSECURE=true) if something in front (an ingress) authenticates relay-clients"
+    ))
 }
 
 /// The reference's programmatic port rule: -1 means 80, anything else is kept (0 = any).
@@ -164,6 +203,92 @@ struct App {
     router: Router,
     budget: Duration,
     tasks: TaskTracker,
+    limits: ConnectionLimits,
+}
+
+/// Per-connection protections applied by [`accept_loop`].
+struct ConnectionLimits {
+    header_read_timeout: Duration,
+    /// `None` when there is no cap.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
+    metrics: Metrics,
+}
+
+/// What a connection past the cap receives before it is closed.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Length: 59\r\nRetry-After: 1\r\n\
+Connection: close\r\n\r\nrelay: too many connections (--max_connections); try again\n";
+
+/// Accept connections and serve each with hyper (HTTP/1.1 with upgrades, or h2c), with a
+/// header-read timeout and the connection cap, until `shutdown`; then finish open
+/// connections gracefully.
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let permit = match &limits.slots {
+            None => None,
+            Some(slots) => match Arc::clone(slots).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    limits.metrics.connections_refused.inc();
+                    tracing::warn!(%peer, "connection refused: --max_connections reached");
+                    tokio::spawn(refuse(stream));
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .into_owned();
+        let conn = graceful.watch(conn);
+        let open = limits.metrics.connections_open.clone();
+        open.inc();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            open.dec();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Answer a connection past the cap with a 503 and close it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    let write = async {
+        stream.write_all(TOO_MANY_CONNECTIONS).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
 }
 
 fn build(config: ServerConfig, shutdown: CancellationToken) -> (Arc<Broker>, App) {
@@ -176,6 +301,12 @@ fn build(config: ServerConfig, shutdown: CancellationToken) -> (Arc<Broker>, App
         tracing::warn!("relay-client authorisation is off: any poller may serve any server name (set a secret to require http:server:<name> scopes)");
     }
     let budget = config.shutdown_timeout;
+    let limits = ConnectionLimits {
+        header_read_timeout: config.header_read_timeout,
+        slots: (config.max_connections > 0)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(config.max_connections))),
+        metrics: broker.metrics.clone(),
+    };
     let state = AppState {
         broker: Arc::clone(&broker),
         config: Arc::new(config),
@@ -189,6 +320,7 @@ fn build(config: ServerConfig, shutdown: CancellationToken) -> (Arc<Broker>, App
         router: router(state),
         budget,
         tasks,
+        limits,
     };
     (broker, app)
 }
@@ -202,12 +334,11 @@ async fn serve_app(
         router,
         budget,
         tasks,
+        limits,
     } = app;
     let port = listener.local_addr()?.port();
     tracing::info!(Port = port, "Relay server listening");
-    let server =
-        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let server = tasks.spawn(async move { server.await });
+    let server = tasks.spawn(accept_loop(listener, router, limits, shutdown.clone()));
     shutdown.cancelled().await;
     let drained = async {
         let result = server.await;
@@ -358,7 +489,12 @@ async fn server_request(
             match read_rest(rest, &request, app.config.max_request_body).await {
                 Ok(full) => request.body = Some(full),
                 Err(status) => {
-                    fail_request(&app.broker, &id, status).await;
+                    let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                        too_large(app.config.max_request_body)
+                    } else {
+                        format!("relay: could not read the request body ({status})")
+                    };
+                    fail_request(&app.broker, &id, status, &reason).await;
                     return text_error(StatusCode::REQUEST_TIMEOUT, "request dropped; poll again");
                 }
             }
@@ -390,16 +526,14 @@ async fn read_rest(rest: Body, request: &HttpRequest, limit: u64) -> Result<Byte
 }
 
 /// Answer a dispatched request ourselves (the body could not be read).
-async fn fail_request(broker: &Broker, id: &str, status: StatusCode) {
+async fn fail_request(broker: &Broker, id: &str, status: StatusCode, reason: &str) {
     let msg = HttpResponse {
         status_code: Some(i32::from(status.as_u16())),
         header: vec![proto::HttpHeader {
             name: Some("Content-Type".into()),
             value: Some("text/plain".into()),
         }],
-        body: Some(Bytes::from(format!(
-            "relay: could not read the request body ({status})\n"
-        ))),
+        body: Some(Bytes::from(format!("{reason}\n"))),
         eof: Some(true),
         ..HttpResponse::for_id(id)
     };
@@ -492,6 +626,11 @@ pub fn extract_backend_and_path(path: &str, headers: &HeaderMap) -> Result<Route
     }
 }
 
+/// The 413 text for a body over `limit` bytes.
+fn too_large(limit: u64) -> String {
+    format!("request body larger than {limit} bytes (the relay's --max_request_body)")
+}
+
 /// Read the request body until it ends or passes `threshold` bytes. Returns what was read
 /// and the remaining body if it did not end.
 async fn read_body_prefix(
@@ -516,10 +655,7 @@ async fn read_body_prefix(
             }
         }
         if limit > 0 && buf.len() as u64 > limit {
-            return Err(text_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body larger than {limit} bytes"),
-            ));
+            return Err(text_error(StatusCode::PAYLOAD_TOO_LARGE, too_large(limit)));
         }
     }
     Ok((buf.freeze(), Some(body)))
@@ -576,6 +712,15 @@ async fn relay_message(
     if let Some(query) = parts.uri.query().filter(|q| !q.is_empty()) {
         url.push('?');
         url.push_str(query);
+    }
+    let limit = config.max_request_body;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if limit > 0 && declared.is_some_and(|len| len > limit) {
+        return Err(text_error(StatusCode::PAYLOAD_TOO_LARGE, too_large(limit)));
     }
     let (prefix, body_rest) =
         read_body_prefix(body, config.body_stream_threshold, config.max_request_body).await?;

@@ -65,13 +65,28 @@ pub struct ServeArgs {
     /// Log level as a Go slog integer: -4 debug, 0 info, 4 warn, 8 error.
     #[arg(long = "log_level", default_value_t = 0, allow_hyphen_values = true)]
     log_level: i32,
-    /// Largest user request body in bytes; 0 is unlimited (the reference's behaviour).
+    /// Largest user request body in bytes (larger ones get 413); 0 is unlimited (the
+    /// reference's behaviour) and must be set explicitly.
     #[arg(
         long = "max_request_body",
         env = "RELAY_HTTP_MAX_REQUEST_BODY",
-        default_value_t = 0
+        default_value_t = http_relay::server::DEFAULT_MAX_REQUEST_BODY
     )]
     max_request_body: u64,
+    /// Close a connection whose request headers take longer than this (slowloris).
+    #[arg(long = "header_read_timeout", env = "RELAY_HTTP_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_setting)]
+    header_read_timeout: Duration,
+    /// Most connections served at once; more get 503 (0 = no cap).
+    #[arg(
+        long = "max_connections",
+        env = "RELAY_HTTP_MAX_CONNECTIONS",
+        default_value_t = http_relay::server::DEFAULT_MAX_CONNECTIONS
+    )]
+    max_connections: usize,
+    /// Allow a non-loopback --bind without --auth_secret (something in front, such as an
+    /// ingress, authenticates relay-clients).
+    #[arg(long = "insecure", env = "RELAY_HTTP_INSECURE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    insecure: bool,
     /// Bodies longer than this are streamed to relay-clients that can pull them in pieces.
     #[arg(long = "body_stream_threshold", default_value_t = 256 * 1024)]
     body_stream_threshold: usize,
@@ -257,17 +272,28 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let auth_secret = args.auth_secret.filter(|s| !s.is_empty());
+    if let Some(why) =
+        http_relay::server::exposure_refusal(args.bind, auth_secret.is_some(), args.insecure)
+    {
+        eprintln!("relay http serve: {why}");
+        return ExitCode::from(2);
+    }
+    if args.header_read_timeout.is_zero() {
+        eprintln!("relay http serve: --header_read_timeout (RELAY_HTTP_HEADER_READ_TIMEOUT) must be greater than 0");
+        return ExitCode::from(2);
+    }
     let config = ServerConfig {
         listen: SocketAddr::new(args.bind, port),
+        header_read_timeout: args.header_read_timeout,
+        max_connections: args.max_connections,
         block_size: args.block_size.max(1),
         inactive_request_timeout: args.inactive_request_timeout,
         inactive_backend_timeout: args.inactive_backend_timeout,
         timeouts: BrokerTimeouts::default(),
         max_request_body: args.max_request_body,
         body_stream_threshold: args.body_stream_threshold,
-        auth: args
-            .auth_secret
-            .filter(|s| !s.is_empty())
+        auth: auth_secret
             .map(|secret| PollerAuth::new(secret.as_bytes(), args.auth_audience.clone())),
         ..ServerConfig::default()
     };
@@ -398,6 +424,37 @@ mod tests {
             .unwrap()
             .client;
         assert_eq!(c.backend_timeout, Duration::from_millis(500));
+    }
+
+    /// Issue 13: the server's safer defaults and the flags that change them.
+    #[test]
+    fn serve_safety_flags_and_defaults() {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let serve = |args: &[&str]| {
+            <Serve as clap::Parser>::try_parse_from(args.iter().copied())
+                .unwrap()
+                .serve
+        };
+        let s = serve(&["x"]);
+        assert_eq!(s.max_request_body, 10 * 1024 * 1024);
+        assert_eq!(s.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.max_connections, 10_000);
+        assert!(!s.insecure);
+        let s = serve(&[
+            "x",
+            "--insecure",
+            "--max_request_body=0",
+            "--header_read_timeout=2s",
+            "--max_connections=0",
+        ]);
+        assert!(s.insecure);
+        assert_eq!(s.max_request_body, 0);
+        assert_eq!(s.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(s.max_connections, 0);
     }
 
     #[test]

@@ -402,3 +402,33 @@ fn out_of_range_durations_are_refused_at_start_up() {
     assert!(stderr.contains("--backend_timeout"), "{stderr}");
     assert!(stderr.contains("at most 1 year"), "{stderr}");
 }
+
+/// Issue 13: on a public address without `--auth_secret` the server refuses to start
+/// (exit 2, the reason on stderr) unless `--insecure` is given.
+#[test]
+fn http_serve_refuses_public_address_without_secret() {
+    let mut refused = Command::new(RELAY);
+    refused
+        .args(["http", "serve", "--port=0", "--bind=0.0.0.0"])
+        .env_remove("RELAY_HTTP_SECRET")
+        .env_remove("RELAY_HTTP_INSECURE");
+    let (code, stderr) = support::run_to_exit(&mut refused);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--auth_secret") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+
+    let mut child = Command::new(RELAY)
+        .args(["http", "serve", "--port=0", "--bind=0.0.0.0", "--insecure"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let listening = lines.any(|line| line.contains("Relay server listening"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listening, "--insecure starts the server");
+}
