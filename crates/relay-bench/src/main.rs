@@ -39,6 +39,11 @@ struct Cli {
     /// Do not pin servers to core 0 and the load generator to core 1.
     #[arg(long, global = true)]
     no_pin: bool,
+    /// Start `relay serve` with its default connection caps and access rate limits instead
+    /// of `--limits off`. Each connection's token carries its own booking id either way, so
+    /// the per-booking limits see what a class of students with one booking each looks like.
+    #[arg(long, global = true)]
+    relay_limits: bool,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -186,9 +191,10 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
         peers: cli.peers.clone(),
         external_relay: None,
         echo_bin: Some(exe),
+        relay_limits: cli.relay_limits,
     };
     let runs = cli.runs.max(1);
-    if !matches!(cli.scenario, Scenario::TcpEcho { .. } | Scenario::Machine) {
+    if !cli.relay_limits && !matches!(cli.scenario, Scenario::TcpEcho { .. } | Scenario::Machine) {
         eprintln!(
             "relay-bench: every relay serve started here gets {} (RELAY_LIMITS=off): no \
              connection caps or access rate limits, so B5's handshakes are not throttled",

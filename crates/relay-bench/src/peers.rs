@@ -15,6 +15,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use relay_common::connection::ConnectionType;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -41,6 +42,9 @@ pub struct Lab {
     pub external_relay: Option<(String, Vec<u8>)>,
     /// Binary that serves `tcp-echo` (the TCP floor); `None` skips the floor.
     pub echo_bin: Option<PathBuf>,
+    /// Keep `relay serve`'s default caps and rate limits (`--relay-limits`) instead of
+    /// starting it with [`RELAY_LIMITS_OFF`].
+    pub relay_limits: bool,
 }
 
 /// How a target is reached.
@@ -137,7 +141,7 @@ impl Lab {
                         "stderr",
                     ]
                     .iter()
-                    .chain(RELAY_LIMITS_OFF.iter())
+                    .chain(RELAY_LIMITS_OFF.iter().filter(|_| !self.relay_limits))
                     .map(|s| s.to_string())
                     .collect();
                     args.extend(relay_args.iter().cloned());
@@ -306,16 +310,22 @@ impl Target {
     }
 
     /// POST a read/write token for `topic` to the access API; returns the websocket URI.
+    /// Every token carries its own booking id, as every student in a class has their own
+    /// booking, so the relay's per-booking limits apply to one connection each.
     async fn access(&self, access: &str, secret: &[u8], topic: &str) -> Result<String> {
+        static NEXT_BOOKING: AtomicU64 = AtomicU64::new(1);
         let scopes = [relay_auth::SCOPE_READ, relay_auth::SCOPE_WRITE];
-        let claims = relay_auth::Claims::grant(
-            ConnectionType::Session.as_str(),
-            topic,
-            &scopes,
-            access,
-            relay_auth::unix_now(),
-            3600,
-        );
+        let claims = relay_auth::Claims {
+            booking_id: format!("bench-{}", NEXT_BOOKING.fetch_add(1, Ordering::Relaxed)),
+            ..relay_auth::Claims::grant(
+                ConnectionType::Session.as_str(),
+                topic,
+                &scopes,
+                access,
+                relay_auth::unix_now(),
+                3600,
+            )
+        };
         access_uri(
             &self.http,
             access,

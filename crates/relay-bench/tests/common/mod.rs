@@ -17,6 +17,7 @@ pub async fn lab() -> (relay_server::RunningServer, Lab) {
         peers: vec!["relay".into()],
         external_relay: Some((server.access_url().to_owned(), secret)),
         echo_bin: None,
+        relay_limits: false,
     };
     (server, lab)
 }
