@@ -85,16 +85,7 @@ async fn remote_add_with_a_file_is_refused_and_creates_no_file() {
 #[tokio::test]
 async fn remote_list_never_shows_tokens() {
     let (host, _connector, mut end) = host_with_remote_api(local_config()).await;
-    host.state()
-        .destinations
-        .add(relay_host::DestinationRule {
-            id: "secret".into(),
-            stream: "data".into(),
-            destination: "https://relay.example.io/session/x".into(),
-            token: "secret.jwt".into(),
-            file: String::new(),
-        })
-        .unwrap();
+    add_secret_destination(&host);
     let all = remote_command(
         &mut end,
         json!({"verb":"list","what":"destination","which":"all","tokens":true}),
@@ -114,16 +105,7 @@ async fn remote_list_never_shows_tokens() {
 #[tokio::test]
 async fn local_list_with_tokens_is_not_sent_to_the_relay() {
     let (host, _connector, mut end) = host_with_remote_api(local_config()).await;
-    host.state()
-        .destinations
-        .add(relay_host::DestinationRule {
-            id: "secret".into(),
-            stream: "data".into(),
-            destination: "https://relay.example.io/session/x".into(),
-            token: "secret.jwt".into(),
-            file: String::new(),
-        })
-        .unwrap();
+    add_secret_destination(&host);
     let mut api = ws_client(&host, "api").await;
     send_text(
         &mut api,
@@ -403,4 +385,18 @@ async fn configured_host_names_are_allowed() {
     let (status, _) = get_with_host(&host, "/api/destinations/all", "other.example").await;
     assert_eq!(status, 403);
     host.shutdown().await;
+}
+
+/// A destination `secret` whose token (`secret.jwt`) no relay user may ever see.
+fn add_secret_destination(host: &relay_host::RunningHost) {
+    host.state()
+        .destinations
+        .add(relay_host::DestinationRule {
+            id: "secret".into(),
+            stream: "data".into(),
+            destination: "https://relay.example.io/session/x".into(),
+            token: "secret.jwt".into(),
+            file: String::new(),
+        })
+        .unwrap();
 }
