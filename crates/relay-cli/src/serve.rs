@@ -156,6 +156,9 @@ pub struct ServeArgs {
         default_value = "json"
     )]
     log_format: LogFormat,
+    /// How the secret setting is named in messages (`relay shell relay` names its own).
+    #[arg(skip = "RELAY_SECRET (--secret)")]
+    secret_name: &'static str,
     /// Log destination: stdout, stderr or a file path (falls back to stderr if unwritable).
     #[arg(
         long,
@@ -163,6 +166,50 @@ pub struct ServeArgs {
         default_value = "/var/log/relay/relay.log"
     )]
     log_file: String,
+}
+
+/// What `relay shell relay` sets from its own `SHELLRELAY_*` variables (shell spec §1.2);
+/// every other setting is `relay serve`'s, with its defaults and `RELAY_*` variables.
+pub(crate) struct Front {
+    /// `aud` that access tokens must carry (`SHELLRELAY_ACCESSFQDN`).
+    pub audience: String,
+    /// HMAC secret (`SHELLRELAY_SECRET`).
+    pub secret: String,
+    /// Public base URL of the relay port (`SHELLRELAY_RELAYFQDN`).
+    pub relay_url: String,
+    /// Access API port (`SHELLRELAY_ACCESSPORT`).
+    pub port_access: u16,
+    /// Websocket relay port (`SHELLRELAY_RELAYPORT`).
+    pub port_relay: u16,
+    /// Text logs at info on stdout; otherwise JSON at warn on stderr (`SHELLRELAY_DEVELOPMENT`).
+    pub development: bool,
+}
+
+impl ServeArgs {
+    /// `relay serve`'s arguments with `front` in place of its own audience, secret, URL,
+    /// ports and logging, so that another subcommand serves through the same
+    /// configuration and [`run`].
+    pub(crate) fn with_front(front: Front) -> Result<ServeArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let mut args = <Serve as clap::Parser>::try_parse_from(["relay"])?.serve;
+        args.dev = false;
+        args.audience = Some(front.audience);
+        args.secret = Some(front.secret);
+        args.secret_name = "SHELLRELAY_SECRET (--secret)";
+        args.relay_url = Some(front.relay_url);
+        args.port_access = front.port_access;
+        args.port_relay = front.port_relay;
+        (args.log_level, args.log_format, args.log_file) = if front.development {
+            (LogLevel::Info, LogFormat::Text, "stdout".to_owned())
+        } else {
+            (LogLevel::Warn, LogFormat::Json, "stderr".to_owned())
+        };
+        Ok(args)
+    }
 }
 
 /// Turn the arguments into a server configuration, or the list of missing and
@@ -318,6 +365,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     };
     if !args.dev {
         if let Some(warning) = cfg.short_secret_warning() {
+            let warning = warning.replacen("RELAY_SECRET (--secret)", args.secret_name, 1);
             tracing::warn!("{warning}");
             eprintln!("relay serve: warning: {warning}");
         }

@@ -1,10 +1,15 @@
-//! `relay shell host` and `relay shell client`: SSH (any TCP) to an experiment behind NAT.
-//! Environment names are the reference's (`SHELLHOST_*`, `SHELLCLIENT_*`), every one also a
-//! flag. The client listens on 127.0.0.1 by default (the reference listened on every
+//! `relay shell host` and `relay shell client`: SSH (any TCP) to an experiment behind NAT;
+//! `relay shell relay` (the relay they meet at, served exactly as `relay serve` serves it)
+//! and `relay shell token` (through `relay token`'s minting). Environment names are the
+//! reference's (`SHELLHOST_*`, `SHELLCLIENT_*`, `SHELLRELAY_*`, `SHELLTOKEN_*`), every one
+//! also a flag. The client listens on 127.0.0.1 by default (the reference listened on every
 //! interface, opening the tunnel to the whole LAN).
 
 use crate::logging::{self, LogFormat, LogLevel};
+use crate::serve::{Front, ServeArgs};
+use crate::token::TokenArgs;
 use clap::{ArgAction, Args, Subcommand};
+use relay_common::connection::ConnectionType;
 use relay_common::shutdown::cancel_on_signal;
 use relay_shell::client::{self, ClientConfig};
 use relay_shell::host::{HostConfig, ShellHost};
@@ -27,6 +32,62 @@ enum ShellCommand {
     Host(HostArgs),
     /// Admin side: a local port whose every connection is tunnelled to the host.
     Client(ClientArgs),
+    /// The reference's `shell relay` (`SHELLRELAY_*`): `relay serve` under its names.
+    Relay(RelayArgs),
+    /// The reference's `shell token` (`SHELLTOKEN_*`): mint a token and print it.
+    Token(ShellTokenArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Serves exactly as `relay serve` does (the shell and session connection types; relay serve's\n\
+other RELAY_* settings apply too). Example:\n  SHELLRELAY_ACCESSFQDN=https://access.example.io SHELLRELAY_RELAYFQDN=wss://relay-access.example.io \\\n  SHELLRELAY_SECRET=$SECRET relay shell relay"
+)]
+struct RelayArgs {
+    /// Access API port (0: any free port, printed as "relay: access API listening on ADDR").
+    #[arg(long, env = "SHELLRELAY_ACCESSPORT", default_value_t = 8080)]
+    access_port: u16,
+    /// Websocket relay port (0: any free port, printed as "relay: relay listening on ADDR").
+    #[arg(long, env = "SHELLRELAY_RELAYPORT", default_value_t = 8081)]
+    relay_port: u16,
+    /// The access API's public URL; access tokens' `aud` must contain it.
+    #[arg(long, env = "SHELLRELAY_ACCESSFQDN")]
+    access_fqdn: Option<String>,
+    /// The relay port's public base URL (e.g. wss://relay-access.example.io), put into the
+    /// returned websocket URIs.
+    #[arg(long, env = "SHELLRELAY_RELAYFQDN")]
+    relay_fqdn: Option<String>,
+    /// HMAC secret that access tokens are signed with.
+    #[arg(long, env = "SHELLRELAY_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Text logs at info level on stdout (otherwise JSON at warn on stderr).
+    #[arg(long, env = "SHELLRELAY_DEVELOPMENT", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    development: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Example: SHELLTOKEN_LIFETIME=3600 SHELLTOKEN_ROLE=host SHELLTOKEN_SECRET=$SECRET SHELLTOKEN_TOPIC=pendulum-01 \\\n  SHELLTOKEN_CONNECTIONTYPE=shell SHELLTOKEN_AUDIENCE=https://access.example.io relay shell token"
+)]
+struct ShellTokenArgs {
+    /// Lifetime in seconds.
+    #[arg(long, env = "SHELLTOKEN_LIFETIME", allow_negative_numbers = true)]
+    lifetime: Option<i64>,
+    /// host, client or stats (shell relay scopes), or read, write or readwrite.
+    #[arg(long, env = "SHELLTOKEN_ROLE")]
+    role: Option<String>,
+    /// HMAC secret shared with the relay.
+    #[arg(long, env = "SHELLTOKEN_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Topic: the shell id (`stats` for a stats token).
+    #[arg(long, env = "SHELLTOKEN_TOPIC")]
+    topic: Option<String>,
+    /// Connection type written to `prefix`: `shell` (or `session` for read/write roles).
+    #[arg(long, env = "SHELLTOKEN_CONNECTIONTYPE")]
+    connection_type: Option<String>,
+    /// Audience (`aud`): the access API's public URL.
+    #[arg(long, env = "SHELLTOKEN_AUDIENCE")]
+    audience: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -84,7 +145,82 @@ fn init_logs(development: bool) {
     }
 }
 
+/// `relay shell relay`: check the three required settings under their own names, then
+/// serve through `relay serve`'s configuration and start-up.
+fn run_relay(a: RelayArgs) -> ExitCode {
+    let mut missing = Vec::new();
+    let mut required = |value: Option<String>, name: &str| {
+        let value = value.filter(|v| !v.is_empty());
+        if value.is_none() {
+            missing.push(format!("{name} not set"));
+        }
+        value.unwrap_or_default()
+    };
+    let audience = required(a.access_fqdn, "SHELLRELAY_ACCESSFQDN");
+    let relay_url = required(a.relay_fqdn, "SHELLRELAY_RELAYFQDN");
+    let secret = required(a.secret, "SHELLRELAY_SECRET");
+    if !missing.is_empty() {
+        for m in missing {
+            eprintln!("relay shell relay: {m}");
+        }
+        return ExitCode::FAILURE;
+    }
+    match ServeArgs::with_front(Front {
+        audience,
+        secret,
+        relay_url,
+        port_access: a.access_port,
+        port_relay: a.relay_port,
+        development: a.development,
+    }) {
+        Ok(args) => crate::serve::run(args),
+        Err(e) => {
+            eprintln!("relay shell relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `relay shell token`: every `SHELLTOKEN_*` is required; minted by `relay token`'s code.
+fn run_token(a: ShellTokenArgs) -> ExitCode {
+    let mut problems = Vec::new();
+    let connection_type = match a.connection_type.as_deref() {
+        None | Some("") => {
+            problems.push("SHELLTOKEN_CONNECTIONTYPE not set".to_owned());
+            ConnectionType::Shell
+        }
+        Some(text) => text.parse().unwrap_or_else(|e| {
+            problems.push(format!("SHELLTOKEN_CONNECTIONTYPE: {e}"));
+            ConnectionType::Shell
+        }),
+    };
+    let role = a.role.filter(|r| !r.is_empty());
+    if role.is_none() {
+        problems.push("SHELLTOKEN_ROLE not set".to_owned());
+    }
+    if !problems.is_empty() {
+        for p in problems {
+            eprintln!("{p}");
+        }
+        return ExitCode::FAILURE;
+    }
+    let args = TokenArgs::for_role(
+        a.audience,
+        a.secret,
+        a.lifetime,
+        a.topic,
+        connection_type,
+        role.unwrap_or_default(),
+    );
+    crate::token::mint_and_print(args, "SHELLTOKEN_")
+}
+
 pub fn run(args: ShellArgs) -> ExitCode {
+    let args = match args.command {
+        ShellCommand::Relay(a) => return run_relay(a),
+        ShellCommand::Token(a) => return run_token(a),
+        command => ShellArgs { command },
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -146,6 +282,7 @@ pub fn run(args: ShellArgs) -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+        ShellCommand::Relay(_) | ShellCommand::Token(_) => ExitCode::FAILURE, // handled above
     }
 }
 

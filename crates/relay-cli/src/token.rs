@@ -33,7 +33,7 @@ pub struct TokenArgs {
     #[arg(
         long,
         env = "RELAY_TOKEN_BOOKING_ID",
-        default_value = "relay-token-cli"
+        default_value = DEFAULT_BOOKING_ID
     )]
     booking_id: String,
     /// Add the `relay:admin` scope (for /bids/deny and /bids/allow).
@@ -54,32 +54,92 @@ pub struct TokenArgs {
     role: Option<String>,
 }
 
-/// Build the claims, or the list of problems (one line each).
-fn claims(args: &TokenArgs, now: i64) -> Result<Claims, Vec<String>> {
+impl TokenArgs {
+    /// The arguments of `relay shell token` (`SHELLTOKEN_*`, all required there): a token
+    /// for `role` with the same booking id default as `relay token`, and no other scope.
+    pub(crate) fn for_role(
+        audience: Option<String>,
+        secret: Option<String>,
+        lifetime: Option<i64>,
+        topic: Option<String>,
+        connection_type: ConnectionType,
+        role: String,
+    ) -> TokenArgs {
+        TokenArgs {
+            audience,
+            secret,
+            lifetime,
+            topic,
+            connection_type,
+            booking_id: DEFAULT_BOOKING_ID.to_owned(),
+            scope_admin: false,
+            scope_write: false,
+            scope_read: false,
+            scope_other: None,
+            role: Some(role),
+        }
+    }
+}
+
+/// `booking_id` of a minted token unless `RELAY_TOKEN_BOOKING_ID` says otherwise.
+const DEFAULT_BOOKING_ID: &str = "relay-token-cli";
+
+/// The scopes a role stands for, and whether it is a shell relay role (which always
+/// carries the connection type `shell`): `host`, `client` and `stats` for the shell relay,
+/// and the reference's `shell token` roles `read`, `write` and `readwrite` (shell spec
+/// §1.2). `None` for any other role.
+pub(crate) fn role_scopes(role: &str) -> Option<(&'static [&'static str], bool)> {
+    use relay_auth::{SCOPE_SHELL_CLIENT, SCOPE_SHELL_HOST, SCOPE_SHELL_STATS};
+    match role {
+        "host" => Some((&[SCOPE_SHELL_HOST], true)),
+        "client" => Some((&[SCOPE_SHELL_CLIENT], true)),
+        "stats" => Some((&[SCOPE_SHELL_STATS], true)),
+        "read" => Some((&[SCOPE_READ], false)),
+        "write" => Some((&[SCOPE_WRITE], false)),
+        "readwrite" => Some((&[SCOPE_READ, SCOPE_WRITE], false)),
+        _ => None,
+    }
+}
+
+/// Build the claims, or the list of problems (one line each, naming each variable with
+/// `names`, the environment prefix of the subcommand that was run, e.g. `RELAY_TOKEN_`).
+fn claims(args: &TokenArgs, now: i64, names: &str) -> Result<Claims, Vec<String>> {
     let mut problems = Vec::new();
     let audience = args.audience.clone().filter(|a| !a.is_empty());
     if audience.is_none() {
-        problems.push("RELAY_TOKEN_AUDIENCE not set".to_owned());
+        problems.push(format!("{names}AUDIENCE not set"));
     }
     if args.secret.as_deref().unwrap_or("").is_empty() {
-        problems.push("RELAY_TOKEN_SECRET not set".to_owned());
+        problems.push(format!("{names}SECRET not set"));
     }
     let lifetime = args.lifetime.unwrap_or(0);
     if lifetime == 0 {
-        problems.push("RELAY_TOKEN_LIFETIME not set".to_owned());
+        problems.push(format!("{names}LIFETIME not set"));
     }
     let topic = args.topic.clone().unwrap_or_default();
     if topic.is_empty() && !args.scope_admin {
-        problems.push("RELAY_TOKEN_TOPIC not set".to_owned());
+        problems.push(format!("{names}TOPIC not set"));
     }
+    let role = match args.role.as_deref() {
+        None => None,
+        Some(name) => match role_scopes(name) {
+            Some(role) => Some(role),
+            None => {
+                problems.push(format!(
+                    "{names}ROLE must be one of host, client, stats, read, write, readwrite, not {name:?}"
+                ));
+                None
+            }
+        },
+    };
     let mut scopes = Vec::new();
     let flag_scopes = [
         (args.scope_admin, SCOPE_ADMIN),
         (args.scope_write, SCOPE_WRITE),
         (args.scope_read, SCOPE_READ),
     ];
-    match &args.role {
-        Some(role) => scopes.push(role.clone()),
+    match role {
+        Some((role_scopes, _)) => scopes.extend(role_scopes.iter().map(|s| (*s).to_owned())),
         None => scopes.extend(
             flag_scopes
                 .iter()
@@ -103,7 +163,7 @@ fn claims(args: &TokenArgs, now: i64) -> Result<Claims, Vec<String>> {
     Ok(Claims {
         booking_id: args.booking_id.clone(),
         topic,
-        prefix: if args.role.is_some() {
+        prefix: if role.is_some_and(|(_, shell)| shell) {
             ConnectionType::Shell
         } else {
             args.connection_type
@@ -120,8 +180,14 @@ fn claims(args: &TokenArgs, now: i64) -> Result<Claims, Vec<String>> {
 }
 
 pub fn run(args: TokenArgs) -> ExitCode {
+    mint_and_print(args, "RELAY_TOKEN_")
+}
+
+/// The one minting path of `relay token` and `relay shell token`: print the token and a
+/// newline, or one line per problem (variables named with the prefix `names`) and exit 1.
+pub(crate) fn mint_and_print(args: TokenArgs, names: &str) -> ExitCode {
     let now = relay_common::clock::unix_now();
-    match claims(&args, now) {
+    match claims(&args, now, names) {
         Ok(c) => {
             println!("{}", mint(&c, args.secret.unwrap_or_default().as_bytes()));
             ExitCode::SUCCESS

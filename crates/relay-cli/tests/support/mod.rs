@@ -102,16 +102,32 @@ pub fn serve(command: &mut Command) -> Option<Served> {
 /// up the command for the access and relay ports given. The addresses it prints prove it
 /// bound them; if it exits instead (a parallel test took a port), it is retried.
 pub fn serve_on_free_ports(configure: impl Fn(&mut Command, u16, u16)) -> Served {
+    serve_on_free_ports_with(Command::new(RELAY).arg("serve"), configure)
+}
+
+/// [`serve_on_free_ports`] for any command that serves as `relay serve` does and prints
+/// the same lines (e.g. `sh -c '. file; exec relay shell relay'`): `base` is cloned for
+/// each attempt.
+pub fn serve_on_free_ports_with(
+    base: &Command,
+    configure: impl Fn(&mut Command, u16, u16),
+) -> Served {
     const ATTEMPTS: usize = 5;
     for _ in 0..ATTEMPTS {
-        let mut command = Command::new(RELAY);
-        command.arg("serve");
+        let mut command = Command::new(base.get_program());
+        command.args(base.get_args());
+        for (key, value) in base.get_envs() {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
         configure(&mut command, candidate_port(), candidate_port());
         if let Some(served) = serve(&mut command) {
             return served;
         }
     }
-    panic!("relay serve could not listen on free ports in {ATTEMPTS} attempts")
+    panic!("{base:?} could not listen on free ports in {ATTEMPTS} attempts")
 }
 
 /// A loopback port that was free a moment ago. Only a candidate: a parallel test may take
