@@ -35,7 +35,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Mint a token from RELAY_TOKEN_* variables (or flags) and print it.
     Token(token::TokenArgs),
-    /// SSH (any TCP) to an experiment behind NAT: `relay shell host` / `relay shell client`.
+    /// SSH (any TCP) to an experiment behind NAT: `relay shell host` / `relay shell client`,
+    /// and the reference's `relay shell relay` / `relay shell token`.
     Shell(shell::ShellArgs),
     /// HTTP relay (Cloud Robotics compatible): `relay http serve` / `relay http client`.
     Http(http::HttpArgs),

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Example:\n  experiment:  relay shell host --relay-session https://relay.example.io/access/shell/pendulum-01 --token $HOST_TOKEN\n  admin:       relay shell client --relay-session https://relay.example.io/access/shell/pendulum-01 --token $CLIENT_TOKEN --local-port 2222\n               ssh -p 2222 pi@localhost\nMint tokens with: relay token --role host|client --topic pendulum-01 ..."
+    after_help = "Example:\n  experiment:  relay shell host --relay-session https://relay.example.io/access/shell/pendulum-01 --token $HOST_TOKEN\n  admin:       relay shell client --relay-session https://relay.example.io/access/shell/pendulum-01 --token $CLIENT_TOKEN --local-port 2222\n               ssh -p 2222 pi@localhost\nRelay (the reference's SHELLRELAY_* file): relay shell relay\nMint tokens with: relay shell token (SHELLTOKEN_*) or relay token --role host|client --topic pendulum-01 ..."
 )]
 pub struct ShellArgs {
     #[command(subcommand)]
@@ -40,8 +40,9 @@ enum ShellCommand {
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Serves exactly as `relay serve` does (the shell and session connection types; relay serve's\n\
-other RELAY_* settings apply too). Example:\n  SHELLRELAY_ACCESSFQDN=https://access.example.io SHELLRELAY_RELAYFQDN=wss://relay-access.example.io \\\n  SHELLRELAY_SECRET=$SECRET relay shell relay"
+    after_help = "Serves exactly as `relay serve` does (the shell and session connection types). The audience,\n\
+URL, secret, ports and logging come from SHELLRELAY_*; relay serve's other RELAY_* settings\n\
+(bind address, buffers, limits, timeouts, state dir, TLS) apply as they do there. Example:\n  SHELLRELAY_ACCESSFQDN=https://access.example.io SHELLRELAY_RELAYFQDN=wss://relay-access.example.io \\\n  SHELLRELAY_SECRET=$SECRET relay shell relay"
 )]
 struct RelayArgs {
     /// Access API port (0: any free port, printed as "relay: access API listening on ADDR").
@@ -216,17 +217,17 @@ fn run_token(a: ShellTokenArgs) -> ExitCode {
 }
 
 pub fn run(args: ShellArgs) -> ExitCode {
-    let args = match args.command {
+    // The relay and the token tools start (or need) no runtime of their own here.
+    let runtime = match args.command {
         ShellCommand::Relay(a) => return run_relay(a),
         ShellCommand::Token(a) => return run_token(a),
-        command => ShellArgs { command },
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        ShellCommand::Host(_) | ShellCommand::Client(_) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     match args.command {
         ShellCommand::Host(a) => {
@@ -282,7 +283,7 @@ pub fn run(args: ShellArgs) -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        ShellCommand::Relay(_) | ShellCommand::Token(_) => ExitCode::FAILURE, // handled above
+        ShellCommand::Relay(_) | ShellCommand::Token(_) => ExitCode::FAILURE, // returned above
     }
 }
 
