@@ -272,5 +272,21 @@ fn a_reference_shell_deployment_runs_unchanged() {
         || echoes(client_port, b"hello through the shell relay\n"),
     );
     assert!(echoes(client_port, b"and again, on a new connection\n"));
+
+    // It stops as `relay serve` does: SIGTERM closes every socket, exit 0. (`sh` exec'd
+    // into the relay, so the child's pid is the relay's.)
+    let mut relay = relay.process;
+    let pid = relay.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_until(
+        "relay shell relay to exit after SIGTERM",
+        Duration::from_secs(15),
+        || relay.0.try_wait().is_ok_and(|s| s.is_some()),
+    );
+    assert_eq!(relay.0.wait().unwrap().code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
