@@ -229,3 +229,24 @@ async fn shutdown_closes_every_connection_with_going_away() {
     crossbar.shutdown().await;
     assert_eq!(close_code(&mut a, WAIT).await, Some(1001));
 }
+
+#[tokio::test]
+async fn a_websocket_to_stats_gets_the_stats_topic_reports() {
+    let crossbar = start().await;
+    let _lab = open(&crossbar, "lab").await;
+    let mut stats = open(&crossbar, "stats").await;
+    wait_for_users(&crossbar, 2).await;
+    send_text(&mut stats, r#"{"cmd":"update"}"#).await;
+    let Some(Message::Text(report)) = next_frame(&mut stats, WAIT).await else {
+        panic!("no stats report");
+    };
+    let report: serde_json::Value = serde_json::from_str(report.as_str()).unwrap();
+    let topics: Vec<&str> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["topic"].as_str().unwrap())
+        .collect();
+    assert!(topics.contains(&"lab"), "{report}");
+    crossbar.shutdown().await;
+}
