@@ -3,6 +3,7 @@
 //! no relay logic lives here.
 //!
 //! - [`serve`]: `relay serve`, the cloud relay (access API + crossbar).
+//! - [`crossbar`]: `relay crossbar`, the open relay without tokens (a LAN or a laptop).
 //! - [`token`]: `relay token`, mint HS256 tokens from `RELAY_TOKEN_*`.
 //! - [`http`]: `relay http serve` / `relay http client`, the HTTP relay.
 //! - [`host`]: `relay host`, the experiment side (ingest, feeds, destinations, rule APIs).
@@ -10,6 +11,7 @@
 //! - [`logging`]: the tracing set-up shared by every long-running subcommand.
 
 mod client;
+mod crossbar;
 mod host;
 mod http;
 mod logging;
@@ -33,6 +35,8 @@ struct Cli {
 enum Command {
     /// Run the cloud relay: access API (JWT → one-time code) and websocket crossbar.
     Serve(serve::ServeArgs),
+    /// Open relay without tokens for a lab's LAN or a laptop: websocat to ws://host/<topic>.
+    Crossbar(crossbar::CrossbarArgs),
     /// Mint a token from RELAY_TOKEN_* variables (or flags) and print it.
     Token(token::TokenArgs),
     /// SSH (any TCP) to an experiment behind NAT: `relay shell host` / `relay shell client`,
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Crossbar(args) => crossbar::run(args),
         Command::Token(args) => token::run(args),
         Command::Shell(args) => shell::run(args),
         Command::Http(args) => http::run(args),

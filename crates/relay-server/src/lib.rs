@@ -12,6 +12,7 @@
 //! - [`connection`]: one admitted websocket (reader, writer, ping, expiry, close).
 //! - [`deny_file`]: the deny list saved under `RELAY_STATE_DIR`, so it survives a restart.
 //! - [`hub`]: topics, bounded subscriber queues and non-blocking fan-out.
+//! - [`open`]: `relay crossbar`, the open mode without tokens (a LAN or a laptop).
 //! - [`stats`]: the `stats` topic reporter; [`status`]: the report formats.
 //! - [`limits`]: connection caps and access rate limits; [`client_addr`]: who a request
 //!   is from; [`timeouts`]: the header-read timeout of both ports.
@@ -40,6 +41,7 @@ pub mod error;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod open;
 pub mod state;
 pub mod stats;
 pub mod status;
