@@ -8,6 +8,7 @@
 //! - [`host`]: `relay host`, the experiment side (ingest, feeds, destinations, rule APIs).
 //! - [`client`]: `relay client file`, log/play/check against a relay topic.
 //! - [`logging`]: the tracing set-up shared by every long-running subcommand.
+//! - [`boolean`]: the one boolean value parser (Go's `strconv.ParseBool` set).
 
 mod boolean;
 mod client;
