@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::builder::BoolishValueParser;
+use crate::boolean::{parse_bool, GoBool};
 use clap::{Args, Subcommand};
 use relay_client::file::{Controls, FileClientConfig, LogTarget, OutputMode};
 use relay_client::playfile::Playfile;
@@ -56,11 +56,11 @@ pub struct FileArgs {
     play: Option<String>,
     /// Only parse and check the playfile (every error with its line number); no connection.
     /// Also read from RELAY_CLIENT_FILE_CHECK_ONLY.
-    #[arg(long, env = "RELAY_CLIENT_CHECK_ONLY", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "RELAY_CLIENT_CHECK_ONLY", value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     check_only: Option<bool>,
     /// Play even if the playfile has errors (error lines are skipped).
     /// Also read from RELAY_CLIENT_FILE_FORCE.
-    #[arg(long, env = "RELAY_CLIENT_FORCE", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "RELAY_CLIENT_FORCE", value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     force: Option<bool>,
     /// Accepted for compatibility (Go duration). Condition timeouts are now exact, so the
     /// reference's polling interval is no longer used. Also read from RELAY_CLIENT_FILE_INTERVAL.
@@ -68,7 +68,7 @@ pub struct FileArgs {
     interval: Option<String>,
     /// Trace-level text logs (to stderr) and print the configuration.
     /// Also read from RELAY_CLIENT_DEVELOPMENT.
-    #[arg(long, env = "RELAY_CLIENT_FILE_DEVELOPMENT", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "RELAY_CLIENT_FILE_DEVELOPMENT", value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     development: Option<bool>,
     /// Output mode: `text` ([<time>] <message> lines, binary frames base64) or `binary`
     /// (raw frame bytes concatenated, e.g. to record MPEG-TS video).
@@ -101,15 +101,6 @@ fn with_alias(primary: Option<bool>, alias: &str) -> Result<bool, String> {
             parse_bool(&text).ok_or_else(|| format!("{alias}={text} is not a boolean"))
         }
         _ => Ok(false),
-    }
-}
-
-/// Go's strconv.ParseBool, as viper uses.
-fn parse_bool(text: &str) -> Option<bool> {
-    match text {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" | "yes" | "on" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" | "no" | "off" => Some(false),
-        _ => None,
     }
 }
 
@@ -264,20 +255,4 @@ fn file_client(args: FileArgs) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn booleans_parse_like_go() {
-        for yes in ["1", "t", "T", "true", "TRUE", "True"] {
-            assert_eq!(parse_bool(yes), Some(true), "{yes}");
-        }
-        for no in ["0", "f", "F", "false", "FALSE", "False"] {
-            assert_eq!(parse_bool(no), Some(false), "{no}");
-        }
-        assert_eq!(parse_bool("maybe"), None);
-    }
 }

@@ -69,7 +69,7 @@ pub struct HostArgs {
     record_dir: Option<PathBuf>,
     /// Let commands from the relay (over the VW_API destination) add and delete rules.
     /// Off: relay users may only list rules (never with tokens) and health-check.
-    #[arg(long = "api-remote-changes", env = "VW_API_REMOTE_CHANGES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long = "api-remote-changes", env = "VW_API_REMOTE_CHANGES", default_value_t = false, action = clap::ArgAction::Set, value_parser = crate::boolean::GoBool, num_args = 0..=1, default_missing_value = "true")]
     api_remote_changes: bool,
     /// Milliseconds a client may take to send its request headers before the local server
     /// closes the connection (against slowloris clients). At least 1.

@@ -9,7 +9,9 @@
 //! - [`host`]: `relay host`, the experiment side (ingest, feeds, destinations, rule APIs).
 //! - [`client`]: `relay client file`, log/play/check against a relay topic.
 //! - [`logging`]: the tracing set-up shared by every long-running subcommand.
+//! - [`boolean`]: the one boolean value parser (Go's `strconv.ParseBool` set).
 
+mod boolean;
 mod client;
 mod crossbar;
 mod host;
@@ -53,7 +55,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return refuse(&e),
+    };
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Crossbar(args) => crossbar::run(args),
@@ -66,6 +71,21 @@ fn main() -> ExitCode {
             println!("relay {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// A bad setting value (a boolean outside Go's set, a bad duration, a level that does not
+/// exist) exits 1 with the message, as the reference does; `relay http` keeps Go's `flag`
+/// package's 2. Help, version and usage errors keep clap's behaviour.
+fn refuse(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let go_flags = std::env::args_os().nth(1).is_some_and(|a| a == "http");
+    match e.kind() {
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue if !go_flags => {
+            let _ = e.print();
+            ExitCode::FAILURE
+        }
+        _ => e.exit(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! plus TLS, origins and the data-path limits), `--dev` for a zero-configuration local run,
 //! and signal handling (SIGINT/SIGTERM close every socket with "going away", exit 0).
 
+use crate::boolean::GoBool;
 use crate::logging::{self, LogFormat, LogLevel};
 use clap::{ArgAction, Args};
 use relay_auth::{mint, Audience, Claims, SCOPE_READ, SCOPE_STATS, SCOPE_WRITE};
@@ -44,16 +45,17 @@ pub struct ServeArgs {
     #[arg(long, env = "RELAY_BIND")]
     bind: Option<IpAddr>,
     /// Accept session tokens with an empty booking_id.
-    #[arg(long, env = "RELAY_ALLOW_NO_BOOKING_ID", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "RELAY_ALLOW_NO_BOOKING_ID", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     allow_no_booking_id: bool,
-    /// Per-connection queue length in messages (1..=512; other values become 256).
+    /// Per-connection queue length in messages (1..=512; other values, and text that is
+    /// not a number, become 256 with a warning, as in the reference).
     #[arg(
         long,
         env = "RELAY_BUFFER_SIZE",
-        default_value_t = 128,
+        default_value = "128",
         allow_negative_numbers = true
     )]
-    buffer_size: i64,
+    buffer_size: String,
     /// Per-connection queue limit in bytes.
     #[arg(long, env = "RELAY_BUFFER_BYTES", default_value_t = 16 * 1024 * 1024)]
     buffer_bytes: usize,
@@ -84,7 +86,7 @@ pub struct ServeArgs {
     max_message_bytes: usize,
     /// Merge queued binary messages into one frame (the reference's behaviour; only for
     /// byte streams such as MPEG-TS video).
-    #[arg(long, env = "RELAY_COALESCE_BINARY", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "RELAY_COALESCE_BINARY", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     coalesce_binary: bool,
     /// Seconds of clock skew tolerated on token exp/nbf/iat.
     #[arg(long, env = "RELAY_TOKEN_LEEWAY", default_value_t = 0)]
@@ -92,8 +94,12 @@ pub struct ServeArgs {
     /// Comma-separated browser origins allowed (CORS and websocket Origin); empty: any.
     #[arg(long, env = "RELAY_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<String>,
+    /// Send CORS headers on the access API. Turn off (`RELAY_CORS=false`) behind a proxy
+    /// that adds its own, or browsers see two `Access-Control-Allow-Origin` headers.
+    #[arg(long, env = "RELAY_CORS", default_value_t = true, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
+    cors: bool,
     /// Require the relay:stats scope to join the `stats` topic.
-    #[arg(long, env = "RELAY_STATS_REQUIRE_SCOPE", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "RELAY_STATS_REQUIRE_SCOPE", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     stats_require_scope: bool,
     /// Most unused one-time codes one booking may have waiting (at least 1); more session
     /// requests get 429 until codes are used or expire (30 s).
@@ -268,14 +274,7 @@ fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Ve
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     };
     let ip = args.bind.unwrap_or(default_ip);
-    let (queue_messages, replaced) = ServerConfig::checked_queue_messages(args.buffer_size);
-    if replaced {
-        tracing::warn!(
-            requested = args.buffer_size,
-            using = queue_messages,
-            "RELAY_BUFFER_SIZE out of range 1..=512"
-        );
-    }
+    let queue_messages = buffer_size(&args.buffer_size);
     let mut cfg = ServerConfig::new(secret.unwrap_or_default().into_bytes());
     cfg.audience = args.audience.clone();
     cfg.relay_url = args.relay_url.clone();
@@ -300,6 +299,7 @@ fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Ve
         .filter(|o| !o.is_empty())
         .cloned()
         .collect();
+    cfg.cors = args.cors;
     cfg.stats_require_scope = args.stats_require_scope;
     cfg.max_codes_per_booking = args.max_codes_per_booking;
     cfg.max_codes = args.max_codes;
@@ -316,6 +316,25 @@ fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Ve
     };
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// The queue length from `RELAY_BUFFER_SIZE`. Like the reference (viper reads text that
+/// is not a number as 0), anything outside 1..=512 becomes 256, with a warning.
+fn buffer_size(text: &str) -> usize {
+    let Ok(requested) = text.trim().parse::<i64>() else {
+        let using = relay_server::config::FALLBACK_QUEUE_MESSAGES;
+        tracing::warn!(requested = text, using, "RELAY_BUFFER_SIZE is not a number");
+        return using;
+    };
+    let (queue_messages, replaced) = ServerConfig::checked_queue_messages(requested);
+    if replaced {
+        tracing::warn!(
+            requested,
+            using = queue_messages,
+            "RELAY_BUFFER_SIZE out of range 1..=512"
+        );
+    }
+    queue_messages
 }
 
 /// Largest accepted `RELAY_HEADER_READ_TIMEOUT`.
@@ -542,6 +561,39 @@ mod tests {
         );
         assert_eq!(cfg.trusted_proxies.len(), 2);
         assert_eq!(cfg.limits.max_connections, 5);
+    }
+
+    #[test]
+    fn booleans_take_go_spellings_and_a_bad_one_names_its_variable() {
+        for (text, want) in [("TRUE", true), ("1", true), ("t", true), ("False", false)] {
+            let cfg = config_of(&["--stats-require-scope", text]).unwrap();
+            assert_eq!(cfg.stats_require_scope, want, "{text}");
+        }
+        let Err(err) = <Serve as clap::Parser>::try_parse_from(["x", "--coalesce-binary", "yes"])
+        else {
+            panic!("--coalesce-binary yes was accepted");
+        };
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("RELAY_COALESCE_BINARY"), "{err}");
+    }
+
+    #[test]
+    fn a_buffer_size_that_is_not_a_number_falls_back_to_256() {
+        assert_eq!(
+            config_of(&["--buffer-size", "lots"])
+                .unwrap()
+                .queue_messages,
+            256
+        );
+        assert_eq!(
+            config_of(&["--buffer-size", "0"]).unwrap().queue_messages,
+            256
+        );
+        assert_eq!(
+            config_of(&["--buffer-size", "64"]).unwrap().queue_messages,
+            64
+        );
+        assert_eq!(config_of(&[]).unwrap().queue_messages, 128);
     }
 
     #[test]

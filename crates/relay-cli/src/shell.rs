@@ -5,6 +5,7 @@
 //! also a flag. The client listens on 127.0.0.1 by default (the reference listened on every
 //! interface, opening the tunnel to the whole LAN).
 
+use crate::boolean::GoBool;
 use crate::logging::{self, LogFormat, LogLevel};
 use crate::serve::{Front, ServeArgs};
 use crate::token::TokenArgs;
@@ -109,7 +110,7 @@ struct HostArgs {
     #[arg(long, env = "SHELLHOST_CA_FILE")]
     ca_file: Option<PathBuf>,
     /// Text logs at info level on stdout (otherwise JSON at warn on stderr).
-    #[arg(long, env = "SHELLHOST_DEVELOPMENT", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "SHELLHOST_DEVELOPMENT", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     development: bool,
 }
 
@@ -134,7 +135,7 @@ struct ClientArgs {
     #[arg(long, env = "SHELLCLIENT_CA_FILE")]
     ca_file: Option<PathBuf>,
     /// Text logs at info level on stdout (otherwise JSON at warn on stderr).
-    #[arg(long, env = "SHELLCLIENT_DEVELOPMENT", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "SHELLCLIENT_DEVELOPMENT", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     development: bool,
 }
 

@@ -4,6 +4,7 @@
 //! `nbf = iat`, `exp = iat + lifetime`; one line per missing variable and exit 1.
 //! `--role host|client|stats` (`RELAY_TOKEN_ROLE`) mints shell relay tokens.
 
+use crate::boolean::GoBool;
 use clap::{ArgAction, Args};
 use relay_auth::{mint, Audience, Claims, SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE};
 use relay_common::connection::ConnectionType;
@@ -37,13 +38,13 @@ pub struct TokenArgs {
     )]
     booking_id: String,
     /// Add the `relay:admin` scope (for /bids/deny and /bids/allow).
-    #[arg(long, env = "RELAY_TOKEN_SCOPE_ADMIN", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "RELAY_TOKEN_SCOPE_ADMIN", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     scope_admin: bool,
     /// Add the `write` scope.
-    #[arg(long, env = "RELAY_TOKEN_SCOPE_WRITE", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "RELAY_TOKEN_SCOPE_WRITE", default_value_t = true, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     scope_write: bool,
     /// Add the `read` scope.
-    #[arg(long, env = "RELAY_TOKEN_SCOPE_READ", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "RELAY_TOKEN_SCOPE_READ", default_value_t = true, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     scope_read: bool,
     /// Add one more scope, e.g. `relay:stats`.
     #[arg(long, env = "RELAY_TOKEN_SCOPE_OTHER")]

@@ -30,7 +30,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// The access API router.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/session/{session_id}", post(session))
         .route("/shell/{shell_id}", post(shell))
         .route("/bids/deny", post(deny).get(deny_list))
@@ -38,9 +38,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .layer(cors(&state.config.allowed_origins))
-        .with_state(state)
+        .fallback(not_found);
+    let cors_on = state.config.cors;
+    let allowed_origins = state.config.allowed_origins.clone();
+    // The routes' `Allow` header is set outside route layers, so the 405 body is added
+    // around the whole router.
+    let routes = Router::new()
+        .fallback_service(routes.with_state(state))
+        .layer(axum::middleware::from_fn(method_not_allowed_body));
+    if cors_on {
+        routes.layer(cors(&allowed_origins))
+    } else {
+        routes
+    }
 }
 
 fn cors(allowed: &[String]) -> CorsLayer {
@@ -60,6 +70,39 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         format!("path {} was not found", uri.path()),
     )
+}
+
+/// A known path with the wrong method: 405 with the `Allow` header and a body in the
+/// reference's error shape, `{"code":405,"message":"method GET is not allowed, but [POST] are"}`
+/// (axum's own 405 has an empty body).
+async fn method_not_allowed_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let allowed = allow
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut answer = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed, but [{allowed}] are"),
+    )
+    .into_response();
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(header::ALLOW, allow);
+    }
+    answer
 }
 
 /// Read and verify the token in `Authorization` (raw, or with a `Bearer ` prefix), and

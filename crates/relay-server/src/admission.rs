@@ -153,7 +153,7 @@ impl Refusal {
             }
             Refusal::ForeignAudience { aud, host } => ApiError::new(
                 S::UNAUTHORIZED,
-                format!("aud {aud:?} does not match this host {host}"),
+                format!("aud [{}] does not match this host {host}", aud.join(" ")),
             ),
             Refusal::MissingClaims => handler(S::UNAUTHORIZED, "Token Missing Required Claims"),
             Refusal::UnknownConnectionType(prefix) => {

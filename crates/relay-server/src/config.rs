@@ -85,6 +85,11 @@ pub struct ServerConfig {
     pub state_dir: Option<PathBuf>,
     /// Browser origins allowed (CORS on the access API, `Origin` on upgrades). Empty: any.
     pub allowed_origins: Vec<String>,
+    /// Send CORS headers on the access API (`RELAY_CORS`). Default on, so a browser page on
+    /// another origin can make the access POST; turn it off behind a proxy that adds its
+    /// own, or a browser sees two `Access-Control-Allow-Origin` headers and refuses the
+    /// answer (the reference sent none).
+    pub cors: bool,
     /// Require the `relay:stats` scope to join the `stats` topic (the reference did not).
     pub stats_require_scope: bool,
     /// PEM certificate chain and key; when set, both ports speak TLS.
@@ -144,6 +149,7 @@ impl ServerConfig {
             max_codes: relay_auth::codes::DEFAULT_MAX_CODES,
             state_dir: None,
             allowed_origins: Vec::new(),
+            cors: true,
             stats_require_scope: false,
             tls: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,

@@ -480,3 +480,101 @@ async fn unused_codes_are_capped_per_booking() {
         "{metrics}"
     );
 }
+
+/// An OPTIONS preflight and a POST from a browser page on another origin: the CORS
+/// headers of the access API, present or absent.
+async fn cors_headers(s: &relay_server::RunningServer) -> (u16, Option<String>, Option<String>) {
+    let client = reqwest::Client::new();
+    let url = format!("{}/session/expt", s.access_url());
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("Origin", "https://lab.example.org")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    let post = client
+        .post(&url)
+        .header("Origin", "https://lab.example.org")
+        .header("Authorization", token(&claims(s, "expt", &["read"])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 200);
+    let origin = |r: &reqwest::Response| {
+        let all: Vec<_> = r
+            .headers()
+            .get_all("access-control-allow-origin")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert!(all.len() <= 1, "{all:?}");
+        all.into_iter().next()
+    };
+    (
+        preflight.status().as_u16(),
+        origin(&preflight),
+        origin(&post),
+    )
+}
+
+/// Issue 14 item 2: CORS is on by default; `RELAY_CORS=false` (`cors = false`) sends no
+/// CORS header at all, as the reference, for deployments whose proxy adds its own.
+#[tokio::test]
+async fn cors_is_on_by_default_and_can_be_turned_off() {
+    let on = start(|c| c.allow_no_booking_id = true).await;
+    let (status, preflight, post) = cors_headers(&on).await;
+    assert!((200..300).contains(&status), "{status}");
+    assert_eq!(preflight.as_deref(), Some("*"));
+    assert_eq!(post.as_deref(), Some("*"));
+
+    let off = start(|c| {
+        c.allow_no_booking_id = true;
+        c.cors = false;
+    })
+    .await;
+    let (status, preflight, post) = cors_headers(&off).await;
+    assert_eq!(status, 405, "the reference answers OPTIONS with 405");
+    assert_eq!(preflight, None);
+    assert_eq!(post, None);
+}
+
+/// Issue 14 item 4: the wrong-audience message lists the audiences as Go prints a slice.
+#[tokio::test]
+async fn a_wrong_audience_is_reported_with_go_list_formatting() {
+    let s = start(|_| {}).await;
+    let bad = token(&Claims {
+        aud: Audience(vec!["https://a.example".into(), "https://b.example".into()]),
+        ..claims(&s, "expt", &["read"])
+    });
+    let (status, body) = post(&format!("{}/session/expt", s.access_url()), Some(&bad)).await;
+    assert_eq!(status, 401);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["message"],
+        format!(
+            "aud [https://a.example https://b.example] does not match this host {}",
+            s.access_url()
+        )
+    );
+}
+
+/// Issue 14 item 4: a wrong method on an access route gets 405 with `Allow` and a body in
+/// the reference's error shape.
+#[tokio::test]
+async fn a_wrong_method_gets_a_405_body_in_the_reference_shape() {
+    let s = start(|_| {}).await;
+    let resp = reqwest::Client::new()
+        .get(format!("{}/session/expt", s.access_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    let body = resp.text().await.unwrap();
+    assert_eq!(
+        body,
+        r#"{"code":405,"message":"method GET is not allowed, but [POST] are"}"#
+    );
+}
