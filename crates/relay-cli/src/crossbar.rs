@@ -2,6 +2,7 @@
 //! `ws://host/<topic>` (N:N), `/in/<topic>` → `/out/<topic>`, `/stats`. Listens on
 //! `CROSSBAR_LISTEN` (default `127.0.0.1:8080`); a non-loopback address needs `--open`.
 
+use crate::boolean::GoBool;
 use crate::logging::{self, LogFormat, LogLevel};
 use clap::{ArgAction, Args};
 use relay_common::shutdown::cancel_on_signal;
@@ -22,7 +23,7 @@ pub struct CrossbarArgs {
     #[arg(long, env = "CROSSBAR_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Allow a non-loopback CROSSBAR_LISTEN (a LAN): there is no authentication.
-    #[arg(long, env = "CROSSBAR_OPEN", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "CROSSBAR_OPEN", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     open: bool,
     /// Log level.
     #[arg(

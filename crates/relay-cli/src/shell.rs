@@ -63,7 +63,7 @@ struct RelayArgs {
     #[arg(long, env = "SHELLRELAY_SECRET", hide_env_values = true)]
     secret: Option<String>,
     /// Text logs at info level on stdout (otherwise JSON at warn on stderr).
-    #[arg(long, env = "SHELLRELAY_DEVELOPMENT", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "SHELLRELAY_DEVELOPMENT", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     development: bool,
 }
 
