@@ -2,7 +2,8 @@
 //! reference's `RELAY_MONITOR_*` variables. A relay frozen with SIGSTOP makes the monitor
 //! run `RELAY_MONITOR_COMMAND` within `THRESHOLD × TRIGGER_AFTER_MISSES` plus one interval
 //! (waited for with that bound plus slack, since the machine may be loaded); a healthy relay
-//! never makes it run over 30 s of probes. Needs the `kill` command (procps) and `sh`.
+//! never makes it run over 30 s of probes. Without a command, the default action kills the
+//! pid in `RELAY_MONITOR_PIDFILE`. Needs the `kill` command (procps) and `sh`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
@@ -47,6 +48,16 @@ fn start_relay(dir: &Path) -> Served {
 /// `<dir>/monitor.log`. Returns once its metrics listener is up, with that listener's address.
 fn start_monitor(dir: &Path, relay: &Served, marker: &Path) -> (Killed, String) {
     let mut command = Command::new(RELAY);
+    command.env("RELAY_MONITOR_COMMAND", r#"touch "$MARKER""#);
+    start_monitor_with(dir, relay, marker, &mut command)
+}
+
+fn start_monitor_with(
+    dir: &Path,
+    relay: &Served,
+    marker: &Path,
+    command: &mut Command,
+) -> (Killed, String) {
     command
         .arg("monitor")
         .env("RELAY_MONITOR_AUDIENCE", format!("http://{}", relay.access))
@@ -55,14 +66,13 @@ fn start_monitor(dir: &Path, relay: &Served, marker: &Path) -> (Killed, String) 
         .env("RELAY_MONITOR_THRESHOLD", "1s")
         .env("RELAY_MONITOR_TRIGGER_AFTER_MISSES", MISSES.to_string())
         .env("RELAY_MONITOR_NO_RETRIGGER_WITHIN", "60s")
-        .env("RELAY_MONITOR_COMMAND", r#"touch "$MARKER""#)
         .env("MARKER", marker)
         .env("RELAY_MONITOR_METRICS_LISTEN", "127.0.0.1:0")
         .env("RELAY_MONITOR_LOG_LEVEL", "info")
         .env("RELAY_MONITOR_LOG_FORMAT", "text")
         .env("RELAY_MONITOR_LOG_FILE", dir.join("monitor.log"))
         .stderr(Stdio::null());
-    let (child, lines) = spawn_and_read(&mut command, &["relay monitor: metrics listening on "]);
+    let (child, lines) = spawn_and_read(command, &["relay monitor: metrics listening on "]);
     let lines = lines.expect("relay monitor exited at start");
     (child, lines[0].clone())
 }
@@ -161,4 +171,31 @@ fn a_healthy_relay_never_triggers_the_monitor_over_30_s() {
         "{metrics}"
     );
     drop(relay);
+}
+
+#[test]
+fn the_default_action_kills_the_frozen_relay_named_by_the_pid_file() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = temp_dir("pidfile");
+    let mut relay = start_relay(&dir);
+    let pid = relay.process.0.id();
+    let pidfile = dir.join("relay.pid");
+    std::fs::write(&pidfile, format!("{pid}\n")).unwrap();
+    let mut command = Command::new(RELAY);
+    command.env("RELAY_MONITOR_PIDFILE", &pidfile);
+    let (_monitor, _) = start_monitor_with(&dir, &relay, &dir.join("unused"), &mut command);
+    wait_until_blocking("three good measurements", SLACK, || good_samples(&dir) >= 3);
+
+    signal(pid, "STOP");
+    let bound = THRESHOLD * MISSES + INTERVAL;
+    let mut status = None;
+    wait_until_blocking(
+        &format!("the monitor to kill the relay within {bound:?} (+{SLACK:?} slack)"),
+        bound + SLACK,
+        || {
+            status = relay.process.0.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    assert_eq!(status.and_then(|s| s.signal()), Some(9), "{status:?}");
 }
