@@ -8,6 +8,7 @@
 //! - [`http`]: `relay http serve` / `relay http client`, the HTTP relay.
 //! - [`host`]: `relay host`, the experiment side (ingest, feeds, destinations, rule APIs).
 //! - [`client`]: `relay client file`, log/play/check against a relay topic.
+//! - [`monitor`]: `relay monitor`, the latency canary that restarts a hung relay.
 //! - [`logging`]: the tracing set-up shared by every long-running subcommand.
 //! - [`boolean`]: the one boolean value parser (Go's `strconv.ParseBool` set).
 
@@ -17,6 +18,7 @@ mod crossbar;
 mod host;
 mod http;
 mod logging;
+mod monitor;
 mod serve;
 mod shell;
 mod token;
@@ -50,6 +52,8 @@ enum Command {
     Host(host::HostArgs),
     /// Test and maintenance clients; `relay client file` logs, records and plays.
     Client(client::ClientArgs),
+    /// Latency canary: probe a relay topic and restart the relay when it hangs.
+    Monitor(monitor::MonitorArgs),
     /// Print the version.
     Version,
 }
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Http(args) => http::run(args),
         Command::Host(args) => host::run(args),
         Command::Client(args) => client::run(args),
+        Command::Monitor(args) => monitor::run(args),
         Command::Version => {
             println!("relay {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -7,10 +7,12 @@
 //! - [`playfile`]: the playfile grammar of `relay client file`.
 //! - [`file`](mod@file): the engine of `relay client file` (log, binary recording, play).
 //! - [`status`]: typed stats-topic reports and the `GET /status` client.
+//! - [`monitor`]: the latency canary of `relay monitor`.
 
 #![warn(missing_docs)]
 
 pub mod file;
+pub mod monitor;
 pub mod playfile;
 pub mod session;
 pub mod status;
