@@ -48,7 +48,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(http::go_style_flags(std::env::args_os()));
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Token(args) => token::run(args),
