@@ -226,11 +226,13 @@ pub fn encode_text(registry: &Registry) -> Result<String, std::fmt::Error> {
 
 /// Rewrite OpenMetrics text, as `prometheus-client` writes it for counters, gauges and
 /// histograms, into the Prometheus text format 0.0.4: a counter family's `_total` samples
-/// take the family's own name and its `_created` samples are dropped, `unknown` becomes
-/// `untyped`, and the `# UNIT` and `# EOF` lines are dropped. Everything else (HELP, TYPE,
+/// take the family's own name and its `_created` samples are dropped, a histogram bucket's
+/// whole-number bound is written as Go writes it (`le="1"`, not `le="1.0"`), `unknown`
+/// becomes `untyped`, and the `# UNIT` and `# EOF` lines are dropped. Everything else (HELP, TYPE,
 /// labels, gauge and histogram samples) is the same in both formats.
 pub fn openmetrics_to_text(openmetrics: &str) -> String {
     let mut counters: HashSet<&str> = HashSet::new();
+    let mut histograms: HashSet<&str> = HashSet::new();
     let mut text = String::with_capacity(openmetrics.len());
     for line in openmetrics.lines() {
         if line == "# EOF" || line.starts_with("# UNIT ") {
@@ -240,6 +242,9 @@ pub fn openmetrics_to_text(openmetrics: &str) -> String {
             match declared.split_once(' ') {
                 Some((name, "counter")) => {
                     counters.insert(name);
+                }
+                Some((name, "histogram")) => {
+                    histograms.insert(name);
                 }
                 Some((name, "unknown")) => {
                     text.push_str("# TYPE ");
@@ -262,6 +267,21 @@ pub fn openmetrics_to_text(openmetrics: &str) -> String {
                     text.push('\n');
                     continue;
                 }
+            }
+            if let Some(bound) = name
+                .strip_suffix("_bucket")
+                .filter(|family| histograms.contains(family))
+                .and_then(|_| rest.strip_prefix("{le=\""))
+                .and_then(|labels| labels.split_once('"'))
+                .and_then(|(bound, after)| Some((bound.strip_suffix(".0")?, after)))
+            {
+                text.push_str(name);
+                text.push_str("{le=\"");
+                text.push_str(bound.0);
+                text.push('"');
+                text.push_str(bound.1);
+                text.push('\n');
+                continue;
             }
             if name
                 .strip_suffix("_created")
@@ -309,6 +329,31 @@ mod tests {
             odd_total 2\n\
             # TYPE thing untyped\n\
             thing 1\n"
+        );
+    }
+
+    /// Go writes bucket bounds as `le="1"`, `le="10"`; a query that selects one bucket by
+    /// its bound must keep matching.
+    #[test]
+    fn bucket_bounds_are_written_as_go_writes_them() {
+        let openmetrics = "# TYPE d histogram\n\
+            d_sum{method=\"m\"} 1.0\n\
+            d_bucket{le=\"0.005\",method=\"m\"} 0\n\
+            d_bucket{le=\"1.0\",method=\"m\"} 1\n\
+            d_bucket{le=\"10.0\",method=\"m\"} 1\n\
+            d_bucket{le=\"+Inf\",method=\"m\"} 1\n\
+            # TYPE g gauge\n\
+            g_bucket{le=\"1.0\"} 1\n";
+        assert_eq!(
+            openmetrics_to_text(openmetrics),
+            "# TYPE d histogram\n\
+            d_sum{method=\"m\"} 1.0\n\
+            d_bucket{le=\"0.005\",method=\"m\"} 0\n\
+            d_bucket{le=\"1\",method=\"m\"} 1\n\
+            d_bucket{le=\"10\",method=\"m\"} 1\n\
+            d_bucket{le=\"+Inf\",method=\"m\"} 1\n\
+            # TYPE g gauge\n\
+            g_bucket{le=\"1.0\"} 1\n"
         );
     }
 
