@@ -1,6 +1,12 @@
 //! Prometheus metrics of the relay server, with the reference's names and labels (the Cloud
 //! Robotics dashboard queries them), plus gauges for connected backends and in-flight
 //! requests that the reference lacked.
+//!
+//! `/metrics` serves the plain Prometheus text format 0.0.4, whatever the `Accept` header
+//! says, as the reference's `promhttp.Handler()` does: counters are named as registered
+//! (`broker_requests`, not `broker_requests_total`), which is what the dashboards query.
+//! `prometheus-client` only encodes OpenMetrics, so [`encode_text`] encodes that and
+//! rewrites it into the text format ([`openmetrics_to_text`]).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -8,6 +14,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::collections::HashSet;
+
+/// The `Content-Type` of [`encode_text`]'s output.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Labels of `broker_requests` and the duration histograms.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -90,7 +100,7 @@ pub struct Metrics {
     pub pending_requests: Gauge,
     /// `http_relay_connections_open`: TCP connections currently served.
     pub connections_open: Gauge,
-    /// `http_relay_connections_refused` (`_total`): connections refused with 503 because
+    /// `http_relay_connections_refused`: connections refused with 503 because
     /// `--max_connections` were open.
     pub connections_refused: Counter,
 }
@@ -204,5 +214,168 @@ pub fn method_labels(method: &str, backend: &str) -> MethodLabels {
     MethodLabels {
         method: method.into(),
         backend: backend.into(),
+    }
+}
+
+/// Encode `registry` in the Prometheus text format 0.0.4 (see [`openmetrics_to_text`]).
+pub fn encode_text(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut openmetrics = String::new();
+    prometheus_client::encoding::text::encode(&mut openmetrics, registry)?;
+    Ok(openmetrics_to_text(&openmetrics))
+}
+
+/// Rewrite OpenMetrics text, as `prometheus-client` writes it for counters, gauges and
+/// histograms, into the Prometheus text format 0.0.4: a counter family's `_total` samples
+/// take the family's own name and its `_created` samples are dropped, a histogram bucket's
+/// whole-number bound is written as Go writes it (`le="1"`, not `le="1.0"`), `unknown`
+/// becomes `untyped`, and the `# UNIT` and `# EOF` lines are dropped. Everything else (HELP, TYPE,
+/// labels, gauge and histogram samples) is the same in both formats.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let mut counters: HashSet<&str> = HashSet::new();
+    let mut histograms: HashSet<&str> = HashSet::new();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(declared) = line.strip_prefix("# TYPE ") {
+            match declared.split_once(' ') {
+                Some((name, "counter")) => {
+                    counters.insert(name);
+                }
+                Some((name, "histogram")) => {
+                    histograms.insert(name);
+                }
+                Some((name, "unknown")) => {
+                    text.push_str("# TYPE ");
+                    text.push_str(name);
+                    text.push_str(" untyped\n");
+                    continue;
+                }
+                _ => {}
+            }
+            text.push_str(line);
+            text.push('\n');
+            continue;
+        }
+        if !line.starts_with('#') {
+            let (name, rest) = line.split_at(line.find(['{', ' ']).unwrap_or(line.len()));
+            if let Some(family) = name.strip_suffix("_total") {
+                if counters.contains(family) {
+                    text.push_str(family);
+                    text.push_str(rest);
+                    text.push('\n');
+                    continue;
+                }
+            }
+            if let Some(bound) = name
+                .strip_suffix("_bucket")
+                .filter(|family| histograms.contains(family))
+                .and_then(|_| rest.strip_prefix("{le=\""))
+                .and_then(|labels| labels.split_once('"'))
+                .and_then(|(bound, after)| Some((bound.strip_suffix(".0")?, after)))
+            {
+                text.push_str(name);
+                text.push_str("{le=\"");
+                text.push_str(bound.0);
+                text.push('"');
+                text.push_str(bound.1);
+                text.push('\n');
+                continue;
+            }
+            if name
+                .strip_suffix("_created")
+                .is_some_and(|family| counters.contains(family))
+            {
+                continue;
+            }
+        }
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_lose_total_and_the_trailer_goes() {
+        let openmetrics = "# HELP broker_requests Requests seen by the broker.\n\
+            # TYPE broker_requests counter\n\
+            broker_requests_total{method=\"client\",backend=\"a b\"} 3\n\
+            broker_requests_created{method=\"client\",backend=\"a b\"} 1.0\n\
+            # TYPE http_relay_connections_refused counter\n\
+            http_relay_connections_refused_total 0\n\
+            # TYPE broker_backends gauge\n\
+            broker_backends 1\n\
+            # TYPE odd_total gauge\n\
+            odd_total 2\n\
+            # TYPE thing unknown\n\
+            # UNIT thing seconds\n\
+            thing 1\n\
+            # EOF\n";
+        assert_eq!(
+            openmetrics_to_text(openmetrics),
+            "# HELP broker_requests Requests seen by the broker.\n\
+            # TYPE broker_requests counter\n\
+            broker_requests{method=\"client\",backend=\"a b\"} 3\n\
+            # TYPE http_relay_connections_refused counter\n\
+            http_relay_connections_refused 0\n\
+            # TYPE broker_backends gauge\n\
+            broker_backends 1\n\
+            # TYPE odd_total gauge\n\
+            odd_total 2\n\
+            # TYPE thing untyped\n\
+            thing 1\n"
+        );
+    }
+
+    /// Go writes bucket bounds as `le="1"`, `le="10"`; a query that selects one bucket by
+    /// its bound must keep matching.
+    #[test]
+    fn bucket_bounds_are_written_as_go_writes_them() {
+        let openmetrics = "# TYPE d histogram\n\
+            d_sum{method=\"m\"} 1.0\n\
+            d_bucket{le=\"0.005\",method=\"m\"} 0\n\
+            d_bucket{le=\"1.0\",method=\"m\"} 1\n\
+            d_bucket{le=\"10.0\",method=\"m\"} 1\n\
+            d_bucket{le=\"+Inf\",method=\"m\"} 1\n\
+            # TYPE g gauge\n\
+            g_bucket{le=\"1.0\"} 1\n";
+        assert_eq!(
+            openmetrics_to_text(openmetrics),
+            "# TYPE d histogram\n\
+            d_sum{method=\"m\"} 1.0\n\
+            d_bucket{le=\"0.005\",method=\"m\"} 0\n\
+            d_bucket{le=\"1\",method=\"m\"} 1\n\
+            d_bucket{le=\"10\",method=\"m\"} 1\n\
+            d_bucket{le=\"+Inf\",method=\"m\"} 1\n\
+            # TYPE g gauge\n\
+            g_bucket{le=\"1.0\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn the_registered_families_encode_with_reference_names() {
+        let metrics = Metrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        metrics.count_request(METHOD_CLIENT, "robot");
+        metrics.count_response(METHOD_SERVER_RESPONSE, RESULT_NOT_RECOGNIZED, "robot");
+        let text = encode_text(&registry).unwrap_or_default();
+        assert!(
+            text.lines()
+                .any(|l| l == "broker_requests{method=\"client\",backend=\"robot\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l
+                == "broker_responses{method=\"server_response\",\
+                    result=\"not recognized or reaches the inactivity timeout\",backend=\"robot\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("_total"), "{text}");
     }
 }

@@ -68,7 +68,7 @@ pub struct ServerConfig {
     /// clients holding connections open with a trickle of header bytes (default 10 s).
     pub header_read_timeout: Duration,
     /// Most connections served at once; further connections get `503` with the body
-    /// "too many connections" and are counted in `http_relay_connections_refused_total`.
+    /// "too many connections" and are counted in `http_relay_connections_refused`.
     /// Protects file descriptors and memory (default [`DEFAULT_MAX_CONNECTIONS`]; 0 means no
     /// cap).
     pub max_connections: usize,
@@ -418,21 +418,13 @@ async fn health(State(app): State<AppState>) -> Response {
 }
 
 async fn metrics_handler(State(app): State<AppState>) -> Response {
-    let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &app.registry) {
-        return text_error(
+    match metrics::encode_text(&app.registry) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::TEXT_CONTENT_TYPE)], text).into_response(),
+        Err(e) => text_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding metrics: {e}"),
-        );
+        ),
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
 }
 
 /// Refuse a relay-client call for `server_name` when authorisation is on and fails.

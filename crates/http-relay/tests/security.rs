@@ -250,7 +250,8 @@ async fn connection_cap_refuses_with_503_and_counts() {
         let url = url.clone();
         async move {
             let text = get(&format!("{url}/metrics")).await.text();
-            text.contains("http_relay_connections_refused_total 1")
+            text.lines()
+                .any(|l| l == "http_relay_connections_refused 1")
         }
     })
     .await;

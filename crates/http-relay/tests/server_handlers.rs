@@ -486,8 +486,8 @@ async fn metrics_use_the_reference_names() {
     user.await.unwrap();
     let text = get(&format!("{url}/metrics")).await.text();
     for name in [
-        "broker_requests_total{method=\"client\",backend=\"foo\"} 1",
-        "broker_responses_total{method=\"server_response\",result=\"ok\",backend=\"foo\"} 1",
+        "broker_requests{method=\"client\",backend=\"foo\"} 1",
+        "broker_responses{method=\"server_response\",result=\"ok\",backend=\"foo\"} 1",
         "broker_overhead_durations_count{method=\"server_response\",backend=\"foo\"} 1",
         "broker_backend_responses_durations_count",
         "broker_responses_durations_bucket",
@@ -495,5 +495,51 @@ async fn metrics_use_the_reference_names() {
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }
+    server.shutdown().await;
+}
+
+/// Prometheus' default scrape `Accept` header (it prefers OpenMetrics) still gets the plain
+/// text format 0.0.4 with the reference's counter names, as Go's `promhttp.Handler()` serves
+/// it: the Cloud Robotics dashboards query `broker_requests` and `broker_responses`.
+#[tokio::test]
+async fn prometheus_scrape_gets_text_format_with_reference_counter_names() {
+    const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
+        application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (server, url) = server_with_foo(|_| {}).await;
+    let (user, request) = user_and_request(&url, "/client/foo/", &[], "").await;
+    let reply = HttpResponse {
+        status_code: Some(200),
+        eof: Some(true),
+        ..HttpResponse::for_id(&request.id.unwrap())
+    };
+    post_response(&url, &reply).await;
+    user.await.unwrap();
+    let answer = call(
+        Method::GET,
+        &format!("{url}/metrics"),
+        &[("Accept", PROMETHEUS_ACCEPT)],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.headers.get("content-type").unwrap(),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = answer.text();
+    for line in [
+        "# TYPE broker_requests counter",
+        "broker_requests{method=\"client\",backend=\"foo\"} 1",
+        "# TYPE broker_responses counter",
+        "broker_responses{method=\"server_response\",result=\"ok\",backend=\"foo\"} 1",
+        "# TYPE broker_responses_durations histogram",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing line {line} in\n{text}"
+        );
+    }
+    assert!(!text.contains("_total"), "OpenMetrics names in\n{text}");
+    assert!(!text.contains("# EOF"), "OpenMetrics trailer in\n{text}");
     server.shutdown().await;
 }

@@ -1,7 +1,7 @@
 //! `relay http serve` and `relay http client`: the HTTP relay (crate `http-relay`), with the
 //! flag names of Cloud Robotics' `http-relay-server` and `http-relay-client` so their
-//! deployment manifests keep working (use `--flag=value`; Go's single-dash form is not
-//! accepted).
+//! deployment manifests keep working, in either spelling: `--flag=value` or Go's
+//! single-dash `-flag=value` / `-flag value` ([`go_style_flags`]).
 
 use crate::logging::{self, LogFormat, LogLevel};
 use clap::{Args, Subcommand};
@@ -10,6 +10,7 @@ use http_relay::broker::BrokerTimeouts;
 use http_relay::{ClientConfig, ClientError, ServerConfig};
 use relay_common::goduration::{check_settings, parse_setting, Zero};
 use relay_common::shutdown::{cancel_on_signal, CancellationToken};
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,44 @@ pub enum HttpCommand {
 pub struct HttpArgs {
     #[command(subcommand)]
     command: HttpCommand,
+}
+
+/// Rewrite Go's single-dash long flags for `relay http serve` and `relay http client` into
+/// clap's double-dash form, before clap parses `argv`: the Go binaries (Go's `flag`
+/// package) accept `-relay_address=…` and `-server_name x`, and existing Kubernetes
+/// manifests use them. Only after `http serve` / `http client`, only a `-name` or
+/// `-name=value` argument whose `name` is one of that subcommand's long flags becomes
+/// `--name…`; everything else (values such as `-4`, unknown names, anything after `--`,
+/// other subcommands) is left for clap to judge.
+pub fn go_style_flags(argv: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = argv.into_iter().collect();
+    let command = match (argv.get(1), argv.get(2)) {
+        (Some(http), Some(sub)) if http == "http" && sub == "serve" => {
+            ServeArgs::augment_args(clap::Command::new("serve"))
+        }
+        (Some(http), Some(sub)) if http == "http" && sub == "client" => {
+            ClientArgs::augment_args(clap::Command::new("client"))
+        }
+        _ => return argv,
+    };
+    let long_flags: Vec<&str> = command
+        .get_arguments()
+        .filter_map(clap::Arg::get_long)
+        .collect();
+    for arg in argv.iter_mut().skip(3) {
+        let Some(text) = arg.to_str() else { continue };
+        if text == "--" {
+            break;
+        }
+        let Some(flag) = text.strip_prefix('-').filter(|f| !f.starts_with('-')) else {
+            continue;
+        };
+        let name = flag.split_once('=').map_or(flag, |(name, _)| name);
+        if long_flags.contains(&name) {
+            *arg = OsString::from(format!("-{text}"));
+        }
+    }
+    argv
 }
 
 /// Go slog levels as integers: -4 debug, 0 info, 4 warn, 8 error.
@@ -85,7 +124,7 @@ pub struct ServeArgs {
     max_connections: usize,
     /// Allow a non-loopback --bind without --auth_secret (something in front, such as an
     /// ingress, authenticates relay-clients).
-    #[arg(long = "insecure", env = "RELAY_HTTP_INSECURE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long = "insecure", env = "RELAY_HTTP_INSECURE", default_value_t = false, action = clap::ArgAction::Set, value_parser = crate::boolean::GoBool, num_args = 0..=1, default_missing_value = "true")]
     insecure: bool,
     /// Bodies longer than this are streamed to relay-clients that can pull them in pieces.
     #[arg(long = "body_stream_threshold", default_value_t = 256 * 1024)]
@@ -121,7 +160,7 @@ pub struct ClientArgs {
     #[arg(long = "backend_path", default_value = "")]
     backend_path: String,
     /// Send the user's original Host header to the backend.
-    #[arg(long = "preserve_host", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long = "preserve_host", default_value_t = true, action = clap::ArgAction::Set, value_parser = crate::boolean::GoBool, num_args = 0..=1, default_missing_value = "true")]
     preserve_host: bool,
     /// Scheme towards the relay server.
     #[arg(long = "relay_scheme", default_value = "https")]
@@ -158,13 +197,13 @@ pub struct ClientArgs {
     #[arg(long = "max_idle_conns_per_host", default_value_t = 100)]
     max_idle_conns_per_host: usize,
     /// Backend over HTTP/1.1 only (needed for SPDY/websocket upgrades to HTTPS backends).
-    #[arg(long = "disable_http2", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long = "disable_http2", default_value_t = false, action = clap::ArgAction::Set, value_parser = crate::boolean::GoBool, num_args = 0..=1, default_missing_value = "true")]
     disable_http2: bool,
     /// Backend over HTTP/2 only (h2c prior knowledge with http); for gRPC backends.
-    #[arg(long = "force_http2", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long = "force_http2", default_value_t = false, action = clap::ArgAction::Set, value_parser = crate::boolean::GoBool, num_args = 0..=1, default_missing_value = "true")]
     force_http2: bool,
     /// Do not send a relay token (the reference: skip Google credentials).
-    #[arg(long = "disable_auth_for_remote", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long = "disable_auth_for_remote", default_value_t = false, action = clap::ArgAction::Set, value_parser = crate::boolean::GoBool, num_args = 0..=1, default_missing_value = "true")]
     disable_auth_for_remote: bool,
     /// File holding the relay JWT (scope http:server:<name>), re-read on every relay call.
     #[arg(long = "relay_token_file", env = "RELAY_HTTP_TOKEN_FILE")]
@@ -391,6 +430,68 @@ fn client(args: ClientArgs) -> ExitCode {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn rewrite(argv: &[&str]) -> Vec<String> {
+        go_style_flags(argv.iter().map(OsString::from))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn go_single_dash_flags_become_long_flags() {
+        assert_eq!(
+            rewrite(&[
+                "relay",
+                "http",
+                "client",
+                "-relay_address=relay.example:443",
+                "-server_name",
+                "robot-1",
+                "-disable_auth_for_remote",
+                "--backend_scheme=http",
+                "-log_level",
+                "-4",
+                "-nope=1",
+                "-",
+                "--",
+                "-relay_prefix=x",
+            ]),
+            [
+                "relay",
+                "http",
+                "client",
+                "--relay_address=relay.example:443",
+                "--server_name",
+                "robot-1",
+                "--disable_auth_for_remote",
+                "--backend_scheme=http",
+                "--log_level",
+                "-4",
+                "-nope=1",
+                "-",
+                "--",
+                "-relay_prefix=x",
+            ]
+        );
+        assert_eq!(
+            rewrite(&["relay", "http", "serve", "-port=8080", "-log_level=-4"]),
+            ["relay", "http", "serve", "--port=8080", "--log_level=-4"]
+        );
+    }
+
+    #[test]
+    fn other_subcommands_and_other_names_are_untouched() {
+        for argv in [
+            &["relay", "serve", "-port=8080"][..],
+            &["relay", "http", "serve", "-server_name=x"][..],
+            &["relay", "http", "client", "-port=1"][..],
+            &["relay", "http"][..],
+            &["relay"][..],
+        ] {
+            assert_eq!(rewrite(argv), argv);
+        }
+    }
 
     /// The duration flags take Go's forms through the one settings parser
     /// (`relay_common::goduration::parse_setting`, whose own tests cover every form).

@@ -59,7 +59,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(http::go_style_flags(std::env::args_os())) {
         Ok(cli) => cli,
         Err(e) => return refuse(&e),
     };

@@ -153,7 +153,7 @@ async fn sighup_reopens_the_log_and_sigint_exits_cleanly() {
 fn check_mode_lists_every_error_with_its_line_number() {
     let dir = temp_dir("check");
     let playfile = dir.join("bad.play");
-    std::fs::write(&playfile, "hello\n[5]\n#+ fine\n|X>\n<'x',,1s> m\n").unwrap();
+    std::fs::write(&playfile, "hello\n[10]\n#+ fine\n|X>\n<'x',,1s> m\n").unwrap();
     let out = Command::new(RELAY)
         .args(["client", "file"])
         .env("RELAY_CLIENT_FILE_PLAY", &playfile)
@@ -165,7 +165,7 @@ fn check_mode_lists_every_error_with_its_line_number() {
     let reported: Vec<&str> = stderr.lines().filter(|l| l.starts_with("line ")).collect();
     assert_eq!(reported.len(), 3, "{stderr}");
     assert!(
-        reported[0].starts_with("line 2: unknown delay time format: [5]"),
+        reported[0].starts_with("line 2: unknown delay time format: [10]"),
         "{stderr}"
     );
     assert!(

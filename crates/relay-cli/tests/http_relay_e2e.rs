@@ -432,3 +432,50 @@ fn http_serve_refuses_public_address_without_secret() {
     let _ = child.wait();
     assert!(listening, "--insecure starts the server");
 }
+
+/// The Go binaries' single-dash flag spelling, as existing Kubernetes manifests write it
+/// (`-relay_address=…`, `-server_name x`), starts both programs; a request goes through,
+/// and `/metrics` then has the reference's `broker_requests` line in the text format.
+#[test]
+fn go_single_dash_flags_start_server_and_client() {
+    let dir = temp_dir("go-flags");
+    let (_backend, backend_port) = start_backend(&dir);
+    let (_server, relay_port) =
+        start_server(&["-block_size=10240", "-inactive_request_timeout", "60s"]);
+    let _client = Killed(
+        Command::new(RELAY)
+            .args([
+                "http",
+                "client",
+                "-backend_scheme=http",
+                "-relay_scheme",
+                "http",
+                "-disable_auth_for_remote",
+                "-log_level=4",
+                "-server_name",
+                "go-robot",
+            ])
+            .arg(format!("-backend_address=127.0.0.1:{backend_port}"))
+            .arg(format!("-relay_address=127.0.0.1:{relay_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_client(relay_port, "go-robot");
+    assert_eq!(
+        curl_text(&[&format!("http://127.0.0.1:{relay_port}/client/go-robot/")]),
+        "Hello"
+    );
+    let metrics = curl_text(&[
+        "-H",
+        "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        &format!("http://127.0.0.1:{relay_port}/metrics"),
+    ]);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("broker_requests{method=\"client\",backend=\"go-robot\"} ")),
+        "{metrics}"
+    );
+}

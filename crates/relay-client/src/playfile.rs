@@ -6,14 +6,14 @@
 //! | `#+ text` | comment echoed to the log |
 //! | `[0.1s] msg` | send `msg` after a delay (Go duration) |
 //! | `[2s]` | wait |
+//! | `[5]`, `[]` | no delay: as in the reference, a one-character duration is not parsed |
 //! | `<'REGEXP',COUNT,TIMEOUT> msg` | wait until COUNT received messages match REGEXP, or TIMEOUT, then send |
 //! | `\|+> re`, `\|accept> re`, `\|-> re`, `\|deny> re`, `\|reset>` | log filter |
 //! | anything else | send the whole line now |
 //!
 //! Error texts follow the reference so existing scripts' checks read the same. Where the
 //! reference misparsed (B18), this parser differs; each difference is listed in
-//! `docs/COMPATIBILITY.md` (relay-client section): `[5]` is an error rather than zero, blank lines are
-//! ignored rather than sent, `\'` escapes a quote in a condition's regexp, and the condition
+//! `docs/COMPATIBILITY.md` (relay-client section): blank lines are ignored rather than sent, `\'` escapes a quote in a condition's regexp, and the condition
 //! ends at the first `>` after its arguments (the reference split at the last `>`).
 
 use std::sync::LazyLock;
@@ -167,7 +167,9 @@ pub fn parse_line(line: &str) -> Line {
     }
     if let Some(captures) = DELAY.captures(line) {
         let group = |i| captures.get(i).map_or("", |m| m.as_str());
-        let delay = if group(1).is_empty() {
+        // As the reference (B18): a duration of at most one byte is not parsed and means
+        // zero, so v0.6.2 playfiles with `[5]` play unchanged; `[10]` is still an error.
+        let delay = if group(1).len() <= 1 {
             Duration::ZERO
         } else {
             match goduration::parse(group(1)) {
@@ -365,8 +367,8 @@ mod tests {
             ("[0]", Line::Wait(Duration::ZERO)),
             ("[8760h]", Line::Wait(Duration::from_secs(8760 * 3600))),
             ("[1ms]a", delayed("a", ms(1))),
-            // B18: the reference read `[5]` as zero delay.
-            ("[5]", Line::Error("unknown delay time format: [5]".into())),
+            // As the reference: a one-character duration is not parsed and means zero.
+            ("[5]", Line::Wait(Duration::ZERO)),
             ("[10]", Line::Error("unknown delay time format: [10]".into())),
             ("[0.1]", Line::Error("unknown delay time format: [0.1]".into())),
             (
@@ -405,15 +407,62 @@ mod tests {
         }
     }
 
+    /// A v0.6.2 playfile written with the reference's own example lines (spec §5.3) and the
+    /// one-character `[5]` delay form plays as it did: the reference parsed the duration only
+    /// when it was longer than one character, so `[5]` (and `[s]`) meant zero delay, while
+    /// `[10]` and `[0.1]` stay errors as they were there.
+    #[test]
+    fn a_v062_playfile_with_one_character_delays_plays_as_before() {
+        let ms = Duration::from_millis;
+        let playfile = Playfile::parse(
+            "#+ echo comment\n\
+             [0.1s] {\"a\":1}\n\
+             [ 10ms ] x\n\
+             [] # sent literally\n\
+             [2s]\n\
+             [5]\n\
+             [5] {\"set\":\"mode\",\"to\":\"stop\"}\n\
+             [ 5 ] y\n\
+             [s] z\n\
+             [0]\n",
+        );
+        assert_eq!(playfile.errors(), vec![]);
+        assert_eq!(
+            playfile.lines,
+            vec![
+                Line::Comment {
+                    msg: "echo comment".into(),
+                    echo: true
+                },
+                delayed(r#"{"a":1}"#, ms(100)),
+                delayed("x", ms(10)),
+                send("# sent literally"),
+                Line::Wait(Duration::from_secs(2)),
+                Line::Wait(Duration::ZERO),
+                send(r#"{"set":"mode","to":"stop"}"#),
+                send("y"),
+                send("z"),
+                Line::Wait(Duration::ZERO),
+            ]
+        );
+        for line in ["[10]", "[0.1]", "[10] x"] {
+            assert_eq!(
+                parse_line(line),
+                Line::Error(format!("unknown delay time format: {line}")),
+                "{line}"
+            );
+        }
+    }
+
     #[test]
     fn a_file_reports_each_error_with_its_line_number() {
-        let playfile = Playfile::parse("hello\r\n[5]\n\n#+ ok\n|X>\n[1s]\n");
+        let playfile = Playfile::parse("hello\r\n[10]\n\n#+ ok\n|X>\n[1s]\n");
         assert_eq!(playfile.lines.len(), 6);
         assert_eq!(playfile.lines[0], send("hello"));
         assert_eq!(
             playfile.errors(),
             vec![
-                LineError { line: 2, message: "unknown delay time format: [5]".into() },
+                LineError { line: 2, message: "unknown delay time format: [10]".into() },
                 LineError {
                     line: 5,
                     message:
@@ -424,7 +473,7 @@ mod tests {
         );
         assert_eq!(
             playfile.errors()[0].to_string(),
-            "line 2: unknown delay time format: [5]"
+            "line 2: unknown delay time format: [10]"
         );
     }
 
