@@ -49,8 +49,11 @@ say "installing the browser test's node modules"
 npm ci --prefix web/test --no-audit --no-fund --loglevel=error
 
 say "running the test suite"
+# A failing test must not stop the script before the browser test and the summary.
+set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
 status=${PIPESTATUS[0]}
+set -e
 
 say "running the browser test"
 if RELAY_BIN="${CARGO_TARGET_DIR:-target}/debug/relay" node --test web/test/ 2>&1 | tee target/browser-test-output.txt; then

@@ -15,6 +15,9 @@ use tokio_tungstenite::tungstenite::Message;
 const WAIT: Duration = Duration::from_secs(5);
 
 async fn start() -> RunningCrossbar {
+    // reqwest (used for `/stats`) needs a process-wide rustls provider; the crossbar has no
+    // TLS and, unlike `RunningServer::start`, does not install one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     RunningCrossbar::start(CrossbarConfig::new("127.0.0.1:0".parse().unwrap()))
         .await
         .expect("crossbar starts")
