@@ -4,8 +4,8 @@
 
 use crate::boolean::GoBool;
 use crate::logging::{self, LogFormat, LogLevel};
+use crate::until_signal::run_until_signal;
 use clap::{ArgAction, Args};
-use relay_common::shutdown::cancel_on_signal;
 use relay_server::open::{CrossbarConfig, RunningCrossbar, NO_AUTH_WARNING};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -59,21 +59,7 @@ pub fn run(args: CrossbarArgs) -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("relay crossbar: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let stop = match cancel_on_signal() {
-            Ok(stop) => stop,
-            Err(e) => {
-                eprintln!("relay crossbar: cannot install the SIGINT/SIGTERM handlers: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    run_until_signal("relay crossbar", |stop| async move {
         let crossbar = match RunningCrossbar::start(cfg).await {
             Ok(c) => c,
             Err(e) => {

@@ -11,6 +11,7 @@
 //! - [`monitor`]: `relay monitor`, the latency canary that restarts a hung relay.
 //! - [`logging`]: the tracing set-up shared by every long-running subcommand.
 //! - [`boolean`]: the one boolean value parser (Go's `strconv.ParseBool` set).
+//! - [`until_signal`]: the runtime and SIGINT/SIGTERM token every long-running subcommand starts with.
 
 mod boolean;
 mod client;
@@ -22,6 +23,7 @@ mod monitor;
 mod serve;
 mod shell;
 mod token;
+mod until_signal;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -9,6 +9,7 @@
 //! gauges on `/metrics`.
 
 use crate::logging::{self, LogFormat, LogLevel};
+use crate::until_signal::run_until_signal;
 use clap::Args;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -17,7 +18,7 @@ use relay_auth::{mint, Audience, Claims, SCOPE_READ, SCOPE_WRITE};
 use relay_client::monitor::{self, Measurement, MonitorConfig, MonitorSettings, Sample};
 use relay_common::connection::ConnectionType;
 use relay_common::goduration::{check_setting, parse_setting, Zero};
-use relay_common::shutdown::{cancel_on_signal, CancellationToken};
+use relay_common::shutdown::CancellationToken;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -389,21 +390,7 @@ pub fn run(args: MonitorArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("relay monitor: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let stop = match cancel_on_signal() {
-            Ok(stop) => stop,
-            Err(e) => {
-                eprintln!("relay monitor: cannot install the SIGINT/SIGTERM handlers: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    run_until_signal("relay monitor", |stop| async move {
         let metrics = Arc::new(Metrics::new());
         let server = match args.metrics_listen {
             Some(listen) => match serve_metrics(listen, metrics.clone(), stop.clone()).await {

@@ -4,11 +4,11 @@
 
 use crate::boolean::GoBool;
 use crate::logging::{self, LogFormat, LogLevel};
+use crate::until_signal::run_until_signal;
 use clap::{ArgAction, Args};
 use relay_auth::{mint, Audience, Claims, SCOPE_READ, SCOPE_STATS, SCOPE_WRITE};
 use relay_common::connection::ConnectionType;
 use relay_common::goduration::parse_setting;
-use relay_common::shutdown::cancel_on_signal;
 use relay_server::config::{Limits, Rate};
 use relay_server::{RunningServer, ServerConfig, TlsFiles};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -411,22 +411,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             "RELAY_STATE_DIR is not set: denied bookings are kept in memory only and will not survive a restart"
         );
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let stop = match cancel_on_signal() {
-            Ok(stop) => stop,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot install the SIGINT/SIGTERM handlers");
-                eprintln!("relay serve: cannot install the SIGINT/SIGTERM handlers: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    run_until_signal("relay serve", |stop| async move {
         let secret = cfg.secret.clone();
         let server = match RunningServer::start(cfg).await {
             Ok(s) => s,

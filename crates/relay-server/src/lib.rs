@@ -49,20 +49,15 @@ pub mod timeouts;
 
 pub use config::{ServerConfig, TlsFiles};
 
-use hub::{CloseReason, Hub, QueueLimits};
+use hub::{Hub, QueueLimits};
 use metrics::Metrics;
 use relay_auth::{CodeLimits, CodeStore, DenyStore, Verifier};
-use relay_common::shutdown::{wait_for_tasks, CancellationToken, TaskTracker};
+use relay_common::shutdown::{CancellationToken, TaskTracker};
 use state::AppState;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
-
-/// How long shutdown waits for connections to finish their closing handshake.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// How long the listeners then get to finish in-flight HTTP requests.
-const LISTENER_GRACE: Duration = Duration::from_secs(1);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -281,17 +276,9 @@ impl RunningServer {
     /// connection with 1001 "going away", wait up to 5 s for every tracked task to finish,
     /// then stop both listeners gracefully.
     pub async fn shutdown(self) {
-        self.state.shutdown.cancel();
-        self.state.hub.close_all(CloseReason::GoingAway);
-        let left = wait_for_tasks(&self.state.tasks, CLOSE_GRACE).await;
-        if left > 0 {
-            tracing::warn!(
-                tasks = left,
-                "connections still open after the grace period; stopping the listeners anyway"
-            );
-        }
+        self.state.close_connections().await;
         for handle in &self.handles {
-            handle.graceful_shutdown(Some(LISTENER_GRACE));
+            handle.graceful_shutdown(Some(state::LISTENER_GRACE));
         }
         for task in self.servers {
             let _ = task.await;

@@ -31,10 +31,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use relay_auth::{CodeStore, DenyStore, Verifier};
-use relay_common::shutdown::{wait_for_tasks, CancellationToken, TaskTracker};
+use relay_common::shutdown::{CancellationToken, TaskTracker};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -44,11 +43,6 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCA
 /// The start-up warning, also printed by the binary on stderr.
 pub const NO_AUTH_WARNING: &str =
     "relay crossbar has NO AUTHENTICATION: anyone who can reach this address can read and write every topic";
-
-/// How long shutdown waits for connections to finish their closing handshake.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// How long the listener then gets to finish in-flight HTTP requests.
-const LISTENER_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything `relay crossbar` can be told.
 #[derive(Debug, Clone)]
@@ -199,16 +193,9 @@ impl RunningCrossbar {
     /// Cancel the token, close every connection with 1001 "going away", wait up to 5 s for
     /// every tracked task, then stop the listener gracefully.
     pub async fn shutdown(self) {
-        self.state.shutdown.cancel();
-        self.state.hub.close_all(CloseReason::GoingAway);
-        let left = wait_for_tasks(&self.state.tasks, CLOSE_GRACE).await;
-        if left > 0 {
-            tracing::warn!(
-                tasks = left,
-                "connections still open after the grace period; stopping the listener anyway"
-            );
-        }
-        self.handle.graceful_shutdown(Some(LISTENER_GRACE));
+        self.state.close_connections().await;
+        self.handle
+            .graceful_shutdown(Some(crate::state::LISTENER_GRACE));
         let _ = self.server.await;
         tracing::info!("crossbar stopped");
     }

@@ -2,12 +2,19 @@
 
 use crate::config::ServerConfig;
 use crate::deny_file::{DenyFile, StateFileError};
+use crate::hub::CloseReason;
 use crate::hub::Hub;
 use crate::limits::{AccessRates, ConnectionCaps};
 use crate::metrics::Metrics;
 use relay_auth::{CodeStore, DenyStore, Verifier};
-use relay_common::shutdown::{CancellationToken, TaskTracker};
+use relay_common::shutdown::{wait_for_tasks, CancellationToken, TaskTracker};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long shutdown waits for connections to finish their closing handshake.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long the listeners then get to finish in-flight HTTP requests.
+pub(crate) const LISTENER_GRACE: Duration = Duration::from_secs(1);
 
 /// Shared state of one running server.
 pub struct AppState {
@@ -66,5 +73,22 @@ impl AppState {
     /// Monotonic now from tokio's clock (pausable in tests), for code lifetimes.
     pub fn now_instant(&self) -> std::time::Instant {
         tokio::time::Instant::now().into_std()
+    }
+}
+
+impl AppState {
+    /// The first half of every server's shutdown: cancel the token (background loops stop),
+    /// close every connection with 1001 "going away", and wait up to 5 s for every tracked
+    /// task. The caller then stops its listeners with [`LISTENER_GRACE`].
+    pub(crate) async fn close_connections(&self) {
+        self.shutdown.cancel();
+        self.hub.close_all(CloseReason::GoingAway);
+        let left = wait_for_tasks(&self.tasks, CLOSE_GRACE).await;
+        if left > 0 {
+            tracing::warn!(
+                tasks = left,
+                "connections still open after the grace period; stopping the listeners anyway"
+            );
+        }
     }
 }
