@@ -17,7 +17,7 @@
 //! [`MonitorConfig::reconnect_every`], and stopping through a [`CancellationToken`].
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use relay_common::shutdown::CancellationToken;
@@ -160,12 +160,8 @@ pub struct ProbeClock {
 impl ProbeClock {
     /// Starts the clock now.
     pub fn new() -> Self {
-        let base = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
         ProbeClock {
-            base_nanos: base,
+            base_nanos: relay_common::clock::unix_now_nanos(),
             start: Instant::now(),
         }
     }
