@@ -369,23 +369,7 @@ fn upgrade_to_connection(
         .on_failed_upgrade(|e| tracing::info!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
             let connection = async move {
-                let (membership, inbox) = state.hub.join(request);
-                // Admitted before a deny but joined after `Hub::deny` closed the booking's
-                // connections: the deny list already has it (it is written first), so this
-                // check closes it; a deny after this check finds it in the hub.
-                if state.deny.is_denied(&membership.info.booking_id) {
-                    let _ = inbox.subscriber.close(crate::hub::CloseReason::Denied);
-                }
-                if state.shutdown.is_cancelled() {
-                    // Joined after shutdown's close_all: close everyone again (a no-op for
-                    // the others) so this one also leaves with "going away".
-                    state.hub.close_all(crate::hub::CloseReason::GoingAway);
-                }
-                tracing::info!(
-                    can_read = membership.info.can_read,
-                    can_write = membership.info.can_write,
-                    "connected"
-                );
+                let (membership, inbox) = state.join(request);
                 let alert = host_code
                     .as_deref()
                     .map(|code| HostAlert::connect(&state, &ticket, code));

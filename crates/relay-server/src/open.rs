@@ -16,7 +16,7 @@
 use crate::connection::{self, ConnectionOptions};
 use crate::crossbar::parse_path;
 use crate::error::{json_line, ApiError};
-use crate::hub::{CloseReason, Hub, JoinRequest, QueueLimits};
+use crate::hub::{Hub, JoinRequest, QueueLimits};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -353,15 +353,7 @@ fn join(
         .on_failed_upgrade(|e| tracing::info!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
             let connection = async move {
-                let (membership, inbox) = state.hub.join(request);
-                if state.shutdown.is_cancelled() {
-                    state.hub.close_all(CloseReason::GoingAway);
-                }
-                tracing::info!(
-                    can_read = membership.info.can_read,
-                    can_write = membership.info.can_write,
-                    "connected"
-                );
+                let (membership, inbox) = state.join(request);
                 connection::serve(
                     socket,
                     state.clone(),

@@ -2,8 +2,8 @@
 
 use crate::config::ServerConfig;
 use crate::deny_file::{DenyFile, StateFileError};
-use crate::hub::CloseReason;
 use crate::hub::Hub;
+use crate::hub::{CloseReason, Inbox, JoinRequest, Membership};
 use crate::limits::{AccessRates, ConnectionCaps};
 use crate::metrics::Metrics;
 use relay_auth::{CodeStore, DenyStore, Verifier};
@@ -47,6 +47,30 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Join an upgraded connection to the hub, then close it at once if, meanwhile, its
+    /// booking was denied or the server began shutting down: admission checked both before
+    /// the upgrade, and `Hub::deny` / shutdown's `close_all` only reach connections already
+    /// in the hub.
+    pub(crate) fn join(&self, request: JoinRequest) -> (Membership, Inbox) {
+        let (membership, inbox) = self.hub.join(request);
+        // The deny list is written before `Hub::deny` runs, so a deny that missed this
+        // connection in the hub is seen here; a later one finds it in the hub.
+        if self.deny.is_denied(&membership.info.booking_id) {
+            let _ = inbox.subscriber.close(CloseReason::Denied);
+        }
+        if self.shutdown.is_cancelled() {
+            // Close everyone again (a no-op for the others) so this one also leaves with
+            // "going away".
+            self.hub.close_all(CloseReason::GoingAway);
+        }
+        tracing::info!(
+            can_read = membership.info.can_read,
+            can_write = membership.info.can_write,
+            "connected"
+        );
+        (membership, inbox)
+    }
+
     /// Wall-clock unix seconds, for token and booking expiries.
     pub fn now_unix(&self) -> i64 {
         relay_common::clock::unix_now()
