@@ -151,6 +151,20 @@ fn authenticate_access(
     }
 }
 
+/// [`authenticate_access`] plus the claims every code request needs (topic, scopes,
+/// audience, expiry), shared by the session and shell routes.
+fn authenticate_for_code(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Claims, Refusal> {
+    let claims = authenticate_access(state, headers, peer)?;
+    if !claims.has_required_session_claims() {
+        return Err(Refusal::MissingClaims);
+    }
+    Ok(claims)
+}
+
 #[derive(Deserialize)]
 struct SessionPath {
     session_id: String,
@@ -199,10 +213,7 @@ fn issue_code(
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<String, Refusal> {
-    let claims = authenticate_access(state, headers, peer)?;
-    if !claims.has_required_session_claims() {
-        return Err(Refusal::MissingClaims);
-    }
+    let claims = authenticate_for_code(state, headers, peer)?;
     let ticket = Ticket::grant(
         &claims,
         ConnectionType::Session,
@@ -312,10 +323,7 @@ fn issue_shell_code(
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<String, Refusal> {
-    let claims = authenticate_access(state, headers, peer)?;
-    if !claims.has_required_session_claims() {
-        return Err(Refusal::MissingClaims);
-    }
+    let claims = authenticate_for_code(state, headers, peer)?;
     let grant = |topic: String| {
         Ticket::grant(
             &claims,

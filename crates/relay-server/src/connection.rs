@@ -33,6 +33,18 @@ pub struct ConnectionOptions {
     pub gate_until_first_write: bool,
 }
 
+/// An upgrade with the server's message, frame and read-buffer sizes: every websocket the
+/// server accepts, on any route, gets the same limits.
+pub fn with_size_limits(
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+    cfg: &crate::config::ServerConfig,
+) -> axum::extract::ws::WebSocketUpgrade {
+    upgrade
+        .max_message_size(cfg.max_message_bytes)
+        .max_frame_size(cfg.max_message_bytes)
+        .read_buffer_size(cfg.read_buffer_bytes)
+}
+
 /// Serve an admitted connection until it closes.
 pub async fn serve(
     socket: WebSocket,

@@ -361,11 +361,7 @@ fn upgrade_to_connection(
     let cfg = &state.config;
     // Shutdown waits for every upgraded connection through this tracker.
     let tasks = state.tasks.clone();
-    upgrade
-        .protocols(["null"])
-        .max_message_size(cfg.max_message_bytes)
-        .max_frame_size(cfg.max_message_bytes)
-        .read_buffer_size(cfg.read_buffer_bytes)
+    connection::with_size_limits(upgrade.protocols(["null"]), cfg)
         .on_failed_upgrade(|e| tracing::info!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
             let connection = async move {

@@ -346,10 +346,7 @@ fn join(
     let span = tracing::info_span!("conn", topic = %request.topic, peer = %request.remote_addr);
     let cfg = &state.config;
     let tasks = state.tasks.clone();
-    upgrade
-        .max_message_size(cfg.max_message_bytes)
-        .max_frame_size(cfg.max_message_bytes)
-        .read_buffer_size(cfg.read_buffer_bytes)
+    connection::with_size_limits(upgrade, cfg)
         .on_failed_upgrade(|e| tracing::info!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
             let connection = async move {
