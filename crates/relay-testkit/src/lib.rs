@@ -5,9 +5,11 @@
 //! - [`wait`]: `wait_until` (async, blocking and fallible variants) with one deadline and
 //!   one failure message.
 //! - [`programs`]: `require`, the loud check for external programs e2e tests drive.
+//! - [`book`]: a client of the booking server's API and a manifest of identical rigs.
 
 #![warn(missing_docs)]
 
+pub mod book;
 pub mod programs;
 pub mod wait;
 
