@@ -6,13 +6,14 @@ use clap::{Parser, Subcommand};
 use relay_bench::peers::{Lab, ALL_PEERS};
 use relay_bench::scenarios::{
     b1_video, b2_latency, b3_throughput, b4_idle_memory, b5_handshakes, b8_faults, b8_slow_reader,
+    b9_booking,
 };
 use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "Side-by-side benchmarks of the relay and its peers (scenarios B1–B5, B8 of PERFORMANCE.md)"
+    about = "Side-by-side benchmarks of the relay and its peers (scenarios B1–B5, B8 of PERFORMANCE.md; B9, the booking server)"
 )]
 #[command(
     after_help = "Run scripts/bench-peers.sh first to install the peers (websocat, nats-server, node ws).\n\
@@ -42,6 +43,7 @@ struct Cli {
     /// Start `relay serve` with its default connection caps and access rate limits instead
     /// of `--limits off`. Each connection's token carries its own booking id either way, so
     /// the per-booking limits see what a class of students with one booking each looks like.
+    /// For B9, `relay book serve` keeps its default login rate limit instead of none.
     #[arg(long, global = true)]
     relay_limits: bool,
     #[command(subcommand)]
@@ -136,6 +138,30 @@ enum Scenario {
         /// Connections of another booking on the same topic, which must stay open.
         #[arg(long, default_value_t = 10)]
         undenied: usize,
+    },
+    /// B9 booking rush: users log in, join a group and book slots of `relay book serve`.
+    B9 {
+        /// Users in the rush; each books once.
+        #[arg(long, default_value_t = 1000)]
+        book_users: usize,
+        /// Slots, one rig each.
+        #[arg(long, default_value_t = 60)]
+        book_slots: usize,
+        /// Overlapping 45-minute intervals offered per slot (contention).
+        #[arg(long, default_value_t = 8)]
+        book_intervals: usize,
+        /// The users start evenly over this many seconds.
+        #[arg(long, default_value_t = 10.0)]
+        book_seconds: f64,
+        /// Databases, one pair of rows each: sqlite, postgres.
+        #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+        book_databases: Vec<String>,
+        /// PostgreSQL to use instead of a throw-away cluster (initdb in a temp directory).
+        #[arg(long)]
+        book_database_url: Option<String>,
+        /// Old bookings stored before the second row of each database (0: no second row).
+        #[arg(long, default_value_t = 100_000)]
+        book_history: usize,
     },
     /// Print the machine description used in BENCHMARKS.md.
     Machine,
@@ -285,6 +311,30 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
                     mbps,
                     seconds,
                     slow_timeout,
+                    runs,
+                },
+            )
+            .await?
+        }
+        Scenario::B9 {
+            book_users,
+            book_slots,
+            book_intervals,
+            book_seconds,
+            book_databases,
+            book_database_url,
+            book_history,
+        } => {
+            b9_booking::run(
+                &lab,
+                &b9_booking::Options {
+                    users: book_users,
+                    slots: book_slots,
+                    intervals: book_intervals,
+                    seconds: book_seconds,
+                    databases: book_databases,
+                    database_url: book_database_url,
+                    history: book_history,
                     runs,
                 },
             )

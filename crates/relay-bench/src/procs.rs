@@ -28,6 +28,18 @@ impl Proc {
     /// Start `program args`, pinned to `core` with `taskset` when given (taskset execs the
     /// program, so the pid stays the program's). Output goes to a log file in /tmp.
     pub fn spawn(name: &str, program: &str, args: &[String], core: Option<usize>) -> Result<Proc> {
+        Proc::spawn_with_env(name, program, args, &[], core)
+    }
+
+    /// [`Proc::spawn`] with `env` added to the inherited environment (for servers set up
+    /// through variables, such as `relay book serve`).
+    pub fn spawn_with_env(
+        name: &str,
+        program: &str,
+        args: &[String],
+        env: &[(String, String)],
+        core: Option<usize>,
+    ) -> Result<Proc> {
         let log = std::env::temp_dir().join(format!("relay-bench-{name}.log"));
         let out =
             std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
@@ -41,6 +53,7 @@ impl Proc {
             None => Command::new(program),
         };
         cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -74,6 +87,34 @@ impl Proc {
             );
         }
         Ok(())
+    }
+
+    /// The rest of the first line of the log that starts with `prefix` (a server started on
+    /// port 0 printing its address); fails if the process exits first or after `within`.
+    pub async fn printed(&mut self, prefix: &str, within: Duration) -> Result<String> {
+        let mut found = None;
+        let mut exited = None;
+        let waited = relay_testkit::wait::try_wait_until(
+            &format!("{} to print {prefix:?}", self.name),
+            within,
+            || {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                found = log
+                    .lines()
+                    .find_map(|line| line.strip_prefix(prefix))
+                    .map(|rest| rest.trim().to_owned());
+                if found.is_none() {
+                    exited = self.check_alive().err();
+                }
+                found.is_some() || exited.is_some()
+            },
+        )
+        .await;
+        if let Some(e) = exited {
+            return Err(e);
+        }
+        waited.with_context(|| format!("log {}", self.log.display()))?;
+        found.context("no line found")
     }
 
     /// Kill (SIGKILL by pid) and reap.
