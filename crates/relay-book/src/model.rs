@@ -35,12 +35,6 @@ pub struct Booking {
     pub unfulfilled: bool,
 }
 
-impl Default for Interval {
-    fn default() -> Self {
-        Interval { start: 0, end: 0 }
-    }
-}
-
 impl Serialize for Booking {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         todo!("domain: {}", serializer.is_human_readable())
