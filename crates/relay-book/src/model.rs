@@ -133,6 +133,18 @@ pub struct ResourceState {
     pub reason: String,
 }
 
+impl ResourceState {
+    /// Why requests are refused, in the reference diary's words: `None` while available,
+    /// else `unavailable because <reason>`, or `unavailable` when the reason is empty.
+    pub fn refusal(&self) -> Option<String> {
+        match (self.available, self.reason.is_empty()) {
+            (true, _) => None,
+            (false, true) => Some("unavailable".into()),
+            (false, false) => Some(format!("unavailable because {}", self.reason)),
+        }
+    }
+}
+
 /// Store-wide counts for `StoreStatusAdmin`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
