@@ -45,14 +45,26 @@ fn is_empty(text: &str) -> bool {
     text.is_empty()
 }
 
+/// The reference's export leaves out false policy flags…
+fn is_false(flag: &bool) -> bool {
+    !flag
+}
+
+/// …and a zero `max_bookings`.
+fn is_zero(count: &i64) -> bool {
+    *count == 0
+}
+
 /// The whole manifest. Keys are names; entities carry no name field.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     #[serde(default)]
     pub descriptions: BTreeMap<String, Description>,
-    #[serde(default)]
+    /// Left out of exports when empty, as by the reference.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub display_guides: BTreeMap<String, DisplayGuide>,
-    #[serde(default)]
+    /// Left out of exports when empty, as by the reference.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub groups: BTreeMap<String, Group>,
     #[serde(default)]
     pub policies: BTreeMap<String, Policy>,
@@ -122,31 +134,31 @@ pub struct Policy {
     pub description: String,
     #[serde(default)]
     pub display_guides: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub enforce_allow_start_in_past: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub enforce_book_ahead: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub enforce_grace_period: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub enforce_max_bookings: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub enforce_max_duration: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub enforce_max_usage: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub enforce_min_duration: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub enforce_next_available: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub enforce_starts_within: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub enforce_unlimited_users: bool,
     #[serde(default)]
     pub grace_penalty: GoDuration,
     #[serde(default)]
     pub grace_period: GoDuration,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub max_bookings: i64,
     #[serde(default)]
     pub max_duration: GoDuration,
@@ -622,8 +634,36 @@ windows:
             exported["resources"],
             serde_json::json!({"r-pend07": {"description": "d-r-pend", "streams": ["data", "video"], "tests": null, "topic_stub": "pend07"}})
         );
-        assert_eq!(exported["policies"]["p-pend"]["book_ahead"], "24h0m0s");
-        assert_eq!(exported["policies"]["p-pend"]["starts_within"], "0s");
+        assert_eq!(
+            exported["policies"]["p-pend"],
+            serde_json::json!({
+                "allow_start_in_past_within": "0s",
+                "book_ahead": "24h0m0s",
+                "description": "d-p-pend",
+                "display_guides": ["15m"],
+                "enforce_book_ahead": true,
+                "enforce_grace_period": true,
+                "enforce_max_bookings": true,
+                "enforce_max_duration": true,
+                "enforce_max_usage": true,
+                "enforce_min_duration": true,
+                "grace_penalty": "5m0s",
+                "grace_period": "3m0s",
+                "max_bookings": 2,
+                "max_duration": "30m0s",
+                "max_usage": "2h0m0s",
+                "min_duration": "5m0s",
+                "next_available": "0s",
+                "slots": ["sl-pend07"],
+                "starts_within": "0s"
+            }),
+            "false flags and a zero max_bookings are left out; every duration is present"
+        );
+        let bare = serde_json::to_value(Manifest::default()).unwrap();
+        assert_eq!(
+            bare,
+            serde_json::json!({"descriptions": {}, "policies": {}, "resources": {}, "slots": {}, "streams": {}, "ui_sets": {}, "uis": {}, "windows": {}})
+        );
         assert_eq!(exported["display_guides"]["15m"]["duration"], "15m0s");
         assert_eq!(
             exported["windows"]["w-term"]["denied"][0],
@@ -867,6 +907,17 @@ windows:
             ),
             "filters are built before references are resolved"
         );
+    }
+
+    #[test]
+    fn durations_are_kept_when_not_enforced() {
+        let manifest = Manifest::parse(
+            r#"{"policies": {"p": {"book_ahead": "2h", "enforce_book_ahead": false}}}"#,
+        )
+        .unwrap();
+        let exported = serde_json::to_value(&manifest).unwrap();
+        assert_eq!(exported["policies"]["p"]["book_ahead"], "2h0m0s");
+        assert_eq!(exported["policies"]["p"].get("enforce_book_ahead"), None);
     }
 
     #[test]
