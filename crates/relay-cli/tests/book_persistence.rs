@@ -15,7 +15,7 @@ use relay_testkit::book::{
     booking_rows, go_duration, manifest, rfc3339, slot_name, BookApi, BookingRow, GROUP, POLICY,
 };
 use relay_testkit::postgres::PgCluster;
-use relay_testkit::{wait_until_async, wait_until_blocking};
+use relay_testkit::{wait_until, wait_until_async};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -270,9 +270,10 @@ async fn a_grace_period_that_ended_while_down_is_enforced_at_start_up() {
     let booking = stored[0].name.clone();
     server.kill9();
 
-    wait_until_blocking("the grace period to end", WAIT, || {
+    wait_until("the grace period to end", WAIT, || {
         SystemTime::now() > from + GRACE + Duration::from_millis(100)
-    });
+    })
+    .await;
     let restarted = book_serve(&database, &hourly);
     let api = &restarted.api;
     let old_bookings =
