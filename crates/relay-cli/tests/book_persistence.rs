@@ -224,7 +224,8 @@ async fn sqlite_killed_mid_rush_keeps_every_acknowledged_booking() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_killed_mid_rush_keeps_every_acknowledged_booking() {
     let cluster = PgCluster::start();
-    killed_mid_rush_keeps_every_acknowledged_booking(Database::Postgres(cluster.url())).await;
+    let url = cluster.url();
+    killed_mid_rush_keeps_every_acknowledged_booking(Database::Postgres(&url)).await;
 }
 
 /// A no-show whose grace period ends while the server is down is cancelled when it starts

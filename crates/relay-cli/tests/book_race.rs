@@ -79,7 +79,8 @@ async fn exactly_one_of_many_gets_the_slot(servers: &[BookApi]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_on_one_postgres_give_the_slot_to_exactly_one() {
     let cluster = PgCluster::start();
-    let database = Database::Postgres(cluster.url());
+    let url = cluster.url();
+    let database = Database::Postgres(&url);
     let first = book_serve(&database, &[]);
     let second = book_serve(&database, &[]);
     exactly_one_of_many_gets_the_slot(&[first.api.clone(), second.api.clone()]).await;

@@ -173,7 +173,7 @@ impl Backend {
                 None => {
                     let cluster = PgCluster::start();
                     Backend::Postgres {
-                        url: cluster.url().to_owned(),
+                        url: cluster.url(),
                         _cluster: Some(cluster),
                     }
                 }
