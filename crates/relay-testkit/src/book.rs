@@ -315,3 +315,60 @@ pub fn double_bookings(rows: &[BookingRow]) -> Vec<(String, String)> {
     }
     doubles
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, slot: &str, start: &str, end: &str) -> BookingRow {
+        BookingRow {
+            name: name.into(),
+            user: "u".into(),
+            slot: slot.into(),
+            start: format!("2030-01-01T{start}:00.000Z"),
+            end: format!("2030-01-01T{end}:00.000Z"),
+            cancelled: false,
+        }
+    }
+
+    #[test]
+    fn double_bookings_are_overlaps_on_one_slot_with_half_open_intervals() {
+        let rows = [
+            row("a", "s1", "10:00", "10:30"),
+            row("b", "s1", "10:30", "11:00"), // back to back with a: fine
+            row("c", "s1", "10:45", "11:15"), // overlaps b
+            row("d", "s2", "10:00", "12:00"), // another slot
+            BookingRow {
+                cancelled: true,
+                ..row("e", "s1", "10:00", "12:00") // cancelled: not a booking
+            },
+        ];
+        assert_eq!(double_bookings(&rows), [("b".into(), "c".into())]);
+        assert!(double_bookings(&[]).is_empty());
+    }
+
+    #[test]
+    fn go_durations_and_times_are_written_as_the_api_writes_them() {
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+        assert_eq!(go_duration(Duration::from_secs(3)), "3s");
+        assert_eq!(go_duration(Duration::from_secs(300)), "5m0s");
+        assert_eq!(go_duration(Duration::from_secs(5400)), "1h30m0s");
+        let t = UNIX_EPOCH + Duration::from_millis(1_667_606_999_999);
+        assert_eq!(rfc3339(t), "2022-11-05T00:09:59.999Z");
+    }
+
+    #[test]
+    fn the_manifest_has_one_rig_per_slot_under_one_policy_and_group() {
+        let m = manifest(
+            2,
+            "http://relay.test",
+            &json!({"enforce_grace_period": true}),
+        );
+        assert_eq!(m["policies"][POLICY]["slots"], json!(["sl-000", "sl-001"]));
+        assert_eq!(m["policies"][POLICY]["enforce_grace_period"], true);
+        assert_eq!(m["slots"]["sl-001"]["resource"], "r-001");
+        assert_eq!(m["resources"]["r-001"]["topic_stub"], "rig001");
+        assert_eq!(m["groups"][GROUP]["policies"], json!([POLICY]));
+        assert_eq!(m["streams"][STREAM]["url"], "http://relay.test");
+    }
+}
