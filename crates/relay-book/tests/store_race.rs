@@ -1,0 +1,67 @@
+//! Exclusivity is the database's job: many concurrent bookings of one slot interval give
+//! exactly one success, on two stores over one PostgreSQL (as two server processes would
+//! be) and on one SQLite store.
+
+mod store_common;
+
+use relay_book::store::{Store, StoreError};
+use store_common::{at, manifest, request, Db, HOUR, T0};
+
+const RACERS: usize = 50;
+
+/// `RACERS` users (all in `g-a`) book `sl-a` for the same hour at once, round-robin over
+/// `stores`; exactly one wins and every other is refused with the diary's message.
+async fn race(stores: Vec<Store>) {
+    let first = &stores[0];
+    first.replace_manifest(manifest(), T0).await.unwrap();
+    for racer in 0..RACERS {
+        first
+            .join_group(&format!("u-{racer}"), "g-a")
+            .await
+            .unwrap();
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for racer in 0..RACERS {
+        let store = stores[racer % stores.len()].clone();
+        tasks.spawn(async move {
+            let user = format!("u-{racer}");
+            let when = at(T0 + HOUR, T0 + 2 * HOUR);
+            store
+                .make_booking(request(&format!("b-{racer}"), "sl-a", &user, when), T0)
+                .await
+        });
+    }
+    let mut wins = Vec::new();
+    let mut refusals = Vec::new();
+    while let Some(outcome) = tasks.join_next().await {
+        match outcome.unwrap() {
+            Ok(booking) => wins.push(booking.name),
+            Err(StoreError::Refused(text)) => refusals.push(text),
+            Err(other) => panic!("a racer failed instead of being refused: {other:?}"),
+        }
+    }
+    assert_eq!(wins.len(), 1, "winners: {wins:?}");
+    assert_eq!(refusals.len(), RACERS - 1);
+    assert!(
+        refusals.iter().all(|text| text == "conflict with existing"),
+        "{refusals:?}"
+    );
+    for store in &stores {
+        let stored = store.all_bookings().await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].name, wins[0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_postgres_give_one_winner() {
+    let db = Db::postgres();
+    let stores = vec![db.open().await, db.open().await];
+    race(stores).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_sqlite_store_gives_one_winner() {
+    let db = Db::sqlite();
+    race(vec![db.open().await]).await;
+}
