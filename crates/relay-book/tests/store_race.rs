@@ -58,6 +58,32 @@ async fn two_stores_on_one_postgres_give_one_winner() {
     let db = Db::postgres();
     let stores = vec![db.open().await, db.open().await];
     race(stores).await;
+    // Below the store's row locks, the exclusion constraint refuses an overlapping diary
+    // entry by itself (half-open: touching is fine).
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&db.cluster.as_ref().unwrap().url())
+        .await
+        .unwrap();
+    let insert = "INSERT INTO reservations (booking, resource, start_ns, end_ns) \
+                  VALUES ($1, 'r-a', $2, $3)";
+    let overlapping = sqlx::query(insert)
+        .bind("raw-1")
+        .bind(T0 + HOUR + 1)
+        .bind(T0 + 3 * HOUR)
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    let code = overlapping
+        .as_database_error()
+        .and_then(|error| error.code());
+    assert_eq!(code.as_deref(), Some("23P01"), "{overlapping}");
+    sqlx::query(insert)
+        .bind("raw-2")
+        .bind(T0 + 2 * HOUR)
+        .bind(T0 + 3 * HOUR)
+        .execute(&pool)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
