@@ -1,6 +1,8 @@
 //! The store suite: every case runs against SQLite (a temp dir) and PostgreSQL (a throw-away
 //! cluster), through the public `Store` API only (plus query plans for the history case).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
 mod store_common;
 
 use relay_book::model::Booking;
@@ -253,7 +255,7 @@ async fn booking_is_listed_then_cancelled_and_refunded(db: Db) {
             ..Booking::default()
         }
     );
-    assert_eq!(store.bookings_of("u-1", T0).await.unwrap(), [made.clone()]);
+    assert_eq!(store.bookings_of("u-1", T0).await.unwrap(), [made]);
     assert_eq!(
         store.policy_status("u-1", "p-a", T0).await.unwrap(),
         PolicyStatus {

@@ -2,6 +2,8 @@
 //! exactly one success, on two stores over one PostgreSQL (as two server processes would
 //! be) and on one SQLite store.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
 mod store_common;
 
 use relay_book::store::{Store, StoreError};

@@ -6,6 +6,7 @@
 //! run as the unprivileged `postgres` user that Debian's `postgresql` package creates.
 
 use std::fs;
+use std::io;
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -40,39 +41,44 @@ impl PgCluster {
     /// `apt-get install postgresql`) when PostgreSQL is not installed, and with the server
     /// log when it does not start.
     pub fn start() -> PgCluster {
-        let bin = newest_bin_dir().unwrap_or_else(|| {
-            panic!("PostgreSQL is required for this test but /usr/lib/postgresql/*/bin is missing: {INSTALL_HINT}")
-        });
+        match PgCluster::try_start() {
+            Ok(cluster) => cluster,
+            Err(problem) => panic!("{problem}"),
+        }
+    }
+
+    /// [`PgCluster::start`], with the problem as text instead of a panic.
+    pub fn try_start() -> Result<PgCluster, String> {
+        let bin = newest_bin_dir().ok_or_else(|| {
+            format!("PostgreSQL is required for this test but /usr/lib/postgresql/*/bin is missing: {INSTALL_HINT}")
+        })?;
         let run_as = if running_as_root() {
-            Some(postgres_user().unwrap_or_else(|| {
-                panic!("running as root, but there is no `postgres` user to run PostgreSQL as: {INSTALL_HINT}")
-            }))
+            Some(postgres_user().ok_or_else(|| {
+                format!("running as root, but there is no `postgres` user to run PostgreSQL as: {INSTALL_HINT}")
+            })?)
         } else {
             None
         };
         let dir = tempfile::Builder::new()
             .prefix("relay-pg-")
             .tempdir()
-            .expect("create the cluster's temporary directory");
-        if let Some((uid, gid)) = run_as {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
-                .expect("hand the cluster directory to the postgres user");
-        }
+            .map_err(context("create the cluster's temporary directory"))?;
         let data = dir.path().join("data");
         let mut cluster = PgCluster {
             bin,
             data,
-            port: free_port(),
+            port: free_port().map_err(context("find a free port"))?,
             database: "test".to_owned(),
             run_as,
             postmaster: None,
             dir,
         };
-        cluster.init();
-        cluster.launch();
-        cluster.wait_until_ready();
-        cluster.create_database("test");
-        cluster
+        cluster.hand_over(cluster.dir.path())?;
+        cluster.init()?;
+        cluster.launch()?;
+        cluster.wait_until_ready()?;
+        cluster.try_create_database("test")?;
+        Ok(cluster)
     }
 
     /// `postgres://postgres@127.0.0.1:<port>/test`.
@@ -92,21 +98,38 @@ impl PgCluster {
 
     /// Create another empty database and return its URL.
     pub fn create_database(&self, name: &str) -> String {
+        match self.try_create_database(name) {
+            Ok(url) => url,
+            Err(problem) => panic!("{problem}"),
+        }
+    }
+
+    fn try_create_database(&self, name: &str) -> Result<String, String> {
         let output = self
             .command("createdb")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-U", SUPERUSER, name])
             .output()
-            .expect("run createdb");
-        assert!(
-            output.status.success(),
-            "createdb {name} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        self.url_of(name)
+            .map_err(context("run createdb"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "createdb {name} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(self.url_of(name))
     }
 
-    fn init(&self) {
+    /// Give a path to the postgres user when running as root.
+    fn hand_over(&self, path: &Path) -> Result<(), String> {
+        match self.run_as {
+            Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .map_err(context("hand a cluster path to the postgres user")),
+            None => Ok(()),
+        }
+    }
+
+    fn init(&self) -> Result<(), String> {
         let output = self
             .command("initdb")
             .arg("-D")
@@ -114,28 +137,26 @@ impl PgCluster {
             .args(["-U", SUPERUSER, "--auth=trust", "--no-sync", "-E", "UTF8"])
             .args(["--locale=C.UTF-8"])
             .output()
-            .expect("run initdb");
-        assert!(
-            output.status.success(),
-            "initdb failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+            .map_err(context("run initdb"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "initdb failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(())
     }
 
-    fn launch(&mut self) {
+    fn launch(&mut self) -> Result<(), String> {
         let sockets = self.dir.path().join("sockets");
-        fs::create_dir(&sockets).expect("create the socket directory");
-        if let Some((uid, gid)) = self.run_as {
-            std::os::unix::fs::chown(&sockets, Some(uid), Some(gid))
-                .expect("hand the socket directory to the postgres user");
-        }
-        let log = fs::File::create(self.log_path()).expect("create the server log");
-        if let Some((uid, gid)) = self.run_as {
-            std::os::unix::fs::chown(self.log_path(), Some(uid), Some(gid))
-                .expect("hand the server log to the postgres user");
-        }
-        let log_err = log.try_clone().expect("clone the server log handle");
+        fs::create_dir(&sockets).map_err(context("create the socket directory"))?;
+        self.hand_over(&sockets)?;
+        let log = fs::File::create(self.log_path()).map_err(context("create the server log"))?;
+        self.hand_over(&self.log_path())?;
+        let log_err = log
+            .try_clone()
+            .map_err(context("clone the server log handle"))?;
         let child = self
             .command("postgres")
             .arg("-D")
@@ -148,11 +169,12 @@ impl PgCluster {
             .stdout(log)
             .stderr(log_err)
             .spawn()
-            .expect("start postgres");
+            .map_err(context("start postgres"))?;
         self.postmaster = Some(child);
+        Ok(())
     }
 
-    fn wait_until_ready(&mut self) {
+    fn wait_until_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             let ready = self
@@ -170,18 +192,18 @@ impl PgCluster {
                 .status()
                 .is_ok_and(|status| status.success());
             if ready {
-                return;
+                return Ok(());
             }
             let exited = self
                 .postmaster
                 .as_mut()
                 .and_then(|child| child.try_wait().ok().flatten());
             if exited.is_some() || Instant::now() >= deadline {
-                panic!(
+                return Err(format!(
                     "postgres did not accept connections on port {} within {START_DEADLINE:?} (exited: {exited:?}); log:\n{}",
                     self.port,
                     fs::read_to_string(self.log_path()).unwrap_or_default()
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -259,11 +281,15 @@ fn postgres_user() -> Option<(u32, u32)> {
 }
 
 /// A port that was free a moment ago (the kernel's pick for 127.0.0.1:0).
-fn free_port() -> u16 {
+fn free_port() -> io::Result<u16> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
-        .expect("find a free port")
+}
+
+/// Turns an I/O error into text that says what was being done.
+fn context(doing: &'static str) -> impl Fn(io::Error) -> String {
+    move |error| format!("could not {doing}: {error}")
 }
 
 #[cfg(test)]

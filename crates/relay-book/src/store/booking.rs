@@ -343,9 +343,7 @@ pub(super) async fn make_in_tx(
         usage: usage_of(connection, user, policy).await?.unwrap_or(0),
         busy: &busy(connection, resource, now).await?,
         resource_state: &resource_state,
-        name_in_use: current_booking(connection, Backend::Sqlite, &request.name)
-            .await?
-            .is_some(),
+        name_in_use: name_in_use(connection, &request.name).await?,
         name: &request.name,
     };
     let accepted = rules::check_booking(&facts).map_err(StoreError::Refused)?;
@@ -540,6 +538,17 @@ async fn current_booking(
     .as_ref()
     .map(db::stored_booking)
     .transpose()
+}
+
+/// Whether a current booking has this name.
+async fn name_in_use(connection: &mut AnyConnection, name: &str) -> Result<bool, sqlx::Error> {
+    Ok(
+        sqlx::query("SELECT name FROM bookings WHERE name = $1 AND old = 0")
+            .bind(name)
+            .fetch_optional(&mut *connection)
+            .await?
+            .is_some(),
+    )
 }
 
 /// The current booking, if `owner` is empty or owns it; otherwise `not found`.

@@ -32,7 +32,6 @@ impl Store {
         let loaded = self.manifest_or_empty(&mut tx).await?;
         let bookings = validated(&loaded, bookings)?;
         for stored in booking::current_bookings(&mut tx, backend).await? {
-            db::ensure_user(&mut tx, &stored.booking.user).await?;
             booking::cancel_in_tx(&mut tx, &loaded, stored, REPLACER, now, true).await?;
         }
         let mut report = ReplaceReport::default();
@@ -65,13 +64,13 @@ impl Store {
 
     /// Replace old bookings (§3.10). Users and their groups are kept (missing ones are
     /// created); usage per user and policy is recomputed from the given old bookings (charged
-    /// as §3.5 says for cancelled ones) plus the full duration of current bookings.
+    /// as §3.5 says for cancelled ones) plus the full duration of current bookings. The
+    /// result does not depend on the time (`_now` is kept for the caller's symmetry).
     pub async fn replace_old_bookings(
         &self,
         bookings: Vec<Booking>,
-        now: Nanos,
+        _now: Nanos,
     ) -> Result<(), StoreError> {
-        let _ = now;
         let mut tx = self.write_tx().await?;
         let loaded = self.manifest_or_empty(&mut tx).await?;
         let bookings = validated(&loaded, bookings)?;

@@ -1,7 +1,8 @@
 //! What the store tests share: a database of either kind (a temp dir for SQLite, a
 //! throw-away cluster for PostgreSQL), a small consistent manifest, and time helpers.
 
-#![allow(dead_code)]
+#![allow(dead_code)] // each test crate uses a different part
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 use std::collections::BTreeMap;
 
