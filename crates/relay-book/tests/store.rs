@@ -212,6 +212,15 @@ async fn resources_follow_the_manifest(db: Db) {
         refusal(store.availability("sl-b", T0).await),
         "not available because unavailable because broken"
     );
+    let no_reason = ResourceState {
+        available: false,
+        reason: String::new(),
+    };
+    store.set_resource_state("r-a", no_reason).await.unwrap();
+    assert_eq!(
+        refusal(store.availability("sl-a", T0).await),
+        "not available because unavailable"
+    );
     assert_eq!(
         not_found(store.availability("sl-x", T0).await),
         "slot sl-x not found"
@@ -235,8 +244,11 @@ async fn resources_follow_the_manifest(db: Db) {
         "resource r-b not found"
     );
     assert_eq!(
-        store.resource_state("r-a").await.unwrap().reason,
-        "Loaded at 2024-01-08T01:00:00Z"
+        store.resource_state("r-a").await.unwrap(),
+        ResourceState {
+            available: true,
+            reason: "Loaded at 2024-01-08T01:00:00Z".to_owned()
+        }
     );
 }
 
@@ -717,4 +729,32 @@ async fn query_plan(pool: &sqlx::AnyPool, kind: &str, sql: &str) -> String {
         .map(|row| row.try_get::<String, _>(column).unwrap())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[tokio::test]
+async fn a_sqlite_url_opens_a_store_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("by-url.sqlite").display()
+    );
+    let store = Store::open(&Location::Url(url.clone()), StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.backend(), "sqlite");
+    store.join_group("u-1", "g-a").await.unwrap();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert!(matches!(
+        Store::open(
+            &Location::Url("mysql://x/y".to_owned()),
+            StoreOptions::default()
+        )
+        .await,
+        Err(StoreError::Database(sqlx::Error::Configuration(_)))
+    ));
 }

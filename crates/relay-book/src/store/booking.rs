@@ -43,11 +43,9 @@ impl Store {
             .ok_or_else(|| {
                 StoreError::NotFound(format!("resource {} not found", found.resource))
             })?;
-        let state = db::resource_state(&state)?;
-        if !state.available {
+        if let Some(refusal) = db::resource_state(&state)?.refusal() {
             return Err(StoreError::Refused(format!(
-                "not available because unavailable because {}",
-                state.reason
+                "not available because {refusal}"
             )));
         }
         let busy = busy(&mut connection, &found.resource, now).await?;
