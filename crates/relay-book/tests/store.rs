@@ -40,6 +40,7 @@ on_both_backends!(
     overlapping_bookings_conflict_and_back_to_back_ones_do_not,
     prune_moves_ended_bookings_and_frees_the_diary,
     grace_cancels_no_shows_after_a_restart_but_not_while_locked,
+    grace_already_past_when_booked_is_still_checked,
     everything_survives_a_reopen,
     replacing_the_manifest_keeps_diaries_and_cancels_orphans,
     replacing_bookings_reports_drops,
@@ -445,6 +446,23 @@ async fn grace_cancels_no_shows_after_a_restart_but_not_while_locked(db: Db) {
         store.old_bookings_of("u-1", after_b2).await.unwrap().len(),
         2
     );
+}
+
+async fn grace_already_past_when_booked_is_still_checked(db: Db) {
+    let store = db.open().await;
+    let mut lenient = manifest();
+    let policy = lenient.policies.get_mut("p-grace").unwrap();
+    policy.enforce_allow_start_in_past = true;
+    policy.allow_start_in_past_within = relay_book::manifest::GoDuration(HOUR);
+    store.replace_manifest(lenient, T0).await.unwrap();
+    store.join_group("u-1", "g-a").await.unwrap();
+    // Start 30 minutes ago: its grace check time (25 minutes ago) has already passed.
+    book(&store, "b-late", "sl-g", "u-1", T0 - 30 * MINUTE, T0 + HOUR).await;
+    let cancelled = store.cancel_no_shows(T0).await.unwrap();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].name, "b-late");
+    assert_eq!(cancelled[0].cancelled_at, Some(T0));
+    assert_eq!(usage(&store, "u-1", "p-grace", T0).await, 15 * MINUTE);
 }
 
 async fn everything_survives_a_reopen(db: Db) {
