@@ -8,11 +8,13 @@
 //! server processes racing for one slot cannot both succeed.
 //!
 //! How: one `sqlx::AnyPool` and runtime queries written once with `$N` placeholders (the
-//! SQLite driver numbers `$N` like PostgreSQL does; a test checks it). The few statements
-//! that differ by backend (`FOR UPDATE`, how a write transaction begins) come from
-//! [`db::Backend`]. Migrations are per backend (`migrations/sqlite`, `migrations/postgres`),
-//! embedded with `sqlx::migrate!` and chosen at open. Flags are stored as 0/1 integers and
-//! times as nanoseconds, so both backends decode the same Rust types.
+//! SQLite driver numbers `$N` like PostgreSQL does; a test checks it). An `AnyPool` rather
+//! than an enum over two pools keeps one query text and one row decoder per idea; its price
+//! is Any's small type set, so flags are 0/1 integers and times and durations nanoseconds,
+//! which both backends decode to the same Rust types. The few statements that differ by
+//! backend (`FOR UPDATE`, how a write transaction begins) come from `db::Backend`.
+//! Migrations are per backend (`migrations/sqlite`, `migrations/postgres`), embedded with
+//! `sqlx::migrate!` and chosen at open.
 //!
 //! Write transactions and races:
 //! - SQLite: one writer at a time (an in-process gate, then `BEGIN IMMEDIATE` against other
@@ -20,7 +22,8 @@
 //! - PostgreSQL: the booking transaction locks the resource row, then the user row
 //!   (`FOR UPDATE`), so checks see a consistent state across server processes; the exclusion
 //!   constraint on `reservations` is the last word (`23P01` → `conflict with existing`).
-//!   Lock order everywhere: booking row, resource row, user row.
+//!   Lock order: resource before user (booking); booking row before user (cancellation,
+//!   grace); bulk replacement takes every resource first, then the bookings.
 //!
 //! The manifest is stored as JSON with a version counter; each call re-reads the version
 //! (one cheap row) and re-parses only when another call or process replaced it.

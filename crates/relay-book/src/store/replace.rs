@@ -31,6 +31,15 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let loaded = self.manifest_or_empty(&mut tx).await?;
         let bookings = validated(&loaded, bookings)?;
+        // Every resource first, in name order: the re-made bookings lock resources and
+        // users as they go, and a concurrent booking (resource, then user) must not hold a
+        // resource this transaction will want while waiting for a user it holds.
+        sqlx::query(&format!(
+            "SELECT name FROM resources ORDER BY name{}",
+            backend.for_update()
+        ))
+        .execute(&mut *tx)
+        .await?;
         for stored in booking::current_bookings(&mut tx, backend).await? {
             booking::cancel_in_tx(&mut tx, &loaded, stored, REPLACER, now, true).await?;
         }
