@@ -1,6 +1,6 @@
 //! Exclusivity is the database's job: many concurrent bookings of one slot interval give
 //! exactly one success, on two stores over one PostgreSQL (as two server processes would
-//! be) and on one SQLite store.
+//! be) and on one SQLite store; two grace checkers racing cancel each no-show once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
@@ -92,4 +92,50 @@ async fn two_stores_on_one_postgres_give_one_winner() {
 async fn one_sqlite_store_gives_one_winner() {
     let db = Db::sqlite();
     race(vec![db.open().await]).await;
+}
+
+/// Two server processes run their grace checkers at once: every no-show is cancelled
+/// exactly once and charged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_cancel_each_no_show_once() {
+    let db = Db::postgres();
+    let (one, two) = (db.open().await, db.open().await);
+    // Unlimited users: every no-show may hold the same hour.
+    let mut shared = manifest();
+    shared
+        .policies
+        .get_mut("p-grace")
+        .unwrap()
+        .enforce_unlimited_users = true;
+    one.replace_manifest(shared, T0).await.unwrap();
+    let no_shows = 20_i64;
+    for index in 0..no_shows {
+        let user = format!("u-{index}");
+        one.join_group(&user, "g-a").await.unwrap();
+        let when = at(T0 + HOUR, T0 + 2 * HOUR);
+        one.make_booking(request(&format!("b-{index}"), "sl-g", &user, when), T0)
+            .await
+            .unwrap();
+    }
+    // Every grace time (start + 5 minutes) has passed; every booking is still running.
+    let now = T0 + HOUR + 10 * store_common::MINUTE;
+    let (first, second) = tokio::join!(one.cancel_no_shows(now), two.cancel_no_shows(now));
+    let mut names: Vec<String> = first
+        .unwrap()
+        .into_iter()
+        .chain(second.unwrap())
+        .map(|booking| booking.name)
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = (0..no_shows).map(|index| format!("b-{index}")).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    for index in 0..no_shows {
+        let status = two
+            .policy_status(&format!("u-{index}"), "p-grace", now)
+            .await
+            .unwrap();
+        assert_eq!(status.usage, 15 * store_common::MINUTE, "u-{index}");
+        assert_eq!(status.old_bookings, 1);
+    }
 }
