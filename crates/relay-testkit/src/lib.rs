@@ -6,10 +6,12 @@
 //!   one failure message.
 //! - [`programs`]: `require`, the loud check for external programs e2e tests drive.
 //! - [`book`]: a client of the booking server's API and a manifest of identical rigs.
+//! - [`postgres`]: `PgCluster`, a throw-away PostgreSQL cluster (initdb in a temp directory).
 
 #![warn(missing_docs)]
 
 pub mod book;
+pub mod postgres;
 pub mod programs;
 pub mod wait;
 
