@@ -7,7 +7,8 @@
 //!   [`auth`]: token, scope, lock and subject checks; [`query`]: query parameters;
 //!   [`error`]: error bodies; [`wire`]: response bodies.
 //! - [`deny`]: the relay deny worker; [`jobs`]: grace checks and pruning.
-//! - [`metrics`]: Prometheus; [`unique`]: xid-like user names.
+//! - [`metrics`]: Prometheus; [`unique`]: xid-like user names; [`demo`]: the `--dev`
+//!   manifest.
 //!
 //! [`start`] binds, spawns the HTTP server and the background tasks in one
 //! [`TaskTracker`] under one [`CancellationToken`]; [`RunningBookServer::shutdown`] cancels
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod deny;
 pub mod error;
 pub mod jobs;
@@ -104,6 +106,19 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
+    start_on(listener, config, store, clock).await
+}
+
+/// [`start`] on a listener the caller bound (`config.bind` and `config.port` are not
+/// used): for `--dev`, whose audience must name the bound port before the server starts.
+pub async fn start_on(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    store: Store,
+    clock: Clock,
+) -> Result<RunningBookServer, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let addr = SocketAddr::new(config.bind, config.port);
     let bound = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
