@@ -434,26 +434,30 @@ async fn bookings_export_replace_users_and_prune() {
     );
     assert_eq!(users.json()["user-e1"]["usage"]["p-b"], "20m0s");
 
-    // A month later the bookings have ended; pruning moves them to old bookings.
+    // A month later the bookings have ended; pruning moves them to old bookings, next to
+    // the two cancelled copies the replacement left there (§3.10).
     h.clock.advance(31 * 24 * 3600 * SECOND);
     relay_testkit::wait_until_async(
-        "pruning moved both bookings",
+        "pruning moved both ended bookings",
         std::time::Duration::from_secs(10),
         || async {
-            let status = h.get("/admin/status", &h.admin).await.json();
-            status["bookings"] == 0 && status["old_bookings"] == 2
+            // A fresh admin token: the harness's expired with the month.
+            let status = h.get("/admin/status", &h.admin_token()).await.json();
+            status["bookings"] == 0 && status["old_bookings"] == 4
         },
     )
     .await;
-    let old = h.get("/admin/oldbookings", &h.admin).await;
-    assert_eq!(old.json().as_array().unwrap().len(), 2);
+    let admin = h.admin_token();
+    let old = h.get("/admin/oldbookings", &admin).await.json();
+    let old = old.as_array().unwrap();
+    assert_eq!(old.len(), 4);
+    assert_eq!(old.iter().filter(|b| b["cancelled"] == true).count(), 2);
+    let user = h.user("user-e1");
+    let old = h.get("/users/user-e1/oldbookings", &user).await;
+    assert_eq!(old.json().as_array().unwrap().len(), 4, "{}", old.body);
+    assert_eq!(h.get("/users/user-e1/bookings", &user).await.body, "[]");
     let reply = h
-        .call(
-            "PUT",
-            "/admin/oldbookings",
-            Some(&h.admin),
-            Some("[]".into()),
-        )
+        .call("PUT", "/admin/oldbookings", Some(&admin), Some("[]".into()))
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["old_bookings"], 0);

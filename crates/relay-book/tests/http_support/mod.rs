@@ -156,6 +156,11 @@ impl Harness {
         tokens::sign(&claims, ADMIN_SECRET.as_bytes()).unwrap()
     }
 
+    /// A `booking:admin` token valid for a day from the clock's now.
+    pub fn admin_token(&self) -> String {
+        Self::token_at(&self.clock, "admin-alice", true)
+    }
+
     /// A `booking:user` token for `user`, valid for a day from the clock's now.
     pub fn user(&self, user: &str) -> String {
         Self::token_at(&self.clock, user, false)
