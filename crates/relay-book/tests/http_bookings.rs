@@ -463,3 +463,49 @@ async fn bookings_export_replace_users_and_prune() {
     assert_eq!(reply.json()["old_bookings"], 0);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn no_shows_are_cancelled_after_their_grace_period_and_the_slot_can_be_rebooked() {
+    let h = Harness::start_with(|c| c.check_every = std::time::Duration::from_millis(10)).await;
+    h.load(MANIFEST).await;
+    h.join("user-g1", "g-a").await;
+    let user = h.user("user-g1");
+    assert_eq!(h.book("user-g1", "sl-a", 1, 11).await.status, 204);
+    assert_eq!(h.book("user-g1", "sl-a", 30, 40).await.status, 204);
+    let names = h.booking_names("user-g1").await;
+    assert_eq!(names.len(), 2);
+
+    // p-a's grace is 3 min: at 00:05 the booking that started at 00:01 is a no-show.
+    h.clock.advance(5 * 60 * SECOND);
+    relay_testkit::wait_until_async(
+        "the grace check cancelled the no-show",
+        std::time::Duration::from_secs(10),
+        || async { h.booking_names("user-g1").await.len() == 1 },
+    )
+    .await;
+    let old = h.get("/users/user-g1/oldbookings", &user).await.json();
+    assert_eq!(old[0]["cancelled"], true, "{old}");
+    assert_eq!(old[0]["when"]["start"], at(1));
+    // Charged grace + penalty (3m + 5m), plus the other booking's 10m.
+    let status = h.get("/users/user-g1/policies/p-a", &user).await;
+    assert_eq!(
+        status.body,
+        r#"{"current_bookings":1,"old_bookings":1,"usage":"18m0s"}"#
+    );
+    assert!(h
+        .metrics()
+        .await
+        .contains(r#"book_cancellations_total{by="auto-grace-check"} 1"#));
+
+    // The freed time can be booked again, with `from`/`to` given without a zone (UTC).
+    let reply = h
+        .call(
+            "POST",
+            "/slots/sl-a?user_name=user-g1&from=2022-11-05T00:06:00&to=2022-11-05T00:11:00",
+            Some(&user),
+            None,
+        )
+        .await;
+    assert_eq!((reply.status, reply.body.as_str()), (204, ""));
+    h.stop().await;
+}

@@ -155,3 +155,65 @@ fn manifest_check_reports_ok_or_the_category_and_numbered_messages() {
         "unreadable file"
     );
 }
+
+#[test]
+fn serve_dev_starts_with_the_demo_manifest_and_prints_its_address() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["book", "serve", "--dev"])
+        .env("BOOK_PORT", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("relay runs");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("a line").unwrap();
+    let addr = first
+        .strip_prefix("relay book: API listening on ")
+        .unwrap_or_else(|| panic!("first line: {first:?}"))
+        .to_owned();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    let banner: Vec<String> = lines
+        .by_ref()
+        .take_while(|l| !l.as_ref().unwrap().starts_with("Stop with"))
+        .map(|l| l.unwrap())
+        .collect();
+    let admin = banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("export ADMIN="))
+        .expect("an admin token in the banner")
+        .to_owned();
+    let get = |path: &str, token: Option<&str>| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut request = reqwest::Client::new().get(format!("http://{addr}{path}"));
+            if let Some(token) = token {
+                request = request.header("Authorization", token);
+            }
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        })
+    };
+    assert_eq!(
+        get("/healthz", None),
+        (200, r#"{"database":"ok"}"#.to_owned())
+    );
+    let (status, body) = get("/api/v1/admin/status", Some(&admin));
+    assert_eq!(status, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status["resources"].as_i64(), status["slots"].as_i64()),
+        (Some(2), Some(2))
+    );
+    let (status, body) = get("/api/v1/admin/manifest", Some(&admin));
+    assert_eq!(status, 200);
+    let manifest: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(manifest["streams"]["data"]["url"], "http://127.0.0.1:3000");
+    assert!(manifest["groups"]["g-demo"].is_object());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
