@@ -490,7 +490,9 @@ fn client_call(client: &ClientArgs, method: &str, route: &str, body: Option<Stri
     };
     match text {
         Ok(text) => {
-            println!("{}", text.trim_end());
+            // A closed pipe (`| head`) is not an error worth a panic.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout(), "{}", text.trim_end());
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
@@ -687,7 +689,7 @@ fn print_dev_banner(audience: &str, admin_secret: &str, relay_secret: &str, rela
         String::new(),
         format!("The demo streams use the relay at {relay_access}; run one that accepts their tokens:"),
         String::new(),
-        format!("  RELAY_SECRET={relay_secret} RELAY_AUDIENCE={relay_access} relay serve --port-access {} ", relay_access.rsplit(':').next().unwrap_or("3000").trim_end_matches('/')),
+        format!("  RELAY_SECRET={relay_secret} RELAY_AUDIENCE={relay_access} RELAY_URL=ws://127.0.0.1:3001 relay serve"),
         String::new(),
         format!("Admin clients: BOOK_CLIENT_TOKEN=$ADMIN BOOK_CLIENT_HOST={} relay book status get", audience.trim_start_matches("http://")),
         "Stop with Ctrl-C.".into(),

@@ -45,7 +45,7 @@ streams:
   data: {url: "RELAY_ACCESS_URL", connection_type: session, for: data, scopes: [read, write], topic: auto}
   video: {url: "RELAY_ACCESS_URL", connection_type: session, for: video, scopes: [read], topic: auto}
 uis:
-  ui-demo: {description: d-ui-demo, url: "RELAY_ACCESS_URL/demo?streams={{streams}}&exp={{exp}}", streams_required: [data, video]}
+  ui-demo: {description: d-ui-demo, url: "https://ui.example.org/demo/?streams={{streams}}&exp={{exp}}", streams_required: [data, video]}
 ui_sets:
   us-demo: {uis: [ui-demo]}
 windows:
