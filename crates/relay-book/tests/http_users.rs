@@ -325,3 +325,36 @@ async fn unknown_paths_wrong_methods_and_missing_queries_get_framework_bodies() 
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn every_route_of_the_openapi_document_is_served() {
+    let h = Harness::start().await;
+    h.load(MANIFEST).await;
+    let doc: serde_json::Value = serde_json::from_str(relay_book::server::routes::OPENAPI).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), 22);
+    for (path, methods) in paths {
+        let concrete = path
+            .split('/')
+            .map(|part| if part.starts_with('{') { "x" } else { part })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in methods.as_object().unwrap().keys() {
+            let reply = h
+                .call(
+                    &method.to_uppercase(),
+                    &concrete,
+                    Some(&h.admin),
+                    Some("{}".into()),
+                )
+                .await;
+            assert!(
+                !reply.body.contains("was not found") && reply.status != 405,
+                "{method} {path}: {} {}",
+                reply.status,
+                reply.body
+            );
+        }
+    }
+    h.stop().await;
+}

@@ -113,6 +113,10 @@ pub async fn replace_manifest(
     state
         .metrics
         .cancelled("replace", report.cancelled.len() as u64);
+    if !report.cancelled.is_empty() {
+        // Started bookings among them queued deny calls.
+        state.deny_wake.notify_one();
+    }
     tracing::info!(cancelled = ?report.cancelled, "manifest replaced");
     let mut status = admin_status(&state).await?;
     status.cancelled_bookings = report.cancelled;
@@ -152,6 +156,8 @@ pub async fn replace_bookings(
 ) -> Result<Json<StoreStatusAdmin>, ApiError> {
     require_admin(&state, &headers)?;
     let bookings: Vec<Booking> = body(&bytes)?;
+    // Every current booking is cancelled and re-made (§3.10).
+    let replaced = state.store.counts().await?.bookings;
     let report = state
         .store
         .replace_bookings(bookings, state.clock.now())
@@ -160,6 +166,9 @@ pub async fn replace_bookings(
             StoreError::Refused(m) | StoreError::NotFound(m) => ApiError::internal(m),
             other => other.into(),
         })?;
+    state
+        .metrics
+        .cancelled("replace", u64::try_from(replaced).unwrap_or(0));
     // Started bookings cancelled by the replacement queued deny calls.
     state.deny_wake.notify_one();
     tracing::info!(kept = report.kept.len(), dropped = ?report.dropped, "bookings replaced");
