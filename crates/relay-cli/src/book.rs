@@ -15,11 +15,40 @@ use relay_book::server::{self, Clock, Config};
 use relay_book::store::{Location, Store};
 use relay_book::timefmt::SECOND;
 use relay_book::tokens;
-use relay_common::goduration::parse_setting;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// The clap value parser of the duration settings: the one duration parser
+/// (`goduration::parse_setting`), with an error that names the variable and the flag.
+#[derive(Clone, Copy, Debug, Default)]
+struct DurationSetting;
+
+impl clap::builder::TypedValueParser for DurationSetting {
+    type Value = Duration;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Duration, clap::Error> {
+        let text = value.to_string_lossy();
+        relay_common::goduration::parse_setting(&text).map_err(|e| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "{}: {e}\n",
+                    arg.map_or_else(
+                        || "a duration setting".to_owned(),
+                        crate::boolean::setting_name
+                    )
+                ),
+            )
+        })
+    }
+}
 
 /// The default server address of every client command.
 const DEFAULT_HOST: &str = "localhost:4000";
@@ -173,7 +202,7 @@ pub struct TokenArgs {
     )]
     aud: String,
     /// Lifetime.
-    #[arg(long, env = "BOOK_CLIENT_TOKEN_TTL", default_value = "1m", value_parser = parse_setting)]
+    #[arg(long, env = "BOOK_CLIENT_TOKEN_TTL", default_value = "1m", value_parser = DurationSetting)]
     ttl: Duration,
     /// `booking:admin` instead of `booking:user`.
     #[arg(long, env = "BOOK_CLIENT_TOKEN_ADMIN", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
@@ -219,16 +248,16 @@ pub struct ServeArgs {
     #[arg(long, env = "BOOK_PERSIST_DIR", default_value = "/var/lib/book/")]
     persist_dir: PathBuf,
     /// Lifetime of login tokens.
-    #[arg(long, env = "BOOK_ACCESS_TOKEN_TTL", default_value = "1h", value_parser = parse_setting)]
+    #[arg(long, env = "BOOK_ACCESS_TOKEN_TTL", default_value = "1h", value_parser = DurationSetting)]
     access_token_ttl: Duration,
     /// Period of the grace check (no-shows are cancelled).
-    #[arg(long, env = "BOOK_CHECK_EVERY", default_value = "1m", value_parser = parse_setting)]
+    #[arg(long, env = "BOOK_CHECK_EVERY", default_value = "1m", value_parser = DurationSetting)]
     check_every: Duration,
     /// Period of moving ended bookings to old bookings.
-    #[arg(long, env = "BOOK_TIDY_EVERY", default_value = "1h", value_parser = parse_setting)]
+    #[arg(long, env = "BOOK_TIDY_EVERY", default_value = "1h", value_parser = DurationSetting)]
     tidy_every: Duration,
     /// Timeout of one relay deny call.
-    #[arg(long, env = "BOOK_REQUEST_TIMEOUT", default_value = "1m", value_parser = parse_setting)]
+    #[arg(long, env = "BOOK_REQUEST_TIMEOUT", default_value = "1m", value_parser = DurationSetting)]
     request_timeout: Duration,
     /// A started booking cannot be cancelled.
     #[arg(long, env = "BOOK_DISABLE_CANCEL_AFTER_USE", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
@@ -552,6 +581,15 @@ fn config(args: &ServeArgs, dev: Option<(&str, &str, &str)>) -> Result<Config, V
     }
 }
 
+/// Log and print each problem with the settings; exit 1.
+fn refuse_settings(problems: Vec<String>) -> ExitCode {
+    for p in problems {
+        tracing::error!("{p}");
+        eprintln!("{p}");
+    }
+    ExitCode::FAILURE
+}
+
 fn random_secret() -> String {
     use rand::Rng;
     let bytes: [u8; 24] = rand::rng().random();
@@ -582,6 +620,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         } else {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         });
+        // Settings are checked before anything is bound or opened (with --dev, whose
+        // audience names the bound port, they are made after binding).
+        if !args.dev {
+            if let Err(problems) = config(&args, None) {
+                return refuse_settings(problems);
+            }
+        }
         // Bind first: with --dev the audience names the bound port.
         let wanted = SocketAddr::new(ip, args.port);
         let listener = match tokio::net::TcpListener::bind(wanted).await {
@@ -600,13 +645,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             .map(|(a, s, r)| (a.as_str(), s.as_str(), r.as_str()));
         let mut config = match config(&args, dev) {
             Ok(c) => c,
-            Err(problems) => {
-                for p in problems {
-                    tracing::error!("{p}");
-                    eprintln!("{p}");
-                }
-                return ExitCode::FAILURE;
-            }
+            Err(problems) => return refuse_settings(problems),
         };
         if let Some(dir) = &dev_dir {
             config.persist_dir = dir.path().to_owned();

@@ -103,8 +103,8 @@ pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<Verified, 
 }
 
 /// A user route's check: `booking:user` or `booking:admin`
-/// (`Missing booking:admin or booking:user Scope`), then, if `locked_out` applies to the
-/// route, the lock for non-admins (`store locked to users: <message>`).
+/// (`Missing booking:admin or booking:user Scope`), then, if `lock_applies` (every user
+/// route but `/users/status`), the lock for non-admins (`store locked to users: <message>`).
 pub async fn require_user(
     state: &AppState,
     headers: &HeaderMap,
