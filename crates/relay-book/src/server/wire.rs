@@ -152,18 +152,9 @@ pub struct ResourceStatus {
 
 impl From<&ResourceState> for ResourceStatus {
     fn from(state: &ResourceState) -> Self {
-        let reason = if state.available {
-            state.reason.clone()
-        } else if state.reason.is_empty() {
-            "unavailable".to_owned()
-        } else if state.reason.starts_with("unavailable") {
-            state.reason.clone()
-        } else {
-            format!("unavailable because {}", state.reason)
-        };
         ResourceStatus {
             available: state.available,
-            reason,
+            reason: state.refusal().unwrap_or_else(|| state.reason.clone()),
         }
     }
 }
