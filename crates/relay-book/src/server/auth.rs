@@ -45,11 +45,6 @@ impl Caller {
         }
     }
 
-    /// The owner a store call must check the booking against: `None` for admins.
-    pub fn owner_check<'a>(&self, path_user: &'a str) -> Option<&'a str> {
-        (!self.is_admin()).then_some(path_user)
-    }
-
     /// A non-admin caller must be `user`; `message` is the refusal's text.
     pub fn require_subject(
         &self,

@@ -1,19 +1,15 @@
-//! `relay book …`: the booking server and its clients (booking spec §1.1, §1.2, §4.2).
-//!
-//! - `serve [--dev]`: run the booking server from `BOOK_*` (or flags); `--dev` needs nothing.
-//! - `token`: mint a booking-API token from `BOOK_CLIENT_*`.
-//! - `manifest check|export|replace`, `bookings export|replace`, `status get|set`: the
-//!   admin clients, with `BOOK_CLIENT_TOKEN`, `BOOK_CLIENT_SCHEME`, `BOOK_CLIENT_HOST`,
-//!   `BOOK_CLIENT_BASE_PATH` and `BOOK_CLIENT_FORMAT`.
+//! `relay book serve`: the booking server's settings (`BOOK_*`, the same as flags) mapped
+//! onto [`relay_book::server::Config`], the store opened, the server started until
+//! SIGINT/SIGTERM; `--dev` for a zero-configuration local run with a demo manifest.
 
+use super::fail;
 use crate::boolean::GoBool;
 use crate::logging::{self, LogFormat, LogLevel};
 use crate::until_signal::run_until_signal;
-use clap::{ArgAction, Args, Subcommand, ValueEnum};
+use clap::{ArgAction, Args};
 use relay_book::manifest::Manifest;
 use relay_book::server::{self, Clock, Config};
 use relay_book::store::{Location, Store};
-use relay_book::timefmt::SECOND;
 use relay_book::tokens;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -23,7 +19,7 @@ use std::time::Duration;
 /// The clap value parser of the duration settings: the one duration parser
 /// (`goduration::parse_setting`), with an error that names the variable and the flag.
 #[derive(Clone, Copy, Debug, Default)]
-struct DurationSetting;
+pub(super) struct DurationSetting;
 
 impl clap::builder::TypedValueParser for DurationSetting {
     type Value = Duration;
@@ -48,168 +44,6 @@ impl clap::builder::TypedValueParser for DurationSetting {
             )
         })
     }
-}
-
-/// The default server address of every client command.
-const DEFAULT_HOST: &str = "localhost:4000";
-
-#[derive(Args, Debug)]
-pub struct BookArgs {
-    #[command(subcommand)]
-    command: BookCommand,
-}
-
-#[derive(Subcommand, Debug)]
-enum BookCommand {
-    /// Run the booking server (API under /api/v1); `--dev` for a local demo.
-    Serve(Box<ServeArgs>),
-    /// Mint a booking-API token (user, or admin with BOOK_CLIENT_TOKEN_ADMIN=true) and print it.
-    Token(TokenArgs),
-    /// Check a manifest locally, or export/replace the server's.
-    Manifest {
-        #[command(subcommand)]
-        command: ManifestCommand,
-    },
-    /// Export or replace the server's current bookings.
-    Bookings {
-        #[command(subcommand)]
-        command: BookingsCommand,
-    },
-    /// Read the server's status, or lock/unlock it for users.
-    Status {
-        #[command(subcommand)]
-        command: StatusCommand,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum ManifestCommand {
-    /// Check a YAML or JSON manifest here (no server): prints `ok`, or the problem's
-    /// category and numbered messages and exits 1.
-    Check {
-        /// The manifest file.
-        file: PathBuf,
-    },
-    /// Print the server's manifest (GET /admin/manifest) as YAML or JSON.
-    Export(ClientArgs),
-    /// Check a YAML or JSON manifest here, then replace the server's (PUT /admin/manifest).
-    Replace {
-        /// The manifest file.
-        file: PathBuf,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum BookingsCommand {
-    /// Print the current bookings (GET /admin/bookings).
-    Export(ClientArgs),
-    /// Replace the current bookings with a YAML or JSON list (PUT /admin/bookings); prints
-    /// the status, including any booking the rules dropped.
-    Replace {
-        /// The bookings file.
-        file: PathBuf,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum StatusCommand {
-    /// Print the admin status (GET /admin/status).
-    Get(ClientArgs),
-    /// Lock or unlock the store for users (PUT /admin/status), with a message shown to them.
-    Set {
-        /// `lock` or `unlock`.
-        #[arg(value_enum)]
-        action: LockAction,
-        /// The message users see.
-        message: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum LockAction {
-    Lock,
-    Unlock,
-}
-
-/// Output format of the client commands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Format {
-    Yaml,
-    Yml,
-    Json,
-}
-
-/// Where the server is and how to authenticate (the admin client commands).
-#[derive(Args, Debug, Clone)]
-struct ClientArgs {
-    /// Admin token (see `relay book token`), sent raw in Authorization.
-    #[arg(long, env = "BOOK_CLIENT_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// `http` or `https`.
-    #[arg(long, env = "BOOK_CLIENT_SCHEME", default_value = "http")]
-    scheme: String,
-    /// Server host and port (a full URL is accepted too).
-    #[arg(long, env = "BOOK_CLIENT_HOST", default_value = DEFAULT_HOST)]
-    host: String,
-    /// API base path.
-    #[arg(long, env = "BOOK_CLIENT_BASE_PATH", default_value = "/api/v1")]
-    base_path: String,
-    /// Output format.
-    #[arg(
-        long,
-        env = "BOOK_CLIENT_FORMAT",
-        value_enum,
-        ignore_case = true,
-        default_value = "yaml"
-    )]
-    format: Format,
-}
-
-impl ClientArgs {
-    fn url(&self, route: &str) -> String {
-        let host = self.host.trim_end_matches('/');
-        let base = if host.contains("://") {
-            host.to_owned()
-        } else {
-            format!("{}://{host}", self.scheme)
-        };
-        format!("{base}/{}{route}", self.base_path.trim_matches('/')).replace(":///", "://")
-    }
-}
-
-#[derive(Args, Debug)]
-#[command(
-    after_help = "Example: BOOK_CLIENT_SECRET=$ADMIN_SECRET BOOK_CLIENT_TOKEN_ADMIN=true \\\n  BOOK_CLIENT_TOKEN_SUB=alice BOOK_CLIENT_TOKEN_AUD=https://book.example.org \\\n  BOOK_CLIENT_TOKEN_TTL=1h relay book token"
-)]
-pub struct TokenArgs {
-    /// HMAC secret: the server's BOOK_ADMIN_SECRET.
-    #[arg(long, env = "BOOK_CLIENT_SECRET", hide_env_values = true)]
-    secret: Option<String>,
-    /// Subject (`sub`): the user name, or who the admin is.
-    #[arg(long, env = "BOOK_CLIENT_TOKEN_SUB")]
-    sub: Option<String>,
-    /// Audience (`aud`): the server's BOOK_AUDIENCE.
-    #[arg(
-        long,
-        env = "BOOK_CLIENT_TOKEN_AUD",
-        default_value = "http://localhost:4000"
-    )]
-    aud: String,
-    /// Lifetime.
-    #[arg(long, env = "BOOK_CLIENT_TOKEN_TTL", default_value = "1m", value_parser = DurationSetting)]
-    ttl: Duration,
-    /// `booking:admin` instead of `booking:user`.
-    #[arg(long, env = "BOOK_CLIENT_TOKEN_ADMIN", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
-    admin: bool,
-    /// Not valid before this RFC 3339 time (used only if in the future).
-    #[arg(long, env = "BOOK_CLIENT_TOKEN_NBF")]
-    nbf: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -297,237 +131,6 @@ pub struct ServeArgs {
     log_file: String,
 }
 
-pub fn run(args: BookArgs) -> ExitCode {
-    match args.command {
-        BookCommand::Serve(args) => serve(*args),
-        BookCommand::Token(args) => token(&args),
-        BookCommand::Manifest { command } => match command {
-            ManifestCommand::Check { file } => manifest_check(&file),
-            ManifestCommand::Export(client) => client_call(&client, "GET", "/admin/manifest", None),
-            ManifestCommand::Replace { file, client } => manifest_replace(&file, &client),
-        },
-        BookCommand::Bookings { command } => match command {
-            BookingsCommand::Export(client) => client_call(&client, "GET", "/admin/bookings", None),
-            BookingsCommand::Replace { file, client } => bookings_replace(&file, &client),
-        },
-        BookCommand::Status { command } => match command {
-            StatusCommand::Get(client) => client_call(&client, "GET", "/admin/status", None),
-            StatusCommand::Set {
-                action,
-                message,
-                client,
-            } => {
-                let lock = action == LockAction::Lock;
-                let route = format!("/admin/status?lock={lock}&msg={}", percent_encode(&message));
-                client_call(&client, "PUT", &route, None)
-            }
-        },
-    }
-}
-
-fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("relay book: {message}");
-    ExitCode::FAILURE
-}
-
-// ---- token ----
-
-fn token(args: &TokenArgs) -> ExitCode {
-    let mut missing = Vec::new();
-    let secret = args.secret.clone().filter(|s| !s.is_empty());
-    let sub = args.sub.clone().filter(|s| !s.is_empty());
-    if secret.is_none() {
-        missing.push("You must set BOOK_CLIENT_SECRET (or --secret)");
-    }
-    if sub.is_none() {
-        missing.push("You must set BOOK_CLIENT_TOKEN_SUB (or --sub)");
-    }
-    let (Some(secret), Some(sub)) = (secret, sub) else {
-        for m in missing {
-            eprintln!("{m}");
-        }
-        return ExitCode::FAILURE;
-    };
-    let nbf = match args.nbf.as_deref().filter(|n| !n.is_empty()) {
-        None => None,
-        Some(text) => match relay_book::timefmt::parse_time(text) {
-            Ok(t) => Some(t.div_euclid(SECOND)),
-            Err(e) => return fail(format!("BOOK_CLIENT_TOKEN_NBF: {e}")),
-        },
-    };
-    let ttl = i64::try_from(args.ttl.as_secs()).unwrap_or(i64::MAX / 4);
-    let claims = tokens::client_claims(
-        &sub,
-        &args.aud,
-        args.admin,
-        ttl,
-        nbf,
-        relay_common::clock::unix_now(),
-    );
-    match tokens::sign(&claims, secret.as_bytes()) {
-        Ok(token) => {
-            println!("{token}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
-}
-
-// ---- manifest ----
-
-/// Read and parse a manifest file, or the message to print.
-fn read_manifest(file: &PathBuf) -> Result<Manifest, String> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    Manifest::parse(&text).map_err(|e| format!("cannot parse {}: {e}", file.display()))
-}
-
-/// The category and numbered messages of a failed check.
-fn check_report(error: &relay_book::manifest::ManifestError) -> String {
-    let mut out = error.category.clone();
-    for (n, message) in error.messages.iter().enumerate() {
-        out.push_str(&format!("\n{}: {message}", n + 1));
-    }
-    out
-}
-
-fn manifest_check(file: &PathBuf) -> ExitCode {
-    let manifest = match read_manifest(file) {
-        Ok(m) => m,
-        Err(e) => return fail(e),
-    };
-    match manifest.check() {
-        Ok(()) => {
-            println!("ok");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            println!("{}", check_report(&e));
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn manifest_replace(file: &PathBuf, client: &ClientArgs) -> ExitCode {
-    let manifest = match read_manifest(file) {
-        Ok(m) => m,
-        Err(e) => return fail(e),
-    };
-    if let Err(e) = manifest.check() {
-        println!("{}", check_report(&e));
-        return ExitCode::FAILURE;
-    }
-    let body = match serde_json::to_string(&manifest) {
-        Ok(b) => b,
-        Err(e) => return fail(e),
-    };
-    match request(client, "PUT", "/admin/manifest", Some(body)) {
-        Ok(status) => {
-            if let Some(cancelled) = status.get("cancelled_bookings") {
-                eprintln!("relay book: bookings cancelled because their slot left the manifest: {cancelled}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
-}
-
-// ---- bookings ----
-
-fn bookings_replace(file: &PathBuf, client: &ClientArgs) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => return fail(format!("cannot read {}: {e}", file.display())),
-    };
-    let bookings: serde_json::Value = match serde_yaml::from_str(&text) {
-        Ok(serde_json::Value::Array(list)) => serde_json::Value::Array(list),
-        Ok(_) => return fail(format!("{} is not a list of bookings", file.display())),
-        Err(e) => return fail(format!("cannot parse {}: {e}", file.display())),
-    };
-    client_call(client, "PUT", "/admin/bookings", Some(bookings.to_string()))
-}
-
-// ---- the HTTP client ----
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// Make one call and return the JSON reply (`null` for an empty one), or a message.
-fn request(
-    client: &ClientArgs,
-    method: &str,
-    route: &str,
-    body: Option<String>,
-) -> Result<serde_json::Value, String> {
-    let token = client
-        .token
-        .clone()
-        .filter(|t| !t.is_empty())
-        .ok_or("You must set BOOK_CLIENT_TOKEN (or --token); see `relay book token`")?;
-    let url = client.url(route);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(async {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
-        let mut call = reqwest::Client::new()
-            .request(method.clone(), &url)
-            .header("Authorization", token);
-        if let Some(body) = body {
-            call = call.header("Content-Type", "application/json").body(body);
-        }
-        let response = call
-            .send()
-            .await
-            .map_err(|e| format!("{method} {url}: {e}"))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| format!("{method} {url}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("{method} {url}: {status}: {}", text.trim()));
-        }
-        if text.trim().is_empty() {
-            return Ok(serde_json::Value::Null);
-        }
-        serde_json::from_str(&text).map_err(|e| format!("{method} {url}: reply is not JSON: {e}"))
-    })
-}
-
-/// Make one call and print the reply in the chosen format.
-fn client_call(client: &ClientArgs, method: &str, route: &str, body: Option<String>) -> ExitCode {
-    let reply = match request(client, method, route, body) {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
-    if reply.is_null() {
-        return ExitCode::SUCCESS;
-    }
-    let text = match client.format {
-        Format::Json => serde_json::to_string_pretty(&reply).map_err(|e| e.to_string()),
-        Format::Yaml | Format::Yml => serde_yaml::to_string(&reply).map_err(|e| e.to_string()),
-    };
-    match text {
-        Ok(text) => {
-            // A closed pipe (`| head`) is not an error worth a panic.
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stdout(), "{}", text.trim_end());
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
-}
-
 // ---- serve ----
 
 /// The server configuration from the arguments, or every problem (each naming its
@@ -596,7 +199,7 @@ fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
+pub(super) fn serve(args: ServeArgs) -> ExitCode {
     if args.dev {
         logging::init(LogLevel::Info, LogFormat::Text, "stderr");
     } else {
@@ -739,6 +342,7 @@ fn print_dev_banner(audience: &str, admin_secret: &str, relay_secret: &str, rela
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::{BookArgs, BookCommand};
     use super::*;
 
     #[derive(clap::Parser, Debug)]
@@ -784,30 +388,5 @@ mod tests {
         let err = <Book as clap::Parser>::try_parse_from(["x", "serve", "--check-every", "soon"])
             .unwrap_err();
         assert!(err.to_string().contains("BOOK_CHECK_EVERY"), "{err}");
-    }
-
-    #[test]
-    fn client_urls_join_scheme_host_and_base_path() {
-        let client = ClientArgs {
-            token: None,
-            scheme: "http".into(),
-            host: DEFAULT_HOST.into(),
-            base_path: "/api/v1".into(),
-            format: Format::Yaml,
-        };
-        assert_eq!(
-            client.url("/admin/status"),
-            "http://localhost:4000/api/v1/admin/status"
-        );
-        let client = ClientArgs {
-            host: "https://book.example.org/".into(),
-            base_path: "api/v1/".into(),
-            ..client
-        };
-        assert_eq!(
-            client.url("/admin/status"),
-            "https://book.example.org/api/v1/admin/status"
-        );
-        assert_eq!(percent_encode("back at 10:00"), "back%20at%2010%3A00");
     }
 }
