@@ -1,8 +1,9 @@
 //! Cancelling a started booking reaches the relay (spec §4.7, fixed): a stub relay on
 //! 127.0.0.1:0 (plain http, with a path in its URL) records
 //! `POST /access/bids/deny?bid=<id>&exp=<end>` with a raw `relay:admin` token; a relay that
-//! answers 500 first is retried until it answers 204, and `/admin/status` and the metrics
-//! show what happened.
+//! answers 500 first is retried until it answers 204; one that keeps failing is given up at
+//! the booking's end and never reported as success; `/admin/status` and the metrics show
+//! what happened.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -210,5 +211,42 @@ async fn an_unstarted_booking_needs_no_deny_call() {
     // The status is read after the cancellation committed: no call was queued.
     assert_eq!(deny_calls(&h).await, serde_json::Value::Null);
     assert!(stub.calls.lock().unwrap().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_relay_that_keeps_failing_is_given_up_at_the_bookings_end_and_never_reported_ok() {
+    let (relay_url, stub) = stub_relay(&[500, 500, 500]).await;
+    let (h, booking) = started_booking(&relay_url).await;
+    cancel(&h, &booking).await;
+    relay_testkit::wait_until_async(
+        "the first failure is recorded",
+        Duration::from_secs(10),
+        || async { deny_calls(&h).await[0]["attempts"] == 1 },
+    )
+    .await;
+    // Past the booking's end (00:10) the next failure is the last.
+    h.clock.advance(11 * 60 * SECOND);
+    relay_testkit::wait_until_async("the call is given up", Duration::from_secs(10), || async {
+        deny_calls(&h).await[0]["state"] == "failed"
+    })
+    .await;
+    let calls = deny_calls(&h).await;
+    assert_eq!(calls[0]["attempts"], 2, "{calls}");
+    assert!(calls[0]["last_error"]
+        .as_str()
+        .unwrap()
+        .starts_with("relay answered 500"));
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains(r#"book_deny_calls_total{result="error"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"book_deny_calls_total{result="failed"} 1"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(r#"result="ok""#), "{metrics}");
+    assert_eq!(stub.calls.lock().unwrap().len(), 2);
     h.stop().await;
 }
