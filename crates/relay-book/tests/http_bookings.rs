@@ -509,3 +509,50 @@ async fn no_shows_are_cancelled_after_their_grace_period_and_the_slot_can_be_reb
     assert_eq!((reply.status, reply.body.as_str()), (204, ""));
     h.stop().await;
 }
+
+/// `book_grace_checks_total` from the metrics text.
+async fn grace_checks(h: &Harness) -> u64 {
+    let metrics = h.metrics().await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("book_grace_checks_total "))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_lock_stops_grace_cancellation_until_unlocked() {
+    let h = Harness::start_with(|c| c.check_every = std::time::Duration::from_millis(10)).await;
+    h.load(MANIFEST).await;
+    h.join("user-k1", "g-a").await;
+    assert_eq!(h.book("user-k1", "sl-a", 1, 11).await.status, 204);
+    let reply = h
+        .call(
+            "PUT",
+            "/admin/status?lock=true&msg=exam",
+            Some(&h.admin),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    h.clock.advance(5 * 60 * SECOND);
+    // Two more completed runs: at least one ran entirely after the clock moved.
+    let runs = grace_checks(&h).await;
+    relay_testkit::wait_until_async(
+        "two grace checks ran",
+        std::time::Duration::from_secs(10),
+        || async { grace_checks(&h).await >= runs + 2 },
+    )
+    .await;
+    let all = h.get("/admin/bookings", &h.admin).await.json();
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+
+    h.call("PUT", "/admin/status?lock=false", Some(&h.admin), None)
+        .await;
+    relay_testkit::wait_until_async(
+        "the no-show is cancelled after unlock",
+        std::time::Duration::from_secs(10),
+        || async { h.booking_names("user-k1").await.is_empty() },
+    )
+    .await;
+    h.stop().await;
+}

@@ -30,6 +30,7 @@ pub async fn grace_checks(state: Arc<AppState>) {
             }
             Err(e) => tracing::warn!(error = %e, "grace check failed"),
         }
+        state.metrics.grace_checks.inc();
     }
 }
 

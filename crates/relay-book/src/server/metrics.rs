@@ -53,6 +53,9 @@ pub struct BookMetrics {
     pub cancellations: Family<ByLabel, Counter>,
     /// `book_deny_calls_total{result}`.
     pub deny_calls: Family<ResultLabel, Counter>,
+    /// `book_grace_checks_total`: grace check runs completed (a stalled checker shows as a
+    /// flat line).
+    pub grace_checks: Counter,
     /// `book_http_request_duration_seconds{method,route}`.
     pub request_seconds: Family<RouteLabel, Histogram, fn() -> Histogram>,
 }
@@ -66,6 +69,7 @@ impl BookMetrics {
         let bookings_refused = Family::<ReasonLabel, Counter>::default();
         let cancellations = Family::<ByLabel, Counter>::default();
         let deny_calls = Family::<ResultLabel, Counter>::default();
+        let grace_checks = Counter::default();
         let request_seconds =
             Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(
                 latency_histogram,
@@ -91,6 +95,11 @@ impl BookMetrics {
             deny_calls.clone(),
         );
         registry.register(
+            "grace_checks",
+            "Grace check runs completed",
+            grace_checks.clone(),
+        );
+        registry.register(
             "http_request_duration_seconds",
             "HTTP request latency by route",
             request_seconds.clone(),
@@ -101,6 +110,7 @@ impl BookMetrics {
             bookings_refused,
             cancellations,
             deny_calls,
+            grace_checks,
             request_seconds,
         }
     }
