@@ -91,10 +91,10 @@ pub async fn login(
     }))
 }
 
-/// `POST /users/unique`: a fresh xid-like user name.
-pub async fn unique(State(state): Shared) -> Json<UserName> {
+/// `POST /users/unique`: a fresh xid user name.
+pub async fn unique() -> Json<UserName> {
     Json(UserName {
-        user_name: super::unique::next(state.clock.now_secs()),
+        user_name: super::unique::next(),
     })
 }
 
