@@ -3,11 +3,9 @@
 //! it once at start-up, naming the variable in each message.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use governor::Quota;
 use ipnet::IpNet;
 use relay_server::limits::Rate;
 
@@ -157,14 +155,6 @@ impl Config {
             disable_cancel_after_use: self.disable_cancel_after_use,
         }
     }
-}
-
-/// The governor quota of a rate (`count` per `per`, bursts of `burst`).
-pub fn quota(rate: &Rate) -> Quota {
-    let period = rate.per / rate.count.get();
-    Quota::with_period(period.max(Duration::from_nanos(1)))
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(rate.burst)
 }
 
 #[cfg(test)]

@@ -129,7 +129,7 @@ pub async fn start_on(
     let state = Arc::new(AppState {
         login_rate: config
             .login_rate
-            .map(|rate| DefaultKeyedRateLimiter::keyed(config::quota(&rate))),
+            .map(|rate| DefaultKeyedRateLimiter::keyed(rate.quota())),
         config,
         store,
         clock,
