@@ -9,10 +9,12 @@
 //! - [`store`]: the database (sqlx; SQLite or PostgreSQL) and the transactions that apply
 //!   the rules.
 //! - [`server`]: the HTTP API under `/api/v1`, tokens, relay deny calls, background jobs.
+//! - [`pages`]: the student and admin pages (`/`, `/admin`).
 
 pub mod interval;
 pub mod manifest;
 pub mod model;
+pub mod pages;
 pub mod rules;
 pub mod server;
 pub mod store;
