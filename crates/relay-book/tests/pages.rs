@@ -2,6 +2,8 @@
 //! content type and a Content-Security-Policy that allows only this server (images also
 //! from `https:`), and the HTML pages load only assets that are served.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
 use relay_book::pages;
 
 async fn serve_pages() -> String {
