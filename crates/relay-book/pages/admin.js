@@ -316,7 +316,7 @@ $("manifest-replace").addEventListener("click", async () => {
   }
   try {
     const reply = await admin("PUT", "/admin/manifest", { body: manifest });
-    const cancelled = reply?.cancelled || [];
+    const cancelled = reply?.cancelled_bookings || reply?.cancelled || [];
     showResult(cancelled.length
       ? `Manifest replaced. ${cancelled.length} booking(s) whose slot is gone were cancelled:`
       : "Manifest replaced.", cancelled.map(String), "ok");
