@@ -115,10 +115,8 @@ async function refresh() {
       await ensureToken();
       await joinFromLink();
       await loadStatus();
-      if (!state.locked) {
-        await Promise.all([loadBookings(), loadGroups()]);
-        if ($("notice").textContent.startsWith("Loading")) notice("");
-      }
+      if (!state.locked) await Promise.all([loadBookings(), loadGroups()]);
+      if ($("notice").textContent.startsWith("Loading")) notice("");
       offline.ok();
     } catch (e) {
       if (e instanceof NetworkError) wait = offline.failed(e);
@@ -323,7 +321,7 @@ class PolicyView {
       describe(policy.description, 4),
       rules.length ? el("ul", { class: "limits", "aria-label": "Limits" }, rules.map((r) => el("li", {}, r))) : null,
       this.usage,
-      this.guides.length > 1 ? this.tabs : el("p", { class: "muted" }, `Sessions of ${this.guide.label}`),
+      this.tabs,
       panel);
     this.updateUsage();
   }
