@@ -193,7 +193,8 @@ function resourceView(name, resource) {
         shown.textContent = status.error;
         return;
       }
-      shown.textContent = status.available ? `Available · ${status.reason || ""}` : `Out of service · ${status.reason || ""}`;
+      // The server's own words: the last reason while available, else "unavailable because …".
+      shown.textContent = status.available ? `Available · ${status.reason || ""}` : `Out of service: ${status.reason || "unavailable"}`;
       form.classList.toggle("out", !status.available);
       if (!dirty) {
         available.checked = Boolean(status.available);
@@ -285,9 +286,8 @@ function messagesOf(text) {
 
 function showResult(title, messages, kind) {
   const result = $("manifest-result");
-  result.replaceChildren(
-    el("p", { class: `note ${kind}` }, title),
-    messages.length ? el("ul", { class: "messages" }, messages.map((m) => el("li", {}, m))) : null);
+  result.replaceChildren(el("p", { class: `note ${kind}` }, title));
+  if (messages.length) result.append(el("ul", { class: "messages" }, messages.map((m) => el("li", {}, m))));
   result.setAttribute("role", kind === "error" ? "alert" : "status");
 }
 

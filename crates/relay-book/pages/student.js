@@ -113,8 +113,8 @@ async function refresh() {
     let wait = REFRESH_MS;
     try {
       await ensureToken();
-      await joinFromLink();
       await loadStatus();
+      if (!state.locked) await joinFromLink();
       if (!state.locked) await Promise.all([loadBookings(), loadGroups()]);
       if ($("notice").textContent.startsWith("Loading")) notice("");
       offline.ok();
