@@ -11,6 +11,9 @@ import {
 
 const USER_KEY = "relay-book.user";
 const REFRESH_MS = 20000;
+/// Availability is asked for less often than bookings (every slot is one call), and at
+/// once after a booking or cancellation.
+const AVAILABILITY_MS = 60000;
 /// Log in again this long before the token expires.
 const TOKEN_MARGIN_MS = 5 * 60000;
 /// Availability pages asked for at a time.
@@ -34,6 +37,7 @@ const state = {
   oldBookings: [],
   activity: null, // { booking, activity }
   joined: false,
+  availabilityAt: 0,
 };
 // Read by the browser test and handy in the console.
 window.bookState = state;
@@ -191,13 +195,19 @@ async function loadGroups() {
   }));
   const key = JSON.stringify(groups);
   state.groups = groups;
-  if (key !== state.groupsKey) {
+  const rendered = key !== state.groupsKey;
+  if (rendered) {
     state.groupsKey = key;
     renderGroups();
   } else {
     for (const view of policyViews) view.updateUsage();
   }
-  await Promise.all(policyViews.flatMap((view) => view.slots.map((slot) => slot.load())));
+  if (rendered || Date.now() - state.availabilityAt >= AVAILABILITY_MS) {
+    state.availabilityAt = Date.now();
+    await Promise.all(policyViews.flatMap((view) => view.slots.map((slot) => slot.load())));
+  } else {
+    for (const view of policyViews) view.slots.forEach((slot) => slot.render());
+  }
   $("groups-empty").hidden = names.length > 0;
 }
 
@@ -475,6 +485,7 @@ class SlotView {
       });
       this.showNote(`Booked ${this.title}, ${span(start, end)}.`);
       notice(`Booked ${this.title}, ${span(start, end)}.`);
+      state.availabilityAt = 0;
       await refresh();
     } catch (e) {
       this.showNote(e instanceof NetworkError ? `Not booked: ${e.message}. Try again when you are back online.` : e.message, "error");
@@ -568,6 +579,7 @@ async function cancelBooking(booking) {
   }
   notice(`Cancelled ${slotTitle(booking.slot)}, ${span(booking.start, booking.end)}.`);
   if (state.activity?.booking.name === booking.name) closeActivity();
+  state.availabilityAt = 0;
   await refresh();
 }
 
