@@ -212,7 +212,13 @@ function denyStateOf(booking) {
   return calls.map((c) => c.state).join(", ");
 }
 
+let bookingsKey = "";
+
+/// Show the bookings; when nothing changed the rows are left alone, so focus stays.
 function renderBookings() {
+  const key = JSON.stringify([state.bookings, state.bookings.map((b) => denyStateOf(b.name))]);
+  if (key === bookingsKey) return;
+  bookingsKey = key;
   const rows = state.bookings.map((b) => {
     const cancel = el("button", { type: "button", class: "danger", onclick: () => cancelBooking(b) }, "Cancel");
     cancel.setAttribute("aria-label", `Cancel booking ${b.name} of ${b.user} on ${b.slot}`);

@@ -49,8 +49,17 @@ const notice = (text, kind) => say($("notice"), text, kind);
 
 // ---- identity ----
 
-async function ensureToken() {
-  if (state.token && Date.now() < state.tokenRefreshAt) return;
+let loggingIn = null;
+
+/// A valid token, logging in (once, however many calls wait) when there is none or it is
+/// close to expiry.
+function ensureToken() {
+  if (state.token && Date.now() < state.tokenRefreshAt) return Promise.resolve();
+  if (!loggingIn) loggingIn = logIn().finally(() => { loggingIn = null; });
+  return loggingIn;
+}
+
+async function logIn() {
   if (!state.user) {
     state.user = localStorage.getItem(USER_KEY);
     if (!state.user) {
@@ -119,7 +128,10 @@ async function refresh() {
       await ensureToken();
       await loadStatus();
       if (!state.locked) await joinFromLink();
-      if (!state.locked) await Promise.all([loadBookings(), loadGroups()]);
+      if (!state.locked) {
+        await Promise.all([loadBookings(), loadGroups()]);
+        renderBookings(); // with the slots' names, now that the groups are known
+      }
       if ($("notice").textContent.startsWith("Loading")) notice("");
       offline.ok();
     } catch (e) {
@@ -160,7 +172,6 @@ async function loadBookings() {
   state.bookings = current.map(asBooking).filter((b) => !b.cancelled && b.end > now());
   state.bookings.sort((a, b) => a.start - b.start);
   state.oldBookings = old.map(asBooking).sort((a, b) => b.start - a.start);
-  renderBookings();
 }
 
 /// A user who never joined a group has no record yet (`user not found`): nothing to list.
@@ -505,9 +516,14 @@ function slotTitle(slotName) {
   return slotName;
 }
 
-const countdowns = new Map(); // booking name → { booking, text, start }
+const countdowns = new Map(); // booking name → { booking, text, start, note }
+let bookingsKey = "";
 
+/// Show the bookings; unchanged ones are left alone, so focus and a half-done cancel stay.
 function renderBookings() {
+  const key = JSON.stringify([state.bookings, state.oldBookings, state.bookings.map((b) => slotTitle(b.slot))]);
+  if (key === bookingsKey) return tick();
+  bookingsKey = key;
   const list = $("bookings");
   countdowns.clear();
   list.replaceChildren(...state.bookings.map((b) => {
