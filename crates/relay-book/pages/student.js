@@ -457,11 +457,14 @@ class SlotView {
     }
     this.nowButton.disabled = !(gaps.length && gaps[0].start <= t0 + 1000) || Boolean(this.error);
     const choices = this.error ? [] : choicesIn(gaps, guide, t0);
+    // Keep the keyboard where it was when the same choice is still offered.
+    const focused = this.choices.contains(document.activeElement) ? document.activeElement.getAttribute("aria-label") : null;
     this.choices.replaceChildren(...choices.map((c) => el("li", {},
       el("button", { type: "button", "aria-label": `Book ${this.title}, ${span(c.start, c.end)}`, onclick: () => this.book(c.start, c.end) }, span(c.start, c.end)))));
     if (!choices.length && !this.error && this.gaps !== null) {
       this.choices.append(el("li", { class: "muted" }, `No ${guide.label} sessions free in the next ${humanDuration(guide.aheadMs)}.`));
     }
+    if (focused) [...this.choices.querySelectorAll("button")].find((b) => b.getAttribute("aria-label") === focused)?.focus();
   }
 
   showNote(text, kind = "info") {
