@@ -223,11 +223,11 @@ function renderBookings() {
     const cancel = el("button", { type: "button", class: "danger", onclick: () => cancelBooking(b) }, "Cancel");
     cancel.setAttribute("aria-label", `Cancel booking ${b.name} of ${b.user} on ${b.slot}`);
     return el("tr", { "data-booking": b.name },
-      el("td", {}, Number.isFinite(b.start) ? span(b.start, b.end) : "?"),
-      el("td", {}, b.slot || ""),
-      el("td", {}, b.user || ""),
-      el("td", {}, b.started ? "yes" : "no"),
-      el("td", {}, denyStateOf(b.name)),
+      el("td", { "data-label": "When" }, Number.isFinite(b.start) ? span(b.start, b.end) : "?"),
+      el("td", { "data-label": "Slot" }, b.slot || ""),
+      el("td", { "data-label": "User" }, b.user || ""),
+      el("td", { "data-label": "Started" }, b.started ? "yes" : "no"),
+      el("td", { "data-label": "Relay deny" }, denyStateOf(b.name)),
       el("td", {}, cancel));
   });
   $("bookings").replaceChildren(...rows);
@@ -254,11 +254,11 @@ async function cancelBooking(booking) {
 
 function renderDenyCalls(calls) {
   $("deny").replaceChildren(...calls.map((c) => el("tr", { "data-booking": c.booking, class: `deny-${c.state}` },
-    el("td", {}, c.booking),
-    el("td", {}, c.relay ?? c.relay_url ?? ""),
-    el("td", {}, c.state),
-    el("td", {}, String(c.attempts ?? "")),
-    el("td", {}, c.last_error || ""))));
+    el("td", { "data-label": "Booking" }, c.booking),
+    el("td", { "data-label": "Relay" }, c.relay ?? ""),
+    el("td", { "data-label": "State" }, c.state),
+    el("td", { "data-label": "Attempts" }, String(c.attempts ?? "")),
+    el("td", { "data-label": "Last error" }, c.last_error || ""))));
   $("deny-table").hidden = calls.length === 0;
   $("deny-empty").hidden = calls.length > 0;
 }

@@ -220,6 +220,7 @@ async function loadGroups() {
     for (const view of policyViews) view.slots.forEach((slot) => slot.render());
   }
   $("groups-empty").hidden = names.length > 0;
+  if (!names.length) $("join-more").open = true;
 }
 
 /// Every free period of a slot up to `until`, page by page.
