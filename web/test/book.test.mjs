@@ -3,8 +3,10 @@
 // `relay host` fed by ffmpeg. A student opens a group link, books "now", presses Start and
 // opens the relay's demo UI from the activity; video plays and a command comes back from
 // the rig; the admin page cancels the booking and, within 2 s, the UI shows that the relay
-// closed the session with 4003. A second test books over the limit and while locked, and
-// the page shows the server's own messages.
+// closed the session with 4003; every control on both pages has a label. A second test
+// books over the limit (from the keyboard) and while locked (set on the admin page), and the
+// page shows the server's own messages; then the booking server is killed and restarted on
+// its database, and the page says it is offline and recovers by itself.
 //
 // Needs: the relay binary (RELAY_BIN, default target/debug/relay), /usr/bin/chromium,
 // ffmpeg, and `npm ci --prefix web/test`. Missing any of them fails the test. Screenshots go
@@ -173,7 +175,35 @@ async function screenshot(page, name) {
   if (UPDATE_DOCS) fs.copyFileSync(path.join(ARTIFACTS, `${name}.png`), path.join(ROOT, "docs", `${name}.png`));
 }
 
-let ports, access, relayHttp, book, adminToken;
+let ports, access, relayHttp, book, adminToken, bookDatabase, bookServer;
+
+/// The booking server, with its SQLite database in a temporary directory (kept across a
+/// restart).
+async function startBook() {
+  bookServer = run("book-serve", RELAY_BIN, ["book", "serve"], {
+    BOOK_AUDIENCE: book,
+    BOOK_ADMIN_SECRET: BOOK_SECRET,
+    BOOK_RELAY_SECRET: RELAY_SECRET,
+    BOOK_BIND: "127.0.0.1",
+    BOOK_PORT: String(ports.book),
+    BOOK_PERSIST_DIR: bookDatabase,
+    BOOK_LOG_FILE: "stdout",
+    BOOK_LOG_LEVEL: "info",
+  });
+  await waitFor("relay book serve to listen", 20000, () => httpOk(`${book}/healthz`));
+}
+
+/// Every form control and button has a name a screen reader can say.
+async function unlabelledControls(page) {
+  return page.evaluate(() => [...document.querySelectorAll("input, select, textarea, button, a[href], [role=tab], [role=switch]")]
+    .filter((c) => !c.closest("[hidden]"))
+    .filter((c) => {
+      const named = c.getAttribute("aria-label") || c.getAttribute("aria-labelledby") || (c.labels && c.labels.length > 0);
+      const text = ["BUTTON", "A"].includes(c.tagName) || c.getAttribute("role") === "tab" ? c.textContent.trim() : "";
+      return !named && !text;
+    })
+    .map((c) => c.outerHTML.slice(0, 120)));
+}
 let chromium, WebSocket;
 const browsers = [];
 
@@ -229,17 +259,8 @@ before(async () => {
   });
   await waitFor("relay serve to listen", 15000, async () => (await httpOk(`${access}/healthz`)) && (await httpOk(`${relayHttp}/healthz`)));
 
-  // The booking server, with its SQLite database in a temporary directory.
-  run("book-serve", RELAY_BIN, ["book", "serve"], {
-    BOOK_AUDIENCE: book,
-    BOOK_ADMIN_SECRET: BOOK_SECRET,
-    BOOK_RELAY_SECRET: RELAY_SECRET,
-    BOOK_PORT: String(ports.book),
-    BOOK_PERSIST_DIR: fs.mkdtempSync(path.join(os.tmpdir(), "book-e2e-db-")),
-    BOOK_LOG_FILE: "stdout",
-    BOOK_LOG_LEVEL: "info",
-  });
-  await waitFor("relay book serve to listen", 20000, () => httpOk(`${book}/healthz`));
+  bookDatabase = fs.mkdtempSync(path.join(os.tmpdir(), "book-e2e-db-"));
+  await startBook();
   adminToken = mintBookAdmin();
   const put = await fetch(`${book}/api/v1/admin/manifest`, {
     method: "PUT",
@@ -336,6 +357,7 @@ test("a student books now, starts the demo UI, and the admin's cancel closes it 
       assert.equal(s.url, `${access}/session/rig1-${s.for}`);
     }
     assert.ok(Number(link.searchParams.get("exp")) > Date.now() / 1000);
+    assert.deepEqual(await unlabelledControls(student), [], "every control on the student page has a label");
     await screenshot(student, "book-student");
 
     // 3. The demo UI opens from the link, and its video frame counter rises.
@@ -361,6 +383,7 @@ test("a student books now, starts the demo UI, and the admin's cancel closes it 
     await row.waitFor({ timeout: 10000 });
     assert.match(await row.innerText(), /sl-1/);
     assert.equal(await row.locator("td").nth(3).innerText(), "yes");
+    assert.deepEqual(await unlabelledControls(adminPage), [], "every control on the admin page has a label");
     await screenshot(adminPage, "book-admin");
     const cancelledAt = Date.now();
     await row.getByRole("button", { name: `Cancel booking ${booking.name} of ${booking.user} on sl-1` }).click();
@@ -387,7 +410,7 @@ test("a student books now, starts the demo UI, and the admin's cancel closes it 
   });
 });
 
-test("refusals: over the booking limit, and while locked, the page shows the server's message", { timeout: 60000 }, async () => {
+test("refusals over the limit and while locked show the server's message; an outage is shown and recovered from", { timeout: 60000 }, async () => {
   const context = await newBrowser();
   const lines = watch(context);
   await explain(context, lines, "book-refusals", async () => {
@@ -400,9 +423,12 @@ test("refusals: over the booking limit, and while locked, the page shows the ser
     await student.getByRole("button", { name: /^Start Rig 2,/ }).waitFor({ timeout: 10000 });
     const user = await student.evaluate(() => window.bookState.user);
 
-    // Over the limit: a second booking under a policy that allows one.
+    // Over the limit: a second booking under a policy that allows one, made from the
+    // keyboard.
     const rig2 = student.getByRole("region", { name: "Rig 2", exact: true });
-    await rig2.getByRole("list", { name: "Times for Rig 2" }).getByRole("button").last().click();
+    const lastChoice = rig2.getByRole("list", { name: "Times for Rig 2" }).getByRole("button").last();
+    await lastChoice.focus();
+    await student.keyboard.press("Enter");
     const overLimit = "could not make the booking because you currently have 1 current/future bookings " +
       "which is at or exceeds the limit of 1 for policy p-rigs";
     await rig2.getByRole("alert").filter({ hasText: overLimit }).waitFor({ timeout: 10000 });
@@ -438,5 +464,20 @@ test("refusals: over the booking limit, and while locked, the page shows the ser
     assert.equal((await (await fetch(`${book}/api/v1/admin/status`, { headers: { Authorization: adminToken } })).json()).locked, false);
     const held = await (await fetch(`${book}/api/v1/admin/bookings`, { headers: { Authorization: adminToken } })).json();
     assert.deepEqual(held.filter((b) => b.user === user).map((b) => b.slot), ["sl-2"], "only the first booking was made");
+
+    // The booking server goes away: the page says so and keeps what it showed; when the
+    // server is back (same database), the page recovers by itself.
+    await student.bringToFront();
+    await student.evaluate(() => window.dispatchEvent(new Event("online"))); // refresh now, not in 20 s
+    await student.locator("li.booking").first().waitFor({ timeout: 10000 });
+    assert.equal(await student.locator("#lock").isHidden(), true);
+    await stop(bookServer, "SIGKILL");
+    await student.evaluate(() => window.dispatchEvent(new Event("online"))); // refresh now, not in 20 s
+    await student.locator("#offline", { hasText: "Offline: the booking server cannot be reached" }).waitFor({ timeout: 10000 });
+    assert.match(await student.locator("#offline").innerText(), /Retrying in \d+ s/);
+    assert.equal(await student.locator("li.booking").count(), 1, "the booking is still shown");
+    await startBook();
+    await student.locator("#offline").waitFor({ state: "hidden", timeout: 40000 });
+    assert.equal(await student.locator("li.booking").count(), 1);
   });
 });
