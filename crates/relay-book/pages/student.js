@@ -336,7 +336,8 @@ class PolicyView {
     this.tabs.append(...this.tabButtons);
     this.slots = Object.entries(policy.slots || {}).sort(([a], [b]) => a.localeCompare(b))
       .map(([slotName, slot]) => new SlotView(this, slotName, slot));
-    const panel = el("div", { role: "tabpanel", id: panelId, "aria-labelledby": this.tabButtons[0]?.id }, this.slots.map((s) => s.node));
+    this.caption = el("p", { class: "muted" });
+    const panel = el("div", { role: "tabpanel", id: panelId, "aria-labelledby": this.tabButtons[0]?.id }, this.caption, this.slots.map((s) => s.node));
     this.panel = panel;
     const rules = limits(policy);
     this.node = el("article", { class: "policy" },
@@ -345,7 +346,14 @@ class PolicyView {
       this.usage,
       this.tabs,
       panel);
+    this.describeGuide();
     this.updateUsage();
+  }
+
+  /// "10 min sessions, next 2 h, up to 6 choices".
+  describeGuide() {
+    const g = this.guide;
+    this.caption.textContent = `${g.label} sessions, next ${humanDuration(g.aheadMs)}, up to ${g.maxSlots} choices per rig.`;
   }
 
   select(index) {
@@ -355,6 +363,7 @@ class PolicyView {
       tab.tabIndex = i === index ? 0 : -1;
     });
     this.panel.setAttribute("aria-labelledby", this.tabButtons[index].id);
+    this.describeGuide();
     for (const slot of this.slots) slot.render();
   }
 
