@@ -461,6 +461,31 @@ test("refusals over the limit and while locked show the server's message; an out
     await adminPage.getByRole("switch", { name: /Bookings locked/ }).uncheck();
     await adminPage.getByRole("button", { name: "Apply lock setting" }).click();
     await adminPage.locator("#lock-note", { hasText: "Unlocked." }).waitFor({ timeout: 5000 });
+
+    // A YAML manifest with two bad references: the check lists both, in the server's words.
+    await adminPage.getByLabel("or paste it here").fill([
+      "descriptions:",
+      '  d-x: {name: X, type: slot, short: "X"}',
+      "policies:",
+      "  p-x: {description: d-x, slots: [sl-x]}",
+      "resources:",
+      "  r-x: {description: d-x, streams: [], topic_stub: x}",
+      "slots:",
+      "  sl-x: {description: d-x, policy: p-none, resource: r-x, ui_set: us-x, window: w-none}",
+      "streams: {}",
+      "uis: {}",
+      "ui_sets:",
+      "  us-x: {uis: []}",
+      "windows: {}",
+      "",
+    ].join("\n"));
+    await adminPage.getByRole("button", { name: "Check" }).click();
+    await adminPage.locator("#manifest-result li").first().waitFor({ timeout: 5000 });
+    assert.deepEqual(await adminPage.locator("#manifest-result li").allInnerTexts(), [
+      "slot sl-x references non-existent policy: p-none",
+      "slot sl-x references non-existent window: w-none",
+    ]);
+    assert.equal(await adminPage.locator("#manifest-result .note").innerText(), "The manifest fails the check:");
     assert.equal((await (await fetch(`${book}/api/v1/admin/status`, { headers: { Authorization: adminToken } })).json()).locked, false);
     const held = await (await fetch(`${book}/api/v1/admin/bookings`, { headers: { Authorization: adminToken } })).json();
     assert.deepEqual(held.filter((b) => b.user === user).map((b) => b.slot), ["sl-2"], "only the first booking was made");
