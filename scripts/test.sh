@@ -8,8 +8,9 @@ say() { printf '\n== %s\n' "$*"; }
 
 # Debian packages used by end-to-end tests: curl (access API), ffmpeg/ffprobe (video),
 # python3 (HTTP backends), openssh (shell relay), openssl (test certificates), procps (kill),
-# chromium (the browser test of the demo page, web/test).
-APT_PACKAGES=(curl ffmpeg python3 openssh-client openssh-server openssl procps chromium)
+# chromium (the browser test of the demo page, web/test), postgresql (the booking store's
+# tests start a throw-away cluster from its binaries).
+APT_PACKAGES=(curl ffmpeg python3 openssh-client openssh-server openssl procps chromium postgresql)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

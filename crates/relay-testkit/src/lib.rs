@@ -5,9 +5,11 @@
 //! - [`wait`]: `wait_until` (async, blocking and fallible variants) with one deadline and
 //!   one failure message.
 //! - [`programs`]: `require`, the loud check for external programs e2e tests drive.
+//! - [`postgres`]: `PgCluster`, a throw-away PostgreSQL cluster (initdb in a temp directory).
 
 #![warn(missing_docs)]
 
+pub mod postgres;
 pub mod programs;
 pub mod wait;
 

@@ -7,16 +7,48 @@
 //! the same transaction as its checks; PostgreSQL also holds an exclusion constraint, so two
 //! server processes racing for one slot cannot both succeed.
 //!
+//! How: one `sqlx::AnyPool` and runtime queries written once with `$N` placeholders (the
+//! SQLite driver numbers `$N` like PostgreSQL does; a test checks it). An `AnyPool` rather
+//! than an enum over two pools keeps one query text and one row decoder per idea; its price
+//! is Any's small type set, so flags are 0/1 integers and times and durations nanoseconds,
+//! which both backends decode to the same Rust types. The few statements that differ by
+//! backend (`FOR UPDATE`, how a write transaction begins) come from `db::Backend`.
+//! Migrations are per backend (`migrations/sqlite`, `migrations/postgres`), embedded with
+//! `sqlx::migrate!` and chosen at open.
+//!
+//! Write transactions and races:
+//! - SQLite: one writer at a time (an in-process gate, then `BEGIN IMMEDIATE` against other
+//!   processes), so a booking's checks and its write see one state.
+//! - PostgreSQL: the booking transaction locks the resource row, then the user row
+//!   (`FOR UPDATE`), so checks see a consistent state across server processes; the exclusion
+//!   constraint on `reservations` is the last word (`23P01` → `conflict with existing`).
+//!   Lock order: resource before user (booking); booking row before user (cancellation,
+//!   grace); bulk replacement takes every resource first, then the bookings.
+//!
+//! The manifest is stored as JSON with a version counter; each call re-reads the version
+//! (one cheap row) and re-parses only when another call or process replaced it.
+//!
 //! Owner: store helper.
+
+mod booking;
+mod db;
+mod deny;
+mod replace;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyConnection;
+use sqlx::{AnyPool, Connection, Executor, Row};
 
 use crate::interval::{Filter, Interval};
 use crate::manifest::Manifest;
-use crate::model::{Booking, Counts, LockState, PolicyStatus, ResourceState, User};
-use crate::timefmt::Nanos;
+use crate::model::{Booking, Counts, LockState, ResourceState, User};
+use crate::timefmt::{Nanos, SECOND};
+
+use db::Backend;
 
 /// Where the store lives.
 #[derive(Debug, Clone)]
@@ -118,31 +150,151 @@ pub struct ManifestReport {
 /// The booking store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    inner: Arc<()>,
+    inner: Arc<Inner>,
 }
 
-#[allow(unused_variables)]
+#[derive(Debug)]
+struct Inner {
+    pool: AnyPool,
+    backend: Backend,
+    options: StoreOptions,
+    /// SQLite only: one write transaction at a time in this process.
+    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// The last manifest read, with its version.
+    manifest: Mutex<Option<(i64, Arc<LoadedManifest>)>>,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
 impl Store {
     /// Open (and migrate) the store.
     pub async fn open(location: &Location, options: StoreOptions) -> Result<Store, StoreError> {
-        todo!("store")
+        sqlx::any::install_default_drivers();
+        let (url, backend) = match location {
+            Location::SqliteDir(dir) => {
+                std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+                let file = dir.join("book.sqlite");
+                (
+                    format!("sqlite://{}?mode=rwc", file.display()),
+                    Backend::Sqlite,
+                )
+            }
+            Location::Url(url) => (url.clone(), Backend::from_url(url)?),
+        };
+        let pool = match backend {
+            Backend::Sqlite => {
+                AnyPoolOptions::new()
+                    .max_connections(4)
+                    .after_connect(|connection, _| {
+                        Box::pin(async move {
+                            // WAL lets readers run beside the writer; FULL makes every
+                            // commit durable before the reply.
+                            connection
+                                .execute(
+                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                                     PRAGMA busy_timeout = 30000;",
+                                )
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(10)
+                    .connect(&url)
+                    .await?
+            }
+        };
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        let write_gate =
+            (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Store {
+            inner: Arc::new(Inner {
+                pool,
+                backend,
+                options,
+                write_gate,
+                manifest: Mutex::new(None),
+            }),
+        })
     }
 
     /// `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
-        todo!("store {:?}", self.inner)
+        self.inner.backend.name()
     }
 
     /// A round trip to the database, for `/healthz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        todo!("store")
+        self.inner.pool.acquire().await?.ping().await?;
+        Ok(())
     }
 
     // ---- manifest, lock, counts, resources ----
 
     /// The current manifest (`NoManifest` before the first replace).
     pub async fn manifest(&self) -> Result<Arc<LoadedManifest>, StoreError> {
-        todo!("store")
+        let mut connection = self.inner.pool.acquire().await?;
+        self.manifest_on(&mut connection).await
+    }
+
+    /// The manifest as seen on `connection` (inside a transaction: the transaction's view),
+    /// re-parsed only when its version changed.
+    async fn manifest_on(
+        &self,
+        connection: &mut AnyConnection,
+    ) -> Result<Arc<LoadedManifest>, StoreError> {
+        let version: i64 = sqlx::query("SELECT manifest_version FROM settings WHERE id = 1")
+            .fetch_one(&mut *connection)
+            .await?
+            .try_get(0)?;
+        if let Some((cached, loaded)) = self.cached_manifest() {
+            if cached == version {
+                return Ok(loaded);
+            }
+        }
+        let row = sqlx::query("SELECT manifest, manifest_version FROM settings WHERE id = 1")
+            .fetch_one(&mut *connection)
+            .await?;
+        let text: Option<String> = row.try_get(0)?;
+        let version: i64 = row.try_get(1)?;
+        let text = text.ok_or(StoreError::NoManifest)?;
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+        let filters = manifest
+            .filters()
+            .map_err(|error| StoreError::Refused(error.category))?;
+        let loaded = Arc::new(LoadedManifest { manifest, filters });
+        if let Ok(mut cache) = self.inner.manifest.lock() {
+            *cache = Some((version, loaded.clone()));
+        }
+        Ok(loaded)
+    }
+
+    fn cached_manifest(&self) -> Option<(i64, Arc<LoadedManifest>)> {
+        self.inner.manifest.lock().ok()?.clone()
+    }
+
+    /// The manifest, or an empty one before the first replace (for paths that must work
+    /// without one, such as cancellation).
+    async fn manifest_or_empty(
+        &self,
+        connection: &mut AnyConnection,
+    ) -> Result<Arc<LoadedManifest>, StoreError> {
+        match self.manifest_on(connection).await {
+            Err(StoreError::NoManifest) => Ok(Arc::new(LoadedManifest {
+                manifest: Manifest::default(),
+                filters: BTreeMap::new(),
+            })),
+            other => other,
+        }
     }
 
     /// Check, then replace the manifest. Resources are set available with reason
@@ -152,12 +304,83 @@ impl Store {
         manifest: Manifest,
         now: Nanos,
     ) -> Result<ManifestReport, StoreError> {
-        todo!("store")
+        manifest
+            .check()
+            .map_err(|error| StoreError::Refused(error.category))?;
+        manifest
+            .filters()
+            .map_err(|error| StoreError::Refused(error.category))?;
+        let text = serde_json::to_string(&manifest)
+            .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+        let reason = format!("Loaded at {}", rfc3339_seconds(now));
+        let mut tx = self.write_tx().await?;
+        // Serialise replacements across processes and see the previous manifest for refunds.
+        sqlx::query(&format!(
+            "SELECT manifest_version FROM settings WHERE id = 1{}",
+            self.inner.backend.for_update()
+        ))
+        .execute(&mut *tx)
+        .await?;
+        let previous = self.manifest_or_empty(&mut tx).await?;
+        let mut report = ManifestReport::default();
+        let current = booking::current_bookings(&mut tx, self.inner.backend).await?;
+        for stored in current {
+            if manifest.slots.contains_key(&stored.booking.slot) {
+                continue;
+            }
+            let cancelled =
+                booking::cancel_in_tx(&mut tx, &previous, stored, "replaceManifest", now, true)
+                    .await?;
+            report.cancelled.push(cancelled.booking.name);
+        }
+        sqlx::query(
+            "UPDATE settings SET manifest = $1, manifest_version = manifest_version + 1 WHERE id = 1",
+        )
+        .bind(&text)
+        .execute(&mut *tx)
+        .await?;
+        let resources: Vec<String> = sqlx::query("SELECT name FROM resources")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        for gone in resources
+            .iter()
+            .filter(|name| !manifest.resources.contains_key(*name))
+        {
+            sqlx::query("DELETE FROM resources WHERE name = $1")
+                .bind(gone)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM reservations WHERE resource = $1")
+                .bind(gone)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for name in manifest.resources.keys() {
+            sqlx::query(
+                "INSERT INTO resources (name, available, reason) VALUES ($1, 1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET available = 1, reason = excluded.reason",
+            )
+            .bind(name)
+            .bind(&reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(report)
     }
 
     /// The lock and its message (start: unlocked, `Welcome to the interval booking store`).
     pub async fn lock_state(&self) -> Result<LockState, StoreError> {
-        todo!("store")
+        let row = sqlx::query("SELECT locked, message FROM settings WHERE id = 1")
+            .fetch_one(&self.inner.pool)
+            .await?;
+        Ok(LockState {
+            locked: row.try_get::<i64, _>(0)? != 0,
+            message: row.try_get(1)?,
+        })
     }
 
     /// Set the lock; the message only when given.
@@ -166,17 +389,54 @@ impl Store {
         locked: bool,
         message: Option<&str>,
     ) -> Result<LockState, StoreError> {
-        todo!("store")
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "UPDATE settings SET locked = $1, message = COALESCE($2, message) WHERE id = 1",
+        )
+        .bind(i64::from(locked))
+        .bind(message)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.lock_state().await
     }
 
     /// Counts for the admin status.
     pub async fn counts(&self) -> Result<Counts, StoreError> {
-        todo!("store")
+        let mut connection = self.inner.pool.acquire().await?;
+        let loaded = self.manifest_or_empty(&mut connection).await?;
+        let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+        let manifest = &loaded.manifest;
+        Ok(Counts {
+            bookings: count("SELECT COUNT(*) FROM bookings WHERE old = 0")
+                .fetch_one(&mut *connection)
+                .await?,
+            old_bookings: count("SELECT COUNT(*) FROM bookings WHERE old = 1")
+                .fetch_one(&mut *connection)
+                .await?,
+            users: count("SELECT COUNT(*) FROM users")
+                .fetch_one(&mut *connection)
+                .await?,
+            descriptions: len(manifest.descriptions.len()),
+            filters: len(loaded.filters.len()),
+            policies: len(manifest.policies.len()),
+            resources: len(manifest.resources.len()),
+            slots: len(manifest.slots.len()),
+            streams: len(manifest.streams.len()),
+            uis: len(manifest.uis.len()),
+            ui_sets: len(manifest.ui_sets.len()),
+            windows: len(manifest.windows.len()),
+        })
     }
 
     /// `resource <r> not found` when missing.
     pub async fn resource_state(&self, resource: &str) -> Result<ResourceState, StoreError> {
-        todo!("store")
+        let row = sqlx::query("SELECT available, reason FROM resources WHERE name = $1")
+            .bind(resource)
+            .fetch_optional(&self.inner.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("resource {resource} not found")))?;
+        db::resource_state(&row)
     }
 
     /// Set a resource's availability and reason.
@@ -185,157 +445,118 @@ impl Store {
         resource: &str,
         state: ResourceState,
     ) -> Result<(), StoreError> {
-        todo!("store")
+        let mut tx = self.write_tx().await?;
+        let changed =
+            sqlx::query("UPDATE resources SET available = $1, reason = $2 WHERE name = $3")
+                .bind(i64::from(state.available))
+                .bind(&state.reason)
+                .bind(resource)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!(
+                "resource {resource} not found"
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     // ---- users and groups ----
 
     /// Join a group (creates the user; idempotent). The caller has checked the group exists.
     pub async fn join_group(&self, user: &str, group: &str) -> Result<(), StoreError> {
-        todo!("store")
+        let mut tx = self.write_tx().await?;
+        db::ensure_user(&mut tx, user).await?;
+        sqlx::query(
+            "INSERT INTO user_groups (user_name, group_name) VALUES ($1, $2) \
+             ON CONFLICT (user_name, group_name) DO NOTHING",
+        )
+        .bind(user)
+        .bind(group)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The user's groups (`user not found`).
     pub async fn user_groups(&self, user: &str) -> Result<Vec<String>, StoreError> {
-        todo!("store")
+        let mut connection = self.inner.pool.acquire().await?;
+        db::require_user(&mut connection, user).await?;
+        Ok(db::groups_of(&mut connection, user).await?)
     }
 
     /// Every user, for the admin export.
     pub async fn users(&self) -> Result<BTreeMap<String, User>, StoreError> {
-        todo!("store")
+        let mut connection = self.inner.pool.acquire().await?;
+        let mut users: BTreeMap<String, User> = BTreeMap::new();
+        for row in sqlx::query("SELECT name FROM users")
+            .fetch_all(&mut *connection)
+            .await?
+        {
+            users.insert(row.try_get(0)?, User::default());
+        }
+        for row in sqlx::query("SELECT user_name, group_name FROM user_groups ORDER BY group_name")
+            .fetch_all(&mut *connection)
+            .await?
+        {
+            if let Some(user) = users.get_mut(&row.try_get::<String, _>(0)?) {
+                user.groups.push(row.try_get(1)?);
+            }
+        }
+        for row in sqlx::query("SELECT user_name, policy, nanos FROM user_usage")
+            .fetch_all(&mut *connection)
+            .await?
+        {
+            if let Some(user) = users.get_mut(&row.try_get::<String, _>(0)?) {
+                user.usage.insert(row.try_get(1)?, row.try_get(2)?);
+            }
+        }
+        for row in sqlx::query("SELECT user_name, name, old FROM bookings ORDER BY start_ns, name")
+            .fetch_all(&mut *connection)
+            .await?
+        {
+            if let Some(user) = users.get_mut(&row.try_get::<String, _>(0)?) {
+                let name: String = row.try_get(1)?;
+                if row.try_get::<i64, _>(2)? != 0 {
+                    user.old_bookings.push(name);
+                } else {
+                    user.bookings.push(name);
+                }
+            }
+        }
+        Ok(users)
     }
 
-    // ---- bookings ----
-
-    /// Free gaps of a slot (§3.3), unpaginated. `slot <s> not found`; an unavailable
-    /// resource is `Refused("not available because unavailable because <reason>")`.
-    pub async fn availability(&self, slot: &str, now: Nanos) -> Result<Vec<Interval>, StoreError> {
-        todo!("store")
+    /// Begin a write transaction: on SQLite after taking the writer gate, with
+    /// `BEGIN IMMEDIATE` so other processes wait too.
+    async fn write_tx(&self) -> Result<db::WriteTx, StoreError> {
+        let gate = match &self.inner.write_gate {
+            Some(gate) => Some(gate.clone().lock_owned().await),
+            None => None,
+        };
+        let tx = match self.inner.backend {
+            Backend::Sqlite => self.inner.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.inner.pool.begin().await?,
+        };
+        Ok(db::WriteTx { tx, _gate: gate })
     }
+}
 
-    /// Check and make a booking in one transaction (`Refused(<rule message>)`).
-    pub async fn make_booking(
-        &self,
-        request: BookingRequest,
-        now: Nanos,
-    ) -> Result<Booking, StoreError> {
-        todo!("store")
-    }
+/// A collection size as the status counts' type.
+fn len(size: usize) -> i64 {
+    i64::try_from(size).unwrap_or(i64::MAX)
+}
 
-    /// The user's current bookings that have not ended (`user not found`).
-    pub async fn bookings_of(&self, user: &str, now: Nanos) -> Result<Vec<Booking>, StoreError> {
-        todo!("store")
-    }
-
-    /// The user's old bookings (ended or cancelled) (`user not found`).
-    pub async fn old_bookings_of(
-        &self,
-        user: &str,
-        now: Nanos,
-    ) -> Result<Vec<Booking>, StoreError> {
-        todo!("store")
-    }
-
-    /// The user's standing under a policy (`user not found` / `policy not found`).
-    pub async fn policy_status(
-        &self,
-        user: &str,
-        policy: &str,
-        now: Nanos,
-    ) -> Result<PolicyStatus, StoreError> {
-        todo!("store")
-    }
-
-    /// Mark a booking started for an activity (§3.8) after `rules::check_activity`.
-    /// `owner` is the path user for non-admin tokens: a booking of someone else is
-    /// `NotFound("not found")` (§7 item 6 fixed).
-    pub async fn start_activity(
-        &self,
-        owner: &str,
-        booking: &str,
-        now: Nanos,
-    ) -> Result<Booking, StoreError> {
-        todo!("store")
-    }
-
-    /// Cancel a current booking (§3.6): owner check as for activities; `not found`,
-    /// `cannot cancel booking that has already ended`, `cannot cancel booking that has
-    /// already been used` (cancel-after-use disabled). Refunds usage (§3.5). A started
-    /// booking queues one deny call per distinct stream URL of its resource, in the same
-    /// transaction.
-    pub async fn cancel_booking(
-        &self,
-        owner: &str,
-        booking: &str,
-        by: &str,
-        now: Nanos,
-    ) -> Result<Cancelled, StoreError> {
-        todo!("store")
-    }
-
-    /// Cancel every unstarted booking whose grace period has passed (§3.7), charging grace +
-    /// penalty, unless the store is locked (§7 item 15 fixed). Returns the cancelled ones.
-    pub async fn cancel_no_shows(&self, now: Nanos) -> Result<Vec<Booking>, StoreError> {
-        todo!("store")
-    }
-
-    /// Move ended bookings to old bookings and drop ended diary entries (§3.9).
-    pub async fn prune(&self, now: Nanos) -> Result<u64, StoreError> {
-        todo!("store")
-    }
-
-    /// Every current booking.
-    pub async fn all_bookings(&self) -> Result<Vec<Booking>, StoreError> {
-        todo!("store")
-    }
-
-    /// Every old booking.
-    pub async fn all_old_bookings(&self) -> Result<Vec<Booking>, StoreError> {
-        todo!("store")
-    }
-
-    /// Replace current bookings (§3.10) and report what was dropped.
-    pub async fn replace_bookings(
-        &self,
-        bookings: Vec<Booking>,
-        now: Nanos,
-    ) -> Result<ReplaceReport, StoreError> {
-        todo!("store")
-    }
-
-    /// Replace old bookings (§3.10).
-    pub async fn replace_old_bookings(
-        &self,
-        bookings: Vec<Booking>,
-        now: Nanos,
-    ) -> Result<(), StoreError> {
-        todo!("store")
-    }
-
-    // ---- relay deny calls (§4.7) ----
-
-    /// Pending deny calls whose next attempt is due.
-    pub async fn due_deny_calls(
-        &self,
-        now: Nanos,
-        limit: i64,
-    ) -> Result<Vec<DenyCall>, StoreError> {
-        todo!("store")
-    }
-
-    /// Record an attempt: success, or failure with the next attempt time (`None`: give up,
-    /// state `failed`).
-    pub async fn record_deny_attempt(
-        &self,
-        id: i64,
-        error: Option<&str>,
-        retry_at: Option<Nanos>,
-    ) -> Result<(), StoreError> {
-        todo!("store")
-    }
-
-    /// Recent deny calls (newest first), for `/admin/status`.
-    pub async fn deny_calls(&self, limit: i64) -> Result<Vec<DenyCall>, StoreError> {
-        todo!("store")
-    }
+/// `2022-11-05T00:00:00Z`: Go's `time.RFC3339` of `now`, whole seconds, UTC.
+fn rfc3339_seconds(now: Nanos) -> String {
+    time::OffsetDateTime::from_unix_timestamp(now.div_euclid(SECOND))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
