@@ -1,7 +1,9 @@
 // The demo page in a real browser (issue #8): Debian's Chromium, driven by playwright-core,
 // watches video that ffmpeg feeds through the real `relay host` and `relay serve`, sends a
 // command that a local websocket client of `relay host` answers, keeps playing after the
-// relay restarts, and the /stats page lists the connections.
+// relay restarts, and the /stats page lists the connections. Opened from a booking's UI link
+// (`?streams=…&exp=…`) it plays and carries commands too, and says so when the relay closes
+// the session because the booking was denied (4003).
 //
 // Needs: the relay binary (RELAY_BIN, default target/debug/relay), /usr/bin/chromium
 // (`apt-get install -y chromium`), ffmpeg, and `npm ci --prefix web/test`. Missing any of
@@ -90,7 +92,7 @@ function stop(child, signal = "SIGTERM") {
 }
 
 /// A token from the real `relay token`.
-function mint(access, topic, { read = true, write = true, other } = {}) {
+function mint(access, topic, { read = true, write = true, other, admin = false, booking } = {}) {
   const env = {
     ...process.env,
     RELAY_TOKEN_AUDIENCE: access,
@@ -101,6 +103,8 @@ function mint(access, topic, { read = true, write = true, other } = {}) {
     RELAY_TOKEN_SCOPE_WRITE: String(write),
   };
   if (other) env.RELAY_TOKEN_SCOPE_OTHER = other;
+  if (admin) env.RELAY_TOKEN_SCOPE_ADMIN = "true";
+  if (booking) env.RELAY_TOKEN_BOOKING_ID = booking;
   const out = spawnSync(RELAY_BIN, ["token"], { env, encoding: "utf8" });
   assert.equal(out.status, 0, `relay token failed: ${out.stderr}`);
   return out.stdout.trim();
@@ -261,5 +265,47 @@ test("the demo page plays video, carries commands and survives a relay restart",
   assert.ok(rows >= 4, `stats shows ${rows} connections`);
   assert.match(await stats.locator("#rows").innerText(), /HeadlessChrome|Chrome/);
   await screenshot(stats, "stats");
+
+  // A booking's UI link (docs/booking.md, "UI links"): the streams' full URLs and tokens in
+  // the query, here for a booking of its own so that denying it touches nothing else.
+  const exp = Math.floor(Date.now() / 1000) + 600;
+  const streams = [
+    { for: "video", url: `${access}/session/video`, token: mint(access, "video", { read: true, write: false, booking: "bk-link" }) },
+    { for: "data", url: `${access}/session/data`, token: mint(access, "data", { booking: "bk-link" }) },
+  ];
+  const linked = await browser.newPage();
+  linked.on("console", (m) => consoleLines.push(`linked ${m.type()}: ${m.text()}`));
+  linked.on("pageerror", (e) => consoleLines.push(`linked pageerror: ${e.message}`));
+  await linked.goto(`${relayHttp}/demo?streams=${encodeURIComponent(JSON.stringify(streams))}&exp=${exp}`);
+  try {
+    assert.equal(await linked.inputValue("#access"), access);
+    assert.equal(await linked.inputValue("#video"), "video");
+    await linked.waitForFunction(() => window.demoState.framesDecoded >= 25, null, { timeout: 10000 });
+    await linked.waitForFunction(() => window.demoState.data === "up", null, { timeout: 5000 });
+    await linked.fill("#command-text", "start 3");
+    await linked.click("#send");
+    await linked.locator("#log li.in", { hasText: "reply to start 3" }).waitFor({ timeout: 5000 });
+    assert.match(await linked.locator("#session").innerText(), /^Booked session until /);
+
+    // The booking is denied at the relay: the page shows the 4003 close and stops asking.
+    const deny = await fetch(`${access}/bids/deny?bid=bk-link&exp=${exp}`, {
+      method: "POST",
+      headers: { Authorization: mint(access, "admin", { admin: true }) },
+    });
+    assert.equal(deny.status, 204, await deny.text());
+    await linked.waitForFunction(() => window.demoState.closeCodes.includes(4003), null, { timeout: 2000 });
+    assert.equal(await linked.locator("#session").innerText(),
+      "The session was closed by the relay: 4003 booking denied. The booking was cancelled or has ended.");
+    assert.deepEqual(await linked.evaluate(() => [window.demoState.video, window.demoState.data]), ["down", "down"]);
+    // The first page's booking is another one: it plays on (in front: hidden tabs get no
+    // animation frames, so they decode nothing).
+    await page.bringToFront();
+    const playing = (await state()).framesDecoded;
+    await page.waitForFunction((n) => window.demoState.framesDecoded > n + 10, playing, { timeout: 5000 });
+  } catch (e) {
+    await linked.screenshot({ path: path.join(ARTIFACTS, "demo-link-failure.png"), fullPage: true }).catch(() => {});
+    e.message += `\nconsole:\n${consoleLines.join("\n")}`;
+    throw e;
+  }
   device.close();
 });

@@ -8,12 +8,16 @@
 //!   booking rules and usage table.
 //! - [`store`]: the database (sqlx; SQLite or PostgreSQL) and the transactions that apply
 //!   the rules.
-//! - [`server`]: the HTTP API under `/api/v1`, tokens, relay deny calls, background jobs.
+//! - [`server`]: the HTTP API under `/api/v1`, relay deny calls, background jobs.
+//! - [`tokens`]: the JWTs the server signs and checks (login, admin, stream, deny).
+//! - [`pages`]: the student and admin pages (`/`, `/admin`).
 
 pub mod interval;
 pub mod manifest;
 pub mod model;
+pub mod pages;
 pub mod rules;
 pub mod server;
 pub mod store;
 pub mod timefmt;
+pub mod tokens;

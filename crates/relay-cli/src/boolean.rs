@@ -53,7 +53,7 @@ impl TypedValueParser for GoBool {
 }
 
 /// `RELAY_X (--x)`: the variable's name first, as the reference names it, then the flag.
-fn setting_name(arg: &clap::Arg) -> String {
+pub(crate) fn setting_name(arg: &clap::Arg) -> String {
     let flag = arg
         .get_long()
         .map_or_else(|| arg.get_id().to_string(), |l| format!("--{l}"));

@@ -9,10 +9,12 @@
 //! - [`host`]: `relay host`, the experiment side (ingest, feeds, destinations, rule APIs).
 //! - [`client`]: `relay client file`, log/play/check against a relay topic.
 //! - [`monitor`]: `relay monitor`, the latency canary that restarts a hung relay.
+//! - [`book`]: `relay book …`, the booking server and its admin clients.
 //! - [`logging`]: the tracing set-up shared by every long-running subcommand.
 //! - [`boolean`]: the one boolean value parser (Go's `strconv.ParseBool` set).
 //! - [`until_signal`]: the runtime and SIGINT/SIGTERM token every long-running subcommand starts with.
 
+mod book;
 mod boolean;
 mod client;
 mod crossbar;
@@ -56,6 +58,9 @@ enum Command {
     Client(client::ClientArgs),
     /// Latency canary: probe a relay topic and restart the relay when it hangs.
     Monitor(monitor::MonitorArgs),
+    /// Booking server for remote labs (practable book v2 API): `relay book serve`, `token`,
+    /// `manifest`, `bookings`, `status`.
+    Book(book::BookArgs),
     /// Print the version.
     Version,
 }
@@ -74,6 +79,7 @@ fn main() -> ExitCode {
         Command::Host(args) => host::run(args),
         Command::Client(args) => client::run(args),
         Command::Monitor(args) => monitor::run(args),
+        Command::Book(args) => book::run(args),
         Command::Version => {
             println!("relay {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

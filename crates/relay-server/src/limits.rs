@@ -53,7 +53,9 @@ impl Rate {
         text.parse().map(Some)
     }
 
-    fn quota(&self) -> Quota {
+    /// The governor quota of this rate (`count` per `per`, bursts of `burst`); the one
+    /// conversion, also used by the booking server's login limit.
+    pub fn quota(&self) -> Quota {
         let period = self.per / self.count.get();
         Quota::with_period(period.max(Duration::from_nanos(1)))
             .unwrap_or_else(|| Quota::per_second(self.count))
