@@ -178,6 +178,12 @@ async fn killed_mid_rush_keeps_every_acknowledged_booking(database: Database<'_>
     let restarted: BookServer = book_serve(&database, &[]);
     let api = &restarted.api;
     let stored = booking_rows(&api.get_json("/admin/bookings", &admin).await.unwrap());
+    eprintln!(
+        "{} of {} bookings acknowledged before the kill; {} stored after the restart",
+        acknowledged.len(),
+        USERS * PER_USER,
+        stored.len()
+    );
     for request in &acknowledged {
         assert!(
             stored.iter().any(|row| request.matches(row)),

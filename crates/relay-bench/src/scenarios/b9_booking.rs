@@ -60,8 +60,8 @@ pub struct Options {
     pub runs: usize,
 }
 
-const ADMIN_SECRET: &str = "relay-bench-b9-admin-secret";
-const RELAY_SECRET: &str = "relay-bench-b9-relay-secret";
+const ADMIN_SECRET: &str = "relay-bench-b9-admin-secret-0123456789abcdef";
+const RELAY_SECRET: &str = "relay-bench-b9-relay-secret-0123456789abcdef";
 /// `BOOK_AUDIENCE`: the server listens on port 0, so its audience is a name.
 const AUDIENCE: &str = "http://book.bench";
 /// What `relay book serve` prints once its API is bound, before the address.

@@ -11,9 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// `BOOK_ADMIN_SECRET` of every server started here.
-pub const ADMIN_SECRET: &str = "book-e2e-admin-secret";
+pub const ADMIN_SECRET: &str = "book-e2e-admin-secret-0123456789abcdef";
 /// `BOOK_RELAY_SECRET` of every server started here (and `RELAY_SECRET` of the relay).
-pub const RELAY_SECRET: &str = "book-e2e-relay-secret";
+pub const RELAY_SECRET: &str = "book-e2e-relay-secret-0123456789abcdef";
 /// `BOOK_AUDIENCE`: the server listens on port 0, so its audience is a name, not its address.
 pub const AUDIENCE: &str = "http://book.test";
 /// What `relay book serve` prints on stdout once its API is bound, before the address.
@@ -63,7 +63,7 @@ pub fn book_serve(database: &Database, extra: &[(&str, &str)]) -> BookServer {
         .env("BOOK_PORT", "0")
         .env("BOOK_CHECK_EVERY", "100ms")
         .env("BOOK_TIDY_EVERY", "1h")
-        .env("BOOK_LOG_FILE", "stdout")
+        .env("BOOK_LOG_FILE", "stderr")
         .env("BOOK_LOG_LEVEL", "warn");
     match database {
         Database::Sqlite(dir) => command.env("BOOK_PERSIST_DIR", dir),
