@@ -171,7 +171,7 @@ impl Backend {
                     _cluster: None,
                 },
                 None => {
-                    let cluster = PgCluster::start();
+                    let cluster = PgCluster::try_start().map_err(anyhow::Error::msg)?;
                     Backend::Postgres {
                         url: cluster.url(),
                         _cluster: Some(cluster),
