@@ -2,8 +2,9 @@
 //! when"): a user joins a group, books a slot that starts now and gets the activity; with
 //! the activity's stream token they POST to the relay's access URL and open the websocket;
 //! the booking is cancelled, the booking server tells the relay (`POST /bids/deny`), and the
-//! relay closes the live websocket with 4003 within 1 s; a new session request with the
-//! same token is refused.
+//! relay closes the live websocket with 4003 within 1 s of the cancellation's reply; a new
+//! session request with the same token is refused, and the booking server shows its deny
+//! call as answered.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
@@ -181,6 +182,17 @@ async fn a_cancelled_booking_closes_its_live_relay_session_with_4003_and_its_tok
     assert_eq!(
         session_request(&stream_url, stream_token).await,
         (400, DENIED_BODY.to_owned())
+    );
+    // The booking server recorded its one deny call to this relay as answered.
+    let deny_calls =
+        || async { api.get_json("/admin/status", &admin).await.unwrap()["deny_calls"].clone() };
+    relay_testkit::wait_until_async("the deny call recorded", WAIT, || async {
+        deny_calls().await[0]["state"] != "pending"
+    })
+    .await;
+    assert_eq!(
+        deny_calls().await,
+        json!([{"attempts": 1, "booking": booking, "relay": access, "state": "ok"}])
     );
     let old = api.get_json("/admin/oldbookings", &admin).await.unwrap();
     let old = relay_testkit::book::booking_rows(&old);
