@@ -5,6 +5,7 @@
 use super::fail;
 use crate::boolean::GoBool;
 use crate::logging::{self, LogFormat, LogLevel};
+use crate::serve::random_secret;
 use crate::until_signal::run_until_signal;
 use clap::{ArgAction, Args};
 use relay_book::manifest::Manifest;
@@ -59,6 +60,10 @@ pub struct ServeArgs {
     /// RELAY_AUDIENCE is this URL and RELAY_SECRET the printed relay secret).
     #[arg(long, default_value = "http://127.0.0.1:3000")]
     relay_access: String,
+    /// With --dev: the page of the demo UI (the relay's demo page), opened as
+    /// `<page>?streams={{streams}}&exp={{exp}}`.
+    #[arg(long, default_value = "http://127.0.0.1:3001/demo")]
+    ui_page: String,
     /// This server's external URL: incoming tokens must carry it in `aud`.
     #[arg(long, env = "BOOK_AUDIENCE")]
     audience: Option<String>,
@@ -193,10 +198,40 @@ fn refuse_settings(problems: Vec<String>) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn random_secret() -> String {
-    use rand::Rng;
-    let bytes: [u8; 24] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The store `config` names, creating the SQLite directory first.
+pub(crate) async fn open_store(config: &Config) -> Result<Store, String> {
+    let location = config.store_location();
+    if let Location::SqliteDir(dir) = &location {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("BOOK_PERSIST_DIR {}: {e}", dir.display()))?;
+    }
+    Store::open(&location, config.store_options())
+        .await
+        .map_err(|e| format!("cannot open the store: {e}"))
+}
+
+/// Replaces the store's manifest with the demo manifest ([`server::demo::manifest`]) for
+/// the relay at `relay_access` and the UI page `ui_page`; returns what was loaded.
+pub(crate) async fn load_demo_manifest(
+    store: &Store,
+    relay_access: &str,
+    ui_page: &str,
+) -> Result<Manifest, String> {
+    let demo = server::demo::manifest(relay_access, ui_page);
+    let manifest =
+        Manifest::parse(&demo).map_err(|e| format!("cannot load the demo manifest: {e}"))?;
+    store
+        .replace_manifest(manifest.clone(), relay_common::clock::unix_now_nanos())
+        .await
+        .map_err(|e| format!("cannot load the demo manifest: {e}"))?;
+    Ok(manifest)
+}
+
+/// An admin token for the booking server at `audience`, valid 24 h.
+pub(crate) fn dev_admin_token(audience: &str, admin_secret: &str) -> String {
+    let now = relay_common::clock::unix_now();
+    let claims = tokens::client_claims("admin", audience, true, 24 * 3600, None, now);
+    tokens::sign(&claims, admin_secret.as_bytes()).unwrap_or_default()
 }
 
 pub(super) fn serve(args: ServeArgs) -> ExitCode {
@@ -254,27 +289,13 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
             config.persist_dir = dir.path().to_owned();
             config.database_url = None;
         }
-        let location = config.store_location();
-        if let Location::SqliteDir(dir) = &location {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                return fail(format!("BOOK_PERSIST_DIR {}: {e}", dir.display()));
-            }
-        }
-        let store = match Store::open(&location, config.store_options()).await {
+        let store = match open_store(&config).await {
             Ok(s) => s,
-            Err(e) => return fail(format!("cannot open the store: {e}")),
+            Err(e) => return fail(e),
         };
         if args.dev {
-            let demo = server::demo::manifest(&args.relay_access);
-            let loaded = match Manifest::parse(&demo) {
-                Ok(manifest) => store
-                    .replace_manifest(manifest, relay_common::clock::unix_now_nanos())
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = loaded {
-                return fail(format!("cannot load the demo manifest: {e}"));
+            if let Err(e) = load_demo_manifest(&store, &args.relay_access, &args.ui_page).await {
+                return fail(e);
             }
         }
         let admin_secret = config.admin_secret.clone();
@@ -299,9 +320,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
 }
 
 fn print_dev_banner(audience: &str, admin_secret: &str, relay_secret: &str, relay_access: &str) {
-    let now = relay_common::clock::unix_now();
-    let claims = tokens::client_claims("admin", audience, true, 24 * 3600, None, now);
-    let admin = tokens::sign(&claims, admin_secret.as_bytes()).unwrap_or_default();
+    let admin = dev_admin_token(audience, admin_secret);
     let api = format!("{audience}/api/v1");
     let lines = [
         String::new(),
