@@ -38,6 +38,8 @@ const RIG_TOKEN_LIFETIME_SECS: i64 = 365 * 24 * 3600;
 const ECHO_QUEUE: usize = 64;
 /// A camera (ffmpeg) that stopped is started again after this pause.
 const CAMERA_RESTART: Duration = Duration::from_secs(1);
+/// How long ffmpeg may take to finish its upload when asked to quit.
+const CAMERA_QUIT_GRACE: Duration = Duration::from_secs(1);
 /// How long the ffmpeg probe may take before the counter overlay is given up.
 const CAMERA_PROBE_LIMIT: Duration = Duration::from_secs(10);
 /// How long a rig's own tasks (echo, camera) may take to stop.
@@ -447,7 +449,7 @@ async fn run_camera(graph: String, ingest: String, stop: CancellationToken) {
                 "mpegts",
             ])
             .arg(&ingest)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn();
@@ -458,12 +460,14 @@ async fn run_camera(graph: String, ingest: String, stop: CancellationToken) {
                 return;
             }
         };
+        // Held here: `wait` would close it, and with it the way to ask ffmpeg to quit.
+        let keyboard = ffmpeg.stdin.take();
         tokio::select! {
             status = ffmpeg.wait() => {
                 tracing::warn!(?status, %ingest, "ffmpeg stopped; starting it again");
             }
             () = stop.cancelled() => {
-                let _ = ffmpeg.kill().await;
+                stop_ffmpeg(ffmpeg, keyboard).await;
                 return;
             }
         }
@@ -471,6 +475,26 @@ async fn run_camera(graph: String, ingest: String, stop: CancellationToken) {
             () = tokio::time::sleep(CAMERA_RESTART) => {}
             () = stop.cancelled() => return,
         }
+    }
+}
+
+/// Asks ffmpeg to finish (`q` on its standard input, `keyboard`), so that it ends its upload and the
+/// host sees a clean end of the feed; kills it if it has not exited within
+/// [`CAMERA_QUIT_GRACE`].
+async fn stop_ffmpeg(
+    mut ffmpeg: tokio::process::Child,
+    keyboard: Option<tokio::process::ChildStdin>,
+) {
+    use tokio::io::AsyncWriteExt;
+    if let Some(mut keyboard) = keyboard {
+        // A failed write means ffmpeg is already gone; the wait below sees it.
+        let _ = keyboard.write_all(b"q").await;
+    }
+    if tokio::time::timeout(CAMERA_QUIT_GRACE, ffmpeg.wait())
+        .await
+        .is_err()
+    {
+        let _ = ffmpeg.kill().await;
     }
 }
 
