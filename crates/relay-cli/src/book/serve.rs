@@ -310,7 +310,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
         };
         println!("relay book: API listening on {}", server.addr());
         if args.dev {
-            print_dev_banner(&audience, &admin_secret, &relay_secret, &args.relay_access);
+            print_dev_banner(&audience, &admin_secret, &relay_secret, &args);
         }
         stop.cancelled().await;
         server.shutdown().await;
@@ -319,7 +319,8 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
-fn print_dev_banner(audience: &str, admin_secret: &str, relay_secret: &str, relay_access: &str) {
+fn print_dev_banner(audience: &str, admin_secret: &str, relay_secret: &str, args: &ServeArgs) {
+    let relay_access = &args.relay_access;
     let admin = dev_admin_token(audience, admin_secret);
     let api = format!("{audience}/api/v1");
     let lines = [
@@ -343,7 +344,8 @@ fn print_dev_banner(audience: &str, admin_secret: &str, relay_secret: &str, rela
         format!("  curl -s -X POST -H \"Authorization: $T\" {api}/users/$U/groups/g-demo"),
         format!("  curl -s -H \"Authorization: $T\" {api}/groups/g-demo"),
         format!("  curl -s -H \"Authorization: $T\" {api}/slots/sl-demo-1"),
-        "  FROM=$(date -u +%Y-%m-%dT%H:%M:%SZ); TO=$(date -u -d '+10 min' +%Y-%m-%dT%H:%M:%SZ)".into(),
+        "  # the demo policy refuses a start in the past: start in 10 s, end 10 min later".into(),
+        "  FROM=$(date -u -d '+10 sec' +%Y-%m-%dT%H:%M:%SZ); TO=$(date -u -d '+10 min 10 sec' +%Y-%m-%dT%H:%M:%SZ)".into(),
         format!("  curl -s -X POST -H \"Authorization: $T\" \"{api}/slots/sl-demo-1?user_name=$U&from=$FROM&to=$TO\""),
         format!("  curl -s -H \"Authorization: $T\" {api}/users/$U/bookings"),
         format!("  curl -s -X PUT -H \"Authorization: $T\" {api}/users/$U/bookings/<name>    # the activity"),
@@ -351,6 +353,9 @@ fn print_dev_banner(audience: &str, admin_secret: &str, relay_secret: &str, rela
         format!("The demo streams use the relay at {relay_access}; run one that accepts their tokens:"),
         String::new(),
         format!("  RELAY_SECRET={relay_secret} RELAY_AUDIENCE={relay_access} RELAY_URL=ws://127.0.0.1:3001 relay serve"),
+        String::new(),
+        format!("The demo UI is {}?streams=…&exp=… (the relay's demo page; --ui-page to change it).", args.ui_page),
+        "For all of this in one command, with two simulated rigs: relay lab --dev".into(),
         String::new(),
         format!("Admin clients: BOOK_CLIENT_TOKEN=$ADMIN BOOK_CLIENT_HOST={} relay book status get", audience.trim_start_matches("http://")),
         "Stop with Ctrl-C.".into(),
