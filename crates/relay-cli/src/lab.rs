@@ -138,7 +138,12 @@ impl Lab {
         if camera.is_none() {
             println!("relay lab: ffmpeg is not installed, so the rigs run without video");
         }
-        let mut rigs = Vec::new();
+        let mut lab = Lab {
+            relay,
+            _relay_state: relay_state,
+            book,
+            rigs: Vec::new(),
+        };
         for resource in manifest.resources.values() {
             match Rig::start(resource, &manifest, secret.as_bytes(), camera).await {
                 Ok(rig) => {
@@ -147,41 +152,35 @@ impl Lab {
                         rig.stub,
                         rig.host.local_addr()
                     );
-                    rigs.push(rig);
+                    lab.rigs.push(rig);
                 }
                 Err(e) => {
-                    for rig in rigs {
-                        rig.shutdown().await;
-                    }
-                    book.server.shutdown().await;
-                    relay.shutdown().await;
+                    lab.shutdown().await;
                     return Err(e);
                 }
             }
         }
-        Ok(Lab {
-            relay,
-            _relay_state: relay_state,
-            book,
-            rigs,
-        })
+        Ok(lab)
     }
 
     fn print_banner(&self) {
         let book = self.book.server.url();
-        let relay_http = format!("http://{}", self.relay.relay_addr());
         let lines = [
             String::new(),
-            "A whole lab is running (127.0.0.1 only): a relay, a booking server and two simulated rigs.".into(),
+            format!(
+                "A whole lab is running (127.0.0.1 only): a relay, a booking server and {} simulated rigs.",
+                self.rigs.len()
+            ),
             "Open this link, book \"now\" and press Start:".into(),
             String::new(),
             format!("  {book}/?group=g-demo"),
             String::new(),
             format!("  admin page   {book}/admin?token={}", self.book.admin_token),
             format!(
-                "  relay        {} (access API), {} (websocket relay, demo page {relay_http}/demo)",
+                "  relay        {} (access API), {} (websocket relay, demo page {})",
                 self.relay.access_url(),
-                self.relay.relay_url()
+                self.relay.relay_url(),
+                demo_page(&self.relay)
             ),
             format!("  booking API  {book}/api/v1"),
             String::new(),
@@ -198,6 +197,11 @@ impl Lab {
         self.book.server.shutdown().await;
         self.relay.shutdown().await;
     }
+}
+
+/// The relay's own demo page (on its websocket port), the demo manifest's UI.
+fn demo_page(relay: &RunningServer) -> String {
+    format!("http://{}/demo", relay.relay_addr())
 }
 
 /// The booking server on `port`, with SQLite in a temporary directory, fresh secrets (the
@@ -227,8 +231,7 @@ async fn start_booking(
     config.port = bound.port();
     config.persist_dir = dir.path().to_owned();
     let store = open_store(&config).await?;
-    let demo_page = format!("http://{}/demo", relay.relay_addr());
-    let manifest = load_demo_manifest(&store, relay.access_url(), &demo_page).await?;
+    let manifest = load_demo_manifest(&store, relay.access_url(), &demo_page(relay)).await?;
     let server = book_server::start_on(listener, config, store, Clock::wall())
         .await
         .map_err(|e| format!("booking server: {e}"))?;
