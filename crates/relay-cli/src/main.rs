@@ -10,6 +10,8 @@
 //! - [`client`]: `relay client file`, log/play/check against a relay topic.
 //! - [`monitor`]: `relay monitor`, the latency canary that restarts a hung relay.
 //! - [`book`]: `relay book …`, the booking server and its admin clients.
+//! - [`lab`]: `relay lab --dev`, the relay, the booking server and two simulated rigs in one
+//!   process.
 //! - [`logging`]: the tracing set-up shared by every long-running subcommand.
 //! - [`boolean`]: the one boolean value parser (Go's `strconv.ParseBool` set).
 //! - [`until_signal`]: the runtime and SIGINT/SIGTERM token every long-running subcommand starts with.
@@ -20,6 +22,7 @@ mod client;
 mod crossbar;
 mod host;
 mod http;
+mod lab;
 mod logging;
 mod monitor;
 mod serve;
@@ -61,6 +64,9 @@ enum Command {
     /// Booking server for remote labs (practable book v2 API): `relay book serve`, `token`,
     /// `manifest`, `bookings`, `status`.
     Book(book::BookArgs),
+    /// A whole lab on 127.0.0.1 to try it out: the relay, the booking server and two
+    /// simulated rigs; prints the student page's link (`relay lab --dev`).
+    Lab(lab::LabArgs),
     /// Print the version.
     Version,
 }
@@ -80,6 +86,7 @@ fn main() -> ExitCode {
         Command::Client(args) => client::run(args),
         Command::Monitor(args) => monitor::run(args),
         Command::Book(args) => book::run(args),
+        Command::Lab(args) => lab::run(args),
         Command::Version => {
             println!("relay {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -391,16 +391,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
     // --dev keeps its deny list in a fresh temporary directory, removed at exit.
     let _dev_state = match (args.dev, &cfg.state_dir) {
-        (true, None) => match tempfile::Builder::new()
-            .prefix("relay-dev-state-")
-            .tempdir()
-        {
-            Ok(dir) => {
-                cfg.state_dir = Some(dir.path().to_owned());
-                Some(dir)
-            }
+        (true, None) => match use_temporary_state_dir(&mut cfg) {
+            Ok(dir) => Some(dir),
             Err(e) => {
-                eprintln!("relay serve: cannot create a temporary state directory: {e}");
+                eprintln!("relay serve: {e}");
                 return ExitCode::FAILURE;
             }
         },
@@ -435,10 +429,22 @@ pub fn run(args: ServeArgs) -> ExitCode {
     })
 }
 
-fn random_secret() -> String {
+/// A fresh random secret (48 hex digits) for the `--dev` modes.
+pub(crate) fn random_secret() -> String {
     use rand::Rng;
     let bytes: [u8; 24] = rand::rng().random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Points `cfg` at a fresh temporary state directory (the `--dev` deny list), removed
+/// when the returned handle is dropped.
+pub(crate) fn use_temporary_state_dir(cfg: &mut ServerConfig) -> Result<tempfile::TempDir, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("relay-dev-state-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary state directory: {e}"))?;
+    cfg.state_dir = Some(dir.path().to_owned());
+    Ok(dir)
 }
 
 fn dev_token(server: &RunningServer, secret: &[u8], topic: &str, scopes: &[&str]) -> String {

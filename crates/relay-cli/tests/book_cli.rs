@@ -214,6 +214,10 @@ fn serve_dev_starts_with_the_demo_manifest_and_prints_its_address() {
     let manifest: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(manifest["streams"]["data"]["url"], "http://127.0.0.1:3000");
     assert!(manifest["groups"]["g-demo"].is_object());
+    assert_eq!(
+        manifest["uis"]["ui-demo"]["url"],
+        "http://127.0.0.1:3001/demo?streams={{streams}}&exp={{exp}}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -12,7 +12,7 @@ use super::auth::require_user;
 use super::error::ApiError;
 use super::wire::{uis_described, Activity, ActivityStream};
 use super::AppState;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, Stream};
 use crate::model::Booking;
 use crate::store::StoreError;
 use crate::timefmt::SECOND;
@@ -62,6 +62,18 @@ pub async fn get_activity(
     Ok(Json(activity))
 }
 
+/// The relay topic of stream `key` of a resource whose topic stub is `topic_stub`:
+/// `<topic_stub>-<key>` (what the rig behind the resource must connect to).
+pub fn stream_topic(topic_stub: &str, key: &str) -> String {
+    format!("{topic_stub}-{key}")
+}
+
+/// Where a token for `topic` on `stream` is POSTed to get a websocket URI:
+/// `<url>/<connection_type>/<topic>`.
+pub fn stream_session_url(stream: &Stream, topic: &str) -> String {
+    format!("{}/{}/{topic}", stream.url, stream.connection_type)
+}
+
 /// The activity of `booking` for `user` (the path user, the tokens' `sub`), with stream
 /// tokens signed by `relay_secret` at `now_secs`.
 pub fn build_activity(
@@ -97,7 +109,7 @@ pub fn build_activity(
             .streams
             .get(key)
             .ok_or_else(|| missing("stream", key))?;
-        let topic = format!("{}-{key}", resource.topic_stub);
+        let topic = stream_topic(&resource.topic_stub, key);
         let scopes = stream.scopes.clone().unwrap_or_default();
         let claims = StreamClaims {
             booking_id: booking.name.clone(),
@@ -118,7 +130,7 @@ pub fn build_activity(
             for_: stream.for_.clone(),
             scopes,
             token,
-            url: format!("{}/{}/{topic}", stream.url, stream.connection_type),
+            url: stream_session_url(stream, &topic),
             topic,
         });
     }

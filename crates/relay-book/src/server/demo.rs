@@ -1,11 +1,15 @@
 //! The demo manifest `relay book serve --dev` loads: two rigs (streams `data` and `video`
 //! on one relay), one policy (book up to 2 h ahead, at most 2 bookings, 5 to 30 minutes,
-//! grace 3 min with a 5 min penalty), one group `g-demo`, a window open at all times.
+//! grace 3 min with a 5 min penalty), one group `g-demo`, a window open at all times, and
+//! one UI: a page (the relay's `/demo`) given the activity as `?streams=…&exp=…`.
 
 /// The demo manifest (YAML) with `relay_access` as the relay's access URL (the audience
-/// the relay must be configured with, e.g. `http://127.0.0.1:3000`).
-pub fn manifest(relay_access: &str) -> String {
+/// the relay must be configured with, e.g. `http://127.0.0.1:3000`) and `ui_page` as the
+/// page of its UI (e.g. the relay's demo page, `http://127.0.0.1:3001/demo`), whose URL
+/// template becomes `<ui_page>?streams={{streams}}&exp={{exp}}`.
+pub fn manifest(relay_access: &str, ui_page: &str) -> String {
     DEMO.replace("RELAY_ACCESS_URL", relay_access.trim_end_matches('/'))
+        .replace("UI_PAGE_URL", ui_page)
 }
 
 const DEMO: &str = r#"descriptions:
@@ -45,7 +49,7 @@ streams:
   data: {url: "RELAY_ACCESS_URL", connection_type: session, for: data, scopes: [read, write], topic: auto}
   video: {url: "RELAY_ACCESS_URL", connection_type: session, for: video, scopes: [read], topic: auto}
 uis:
-  ui-demo: {description: d-ui-demo, url: "https://ui.example.org/demo/?streams={{streams}}&exp={{exp}}", streams_required: [data, video]}
+  ui-demo: {description: d-ui-demo, url: "UI_PAGE_URL?streams={{streams}}&exp={{exp}}", streams_required: [data, video]}
 ui_sets:
   us-demo: {uis: [ui-demo]}
 windows:
@@ -61,10 +65,17 @@ mod tests {
 
     #[test]
     fn the_demo_manifest_passes_the_check() {
-        let manifest = Manifest::parse(&manifest("http://127.0.0.1:3000/"));
+        let manifest = Manifest::parse(&manifest(
+            "http://127.0.0.1:3000/",
+            "http://127.0.0.1:3001/demo",
+        ));
         let manifest = manifest.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(manifest.check(), Ok(()));
         assert_eq!(manifest.streams["data"].url, "http://127.0.0.1:3000");
+        assert_eq!(
+            manifest.uis["ui-demo"].url,
+            "http://127.0.0.1:3001/demo?streams={{streams}}&exp={{exp}}"
+        );
         assert_eq!(manifest.resources.len(), 2);
         assert_eq!(manifest.groups.len(), 1);
     }

@@ -9,7 +9,7 @@
 //!   `BOOK_CLIENT_BASE_PATH` and `BOOK_CLIENT_FORMAT`.
 
 mod client;
-mod serve;
+pub(crate) mod serve;
 
 use crate::boolean::GoBool;
 use clap::{ArgAction, Args, Subcommand, ValueEnum};

@@ -5,6 +5,7 @@
 use super::fail;
 use crate::boolean::GoBool;
 use crate::logging::{self, LogFormat, LogLevel};
+use crate::serve::random_secret;
 use crate::until_signal::run_until_signal;
 use clap::{ArgAction, Args};
 use relay_book::manifest::Manifest;
@@ -59,6 +60,10 @@ pub struct ServeArgs {
     /// RELAY_AUDIENCE is this URL and RELAY_SECRET the printed relay secret).
     #[arg(long, default_value = "http://127.0.0.1:3000")]
     relay_access: String,
+    /// With --dev: the page of the demo UI (the relay's demo page), opened as
+    /// `<page>?streams={{streams}}&exp={{exp}}`.
+    #[arg(long, default_value = "http://127.0.0.1:3001/demo")]
+    ui_page: String,
     /// This server's external URL: incoming tokens must carry it in `aud`.
     #[arg(long, env = "BOOK_AUDIENCE")]
     audience: Option<String>,
@@ -193,10 +198,40 @@ fn refuse_settings(problems: Vec<String>) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn random_secret() -> String {
-    use rand::Rng;
-    let bytes: [u8; 24] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The store `config` names, creating the SQLite directory first.
+pub(crate) async fn open_store(config: &Config) -> Result<Store, String> {
+    let location = config.store_location();
+    if let Location::SqliteDir(dir) = &location {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("BOOK_PERSIST_DIR {}: {e}", dir.display()))?;
+    }
+    Store::open(&location, config.store_options())
+        .await
+        .map_err(|e| format!("cannot open the store: {e}"))
+}
+
+/// Replaces the store's manifest with the demo manifest ([`server::demo::manifest`]) for
+/// the relay at `relay_access` and the UI page `ui_page`; returns what was loaded.
+pub(crate) async fn load_demo_manifest(
+    store: &Store,
+    relay_access: &str,
+    ui_page: &str,
+) -> Result<Manifest, String> {
+    let demo = server::demo::manifest(relay_access, ui_page);
+    let manifest =
+        Manifest::parse(&demo).map_err(|e| format!("cannot load the demo manifest: {e}"))?;
+    store
+        .replace_manifest(manifest.clone(), relay_common::clock::unix_now_nanos())
+        .await
+        .map_err(|e| format!("cannot load the demo manifest: {e}"))?;
+    Ok(manifest)
+}
+
+/// An admin token for the booking server at `audience`, valid 24 h.
+pub(crate) fn dev_admin_token(audience: &str, admin_secret: &str) -> String {
+    let now = relay_common::clock::unix_now();
+    let claims = tokens::client_claims("admin", audience, true, 24 * 3600, None, now);
+    tokens::sign(&claims, admin_secret.as_bytes()).unwrap_or_default()
 }
 
 pub(super) fn serve(args: ServeArgs) -> ExitCode {
@@ -254,27 +289,13 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
             config.persist_dir = dir.path().to_owned();
             config.database_url = None;
         }
-        let location = config.store_location();
-        if let Location::SqliteDir(dir) = &location {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                return fail(format!("BOOK_PERSIST_DIR {}: {e}", dir.display()));
-            }
-        }
-        let store = match Store::open(&location, config.store_options()).await {
+        let store = match open_store(&config).await {
             Ok(s) => s,
-            Err(e) => return fail(format!("cannot open the store: {e}")),
+            Err(e) => return fail(e),
         };
         if args.dev {
-            let demo = server::demo::manifest(&args.relay_access);
-            let loaded = match Manifest::parse(&demo) {
-                Ok(manifest) => store
-                    .replace_manifest(manifest, relay_common::clock::unix_now_nanos())
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = loaded {
-                return fail(format!("cannot load the demo manifest: {e}"));
+            if let Err(e) = load_demo_manifest(&store, &args.relay_access, &args.ui_page).await {
+                return fail(e);
             }
         }
         let admin_secret = config.admin_secret.clone();
@@ -289,7 +310,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
         };
         println!("relay book: API listening on {}", server.addr());
         if args.dev {
-            print_dev_banner(&audience, &admin_secret, &relay_secret, &args.relay_access);
+            print_dev_banner(&audience, &admin_secret, &relay_secret, &args);
         }
         stop.cancelled().await;
         server.shutdown().await;
@@ -298,10 +319,9 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
-fn print_dev_banner(audience: &str, admin_secret: &str, relay_secret: &str, relay_access: &str) {
-    let now = relay_common::clock::unix_now();
-    let claims = tokens::client_claims("admin", audience, true, 24 * 3600, None, now);
-    let admin = tokens::sign(&claims, admin_secret.as_bytes()).unwrap_or_default();
+fn print_dev_banner(audience: &str, admin_secret: &str, relay_secret: &str, args: &ServeArgs) {
+    let relay_access = &args.relay_access;
+    let admin = dev_admin_token(audience, admin_secret);
     let api = format!("{audience}/api/v1");
     let lines = [
         String::new(),
@@ -324,7 +344,8 @@ fn print_dev_banner(audience: &str, admin_secret: &str, relay_secret: &str, rela
         format!("  curl -s -X POST -H \"Authorization: $T\" {api}/users/$U/groups/g-demo"),
         format!("  curl -s -H \"Authorization: $T\" {api}/groups/g-demo"),
         format!("  curl -s -H \"Authorization: $T\" {api}/slots/sl-demo-1"),
-        "  FROM=$(date -u +%Y-%m-%dT%H:%M:%SZ); TO=$(date -u -d '+10 min' +%Y-%m-%dT%H:%M:%SZ)".into(),
+        "  # the demo policy refuses a start in the past: start in 10 s, end 10 min later".into(),
+        "  FROM=$(date -u -d '+10 sec' +%Y-%m-%dT%H:%M:%SZ); TO=$(date -u -d '+10 min 10 sec' +%Y-%m-%dT%H:%M:%SZ)".into(),
         format!("  curl -s -X POST -H \"Authorization: $T\" \"{api}/slots/sl-demo-1?user_name=$U&from=$FROM&to=$TO\""),
         format!("  curl -s -H \"Authorization: $T\" {api}/users/$U/bookings"),
         format!("  curl -s -X PUT -H \"Authorization: $T\" {api}/users/$U/bookings/<name>    # the activity"),
@@ -332,6 +353,9 @@ fn print_dev_banner(audience: &str, admin_secret: &str, relay_secret: &str, rela
         format!("The demo streams use the relay at {relay_access}; run one that accepts their tokens:"),
         String::new(),
         format!("  RELAY_SECRET={relay_secret} RELAY_AUDIENCE={relay_access} RELAY_URL=ws://127.0.0.1:3001 relay serve"),
+        String::new(),
+        format!("The demo UI is {}?streams=…&exp=… (the relay's demo page; --ui-page to change it).", args.ui_page),
+        "For all of this in one command, with two simulated rigs: relay lab --dev".into(),
         String::new(),
         format!("Admin clients: BOOK_CLIENT_TOKEN=$ADMIN BOOK_CLIENT_HOST={} relay book status get", audience.trim_start_matches("http://")),
         "Stop with Ctrl-C.".into(),
