@@ -36,6 +36,8 @@ policies:
     min_duration: 5m
     enforce_max_duration: true
     max_duration: 30m
+    enforce_allow_start_in_past: true
+    allow_start_in_past_within: 1m
     enforce_grace_period: true
     grace_period: 3m
     grace_penalty: 5m
