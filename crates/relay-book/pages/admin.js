@@ -297,14 +297,20 @@ function showResult(title, messages, kind) {
   result.setAttribute("role", kind === "error" ? "alert" : "status");
 }
 
+/// The form's manifest, or null once the reason it cannot be read is shown.
+function readableManifest() {
+  try {
+    return manifestJson();
+  } catch (e) {
+    showResult(e.message, [], "error");
+    return null;
+  }
+}
+
 $("manifest-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  let manifest;
-  try {
-    manifest = manifestJson();
-  } catch (e) {
-    return showResult(e.message, [], "error");
-  }
+  const manifest = readableManifest();
+  if (!manifest) return;
   try {
     await admin("POST", "/admin/manifest/check", { body: manifest });
     showResult("The manifest passes every check.", [], "ok");
@@ -314,12 +320,8 @@ $("manifest-form").addEventListener("submit", async (ev) => {
 });
 
 $("manifest-replace").addEventListener("click", async () => {
-  let manifest;
-  try {
-    manifest = manifestJson();
-  } catch (e) {
-    return showResult(e.message, [], "error");
-  }
+  const manifest = readableManifest();
+  if (!manifest) return;
   try {
     const reply = await admin("PUT", "/admin/manifest", { body: manifest });
     const cancelled = reply?.cancelled_bookings || reply?.cancelled || [];
