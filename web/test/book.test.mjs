@@ -15,102 +15,23 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const RELAY_BIN = path.resolve(ROOT, process.env.RELAY_BIN || "target/debug/relay");
-const CHROMIUM = "/usr/bin/chromium";
-const ARTIFACTS = path.join(ROOT, "test-artifacts", "browser");
+import {
+  ARTIFACTS, RELAY_BIN, requireEverything, freePorts, waitFor, httpOk, run, stop, stopAll, mintRelayToken,
+  startRelay, startRig, launchChromium, screenshot,
+} from "./support.mjs";
+
 const RELAY_SECRET = "book-e2e-relay-secret";
 const BOOK_SECRET = "book-e2e-admin-secret";
-const UPDATE_DOCS = process.env.RELAY_UPDATE_SCREENSHOTS === "1";
 const LOCK_MESSAGE = "Exam in progress until 14:00";
 
-function requireProgram(what, ok, hint) {
-  assert.ok(ok, `${what} is required for the browser test: ${hint}`);
-}
-
-async function importOrFail(name) {
-  try {
-    return await import(name);
-  } catch (e) {
-    throw new Error(`node module ${name} is missing: run \`npm ci --prefix web/test\` (${e.message})`);
-  }
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitFor(what, timeoutMs, check) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (${last.message})` : ""}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-async function httpOk(url) {
-  try {
-    return (await fetch(url, { signal: AbortSignal.timeout(2000) })).ok;
-  } catch {
-    return false;
-  }
-}
-
-const children = new Set();
-
-/// A child process whose output goes to a log file in the artifacts, stopped after the test.
-function run(name, program, args, env = {}) {
-  const log = fs.openSync(path.join(ARTIFACTS, `${name}.log`), "a");
-  const child = spawn(program, args, { env: { ...process.env, ...env }, stdio: ["ignore", log, log] });
-  fs.closeSync(log);
-  children.add(child);
-  child.on("exit", () => children.delete(child));
-  return child;
-}
-
-function stop(child, signal = "SIGTERM") {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once("exit", () => resolve());
-    child.kill(signal);
-  });
-}
-
 /// A relay token from the real `relay token`, for `relay host`'s own connections.
-function mintRelay(topic, { read = true, write = true } = {}) {
-  const env = {
-    ...process.env,
-    RELAY_TOKEN_AUDIENCE: access,
-    RELAY_TOKEN_SECRET: RELAY_SECRET,
-    RELAY_TOKEN_LIFETIME: "600",
-    RELAY_TOKEN_TOPIC: topic,
-    RELAY_TOKEN_SCOPE_READ: String(read),
-    RELAY_TOKEN_SCOPE_WRITE: String(write),
-  };
-  const out = spawnSync(RELAY_BIN, ["token"], { env, encoding: "utf8" });
-  assert.equal(out.status, 0, `relay token failed: ${out.stderr}`);
-  return out.stdout.trim();
+function mintRelay(topic, options) {
+  return mintRelayToken(access, RELAY_SECRET, topic, options);
 }
 
 /// A booking admin token (spec §4.2: HS256 over the admin secret, scope booking:admin).
@@ -170,11 +91,6 @@ function manifest() {
   };
 }
 
-async function screenshot(page, name) {
-  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
-  if (UPDATE_DOCS) fs.copyFileSync(path.join(ARTIFACTS, `${name}.png`), path.join(ROOT, "docs", `${name}.png`));
-}
-
 let ports, access, relayHttp, book, adminToken, bookDatabase, bookServer;
 
 /// The booking server, with its SQLite database in a temporary directory (kept across a
@@ -208,15 +124,7 @@ let chromium, WebSocket;
 const browsers = [];
 
 async function newBrowser() {
-  const context = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(os.tmpdir(), "book-chromium-")), {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-    viewport: { width: 412, height: 915 }, // a phone
-  });
+  const context = await launchChromium(chromium, "book-chromium-", { width: 412, height: 915 }); // a phone
   browsers.push(context);
   return context;
 }
@@ -234,30 +142,15 @@ function watch(context) {
 }
 
 before(async () => {
-  requireProgram(`the relay binary at ${RELAY_BIN}`, fs.existsSync(RELAY_BIN), "cargo build -p relay-cli, or set RELAY_BIN");
-  requireProgram(CHROMIUM, fs.existsSync(CHROMIUM), "apt-get install -y chromium");
-  requireProgram("ffmpeg", spawnSync("ffmpeg", ["-version"]).status === 0, "apt-get install -y ffmpeg");
-  ({ chromium } = await importOrFail("playwright-core"));
-  ({ WebSocket } = await importOrFail("ws"));
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  ports = { access: await freePort(), relay: await freePort(), host: await freePort(), book: await freePort() };
+  ({ chromium, WebSocket } = await requireEverything());
+  ports = await freePorts("access", "relay", "host", "book");
   access = `http://127.0.0.1:${ports.access}`;
   relayHttp = `http://127.0.0.1:${ports.relay}`;
   book = `http://127.0.0.1:${ports.book}`;
 
   // The relay: the booking server's stream tokens are signed with the same secret, and
   // their audience is the stream URL of the manifest (the access URL).
-  run("book-relay-serve", RELAY_BIN, ["serve"], {
-    RELAY_AUDIENCE: access,
-    RELAY_URL: `ws://127.0.0.1:${ports.relay}`,
-    RELAY_SECRET,
-    RELAY_PORT_ACCESS: String(ports.access),
-    RELAY_PORT_RELAY: String(ports.relay),
-    RELAY_BIND: "127.0.0.1",
-    RELAY_ALLOW_NO_BOOKING_ID: "true", // relay host's own tokens carry no booking
-    RELAY_LOG_LEVEL: "info",
-  });
-  await waitFor("relay serve to listen", 15000, async () => (await httpOk(`${access}/healthz`)) && (await httpOk(`${relayHttp}/healthz`)));
+  await startRelay("book-relay-serve", { access, ports, secret: RELAY_SECRET });
 
   bookDatabase = fs.mkdtempSync(path.join(os.tmpdir(), "book-e2e-db-"));
   await startBook();
@@ -271,24 +164,14 @@ before(async () => {
 
   // Rig 1: relay host sends ffmpeg's test pattern to rig1-video and carries rig1-data both
   // ways; a local websocket client plays the rig's controller and answers every command.
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "book-e2e-host-"));
-  const rules = path.join(dir, "rules.toml");
-  fs.writeFileSync(rules, [
-    "[[destinations]]", 'id = "video"', 'stream = "video"', `destination = "${access}/session/rig1-video"`,
-    `token = "${mintRelay("rig1-video", { read: false, write: true })}"`, "",
-    "[[destinations]]", 'id = "data"', 'stream = "data"', `destination = "${access}/session/rig1-data"`,
-    `token = "${mintRelay("rig1-data")}"`, "",
-  ].join("\n"));
-  run("book-relay-host", RELAY_BIN, ["host"], { VW_PORT: String(ports.host), VW_RULES: rules, VW_LOG_LEVEL: "info" });
-  const hostApi = `http://127.0.0.1:${ports.host}`;
-  await waitFor("relay host to reach the relay", 15000, async () => {
-    const status = await (await fetch(`${hostApi}/api/status`, { signal: AbortSignal.timeout(2000) })).json();
-    return status.video?.connected === true && status.data?.connected === true;
+  await startRig({
+    port: ports.host,
+    video: { url: `${access}/session/rig1-video`, token: mintRelay("rig1-video", { read: false, write: true }) },
+    data: { url: `${access}/session/rig1-data`, token: mintRelay("rig1-data") },
+    hostLog: "book-relay-host",
+    ffmpegLog: "book-ffmpeg",
+    dirPrefix: "book-e2e-host-",
   });
-  run("book-ffmpeg", "ffmpeg", [
-    "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
-    "-c:v", "mpeg1video", "-b:v", "800k", "-bf", "0", "-f", "mpegts", `${hostApi}/ts/video`,
-  ]);
   let counter = 0;
   rig = new WebSocket(`ws://127.0.0.1:${ports.host}/ws/data`);
   rig.on("message", (data) => {
@@ -305,7 +188,7 @@ const rigCommands = [];
 after(async () => {
   if (rig) rig.close();
   await Promise.all(browsers.map((b) => b.close().catch(() => {})));
-  await Promise.all([...children].map((c) => stop(c, "SIGKILL")));
+  await stopAll();
 });
 
 /// Fail with the pages' console output and a screenshot of each page attached.

@@ -12,182 +12,54 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import fs from "node:fs";
-import net from "node:net";
-import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const RELAY_BIN = path.resolve(ROOT, process.env.RELAY_BIN || "target/debug/relay");
-const CHROMIUM = "/usr/bin/chromium";
-const ARTIFACTS = path.join(ROOT, "test-artifacts", "browser");
+import {
+  ARTIFACTS, requireEverything, freePorts, waitFor, stop, stopAll, mintRelayToken, startRelay, startRig,
+  launchChromium, screenshot,
+} from "./support.mjs";
+
 const SECRET = "browser-e2e-secret";
-const UPDATE_DOCS = process.env.RELAY_UPDATE_SCREENSHOTS === "1";
-
-function requireProgram(what, ok, hint) {
-  assert.ok(ok, `${what} is required for the browser test: ${hint}`);
-}
-
-async function importOrFail(name) {
-  try {
-    return await import(name);
-  } catch (e) {
-    throw new Error(`node module ${name} is missing: run \`npm ci --prefix web/test\` (${e.message})`);
-  }
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitFor(what, timeoutMs, check) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (${last.message})` : ""}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-async function httpOk(url) {
-  try {
-    return (await fetch(url, { signal: AbortSignal.timeout(2000) })).ok;
-  } catch {
-    return false;
-  }
-}
-
-const children = new Set();
-
-/// A child process whose output goes to a log file in the artifacts, stopped after the test.
-function run(name, program, args, env = {}) {
-  const log = fs.openSync(path.join(ARTIFACTS, `${name}.log`), "a");
-  const child = spawn(program, args, { env: { ...process.env, ...env }, stdio: ["ignore", log, log] });
-  fs.closeSync(log);
-  children.add(child);
-  child.on("exit", () => children.delete(child));
-  return child;
-}
-
-function stop(child, signal = "SIGTERM") {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once("exit", () => resolve());
-    child.kill(signal);
-  });
-}
 
 /// A token from the real `relay token`.
-function mint(access, topic, { read = true, write = true, other, admin = false, booking } = {}) {
-  const env = {
-    ...process.env,
-    RELAY_TOKEN_AUDIENCE: access,
-    RELAY_TOKEN_SECRET: SECRET,
-    RELAY_TOKEN_LIFETIME: "600",
-    RELAY_TOKEN_TOPIC: topic,
-    RELAY_TOKEN_SCOPE_READ: String(read),
-    RELAY_TOKEN_SCOPE_WRITE: String(write),
-  };
-  if (other) env.RELAY_TOKEN_SCOPE_OTHER = other;
-  if (admin) env.RELAY_TOKEN_SCOPE_ADMIN = "true";
-  if (booking) env.RELAY_TOKEN_BOOKING_ID = booking;
-  const out = spawnSync(RELAY_BIN, ["token"], { env, encoding: "utf8" });
-  assert.equal(out.status, 0, `relay token failed: ${out.stderr}`);
-  return out.stdout.trim();
+function mint(access, topic, options) {
+  return mintRelayToken(access, SECRET, topic, options);
 }
 
 let ports, access, relayHttp;
 let relay;
 
-async function startRelay() {
-  relay = run("relay-serve", RELAY_BIN, ["serve"], {
-    RELAY_AUDIENCE: access,
-    RELAY_URL: `ws://127.0.0.1:${ports.relay}`,
-    RELAY_SECRET: SECRET,
-    RELAY_PORT_ACCESS: String(ports.access),
-    RELAY_PORT_RELAY: String(ports.relay),
-    RELAY_BIND: "127.0.0.1",
-    RELAY_ALLOW_NO_BOOKING_ID: "true",
-    RELAY_LOG_LEVEL: "info",
-  });
-  await waitFor("relay serve to listen", 15000, async () => (await httpOk(`${access}/healthz`)) && (await httpOk(`${relayHttp}/healthz`)));
-}
-
-async function screenshot(page, name) {
-  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
-  if (UPDATE_DOCS) fs.copyFileSync(path.join(ARTIFACTS, `${name}.png`), path.join(ROOT, "docs", `${name}.png`));
+async function startDemoRelay() {
+  relay = await startRelay("relay-serve", { access, ports, secret: SECRET });
 }
 
 let browser, WebSocket, chromium;
 
 before(async () => {
-  requireProgram(`the relay binary at ${RELAY_BIN}`, fs.existsSync(RELAY_BIN), "cargo build -p relay-cli, or set RELAY_BIN");
-  requireProgram(CHROMIUM, fs.existsSync(CHROMIUM), "apt-get install -y chromium");
-  requireProgram("ffmpeg", spawnSync("ffmpeg", ["-version"]).status === 0, "apt-get install -y ffmpeg");
-  ({ chromium } = await importOrFail("playwright-core"));
-  ({ WebSocket } = await importOrFail("ws"));
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  ports = { access: await freePort(), relay: await freePort(), host: await freePort() };
+  ({ chromium, WebSocket } = await requireEverything());
+  ports = await freePorts("access", "relay", "host");
   access = `http://127.0.0.1:${ports.access}`;
   relayHttp = `http://127.0.0.1:${ports.relay}`;
 });
 
 after(async () => {
   if (browser) await browser.close().catch(() => {});
-  await Promise.all([...children].map((c) => stop(c, "SIGKILL")));
+  await stopAll();
 });
 
 test("the demo page plays video, carries commands and survives a relay restart", { timeout: 90000 }, async () => {
-  await startRelay();
+  await startDemoRelay();
 
-  // relay host: feed `video` goes out write-only, feed `data` both ways.
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "relay-browser-"));
-  const rules = path.join(dir, "rules.toml");
-  fs.writeFileSync(
-    rules,
-    [
-      "[[destinations]]",
-      'id = "video"',
-      'stream = "video"',
-      `destination = "${access}/session/video"`,
-      `token = "${mint(access, "video", { read: false, write: true })}"`,
-      "",
-      "[[destinations]]",
-      'id = "data"',
-      'stream = "data"',
-      `destination = "${access}/session/data"`,
-      `token = "${mint(access, "data")}"`,
-      "",
-    ].join("\n"),
-  );
-  run("relay-host", RELAY_BIN, ["host"], { VW_PORT: String(ports.host), VW_RULES: rules, VW_LOG_LEVEL: "info" });
-  const hostApi = `http://127.0.0.1:${ports.host}`;
-  const hostConnected = async () => {
-    const resp = await fetch(`${hostApi}/api/status`, { signal: AbortSignal.timeout(2000) });
-    const status = await resp.json();
-    return status.video?.connected === true && status.data?.connected === true;
-  };
-  await waitFor("relay host to reach the relay", 15000, hostConnected);
-
-  // The experiment: a test pattern from ffmpeg, and a device that answers every command.
-  run("ffmpeg", "ffmpeg", [
-    "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
-    "-c:v", "mpeg1video", "-b:v", "800k", "-bf", "0", "-f", "mpegts", `${hostApi}/ts/video`,
-  ]);
+  // relay host: feed `video` goes out write-only, feed `data` both ways; the experiment is
+  // a test pattern from ffmpeg, and a device that answers every command.
+  const { hostConnected } = await startRig({
+    port: ports.host,
+    video: { url: `${access}/session/video`, token: mint(access, "video", { read: false, write: true }) },
+    data: { url: `${access}/session/data`, token: mint(access, "data") },
+    hostLog: "relay-host",
+    ffmpegLog: "ffmpeg",
+    dirPrefix: "relay-browser-",
+  });
   const commands = [];
   const device = new WebSocket(`ws://127.0.0.1:${ports.host}/ws/data`);
   device.on("message", (data) => {
@@ -197,15 +69,7 @@ test("the demo page plays video, carries commands and survives a relay restart",
   });
   await new Promise((resolve, reject) => { device.once("open", resolve); device.once("error", reject); });
 
-  browser = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(os.tmpdir(), "relay-chromium-")), {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-    viewport: { width: 1100, height: 760 },
-  });
+  browser = await launchChromium(chromium, "relay-chromium-", { width: 1100, height: 760 });
   const page = await browser.newPage();
   const consoleLines = [];
   page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
@@ -233,7 +97,7 @@ test("the demo page plays video, carries commands and survives a relay restart",
     // The relay dies and comes back on the same ports: the page reconnects and plays on.
     await stop(relay, "SIGKILL");
     const before = await state();
-    await startRelay();
+    await startDemoRelay();
     await page.waitForFunction(
       (n) => window.demoState.reconnects >= 2 && window.demoState.framesDecoded >= n + 25,
       before.framesDecoded,

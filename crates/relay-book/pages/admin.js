@@ -4,7 +4,7 @@
 // and checks, replaces and exports the manifest (YAML or JSON). Everything the server
 // refuses is shown in its own words.
 
-import { call, ApiError, NetworkError, span, el, uid, Offline, say } from "/pages/api.js";
+import { call, ApiError, NetworkError, span, el, uid, Offline, say, refresher } from "/pages/api.js";
 import { load, dump, CORE_SCHEMA } from "/pages/vendor/js-yaml.mjs";
 
 const TOKEN_KEY = "relay-book.admin-token";
@@ -53,54 +53,39 @@ $("token-clear").addEventListener("click", () => {
 
 // ---- loading ----
 
-let refreshTimer = 0;
-let refreshing = null;
-
-async function refresh() {
-  while (refreshing) await refreshing.catch(() => {});
-  clearTimeout(refreshTimer);
-  if (!state.token) return;
-  refreshing = (async () => {
-    let wait = REFRESH_MS;
+/// Load the status, resources and bookings, every few seconds.
+const refresh = refresher(async () => {
+  const [status, resources, bookings] = await Promise.all([
+    admin("GET", "/admin/status"),
+    admin("GET", "/admin/resources"),
+    admin("GET", "/admin/bookings"),
+  ]);
+  const states = {};
+  await Promise.all(Object.keys(resources || {}).map(async (name) => {
     try {
-      const [status, resources, bookings] = await Promise.all([
-        admin("GET", "/admin/status"),
-        admin("GET", "/admin/resources"),
-        admin("GET", "/admin/bookings"),
-      ]);
-      const states = {};
-      await Promise.all(Object.keys(resources || {}).map(async (name) => {
-        try {
-          states[name] = await admin("GET", `/admin/resources/${encodeURIComponent(name)}`);
-        } catch (e) {
-          if (e instanceof NetworkError) throw e;
-          states[name] = { error: e.message };
-        }
-      }));
-      offline.ok();
-      state.status = status;
-      state.bookings = (bookings || []).map((b) => ({ ...b, start: Date.parse(b.when?.start), end: Date.parse(b.when?.end) }));
-      state.bookings.sort((a, b) => a.start - b.start);
-      renderStatus(status);
-      renderResources(resources || {}, states);
-      renderBookings();
-      $("admin").hidden = false;
-      notice("");
+      states[name] = await admin("GET", `/admin/resources/${encodeURIComponent(name)}`);
     } catch (e) {
-      if (e instanceof NetworkError) {
-        wait = offline.failed(e);
-      } else {
-        offline.ok();
-        notice(e.status === 401 ? `The token was refused: ${e.message}` : e.message, "error");
-        if (e.status === 401) $("admin").hidden = true;
-      }
-    } finally {
-      refreshing = null;
-      refreshTimer = setTimeout(refresh, wait);
+      if (e instanceof NetworkError) throw e;
+      states[name] = { error: e.message };
     }
-  })();
-  return refreshing;
-}
+  }));
+  state.status = status;
+  state.bookings = (bookings || []).map((b) => ({ ...b, start: Date.parse(b.when?.start), end: Date.parse(b.when?.end) }));
+  state.bookings.sort((a, b) => a.start - b.start);
+  renderStatus(status);
+  renderResources(resources || {}, states);
+  renderBookings();
+  $("admin").hidden = false;
+  notice("");
+}, {
+  everyMs: REFRESH_MS,
+  offline,
+  enabled: () => Boolean(state.token),
+  refused: (e) => {
+    notice(e.status === 401 ? `The token was refused: ${e.message}` : e.message, "error");
+    if (e.status === 401) $("admin").hidden = true;
+  },
+});
 
 // ---- status and lock ----
 
@@ -297,14 +282,20 @@ function showResult(title, messages, kind) {
   result.setAttribute("role", kind === "error" ? "alert" : "status");
 }
 
+/// The form's manifest, or null once the reason it cannot be read is shown.
+function readableManifest() {
+  try {
+    return manifestJson();
+  } catch (e) {
+    showResult(e.message, [], "error");
+    return null;
+  }
+}
+
 $("manifest-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  let manifest;
-  try {
-    manifest = manifestJson();
-  } catch (e) {
-    return showResult(e.message, [], "error");
-  }
+  const manifest = readableManifest();
+  if (!manifest) return;
   try {
     await admin("POST", "/admin/manifest/check", { body: manifest });
     showResult("The manifest passes every check.", [], "ok");
@@ -314,12 +305,8 @@ $("manifest-form").addEventListener("submit", async (ev) => {
 });
 
 $("manifest-replace").addEventListener("click", async () => {
-  let manifest;
-  try {
-    manifest = manifestJson();
-  } catch (e) {
-    return showResult(e.message, [], "error");
-  }
+  const manifest = readableManifest();
+  if (!manifest) return;
   try {
     const reply = await admin("PUT", "/admin/manifest", { body: manifest });
     const cancelled = reply?.cancelled_bookings || reply?.cancelled || [];

@@ -164,6 +164,39 @@ export class Offline {
   }
 }
 
+/// A page's loader: `refresh()` waits for any load under way (so a change just made is
+/// seen), runs `load` when `enabled()`, and runs again `everyMs` later. On a NetworkError
+/// `offline` says so and the next try backs off; any other error goes to `refused`.
+/// `refresh.busy()` says whether a load is under way.
+export function refresher(load, { everyMs, offline, refused, enabled = () => true }) {
+  let timer = 0;
+  let running = null;
+  async function refresh() {
+    while (running) await running.catch(() => {});
+    clearTimeout(timer);
+    if (!enabled()) return;
+    running = (async () => {
+      let wait = everyMs;
+      try {
+        await load();
+        offline.ok();
+      } catch (e) {
+        if (e instanceof NetworkError) wait = offline.failed(e);
+        else {
+          offline.ok();
+          refused(e);
+        }
+      } finally {
+        running = null;
+        timer = setTimeout(refresh, wait);
+      }
+    })();
+    return running;
+  }
+  refresh.busy = () => running !== null;
+  return refresh;
+}
+
 /// A status line: role=status for news, role=alert for refusals.
 export function say(node, text, kind = "info") {
   node.textContent = text;

@@ -6,7 +6,7 @@
 // page says so and tries again.
 
 import {
-  call, ApiError, NetworkError, parseDuration, humanDuration, clock, when, span, iso, el, uid, Offline, say,
+  call, ApiError, NetworkError, parseDuration, humanDuration, clock, when, span, iso, el, uid, Offline, say, refresher,
 } from "/pages/api.js";
 
 const USER_KEY = "relay-book.user";
@@ -114,40 +114,25 @@ async function joinGroup(group) {
 
 // ---- loading ----
 
-let refreshTimer = 0;
-let refreshing = null;
-
 /// Load everything again (after any load under way, so a change just made is seen); on a
 /// network failure say so and try again with backoff.
-async function refresh() {
-  while (refreshing) await refreshing.catch(() => {});
-  clearTimeout(refreshTimer);
-  refreshing = (async () => {
-    let wait = REFRESH_MS;
-    try {
-      await ensureToken();
-      await loadStatus();
-      if (!state.locked) await joinFromLink();
-      if (!state.locked) {
-        await Promise.all([loadBookings(), loadGroups()]);
-        renderBookings(); // with the slots' names, now that the groups are known
-      }
-      if ($("notice").textContent.startsWith("Loading")) notice("");
-      offline.ok();
-    } catch (e) {
-      if (e instanceof NetworkError) wait = offline.failed(e);
-      else {
-        offline.ok();
-        if (e.message.startsWith(LOCKED_PREFIX)) showLock(true, e.message);
-        else notice(e.message, "error");
-      }
-    } finally {
-      refreshing = null;
-      refreshTimer = setTimeout(refresh, wait);
-    }
-  })();
-  return refreshing;
-}
+const refresh = refresher(async () => {
+  await ensureToken();
+  await loadStatus();
+  if (!state.locked) await joinFromLink();
+  if (!state.locked) {
+    await Promise.all([loadBookings(), loadGroups()]);
+    renderBookings(); // with the slots' names, now that the groups are known
+  }
+  if ($("notice").textContent.startsWith("Loading")) notice("");
+}, {
+  everyMs: REFRESH_MS,
+  offline,
+  refused: (e) => {
+    if (e.message.startsWith(LOCKED_PREFIX)) showLock(true, e.message);
+    else notice(e.message, "error");
+  },
+});
 
 function showLock(locked, message) {
   state.locked = locked;
@@ -583,7 +568,7 @@ function tick() {
     const node = $("activity-left");
     if (node) node.textContent = left > 0 ? `ends in ${clock(left)}` : "has ended";
   }
-  if (ended && !refreshing) setTimeout(refresh, 1000);
+  if (ended && !refresh.busy()) setTimeout(refresh, 1000);
 }
 
 function askCancel(booking, button) {

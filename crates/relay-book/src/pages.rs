@@ -23,43 +23,36 @@ struct Asset {
     body: &'static str,
 }
 
+/// One [`Asset`], in a line.
+const fn asset(path: &'static str, content_type: &'static str, body: &'static str) -> Asset {
+    Asset {
+        path,
+        content_type,
+        body,
+    }
+}
+
 /// Every page and asset, by the path it is served at.
 const ASSETS: &[Asset] = &[
-    Asset {
-        path: "/",
-        content_type: HTML,
-        body: include_str!("../pages/index.html"),
-    },
-    Asset {
-        path: "/admin",
-        content_type: HTML,
-        body: include_str!("../pages/admin.html"),
-    },
-    Asset {
-        path: "/pages/book.css",
-        content_type: CSS,
-        body: include_str!("../pages/book.css"),
-    },
-    Asset {
-        path: "/pages/api.js",
-        content_type: JAVASCRIPT,
-        body: include_str!("../pages/api.js"),
-    },
-    Asset {
-        path: "/pages/student.js",
-        content_type: JAVASCRIPT,
-        body: include_str!("../pages/student.js"),
-    },
-    Asset {
-        path: "/pages/admin.js",
-        content_type: JAVASCRIPT,
-        body: include_str!("../pages/admin.js"),
-    },
-    Asset {
-        path: "/pages/vendor/js-yaml.mjs",
-        content_type: JAVASCRIPT,
-        body: include_str!("../pages/vendor/js-yaml.mjs"),
-    },
+    asset("/", HTML, include_str!("../pages/index.html")),
+    asset("/admin", HTML, include_str!("../pages/admin.html")),
+    asset("/pages/book.css", CSS, include_str!("../pages/book.css")),
+    asset("/pages/api.js", JAVASCRIPT, include_str!("../pages/api.js")),
+    asset(
+        "/pages/student.js",
+        JAVASCRIPT,
+        include_str!("../pages/student.js"),
+    ),
+    asset(
+        "/pages/admin.js",
+        JAVASCRIPT,
+        include_str!("../pages/admin.js"),
+    ),
+    asset(
+        "/pages/vendor/js-yaml.mjs",
+        JAVASCRIPT,
+        include_str!("../pages/vendor/js-yaml.mjs"),
+    ),
 ];
 
 /// The paths [`routes`] serves, for tests and logs.

@@ -7,20 +7,9 @@
 
 mod http_support;
 
-use base64::Engine as _;
 use http_support::*;
 use relay_book::timefmt::SECOND;
 use relay_book::tokens::{self, StreamClaims};
-
-fn payload(token: &str) -> String {
-    let part = token.split('.').nth(1).unwrap();
-    String::from_utf8(
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(part)
-            .unwrap(),
-    )
-    .unwrap()
-}
 
 fn interval(from: &str, to: &str) -> String {
     format!(r#"{{"end":"{to}","start":"{from}"}}"#)
@@ -28,17 +17,13 @@ fn interval(from: &str, to: &str) -> String {
 
 #[tokio::test]
 async fn descriptions_and_policies_have_exact_bodies() {
-    let h = Harness::start().await;
-    h.load(MANIFEST).await;
+    let h = Harness::loaded().await;
     let user = h.user("someuser");
     let slot_a = r#"{"further":"https://further.example.org/a","image":"https://image.example.org/a.png","long":"a long","name":"slot a","short":"a","thumb":"https://thumb.example.org/a.png","type":"slot"}"#;
     let reply = h.get("/descriptions/d-sl-a", &user).await;
     assert_eq!((reply.status, reply.body.as_str()), (200, slot_a));
     let reply = h.get("/descriptions/d-x", &user).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (404, error_body(404, "not found"))
-    );
+    reply.assert_error(404, "not found");
 
     let reply = h.get("/policies/p-a", &user).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -49,19 +34,14 @@ async fn descriptions_and_policies_have_exact_bodies() {
         )
     );
     let reply = h.get("/policies/p-x", &user).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (404, error_body(404, "not found"))
-    );
+    reply.assert_error(404, "not found");
     h.stop().await;
 }
 
 #[tokio::test]
 async fn book_list_page_and_cancel() {
-    let h = Harness::start().await;
-    h.load(MANIFEST).await;
-    h.join("user-b1", "g-b").await;
-    let user = h.user("user-b1");
+    let h = Harness::loaded().await;
+    let user = h.member("user-b1", "g-b").await;
 
     // Before any booking: one gap from now to the window's end (p-b has no book-ahead).
     let reply = h.get("/slots/sl-b", &user).await;
@@ -107,46 +87,25 @@ async fn book_list_page_and_cancel() {
         );
     }
     let reply = h.get("/slots/sl-b?offset=-1", &user).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (400, error_body(400, "offset must not be negative (got -1)"))
-    );
+    reply.assert_error(400, "offset must not be negative (got -1)");
     let reply = h.get("/slots/sl-x", &user).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (
-            404,
-            error_body(
-                404,
-                "error getting availability from store: slot sl-x not found"
-            )
-        )
+    reply.assert_error(
+        404,
+        "error getting availability from store: slot sl-x not found",
     );
 
     // A gap's advertised start can be booked (half-open intervals).
     assert_eq!(h.book("user-b1", "sl-b", 70, 80).await.status, 204);
     // An overlapping one cannot.
     let reply = h.book("user-b1", "sl-b", 75, 85).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (
-            404,
-            error_body(
-                404,
-                "could not make the booking because conflict with existing"
-            )
-        )
+    reply.assert_error(
+        404,
+        "could not make the booking because conflict with existing",
     );
     let reply = h.book("user-b1", "sl-b", 95, 90).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (
-            404,
-            error_body(
-                404,
-                "could not make the booking because booking must end after it starts"
-            )
-        )
+    reply.assert_error(
+        404,
+        "could not make the booking because booking must end after it starts",
     );
 
     let reply = h.get("/users/user-b1/bookings", &user).await;
@@ -176,15 +135,9 @@ async fn book_list_page_and_cancel() {
     for booking in h.booking_names("user-b1").await {
         let path = format!("/users/user-b1/bookings/{booking}");
         let reply = h.call("DELETE", &path, Some(&user), None).await;
-        assert_eq!(
-            (reply.status, reply.body),
-            (404, error_body(404, "cancelled"))
-        );
+        reply.assert_error(404, "cancelled");
         let reply = h.call("DELETE", &path, Some(&user), None).await;
-        assert_eq!(
-            (reply.status, reply.body),
-            (404, error_body(404, "not found"))
-        );
+        reply.assert_error(404, "not found");
     }
     assert_eq!(h.get("/users/user-b1/bookings", &user).await.body, "[]");
     let reply = h.get("/users/user-b1/policies/p-b", &user).await;
@@ -212,38 +165,22 @@ async fn book_list_page_and_cancel() {
 
 #[tokio::test]
 async fn group_rule_and_policy_limits_refuse_with_the_reference_texts() {
-    let h = Harness::start().await;
-    h.load(MANIFEST).await;
+    let h = Harness::loaded().await;
     let reply = h.book("user-n1", "sl-a", 10, 20).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (
-            404,
-            error_body(
-                404,
-                "could not make the booking because user user-n1 not found"
-            )
-        )
+    reply.assert_error(
+        404,
+        "could not make the booking because user user-n1 not found",
     );
     h.join("user-n1", "g-b").await;
     let reply = h.book("user-n1", "sl-a", 10, 20).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (404, error_body(404, "could not make the booking because user user-n1 belongs to no group that includes this policy"))
-    );
+    reply.assert_error(404, "could not make the booking because user user-n1 belongs to no group that includes this policy");
     h.join("user-n1", "g-a").await;
     let reply = h.book("user-n1", "sl-a", 130, 140).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (404, error_body(404, "could not make the booking because bookings cannot be made more than 2h0m0s ahead of the current time"))
-    );
+    reply.assert_error(404, "could not make the booking because bookings cannot be made more than 2h0m0s ahead of the current time");
     assert_eq!(h.book("user-n1", "sl-a", 10, 20).await.status, 204);
     assert_eq!(h.book("user-n1", "sl-a", 30, 40).await.status, 204);
     let reply = h.book("user-n1", "sl-a", 50, 60).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (404, error_body(404, "could not make the booking because you currently have 2 current/future bookings which is at or exceeds the limit of 2 for policy p-a"))
-    );
+    reply.assert_error(404, "could not make the booking because you currently have 2 current/future bookings which is at or exceeds the limit of 2 for policy p-a");
     let metrics = h.metrics().await;
     for reason in ["user_not_found", "no_group", "book_ahead", "max_bookings"] {
         assert!(
@@ -258,19 +195,14 @@ async fn group_rule_and_policy_limits_refuse_with_the_reference_texts() {
 
 #[tokio::test]
 async fn activity_carries_exact_deterministic_stream_tokens() {
-    let h = Harness::start().await;
-    h.load(MANIFEST).await;
-    h.join("user-a1", "g-a").await;
-    let user = h.user("user-a1");
+    let h = Harness::loaded().await;
+    let user = h.member("user-a1", "g-a").await;
     assert_eq!(h.book("user-a1", "sl-a", 5, 15).await.status, 204);
     let booking = h.booking_names("user-a1").await.remove(0);
     let path = format!("/users/user-a1/bookings/{booking}");
 
     let early = h.call("PUT", &path, Some(&user), None).await;
-    assert_eq!(
-        (early.status, early.body),
-        (404, error_body(404, "too early"))
-    );
+    early.assert_error(404, "too early");
 
     h.clock.advance(6 * 60 * SECOND);
     let reply = h.call("PUT", &path, Some(&user), None).await;
@@ -295,7 +227,7 @@ async fn activity_carries_exact_deterministic_stream_tokens() {
     };
     let (token_a, token_b) = (token("st-a", &["read", "write"]), token("st-b", &["read"]));
     assert_eq!(
-        payload(&token_a),
+        jwt_payload(&token_a),
         format!(
             r#"{{"booking_id":"{booking}","topic":"aaaa00-st-a","prefix":"session","scopes":["read","write"],"sub":"user-a1","aud":["https://relay-access.practable.io"],"exp":{},"nbf":{},"iat":{}}}"#,
             secs(15),
@@ -339,14 +271,13 @@ async fn activity_carries_exact_deterministic_stream_tokens() {
 
     h.clock.advance(10 * 60 * SECOND);
     let late = h.call("PUT", &path, Some(&user), None).await;
-    assert_eq!((late.status, late.body), (404, error_body(404, "too late")));
+    late.assert_error(404, "too late");
     h.stop().await;
 }
 
 #[tokio::test]
 async fn another_users_booking_is_not_found_for_cancel_and_activity() {
-    let h = Harness::start().await;
-    h.load(MANIFEST).await;
+    let h = Harness::loaded().await;
     h.join("user-o1", "g-b").await;
     h.join("user-o2", "g-b").await;
     assert_eq!(h.book("user-o1", "sl-b", 0, 10).await.status, 204);
@@ -364,27 +295,16 @@ async fn another_users_booking_is_not_found_for_cancel_and_activity() {
     // Through the owner's path, the intruder's token is refused by the subject check.
     let owner_path = format!("/users/user-o1/bookings/{booking}");
     let reply = h.call("DELETE", &owner_path, Some(&intruder), None).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (
-            401,
-            error_body(
-                401,
-                "user_name in path user-o1 does not match subject user-o2 in token"
-            )
-        )
+    reply.assert_error(
+        401,
+        "user_name in path user-o1 does not match subject user-o2 in token",
     );
     assert_eq!(h.booking_names("user-o1").await, vec![booking.clone()]);
     // An admin may act for the owner.
-    let reply = h.call("DELETE", &owner_path, Some(&h.admin), None).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (404, error_body(404, "cancelled"))
-    );
-    assert!(h
-        .metrics()
-        .await
-        .contains(r#"book_cancellations_total{by="admin"} 1"#));
+    let reply = h.as_admin("DELETE", &owner_path, None).await;
+    reply.assert_error(404, "cancelled");
+    h.assert_metric(r#"book_cancellations_total{by="admin"} 1"#)
+        .await;
     h.stop().await;
 }
 
@@ -407,10 +327,9 @@ async fn bookings_export_replace_users_and_prune() {
         "when": {"start": "2022-11-04T23:00:00Z", "end": "2022-11-04T23:10:00Z"}
     }));
     let reply = h
-        .call(
+        .as_admin(
             "PUT",
             "/admin/bookings",
-            Some(&h.admin),
             Some(serde_json::to_string(&bookings).unwrap()),
         )
         .await;
@@ -468,8 +387,7 @@ async fn bookings_export_replace_users_and_prune() {
 async fn no_shows_are_cancelled_after_their_grace_period_and_the_slot_can_be_rebooked() {
     let h = Harness::start_with(|c| c.check_every = std::time::Duration::from_millis(10)).await;
     h.load(MANIFEST).await;
-    h.join("user-g1", "g-a").await;
-    let user = h.user("user-g1");
+    let user = h.member("user-g1", "g-a").await;
     assert_eq!(h.book("user-g1", "sl-a", 1, 11).await.status, 204);
     assert_eq!(h.book("user-g1", "sl-a", 30, 40).await.status, 204);
     let names = h.booking_names("user-g1").await;
@@ -492,10 +410,8 @@ async fn no_shows_are_cancelled_after_their_grace_period_and_the_slot_can_be_reb
         status.body,
         r#"{"current_bookings":1,"old_bookings":1,"usage":"18m0s"}"#
     );
-    assert!(h
-        .metrics()
-        .await
-        .contains(r#"book_cancellations_total{by="auto-grace-check"} 1"#));
+    h.assert_metric(r#"book_cancellations_total{by="auto-grace-check"} 1"#)
+        .await;
 
     // The freed time can be booked again, with `from`/`to` given without a zone (UTC).
     let reply = h
@@ -526,12 +442,7 @@ async fn the_lock_stops_grace_cancellation_until_unlocked() {
     h.join("user-k1", "g-a").await;
     assert_eq!(h.book("user-k1", "sl-a", 1, 11).await.status, 204);
     let reply = h
-        .call(
-            "PUT",
-            "/admin/status?lock=true&msg=exam",
-            Some(&h.admin),
-            None,
-        )
+        .as_admin("PUT", "/admin/status?lock=true&msg=exam", None)
         .await;
     assert_eq!(reply.status, 200);
     h.clock.advance(5 * 60 * SECOND);
@@ -546,8 +457,7 @@ async fn the_lock_stops_grace_cancellation_until_unlocked() {
     let all = h.get("/admin/bookings", &h.admin).await.json();
     assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
 
-    h.call("PUT", "/admin/status?lock=false", Some(&h.admin), None)
-        .await;
+    h.as_admin("PUT", "/admin/status?lock=false", None).await;
     relay_testkit::wait_until_async(
         "the no-show is cancelled after unlock",
         std::time::Duration::from_secs(10),

@@ -16,7 +16,6 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use base64::Engine as _;
 use http_support::*;
 use relay_book::timefmt::SECOND;
 
@@ -59,24 +58,20 @@ async fn stub_relay(answers: &[u16]) -> (String, Arc<Stub>) {
     (format!("http://{addr}/access"), stub)
 }
 
-fn claims_of(token: &str) -> String {
-    let part = token.split('.').nth(1).unwrap();
-    String::from_utf8(
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(part)
-            .unwrap(),
-    )
-    .unwrap()
-}
-
-/// A server whose streams point at `relay_url`, with one started booking of `user-d1`
-/// from now+0 to now+10 min; returns the harness and the booking's name.
-async fn started_booking(relay_url: &str) -> (Harness, String) {
+/// A server whose streams point at `relay_url`, with one booking of `user-d1` from now+0
+/// to now+10 min, not started; returns the harness and the booking's name.
+async fn booking(relay_url: &str) -> (Harness, String) {
     let h = Harness::start().await;
     h.load(&MANIFEST.replace(RELAY_URL, relay_url)).await;
     h.join("user-d1", "g-a").await;
     assert_eq!(h.book("user-d1", "sl-a", 0, 10).await.status, 204);
     let booking = h.booking_names("user-d1").await.remove(0);
+    (h, booking)
+}
+
+/// [`booking`], started (its activity was fetched).
+async fn started_booking(relay_url: &str) -> (Harness, String) {
+    let (h, booking) = booking(relay_url).await;
     let reply = h
         .call(
             "PUT",
@@ -98,10 +93,7 @@ async fn cancel(h: &Harness, booking: &str) {
             None,
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (404, error_body(404, "cancelled"))
-    );
+    reply.assert_error(404, "cancelled");
 }
 
 async fn deny_calls(h: &Harness) -> serde_json::Value {
@@ -128,7 +120,7 @@ async fn cancelling_a_started_booking_denies_it_at_the_relay() {
     );
     assert!(!auth.starts_with("Bearer"), "{auth}");
     assert_eq!(
-        claims_of(&auth),
+        jwt_payload(&auth),
         format!(
             r#"{{"scopes":["relay:admin"],"sub":"admin","aud":["{relay_url}"],"exp":{},"nbf":{},"iat":{}}}"#,
             NOW - 1 + 300,
@@ -148,10 +140,8 @@ async fn cancelling_a_started_booking_denies_it_at_the_relay() {
     );
     // Both streams share one relay URL: one call.
     assert_eq!(stub.calls.lock().unwrap().len(), 1);
-    assert!(h
-        .metrics()
-        .await
-        .contains(r#"book_deny_calls_total{result="ok"} 1"#));
+    h.assert_metric(r#"book_deny_calls_total{result="ok"} 1"#)
+        .await;
     h.stop().await;
 }
 
@@ -192,21 +182,15 @@ async fn a_failed_deny_call_is_shown_and_retried_until_it_succeeds() {
     let calls = stub.calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[0].0, calls[1].0);
-    assert!(h
-        .metrics()
-        .await
-        .contains(r#"book_deny_calls_total{result="ok"} 1"#));
+    h.assert_metric(r#"book_deny_calls_total{result="ok"} 1"#)
+        .await;
     h.stop().await;
 }
 
 #[tokio::test]
 async fn an_unstarted_booking_needs_no_deny_call() {
     let (relay_url, stub) = stub_relay(&[]).await;
-    let h = Harness::start().await;
-    h.load(&MANIFEST.replace(RELAY_URL, &relay_url)).await;
-    h.join("user-d1", "g-a").await;
-    assert_eq!(h.book("user-d1", "sl-a", 0, 10).await.status, 204);
-    let booking = h.booking_names("user-d1").await.remove(0);
+    let (h, booking) = booking(&relay_url).await;
     cancel(&h, &booking).await;
     // The status is read after the cancellation committed: no call was queued.
     assert_eq!(deny_calls(&h).await, serde_json::Value::Null);

@@ -18,8 +18,7 @@ fn status_body(locked: bool, message: &str, users: i64) -> String {
 
 #[tokio::test]
 async fn lock_round_trip() {
-    let h = Harness::start().await;
-    h.load(MANIFEST).await;
+    let h = Harness::loaded().await;
     let reply = h.get("/admin/status", &h.admin).await;
     assert_eq!(
         (reply.status, reply.body),
@@ -29,10 +28,9 @@ async fn lock_round_trip() {
         )
     );
     let reply = h
-        .call(
+        .as_admin(
             "PUT",
             "/admin/status?lock=true&msg=closed%20for%20maintenance",
-            Some(&h.admin),
             None,
         )
         .await;
@@ -45,9 +43,7 @@ async fn lock_round_trip() {
         status_body(true, "closed for maintenance", 0)
     );
     // Unlocking without a message keeps the message.
-    let reply = h
-        .call("PUT", "/admin/status?lock=false", Some(&h.admin), None)
-        .await;
+    let reply = h.as_admin("PUT", "/admin/status?lock=false", None).await;
     assert_eq!(
         (reply.status, reply.body),
         (200, status_body(false, "closed for maintenance", 0))
@@ -86,16 +82,10 @@ fn user_routes(user: &str) -> Vec<(&'static str, String)> {
 
 #[tokio::test]
 async fn the_lock_matrix() {
-    let h = Harness::start().await;
-    h.load(MANIFEST).await;
+    let h = Harness::loaded().await;
     h.join("user-l1", "g-a").await;
     let reply = h
-        .call(
-            "PUT",
-            "/admin/status?lock=true&msg=exam",
-            Some(&h.admin),
-            None,
-        )
+        .as_admin("PUT", "/admin/status?lock=true&msg=exam", None)
         .await;
     assert_eq!(reply.status, 200);
     let user = h.user("user-l1");
@@ -106,7 +96,7 @@ async fn the_lock_matrix() {
             (401, error_body(401, "store locked to users: exam").as_str()),
             "{method} {path}"
         );
-        let reply = h.call(method, &path, Some(&h.admin), None).await;
+        let reply = h.as_admin(method, &path, None).await;
         assert_ne!(reply.status, 401, "admin {method} {path}: {}", reply.body);
     }
     assert_eq!(h.get("/users/status", &user).await.status, 200);
@@ -120,8 +110,7 @@ async fn the_lock_matrix() {
     );
 
     // Unlocked, the same routes are open to the user again.
-    h.call("PUT", "/admin/status?lock=false", Some(&h.admin), None)
-        .await;
+    h.as_admin("PUT", "/admin/status?lock=false", None).await;
     for (method, path) in user_routes("user-l1") {
         let reply = h.call(method, &path, Some(&user), None).await;
         assert_ne!(reply.status, 401, "{method} {path}: {}", reply.body);
@@ -131,8 +120,7 @@ async fn the_lock_matrix() {
 
 #[tokio::test]
 async fn admin_routes_refuse_user_tokens() {
-    let h = Harness::start().await;
-    h.load(MANIFEST).await;
+    let h = Harness::loaded().await;
     let user = h.user("someuser");
     let routes = [
         ("GET", "/admin/status"),
@@ -169,8 +157,7 @@ async fn admin_routes_refuse_user_tokens() {
 
 #[tokio::test]
 async fn slot_and_resource_availability_round_trip() {
-    let h = Harness::start().await;
-    h.load(MANIFEST).await;
+    let h = Harness::loaded().await;
     let reply = h.get("/admin/slots/sl-a", &h.admin).await;
     assert_eq!(
         (reply.status, reply.body),
@@ -180,12 +167,7 @@ async fn slot_and_resource_availability_round_trip() {
         )
     );
     let reply = h
-        .call(
-            "PUT",
-            "/admin/slots/sl-a?available=false&reason=foo",
-            Some(&h.admin),
-            None,
-        )
+        .as_admin("PUT", "/admin/slots/sl-a?available=false&reason=foo", None)
         .await;
     assert_eq!((reply.status, reply.body.as_str()), (204, ""));
     let reply = h.get("/admin/resources/r-a", &h.admin).await;
@@ -194,40 +176,26 @@ async fn slot_and_resource_availability_round_trip() {
         r#"{"available":false,"reason":"unavailable because foo"}"#
     );
     let reply = h.get("/admin/slots/sl-x", &h.admin).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (404, error_body(404, "slot sl-x not found"))
-    );
+    reply.assert_error(404, "slot sl-x not found");
     let reply = h.get("/admin/resources/r-x", &h.admin).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (404, error_body(404, "resource r-x not found"))
-    );
+    reply.assert_error(404, "resource r-x not found");
 
     // An unavailable rig has no availability and cannot be booked.
-    h.join("user-r1", "g-a").await;
-    let user = h.user("user-r1");
+    let user = h.member("user-r1", "g-a").await;
     let reply = h.get("/slots/sl-a", &user).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (500, error_body(500, "error getting availability from store: not available because unavailable because foo"))
+    reply.assert_error(
+        500,
+        "error getting availability from store: not available because unavailable because foo",
     );
     let reply = h.book("user-r1", "sl-a", 10, 20).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (
-            404,
-            error_body(
-                404,
-                "could not make the booking because unavailable because foo"
-            )
-        )
+    reply.assert_error(
+        404,
+        "could not make the booking because unavailable because foo",
     );
     let reply = h
-        .call(
+        .as_admin(
             "PUT",
             "/admin/resources/r-a?available=true&reason=fixed",
-            Some(&h.admin),
             None,
         )
         .await;

@@ -14,19 +14,12 @@ async fn check_replace_and_export_round_trip() {
     let body = manifest_json(MANIFEST);
     for method in ["GET", "POST"] {
         let reply = h
-            .call(
-                method,
-                "/admin/manifest/check",
-                Some(&h.admin),
-                Some(body.clone()),
-            )
+            .as_admin(method, "/admin/manifest/check", Some(body.clone()))
             .await;
         assert_eq!((reply.status, reply.body.as_str()), (204, ""), "{method}");
     }
 
-    let reply = h
-        .call("PUT", "/admin/manifest", Some(&h.admin), Some(body))
-        .await;
+    let reply = h.as_admin("PUT", "/admin/manifest", Some(body)).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(
         reply.body,
@@ -51,12 +44,7 @@ async fn check_replace_and_export_round_trip() {
 
     // The export is itself a manifest that replaces to the same export.
     let again = h
-        .call(
-            "PUT",
-            "/admin/manifest",
-            Some(&h.admin),
-            Some(exported.body.clone()),
-        )
+        .as_admin("PUT", "/admin/manifest", Some(exported.body.clone()))
         .await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(h.get("/admin/manifest", &h.admin).await.body, exported.body);
@@ -80,19 +68,12 @@ async fn a_bad_manifest_is_refused_with_its_category_and_every_message() {
         .replace("resource: r-b,", "resource: r-x,");
     let body = manifest_json(&broken);
     let check = h
-        .call(
-            "POST",
-            "/admin/manifest/check",
-            Some(&h.admin),
-            Some(body.clone()),
-        )
+        .as_admin("POST", "/admin/manifest/check", Some(body.clone()))
         .await;
     let messages = "slot sl-a references non-existent ui_set: us-x,slot sl-b references non-existent resource: r-x";
     assert_eq!(check.status, 500);
     assert_eq!(check.body, error_body(500, messages));
-    let replace = h
-        .call("PUT", "/admin/manifest", Some(&h.admin), Some(body))
-        .await;
+    let replace = h.as_admin("PUT", "/admin/manifest", Some(body)).await;
     assert_eq!(
         (replace.status, replace.body),
         (
@@ -106,28 +87,16 @@ async fn a_bad_manifest_is_refused_with_its_category_and_every_message() {
         r#"d-ui-b: {name: "ui b", type: ui}"#,
     );
     let check = h
-        .call(
+        .as_admin(
             "POST",
             "/admin/manifest/check",
-            Some(&h.admin),
             Some(manifest_json(&missing_field)),
         )
         .await;
-    assert_eq!(
-        (check.status, check.body),
-        (
-            500,
-            error_body(500, "missing short field in description d-ui-b")
-        )
-    );
+    check.assert_error(500, "missing short field in description d-ui-b");
 
     let junk = h
-        .call(
-            "PUT",
-            "/admin/manifest",
-            Some(&h.admin),
-            Some("{not json".into()),
-        )
+        .as_admin("PUT", "/admin/manifest", Some("{not json".into()))
         .await;
     assert_eq!(junk.status, 400, "{}", junk.body);
     h.stop().await;
@@ -138,10 +107,7 @@ async fn before_a_manifest_lookups_are_not_found_and_the_export_is_empty() {
     let h = Harness::start().await;
     let user = h.user("someuser");
     let reply = h.get("/descriptions/d-r-a", &user).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (404, error_body(404, "not found"))
-    );
+    reply.assert_error(404, "not found");
     let reply = h.get("/admin/resources", &h.admin).await;
     assert_eq!((reply.status, reply.body.as_str()), (200, "{}"));
     h.stop().await;

@@ -6,16 +6,11 @@
 
 mod http_support;
 
-use base64::Engine as _;
 use http_support::*;
 use relay_book::server::config::DEFAULT_LOGIN_RATE;
 
 fn claims_of(token: &str) -> serde_json::Value {
-    let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
+    serde_json::from_str(&jwt_payload(token)).unwrap()
 }
 
 #[tokio::test]
@@ -96,14 +91,10 @@ async fn logins_past_the_rate_get_429() {
 
 #[tokio::test]
 async fn groups_before_and_after_joining() {
-    let h = Harness::start().await;
-    h.load(MANIFEST).await;
+    let h = Harness::loaded().await;
     let user = h.user("user-g1");
     let before = h.get("/users/user-g1/groups", &user).await;
-    assert_eq!(
-        (before.status, before.body),
-        (404, error_body(404, "user not found"))
-    );
+    before.assert_error(404, "user not found");
 
     let joined = h
         .call("POST", "/users/user-g1/groups/g-a", Some(&user), None)
@@ -119,10 +110,7 @@ async fn groups_before_and_after_joining() {
     let unknown = h
         .call("POST", "/users/user-g1/groups/g-x", Some(&user), None)
         .await;
-    assert_eq!(
-        (unknown.status, unknown.body),
-        (404, error_body(404, "group g-x not found"))
-    );
+    unknown.assert_error(404, "group g-x not found");
 
     let groups = h.get("/users/user-g1/groups", &user).await;
     assert_eq!(
@@ -139,21 +127,12 @@ async fn groups_before_and_after_joining() {
         r#"{"description":{"name":"group b","short":"b","type":"group"},"policies":{"p-b":{"allow_start_in_past_within":"0s","book_ahead":"0s","description":{"name":"policy b","short":"b","type":"policy"},"display_guides":{},"grace_penalty":"0s","grace_period":"0s","max_duration":"0s","max_usage":"0s","min_duration":"0s","next_available":"0s","slots":{"sl-b":{"description":{"name":"slot b","short":"b","type":"slot"},"policy":"p-b"}},"starts_within":"0s"}}}"#
     );
     let missing = h.get("/groups/g-x", &user).await;
-    assert_eq!(
-        (missing.status, missing.body),
-        (404, error_body(404, "not found"))
-    );
+    missing.assert_error(404, "not found");
     // Another user's groups are not this token's to read.
     let other = h.get("/users/someone-else/groups", &user).await;
-    assert_eq!(
-        (other.status, other.body),
-        (
-            401,
-            error_body(
-                401,
-                "user_name in path someone-else does not match subject user-g1 in token"
-            )
-        )
+    other.assert_error(
+        401,
+        "user_name in path someone-else does not match subject user-g1 in token",
     );
     h.stop().await;
 }
@@ -248,13 +227,7 @@ async fn tokens_are_read_raw_or_after_bearer_and_bad_ones_are_401() {
     )
     .unwrap();
     let reply = h.get("/users/status", &no_scope).await;
-    assert_eq!(
-        (reply.status, reply.body),
-        (
-            401,
-            error_body(401, "Missing booking:admin or booking:user Scope")
-        )
-    );
+    reply.assert_error(401, "Missing booking:admin or booking:user Scope");
     h.stop().await;
 }
 
@@ -304,7 +277,7 @@ async fn unknown_paths_wrong_methods_and_missing_queries_get_framework_bodies() 
             r#"{"code":601,"message":"from in query must be of type date-time: \"yesterday\""}"#
         )
     );
-    let reply = h.call("PUT", "/admin/status", Some(&h.admin), None).await;
+    let reply = h.as_admin("PUT", "/admin/status", None).await;
     assert_eq!(
         (reply.status, reply.body.as_str()),
         (422, r#"{"code":602,"message":"lock in query is required"}"#)
@@ -328,8 +301,7 @@ async fn unknown_paths_wrong_methods_and_missing_queries_get_framework_bodies() 
 
 #[tokio::test]
 async fn every_route_of_the_openapi_document_is_served() {
-    let h = Harness::start().await;
-    h.load(MANIFEST).await;
+    let h = Harness::loaded().await;
     let doc: serde_json::Value = serde_json::from_str(relay_book::server::routes::OPENAPI).unwrap();
     let paths = doc["paths"].as_object().unwrap();
     assert_eq!(paths.len(), 22);
@@ -341,12 +313,7 @@ async fn every_route_of_the_openapi_document_is_served() {
             .join("/");
         for method in methods.as_object().unwrap().keys() {
             let reply = h
-                .call(
-                    &method.to_uppercase(),
-                    &concrete,
-                    Some(&h.admin),
-                    Some("{}".into()),
-                )
+                .as_admin(&method.to_uppercase(), &concrete, Some("{}".into()))
                 .await;
             assert!(
                 !reply.body.contains("was not found") && reply.status != 405,

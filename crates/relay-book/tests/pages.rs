@@ -15,6 +15,11 @@ async fn serve_pages() -> String {
     format!("http://{address}")
 }
 
+/// The body of a GET of `url`.
+async fn text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 #[tokio::test]
 async fn every_page_and_asset_answers_with_its_content_type_and_policy() {
     let base = serve_pages().await;
@@ -62,14 +67,7 @@ async fn pages_load_only_served_assets_and_no_inline_code() {
     let client = reqwest::Client::new();
     let served: Vec<&str> = pages::paths().map(|(path, _)| path).collect();
     for (page, script) in [("/", "/pages/student.js"), ("/admin", "/pages/admin.js")] {
-        let html = client
-            .get(format!("{base}{page}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = text(&client, &format!("{base}{page}")).await;
         assert!(html.starts_with("<!doctype html>"), "{page}");
         assert!(html.contains(r#"<meta name="viewport""#), "{page}");
         assert!(
@@ -97,14 +95,7 @@ async fn pages_load_only_served_assets_and_no_inline_code() {
     }
     // The modules import each other by served paths too.
     for module in ["/pages/student.js", "/pages/admin.js"] {
-        let code = client
-            .get(format!("{base}{module}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let code = text(&client, &format!("{base}{module}")).await;
         let imports: Vec<&str> = code
             .split("from \"")
             .skip(1)

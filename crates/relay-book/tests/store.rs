@@ -5,6 +5,7 @@
 
 mod store_common;
 
+use relay_book::interval::Interval;
 use relay_book::model::Booking;
 use relay_book::model::{LockState, PolicyStatus, ResourceState};
 use relay_book::store::{DenyCall, Location, Store, StoreError, StoreOptions};
@@ -54,6 +55,15 @@ fn refusal(result: Result<impl std::fmt::Debug, StoreError>) -> String {
         Err(StoreError::Refused(text)) => text,
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+/// The refusal's text when `user` books `slot` at `when` by the name `name`, at `T0`.
+async fn book_refused(store: &Store, name: &str, slot: &str, user: &str, when: Interval) -> String {
+    refusal(
+        store
+            .make_booking(request(name, slot, user, when), T0)
+            .await,
+    )
 }
 
 fn not_found(result: Result<impl std::fmt::Debug, StoreError>) -> String {
@@ -322,11 +332,7 @@ async fn booking_is_listed_then_cancelled_and_refunded(db: Db) {
     book(&store, "b-2", "sl-a", "u-1", when.start, when.end).await;
     // A user outside every group is refused by the rules, inside the transaction.
     assert_eq!(
-        refusal(
-            store
-                .make_booking(request("b-3", "sl-b", "stranger", when), T0)
-                .await
-        ),
+        book_refused(&store, "b-3", "sl-b", "stranger", when).await,
         "user stranger not found"
     );
     // An ended booking cannot be cancelled.
@@ -342,27 +348,27 @@ async fn overlapping_bookings_conflict_and_back_to_back_ones_do_not(db: Db) {
     book(&store, "b-1", "sl-a", "u-1", T0 + HOUR, T0 + 2 * HOUR).await;
     // sl-g shares r-a: its diary is the resource's.
     assert_eq!(
-        refusal(
-            store
-                .make_booking(
-                    request("b-2", "sl-g", "u-2", at(T0 + HOUR + MINUTE, T0 + 3 * HOUR)),
-                    T0
-                )
-                .await
-        ),
+        book_refused(
+            &store,
+            "b-2",
+            "sl-g",
+            "u-2",
+            at(T0 + HOUR + MINUTE, T0 + 3 * HOUR)
+        )
+        .await,
         "conflict with existing"
     );
     book(&store, "b-3", "sl-g", "u-2", T0 + 2 * HOUR, T0 + 3 * HOUR).await;
     book(&store, "b-4", "sl-b", "u-2", T0 + HOUR, T0 + 2 * HOUR).await;
     assert_eq!(
-        refusal(
-            store
-                .make_booking(
-                    request("b-1", "sl-b", "u-2", at(T0 + 5 * HOUR, T0 + 6 * HOUR)),
-                    T0
-                )
-                .await
-        ),
+        book_refused(
+            &store,
+            "b-1",
+            "sl-b",
+            "u-2",
+            at(T0 + 5 * HOUR, T0 + 6 * HOUR)
+        )
+        .await,
         "name already in use"
     );
     assert_eq!(usage(&store, "u-2", "p-a", T0).await, HOUR);
@@ -480,14 +486,7 @@ async fn everything_survives_a_reopen(db: Db) {
     assert_eq!(users["u-1"].usage["p-a"], HOUR);
     assert!(store.lock_state().await.unwrap().locked);
     assert_eq!(
-        refusal(
-            store
-                .make_booking(
-                    request("b-2", "sl-a", "u-1", at(T0 + HOUR, T0 + 2 * HOUR)),
-                    T0
-                )
-                .await
-        ),
+        book_refused(&store, "b-2", "sl-a", "u-1", at(T0 + HOUR, T0 + 2 * HOUR)).await,
         "conflict with existing"
     );
 }
@@ -505,14 +504,7 @@ async fn replacing_the_manifest_keeps_diaries_and_cancels_orphans(db: Db) {
     let old = store.all_old_bookings().await.unwrap();
     assert_eq!(old[0].cancelled_by.as_deref(), Some("replaceManifest"));
     assert_eq!(
-        refusal(
-            store
-                .make_booking(
-                    request("b-c", "sl-g", "u-1", at(T0 + HOUR, T0 + 2 * HOUR)),
-                    T0
-                )
-                .await
-        ),
+        book_refused(&store, "b-c", "sl-g", "u-1", at(T0 + HOUR, T0 + 2 * HOUR)).await,
         "conflict with existing"
     );
 }

@@ -227,34 +227,45 @@ impl BookApi {
             .await
     }
 
+    /// [`send`](Self::send) with `token`, which must answer 200; the error starts with
+    /// `<method> <path>: `.
+    async fn send_ok(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, String> {
+        let request = format!("{method} {path}");
+        let reply = self
+            .send(method, path, Some(token), body)
+            .await
+            .map_err(|e| format!("{request}: {e}"))?;
+        if reply.status == 200 {
+            Ok(reply)
+        } else {
+            Err(format!("{request}: {reply:?}"))
+        }
+    }
+
     /// GET `path` with `token`, which must answer 200 with JSON.
     pub async fn get_json(&self, path: &str, token: &str) -> Result<Value, String> {
         let reply = self
-            .send(reqwest::Method::GET, path, Some(token), None)
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        if reply.status != 200 {
-            return Err(format!("GET {path}: {reply:?}"));
-        }
+            .send_ok(reqwest::Method::GET, path, token, None)
+            .await?;
         serde_json::from_str(&reply.body).map_err(|e| format!("GET {path}: {e}: {}", reply.body))
     }
 
     /// PUT `/admin/manifest`, which must answer 200.
     pub async fn put_manifest(&self, admin: &str, manifest: &Value) -> Result<(), String> {
-        let reply = self
-            .send(
-                reqwest::Method::PUT,
-                "/admin/manifest",
-                Some(admin),
-                Some(manifest),
-            )
-            .await
-            .map_err(|e| format!("PUT /admin/manifest: {e}"))?;
-        if reply.status == 200 {
-            Ok(())
-        } else {
-            Err(format!("PUT /admin/manifest: {reply:?}"))
-        }
+        self.send_ok(
+            reqwest::Method::PUT,
+            "/admin/manifest",
+            admin,
+            Some(manifest),
+        )
+        .await?;
+        Ok(())
     }
 }
 

@@ -81,11 +81,10 @@ pub async fn export_manifest(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     require_admin(&state, &headers)?;
-    match state.store.manifest().await {
-        Ok(loaded) => Ok(Json(&loaded.manifest).into_response()),
-        Err(StoreError::NoManifest) => Ok(Json(Manifest::default()).into_response()),
-        Err(other) => Err(other.into()),
-    }
+    let export = state
+        .read_manifest(|manifest| Json(manifest).into_response())
+        .await?;
+    Ok(export)
 }
 
 /// A failed check as one line: the category and every message (the reference sent only
@@ -138,6 +137,15 @@ pub async fn check_manifest(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A booking replacement the store refused: 500 with the store's message, as the
+/// reference answered.
+fn replace_refused(error: StoreError) -> ApiError {
+    match error {
+        StoreError::Refused(m) | StoreError::NotFound(m) => ApiError::internal(m),
+        other => other.into(),
+    }
+}
+
 /// `GET /admin/bookings`.
 pub async fn export_bookings(
     State(state): Shared,
@@ -162,10 +170,7 @@ pub async fn replace_bookings(
         .store
         .replace_bookings(bookings, state.clock.now())
         .await
-        .map_err(|e| match e {
-            StoreError::Refused(m) | StoreError::NotFound(m) => ApiError::internal(m),
-            other => other.into(),
-        })?;
+        .map_err(replace_refused)?;
     state
         .metrics
         .cancelled("replace", u64::try_from(replaced).unwrap_or(0));
@@ -202,10 +207,7 @@ pub async fn replace_old_bookings(
         .store
         .replace_old_bookings(bookings, state.clock.now())
         .await
-        .map_err(|e| match e {
-            StoreError::Refused(m) | StoreError::NotFound(m) => ApiError::internal(m),
-            other => other.into(),
-        })?;
+        .map_err(replace_refused)?;
     Ok(Json(admin_status(&state).await?))
 }
 
@@ -227,26 +229,18 @@ pub async fn users(
 /// `GET /admin/resources`: the manifest's resources (`{}` before a manifest).
 pub async fn resources(State(state): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
     require_admin(&state, &headers)?;
-    match state.store.manifest().await {
-        Ok(loaded) => Ok(Json(&loaded.manifest.resources).into_response()),
-        Err(StoreError::NoManifest) => Ok(Json(serde_json::json!({})).into_response()),
-        Err(other) => Err(other.into()),
-    }
+    let resources = state
+        .read_manifest(|manifest| Json(&manifest.resources).into_response())
+        .await?;
+    Ok(resources)
 }
 
 /// The resource a slot books, or 404 `slot <s> not found`.
 async fn resource_of_slot(state: &AppState, slot: &str) -> Result<String, ApiError> {
-    let not_found = || ApiError::not_found(format!("slot {slot} not found"));
-    let manifest = state.store.manifest().await.map_err(|e| match e {
-        StoreError::NoManifest => not_found(),
-        other => other.into(),
-    })?;
-    manifest
-        .manifest
-        .slots
-        .get(slot)
-        .map(|s| s.resource.clone())
-        .ok_or_else(not_found)
+    state
+        .read_manifest(|manifest| manifest.slots.get(slot).map(|s| s.resource.clone()))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("slot {slot} not found")))
 }
 
 /// `available` and `reason`, both required.

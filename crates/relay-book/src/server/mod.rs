@@ -41,7 +41,8 @@ use tokio::sync::Notify;
 pub use clock::{Clock, ManualClock};
 pub use config::Config;
 
-use crate::store::Store;
+use crate::manifest::Manifest;
+use crate::store::{Store, StoreError};
 use metrics::BookMetrics;
 
 /// Why the server could not start.
@@ -101,12 +102,11 @@ pub async fn start(
     store: Store,
     clock: Clock,
 ) -> Result<RunningBookServer, StartError> {
-    config.validate().map_err(StartError::Config)?;
-    let addr = SocketAddr::new(config.bind, config.port);
+    let addr = checked_addr(&config)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
-    start_on(listener, config, store, clock).await
+    serve_on(listener, addr, config, store, clock)
 }
 
 /// [`start`] on a listener the caller bound (`config.bind` and `config.port` are not
@@ -117,8 +117,25 @@ pub async fn start_on(
     store: Store,
     clock: Clock,
 ) -> Result<RunningBookServer, StartError> {
+    let addr = checked_addr(&config)?;
+    serve_on(listener, addr, config, store, clock)
+}
+
+/// The configured address, once `config` is valid.
+fn checked_addr(config: &Config) -> Result<SocketAddr, StartError> {
     config.validate().map_err(StartError::Config)?;
-    let addr = SocketAddr::new(config.bind, config.port);
+    Ok(SocketAddr::new(config.bind, config.port))
+}
+
+/// What [`start`] and [`start_on`] share once the configuration is checked: `addr` is the
+/// configured address, named in the error if the listener has none.
+fn serve_on(
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    config: Config,
+    store: Store,
+    clock: Clock,
+) -> Result<RunningBookServer, StartError> {
     let bound = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
@@ -162,6 +179,20 @@ pub async fn start_on(
         "booking server serving"
     );
     Ok(RunningBookServer { state, addr: bound })
+}
+
+impl AppState {
+    /// `read` applied to the loaded manifest, or to an empty one before the first replace.
+    pub async fn read_manifest<R>(
+        &self,
+        read: impl FnOnce(&Manifest) -> R,
+    ) -> Result<R, StoreError> {
+        match self.store.manifest().await {
+            Ok(loaded) => Ok(read(&loaded.manifest)),
+            Err(StoreError::NoManifest) => Ok(read(&Manifest::default())),
+            Err(other) => Err(other),
+        }
+    }
 }
 
 impl RunningBookServer {

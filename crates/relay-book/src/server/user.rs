@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use governor::clock::Clock as _;
+use serde::Serialize;
 
 use super::auth::{require_user, Caller};
 use super::error::ApiError;
@@ -16,20 +17,37 @@ use super::query::QueryParams;
 use super::wire::{self, AccessToken, StoreStatusUser, UserName};
 use super::AppState;
 use crate::interval::{page, Interval};
+use crate::manifest::Manifest;
 use crate::store::{BookingRequest, StoreError};
 use crate::timefmt::SECOND;
 use crate::tokens;
 
 type Shared = State<Arc<AppState>>;
 
-/// The subject check of routes with `{user_name}` in the path.
-fn path_subject(caller: &Caller, user: &str) -> Result<(), ApiError> {
+/// The check of routes with `{user_name}` in the path: a user or admin token (the lock
+/// applies), whose subject is `user` unless it is an admin's.
+async fn path_user(state: &AppState, headers: &HeaderMap, user: &str) -> Result<Caller, ApiError> {
+    let caller = require_user(state, headers, true).await?;
     caller.require_subject(user, || {
         format!(
             "user_name in path {user} does not match subject {} in token",
             caller.sub()
         )
-    })
+    })?;
+    Ok(caller)
+}
+
+/// The routes that look one thing up in the manifest by name: a user or admin token (the
+/// lock applies), then what `find` finds as JSON, or 404 `not found`.
+async fn manifest_lookup<T: Serialize>(
+    state: &AppState,
+    headers: &HeaderMap,
+    find: impl FnOnce(&Manifest) -> Option<T>,
+) -> Result<Response, ApiError> {
+    require_user(state, headers, true).await?;
+    let manifest = state.store.manifest().await?;
+    let found = find(&manifest.manifest).ok_or_else(|| ApiError::not_found("not found"))?;
+    Ok(Json(found).into_response())
 }
 
 /// `POST /login/{user_name}`: a login token for any name of at least
@@ -114,14 +132,10 @@ pub async fn description(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_user(&state, &headers, true).await?;
-    let manifest = state.store.manifest().await?;
-    let description = manifest
-        .manifest
-        .descriptions
-        .get(&name)
-        .ok_or_else(|| ApiError::not_found("not found"))?;
-    Ok(Json(description).into_response())
+    manifest_lookup(&state, &headers, |manifest| {
+        manifest.descriptions.get(&name).cloned()
+    })
+    .await
 }
 
 /// `GET /groups/{group_name}` (404 `not found`).
@@ -130,11 +144,10 @@ pub async fn group(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_user(&state, &headers, true).await?;
-    let manifest = state.store.manifest().await?;
-    let group = wire::group_with_policies(&manifest.manifest, &name)
-        .ok_or_else(|| ApiError::not_found("not found"))?;
-    Ok(Json(group).into_response())
+    manifest_lookup(&state, &headers, |manifest| {
+        wire::group_with_policies(manifest, &name)
+    })
+    .await
 }
 
 /// `GET /policies/{policy_name}` (404 `not found`).
@@ -143,11 +156,10 @@ pub async fn policy(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_user(&state, &headers, true).await?;
-    let manifest = state.store.manifest().await?;
-    let policy = wire::policy_described(&manifest.manifest, &name)
-        .ok_or_else(|| ApiError::not_found("not found"))?;
-    Ok(Json(policy).into_response())
+    manifest_lookup(&state, &headers, |manifest| {
+        wire::policy_described(manifest, &name)
+    })
+    .await
 }
 
 /// `GET /slots/{slot_name}?offset=&limit=`: the free gaps, paginated with bounds.
@@ -231,8 +243,7 @@ pub async fn bookings(
     headers: HeaderMap,
     Path(user): Path<String>,
 ) -> Result<Response, ApiError> {
-    let caller = require_user(&state, &headers, true).await?;
-    path_subject(&caller, &user)?;
+    path_user(&state, &headers, &user).await?;
     let bookings = state
         .store
         .bookings_of(&user, state.clock.now())
@@ -252,8 +263,7 @@ pub async fn old_bookings(
     headers: HeaderMap,
     Path(user): Path<String>,
 ) -> Result<Response, ApiError> {
-    let caller = require_user(&state, &headers, true).await?;
-    path_subject(&caller, &user)?;
+    path_user(&state, &headers, &user).await?;
     let bookings = state
         .store
         .old_bookings_of(&user, state.clock.now())
@@ -268,8 +278,7 @@ pub async fn cancel_booking(
     headers: HeaderMap,
     Path((user, booking)): Path<(String, String)>,
 ) -> Result<ApiError, ApiError> {
-    let caller = require_user(&state, &headers, true).await?;
-    path_subject(&caller, &user)?;
+    let caller = path_user(&state, &headers, &user).await?;
     let by = caller.cancelled_by();
     let cancelled = state
         .store
@@ -296,8 +305,7 @@ pub async fn groups(
     headers: HeaderMap,
     Path(user): Path<String>,
 ) -> Result<Response, ApiError> {
-    let caller = require_user(&state, &headers, true).await?;
-    path_subject(&caller, &user)?;
+    path_user(&state, &headers, &user).await?;
     let names = state.store.user_groups(&user).await?;
     let manifest = state.store.manifest().await?;
     let groups: std::collections::BTreeMap<_, _> = names
@@ -313,13 +321,10 @@ pub async fn join_group(
     headers: HeaderMap,
     Path((user, group)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = require_user(&state, &headers, true).await?;
-    path_subject(&caller, &user)?;
-    let known = match state.store.manifest().await {
-        Ok(manifest) => manifest.manifest.groups.contains_key(&group),
-        Err(StoreError::NoManifest) => false,
-        Err(other) => return Err(other.into()),
-    };
+    path_user(&state, &headers, &user).await?;
+    let known = state
+        .read_manifest(|manifest| manifest.groups.contains_key(&group))
+        .await?;
     if !known {
         return Err(ApiError::not_found(format!("group {group} not found")));
     }
@@ -333,8 +338,7 @@ pub async fn policy_status(
     headers: HeaderMap,
     Path((user, policy)): Path<(String, String)>,
 ) -> Result<Json<wire::PolicyStatus>, ApiError> {
-    let caller = require_user(&state, &headers, true).await?;
-    path_subject(&caller, &user)?;
+    path_user(&state, &headers, &user).await?;
     let status = state
         .store
         .policy_status(&user, &policy, state.clock.now())

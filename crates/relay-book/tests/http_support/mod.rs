@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
+
 use relay_book::server::{self, Config, ManualClock, RunningBookServer};
 use relay_book::store::{Location, Store};
 use relay_book::timefmt::SECOND;
@@ -112,12 +114,28 @@ impl Reply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
+
+    /// Assert the reply is `status` with the body [`error_body`]`(status, message)`.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, message: &str) {
+        assert_eq!(
+            (self.status, self.body.as_str()),
+            (status, error_body(status, message).as_str())
+        );
+    }
 }
 
 impl Harness {
     /// A server with the default test settings.
     pub async fn start() -> Harness {
         Self::start_with(|_| {}).await
+    }
+
+    /// A server with the default test settings and [`MANIFEST`] loaded.
+    pub async fn loaded() -> Harness {
+        let h = Self::start().await;
+        h.load(MANIFEST).await;
+        h
     }
 
     /// A server with the test settings changed by `adjust`.
@@ -196,6 +214,17 @@ impl Harness {
         }
     }
 
+    /// Any request with the admin token.
+    pub async fn as_admin(&self, method: &str, path: &str, body: Option<String>) -> Reply {
+        self.call(method, path, Some(&self.admin), body).await
+    }
+
+    /// Assert the `/metrics` text has `line`.
+    pub async fn assert_metric(&self, line: &str) {
+        let metrics = self.metrics().await;
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Reply {
         self.call("GET", path, Some(token), None).await
     }
@@ -224,6 +253,12 @@ impl Harness {
             )
             .await;
         assert_eq!(reply.status, 204, "{}", reply.body);
+    }
+
+    /// Join `user` to `group` (asserting 204) and return a user token for `user`.
+    pub async fn member(&self, user: &str, group: &str) -> String {
+        self.join(user, group).await;
+        self.user(user)
     }
 
     /// Book `slot` for `user` from `from` to `to` minutes after now.
@@ -265,6 +300,17 @@ impl Harness {
     pub async fn stop(self) {
         self.server.shutdown().await;
     }
+}
+
+/// The claims of a JWT as the JSON text it carries (the middle part, decoded).
+pub fn jwt_payload(token: &str) -> String {
+    let part = token.split('.').nth(1).unwrap();
+    String::from_utf8(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 /// `{"code":"<status>","message":<message>}`.
