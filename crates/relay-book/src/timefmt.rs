@@ -58,7 +58,8 @@ pub fn parse_time(text: &str) -> Result<Nanos, String> {
         OffsetDateTime::parse(&format!("{text}Z"), &Rfc3339)
     }
     .map_err(|_| refuse())?;
-    i64::try_from(parsed.unix_timestamp_nanos()).map_err(|_| refuse())
+    i64::try_from(parsed.unix_timestamp_nanos())
+        .map_err(|_| format!("{text:?} is outside the supported years 1678 to 2262"))
 }
 
 /// Go's `Duration.String()` for a signed duration (`0s`, `-5m0s`, `1h0m0s`).
@@ -188,6 +189,14 @@ mod tests {
             let error = parse_time(bad).unwrap_err();
             assert!(error.contains(&format!("{bad:?}")), "{error}");
         }
+    }
+
+    #[test]
+    fn times_beyond_nanosecond_range_say_so() {
+        assert_eq!(
+            parse_time("9999-01-01T00:00:00Z").unwrap_err(),
+            "\"9999-01-01T00:00:00Z\" is outside the supported years 1678 to 2262"
+        );
     }
 
     #[test]
