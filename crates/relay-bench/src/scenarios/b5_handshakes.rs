@@ -48,6 +48,7 @@ const READY: &str = "ready";
 /// What the runner writes to every worker to start the measurement window.
 const GO: &str = "go";
 
+/// Run B5 against every peer of `lab`: one row per peer and concurrency.
 pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
     let generators = opts.generators.max(1);
     if generators > 1 && opts.worker_bin.is_none() {
