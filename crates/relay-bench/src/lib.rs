@@ -4,7 +4,8 @@
 //! single-stream throughput, B4 memory per idle connection, B5 handshakes per second, B8
 //! slow reader, relay restart and deny; and issue 15's B9 booking rush against `relay book
 //! serve`) starts the relay and its peers as child processes (pinned to one core,
-//! stopped by pid), drives them with the same load from this process, reads their CPU time
+//! stopped by pid), drives them with the same load from this process (B5 also from several
+//! worker processes of this binary, `--generators`), reads their CPU time
 //! and RSS from /proc, and prints a markdown table with medians and spread over runs.
 //!
 //! - [`peers`]: starting the relay, the Node `ws` relay, websocat and nats-server, and one

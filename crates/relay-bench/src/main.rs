@@ -97,6 +97,11 @@ enum Scenario {
         concurrency: Vec<usize>,
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
+        /// Load-generator processes (this binary again, as `b5-worker`), each with its share
+        /// of the connections; at most one per connection. 1 keeps the load in this process.
+        /// They share the load generator's core (core 1) unless --no-pin.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+        generators: u16,
     },
     /// B8 one stalled reader among fast ones.
     B8 {
@@ -165,6 +170,17 @@ enum Scenario {
     },
     /// Print the machine description used in BENCHMARKS.md.
     Machine,
+    /// Internal: one B5 load-generator process (started by `b5 --generators N`).
+    #[command(hide = true)]
+    B5Worker {
+        /// The target, as the runner describes it (JSON).
+        #[arg(long)]
+        target: String,
+        #[arg(long, value_delimiter = ',')]
+        topics: Vec<String>,
+        #[arg(long)]
+        seconds: f64,
+    },
     /// Internal: the TCP echo server used as the B2 floor.
     #[command(hide = true)]
     TcpEcho {
@@ -179,7 +195,13 @@ fn main() -> Result<()> {
         && std::thread::available_parallelism()
             .map(|n| n.get() >= 2)
             .unwrap_or(false);
-    if pin && !matches!(cli.scenario, Scenario::TcpEcho { .. }) {
+    // A B5 worker keeps the affinity its runner gave it (core 1 when pinned, none with --no-pin).
+    if pin
+        && !matches!(
+            cli.scenario,
+            Scenario::TcpEcho { .. } | Scenario::B5Worker { .. }
+        )
+    {
         // Threads inherit the main thread's affinity, so pin before the runtime starts.
         let status = std::process::Command::new("taskset")
             .args(["-pc", "1", &std::process::id().to_string()])
@@ -198,6 +220,15 @@ fn main() -> Result<()> {
 }
 
 async fn run(cli: Cli, pin: bool) -> Result<()> {
+    if let Scenario::B5Worker {
+        target,
+        topics,
+        seconds,
+    } = &cli.scenario
+    {
+        // Its stdout is the pipe to the runner: nothing else may be printed there.
+        return b5_handshakes::worker(target, topics, *seconds).await;
+    }
     let exe = std::env::current_exe()?;
     let relay_bin = cli
         .relay_bin
@@ -216,7 +247,7 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
         server_core: pin.then_some(0),
         peers: cli.peers.clone(),
         external_relay: None,
-        echo_bin: Some(exe),
+        echo_bin: Some(exe.clone()),
         relay_limits: cli.relay_limits,
     };
     let runs = cli.runs.max(1);
@@ -230,6 +261,7 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
     let machine = relay_bench::machine::describe();
     let table = match cli.scenario {
         Scenario::TcpEcho { port } => return relay_bench::floor::serve_echo(port).await,
+        Scenario::B5Worker { .. } => return Ok(()),
         Scenario::Machine => {
             println!("{machine}");
             return Ok(());
@@ -287,6 +319,7 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
         Scenario::B5 {
             concurrency,
             seconds,
+            generators,
         } => {
             b5_handshakes::run(
                 &lab,
@@ -294,6 +327,8 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
                     concurrency,
                     seconds,
                     runs,
+                    generators: usize::from(generators),
+                    worker_bin: Some(exe.clone()),
                 },
             )
             .await?

@@ -249,6 +249,63 @@ impl Target {
         }
     }
 
+    /// How to reach this target from another process (a B5 load-generator worker), as one
+    /// line of JSON for [`Target::from_spec`]. The process handle is not part of it.
+    pub fn spec(&self) -> String {
+        let endpoint = match &self.endpoint {
+            Endpoint::Relay { access, secret } => {
+                serde_json::json!({ "relay": { "access": access, "secret": secret } })
+            }
+            Endpoint::Plain { base, rooms } => {
+                serde_json::json!({ "plain": { "base": base, "rooms": rooms } })
+            }
+            Endpoint::Nats { url } => serde_json::json!({ "nats": { "url": url } }),
+        };
+        serde_json::json!({ "name": self.name, "endpoint": endpoint }).to_string()
+    }
+
+    /// The target described by [`Target::spec`], without a process (it runs elsewhere).
+    pub fn from_spec(spec: &str) -> Result<Target> {
+        let v: serde_json::Value = serde_json::from_str(spec).context("target spec")?;
+        let text = |v: &serde_json::Value, key: &str| -> Result<String> {
+            v.get(key)
+                .and_then(|s| s.as_str())
+                .map(str::to_owned)
+                .with_context(|| format!("target spec: no {key:?} string"))
+        };
+        let name = text(&v, "name")?;
+        let endpoint = v.get("endpoint").context("target spec: no endpoint")?;
+        let endpoint = if let Some(r) = endpoint.get("relay") {
+            let secret = r
+                .get("secret")
+                .and_then(|s| s.as_array())
+                .context("target spec: no relay secret")?
+                .iter()
+                .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                .collect::<Option<Vec<u8>>>()
+                .context("target spec: relay secret is not bytes")?;
+            Endpoint::Relay {
+                access: text(r, "access")?,
+                secret,
+            }
+        } else if let Some(p) = endpoint.get("plain") {
+            Endpoint::Plain {
+                base: text(p, "base")?,
+                rooms: p
+                    .get("rooms")
+                    .and_then(|r| r.as_bool())
+                    .context("target spec: no plain rooms flag")?,
+            }
+        } else if let Some(n) = endpoint.get("nats") {
+            Endpoint::Nats {
+                url: text(n, "url")?,
+            }
+        } else {
+            bail!("target spec: unknown endpoint {endpoint}");
+        };
+        Ok(Target::new(&name, endpoint, None))
+    }
+
     /// True when messages are also delivered back to their sender (websocat's mirror).
     pub fn echoes_to_sender(&self) -> bool {
         matches!(self.endpoint, Endpoint::Plain { rooms: false, .. })
@@ -311,12 +368,17 @@ impl Target {
 
     /// POST a read/write token for `topic` to the access API; returns the websocket URI.
     /// Every token carries its own booking id, as every student in a class has their own
-    /// booking, so the relay's per-booking limits apply to one connection each.
+    /// booking, so the relay's per-booking limits apply to one connection each (the id
+    /// includes the process id, so B5's worker processes never share one).
     async fn access(&self, access: &str, secret: &[u8], topic: &str) -> Result<String> {
         static NEXT_BOOKING: AtomicU64 = AtomicU64::new(1);
         let scopes = [relay_auth::SCOPE_READ, relay_auth::SCOPE_WRITE];
         let claims = relay_auth::Claims {
-            booking_id: format!("bench-{}", NEXT_BOOKING.fetch_add(1, Ordering::Relaxed)),
+            booking_id: format!(
+                "bench-{}-{}",
+                std::process::id(),
+                NEXT_BOOKING.fetch_add(1, Ordering::Relaxed)
+            ),
             ..relay_auth::Claims::grant(
                 ConnectionType::Session.as_str(),
                 topic,
@@ -538,6 +600,43 @@ impl Rx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_specs_round_trip() {
+        let targets = [
+            Target::new(
+                "relay",
+                Endpoint::Relay {
+                    access: "http://127.0.0.1:1".into(),
+                    secret: vec![0, 1, 255],
+                },
+                None,
+            ),
+            Target::new(
+                "node-ws",
+                Endpoint::Plain {
+                    base: "ws://127.0.0.1:2".into(),
+                    rooms: true,
+                },
+                None,
+            ),
+            Target::new(
+                "nats",
+                Endpoint::Nats {
+                    url: "ws://127.0.0.1:3".into(),
+                },
+                None,
+            ),
+        ];
+        for t in &targets {
+            let back = Target::from_spec(&t.spec()).unwrap();
+            assert_eq!(back.name, t.name);
+            assert_eq!(format!("{:?}", back.endpoint), format!("{:?}", t.endpoint));
+            assert!(back.proc.is_none());
+        }
+        assert!(Target::from_spec("{}").is_err());
+        assert!(Target::from_spec(r#"{"name":"x","endpoint":{"other":{}}}"#).is_err());
+    }
 
     #[test]
     fn nats_items_split_across_frames_are_reassembled() {

@@ -46,6 +46,24 @@ impl Latency {
     pub fn max(&self) -> u64 {
         self.0.max()
     }
+
+    /// The recorded buckets as (value, count) pairs, lowest first: enough to rebuild the
+    /// histogram exactly in another process with [`Latency::from_buckets`].
+    pub fn buckets(&self) -> Vec<(u64, u64)> {
+        self.0
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    }
+
+    /// A histogram holding `buckets` (as [`Latency::buckets`] returns them).
+    pub fn from_buckets(buckets: &[(u64, u64)]) -> Self {
+        let mut h = Latency::new();
+        for &(value, count) in buckets {
+            h.0.saturating_record_n(value.max(1), count);
+        }
+        h
+    }
 }
 
 /// Nanoseconds as a short human unit (µs below 10 ms, ms above).
@@ -147,6 +165,21 @@ mod tests {
         all.add(&h);
         assert_eq!(all.count(), 2000);
         assert_eq!(Latency::new().quantile(0.5), 0);
+    }
+
+    #[test]
+    fn buckets_rebuild_the_same_histogram() {
+        let mut h = Latency::new();
+        for v in [1u64, 7, 7, 999, 1_000_001, 59_000_000_000] {
+            h.record(v);
+        }
+        let back = Latency::from_buckets(&h.buckets());
+        assert_eq!(back.count(), h.count());
+        assert_eq!(back.buckets(), h.buckets());
+        for q in [0.0, 0.25, 0.5, 0.9, 0.99, 1.0] {
+            assert_eq!(back.quantile(q), h.quantile(q), "q={q}");
+        }
+        assert!(Latency::from_buckets(&[]).buckets().is_empty());
     }
 
     #[test]
