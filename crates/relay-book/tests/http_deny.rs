@@ -26,6 +26,8 @@ struct Stub {
     calls: Mutex<Vec<(String, String)>>,
     /// Statuses to answer, in order; 204 when empty.
     answers: Mutex<VecDeque<u16>>,
+    /// Requests for this booking id never get an answer (a relay that hangs).
+    hang_for: Mutex<Option<String>>,
 }
 
 async fn deny(State(stub): State<Arc<Stub>>, request: Request) -> StatusCode {
@@ -40,7 +42,12 @@ async fn deny(State(stub): State<Arc<Stub>>, request: Request) -> StatusCode {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let hangs =
+        matches!(&*stub.hang_for.lock().unwrap(), Some(bid) if target.contains(bid.as_str()));
     stub.calls.lock().unwrap().push((target, auth));
+    if hangs {
+        std::future::pending::<()>().await;
+    }
     let status = stub.answers.lock().unwrap().pop_front().unwrap_or(204);
     StatusCode::from_u16(status).unwrap()
 }
@@ -232,5 +239,52 @@ async fn a_relay_that_keeps_failing_is_given_up_at_the_bookings_end_and_never_re
     );
     assert!(!metrics.contains(r#"result="ok""#), "{metrics}");
     assert_eq!(stub.calls.lock().unwrap().len(), 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_relay_that_hangs_does_not_hold_up_the_deny_calls_of_other_bookings() {
+    let (relay_url, stub) = stub_relay(&[]).await;
+    // Calls may take the reference's full minute: a hung call must not hold up the next.
+    let h = Harness::start_with(|c| c.request_timeout = Duration::from_secs(60)).await;
+    h.load(&MANIFEST.replace(RELAY_URL, &relay_url)).await;
+    let mut started = Vec::new();
+    for (user, group, slot) in [("user-d1", "g-a", "sl-a"), ("user-d2", "g-b", "sl-b")] {
+        h.join(user, group).await;
+        assert_eq!(h.book(user, slot, 0, 10).await.status, 204);
+        let booking = h.booking_names(user).await.remove(0);
+        let path = format!("/users/{user}/bookings/{booking}");
+        let reply = h.call("PUT", &path, Some(&h.user(user)), None).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        started.push((user, booking, path));
+    }
+    let (first, second) = (&started[0], &started[1]);
+    *stub.hang_for.lock().unwrap() = Some(first.1.clone());
+    for (user, _, path) in [first, second] {
+        h.call("DELETE", path, Some(&h.user(user)), None)
+            .await
+            .assert_error(404, "cancelled");
+    }
+    relay_testkit::wait_until_async(
+        "the second booking's deny call succeeds while the first relay call hangs",
+        Duration::from_secs(10),
+        || async {
+            let calls = deny_calls(&h).await;
+            calls
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|call| call["booking"] == second.1.as_str() && call["state"] == "ok")
+        },
+    )
+    .await;
+    let calls = deny_calls(&h).await;
+    let first_call = calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|call| call["booking"] == first.1.as_str())
+        .unwrap();
+    assert_eq!(first_call["state"], "pending", "{calls}");
     h.stop().await;
 }

@@ -3,14 +3,16 @@
 //! `relay:admin` token, so the live session ends.
 //!
 //! The store queues one call per distinct relay URL in the cancellation's transaction, so
-//! a call survives a restart. This worker makes the calls outside any lock: woken at once
-//! by a cancellation, and every `deny_poll_every` for retries. A 2xx answer is success;
+//! a call survives a restart. This worker makes the calls outside any lock, each in its own
+//! task (so one hung relay delays no other call): woken at once by a cancellation, and
+//! every `deny_poll_every` for retries. A 2xx answer is success;
 //! anything else is recorded and retried with exponential backoff (`deny_backoff_min`
 //! doubling up to `deny_backoff_max`) until the booking's end, then the call is marked
 //! `failed`. It is never reported as success when it failed (the reference's "hotfix"
 //! did, §7 item 14). Plain `http://` relays work, and any path in the URL is kept.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::http::header;
@@ -20,28 +22,40 @@ use crate::store::DenyCall;
 use crate::timefmt::{Nanos, SECOND};
 use crate::tokens;
 
-/// Calls taken from the store per round.
-const BATCH: i64 = 32;
+/// Calls in flight at once. Each runs in its own task, so a relay that hangs until
+/// `BOOK_REQUEST_TIMEOUT` holds up only its own calls.
+const MAX_IN_FLIGHT: usize = 64;
 
 /// Run until shutdown.
 pub async fn worker(state: Arc<AppState>) {
+    let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
     loop {
-        let due = match state.store.due_deny_calls(state.clock.now(), BATCH).await {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read due relay deny calls");
-                Vec::new()
+        let room = MAX_IN_FLIGHT.saturating_sub(lock(&in_flight).len());
+        if room > 0 {
+            // In-flight calls are still due in the store until their attempt is recorded,
+            // so ask for enough to find `room` new ones behind them.
+            let limit = i64::try_from(room + lock(&in_flight).len()).unwrap_or(i64::MAX);
+            match state.store.due_deny_calls(state.clock.now(), limit).await {
+                Ok(due) => {
+                    for call in due
+                        .into_iter()
+                        .filter(|call| lock(&in_flight).insert(call.id))
+                    {
+                        let (state, in_flight) = (state.clone(), in_flight.clone());
+                        state.clone().tasks.spawn(async move {
+                            let id = call.id;
+                            tokio::select! {
+                                () = state.shutdown.cancelled() => {}
+                                () = attempt(&state, call) => {}
+                            }
+                            lock(&in_flight).remove(&id);
+                            // A finished call makes room, and there may be more waiting.
+                            state.deny_wake.notify_one();
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read due relay deny calls"),
             }
-        };
-        let full_batch = due.len() as i64 >= BATCH;
-        for call in due {
-            if state.shutdown.is_cancelled() {
-                return;
-            }
-            attempt(&state, call).await;
-        }
-        if full_batch {
-            continue;
         }
         tokio::select! {
             () = state.shutdown.cancelled() => return,
@@ -49,6 +63,10 @@ pub async fn worker(state: Arc<AppState>) {
             () = tokio::time::sleep(state.config.deny_poll_every) => {}
         }
     }
+}
+
+fn lock(set: &Mutex<HashSet<i64>>) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+    set.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The URL of a deny call: the relay's access URL (path kept) plus `/bids/deny`.
