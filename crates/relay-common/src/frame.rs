@@ -15,9 +15,11 @@
 //!   waiting, and say how far it got ([`Progress`]), so that a publisher can write directly
 //!   and leave a partial frame for the reader's task to finish ([`finish_frame`]).
 //!
-//! It lives in `relay-common`, next to the bounded queue, so that both halves of the
-//! future write path (the publisher in `relay-server`'s hub and the reader's task draining
-//! its queue), the host agent and `relay-bench` share one encoder.
+//! It lives in `relay-common`, next to the bounded queue (which can then hold ready-made
+//! frames), so that both halves of the future write path share one encoder: the publisher
+//! in `relay-server`'s hub writing directly, and the reader's task draining its queue and
+//! finishing partial writes. `relay-bench` measures it without depending on the server.
+//! Server frames only: a client (which must mask) keeps using tungstenite.
 
 use bytes::Bytes;
 use std::io::{self, IoSlice};
