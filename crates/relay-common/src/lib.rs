@@ -8,6 +8,8 @@
 //! - [`clock`]: the wall clock as unix seconds (token and booking expiries).
 //! - [`connection`]: [`ConnectionType`](connection::ConnectionType), `session` or `shell`.
 //! - [`errors`]: an error with all its causes, as one line a person can act on.
+//! - [`frame`]: server-side websocket frame headers and zero-copy vectored frame writes
+//!   (for the direct write path of issue 17; not wired in yet).
 //! - [`goduration`]: Go's duration text, formatted and parsed, and the one parser for
 //!   duration settings (flags and environment variables).
 //! - [`queue`]: the bounded per-reader queue (limits, drops, slow-reader detection).
@@ -19,6 +21,7 @@ pub mod action;
 pub mod clock;
 pub mod connection;
 pub mod errors;
+pub mod frame;
 pub mod goduration;
 pub mod queue;
 pub mod shutdown;

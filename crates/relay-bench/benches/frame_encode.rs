@@ -1,0 +1,96 @@
+//! Criterion micro-benchmark of what it costs, per reader per message, to get one binary
+//! message ready for a reader's socket (issue 17):
+//!
+//! - `tungstenite_frame_copy`: today's cost: tungstenite encodes the frame into its write
+//!   buffer, copying the payload (`Frame::format` into a reused `Vec`).
+//! - `tungstenite_ws_write`: the same through `WebSocket::write` + `flush` to a socket that
+//!   takes everything, as the relay's writer tasks do today (the buffer copy plus
+//!   tungstenite's bookkeeping).
+//! - `own_header_and_slices`: `relay_common::frame`: encode the 2–10 header bytes and build
+//!   the `[header, payload]` `IoSlice` pair for one vectored write, with no copy.
+//!
+//! Sizes: 1 KiB, 9,212 B (B1's video message) and 64 KiB (B3). The syscall itself is not
+//! measured (it is the same for all three).
+//! Run: `cargo bench -p relay-bench --bench frame_encode`.
+
+#![allow(clippy::unwrap_used)] // bench set-up: a failure should stop loudly
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use relay_common::frame::{frame_slices, FrameHeader, OpCode};
+use std::hint::black_box;
+use std::io::{Read, Write};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode as TOp};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::{self, WebSocket};
+
+/// A socket that accepts every write and never has anything to read.
+struct Discard;
+
+impl Read for Discard {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+}
+
+impl Write for Discard {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn frame_encode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("frame_encode");
+    for size in [1024usize, 1316 * 7, 64 * 1024] {
+        let payload = Bytes::from(vec![0x47u8; size]);
+        group.throughput(Throughput::Bytes(size as u64));
+
+        let mut out: Vec<u8> = Vec::with_capacity(size + 16);
+        group.bench_with_input(
+            BenchmarkId::new("tungstenite_frame_copy", size),
+            &payload,
+            |b, payload| {
+                b.iter(|| {
+                    out.clear();
+                    Frame::message(payload.clone(), TOp::Data(Data::Binary), true)
+                        .format(&mut out)
+                        .unwrap();
+                    black_box(&out);
+                })
+            },
+        );
+
+        let mut ws = WebSocket::from_raw_socket(Discard, Role::Server, None);
+        group.bench_with_input(
+            BenchmarkId::new("tungstenite_ws_write", size),
+            &payload,
+            |b, payload| {
+                b.iter(|| {
+                    ws.write(tungstenite::Message::Binary(payload.clone()))
+                        .unwrap();
+                    ws.flush().unwrap();
+                })
+            },
+        );
+
+        group.bench_with_input(
+            BenchmarkId::new("own_header_and_slices", size),
+            &payload,
+            |b, payload| {
+                b.iter(|| {
+                    let payload = black_box(payload);
+                    let header = FrameHeader::for_payload(OpCode::Binary, payload);
+                    let slices = frame_slices(&header, payload, 0);
+                    black_box(&slices);
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, frame_encode);
+criterion_main!(benches);
