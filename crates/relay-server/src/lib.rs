@@ -37,6 +37,7 @@ pub mod config;
 pub mod connection;
 pub mod crossbar;
 pub mod deny_file;
+pub mod direct;
 pub mod error;
 pub mod hub;
 pub mod limits;
@@ -202,6 +203,24 @@ impl RunningServer {
                             let tls = tls.acceptor(axum_server::accept::NoDelayAcceptor::new());
                             timeouts::FirstByteDeadline::new(tls, header_timeout)
                         });
+                    timeouts::configure(server.http_builder(), header_timeout);
+                    tokio::spawn(async move {
+                        if let Err(e) = server.handle(handle).serve(service).await {
+                            tracing::error!(error = %e, "server stopped with an error");
+                        }
+                    })
+                }
+                None if state.config.direct_writes && what == "relay" => {
+                    // Issue 17 spike: the socket is shared with the direct writer.
+                    let mut server =
+                        axum_server::from_tcp(listener)
+                            .map_err(|source| StartError::Bind { addr, what, source })?
+                            .acceptor(timeouts::FirstByteDeadline::new(
+                                direct::DirectAcceptor::new(
+                                    axum_server::accept::NoDelayAcceptor::new(),
+                                ),
+                                header_timeout,
+                            ));
                     timeouts::configure(server.http_builder(), header_timeout);
                     tokio::spawn(async move {
                         if let Err(e) = server.handle(handle).serve(service).await {
