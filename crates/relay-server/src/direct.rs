@@ -440,6 +440,138 @@ pub fn record_written(info: &ConnInfo, metrics: &Metrics, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use relay_common::queue::QueueLimits;
+    use tokio::io::AsyncReadExt;
+
+    fn message(i: u8) -> Message {
+        Message::Binary(Bytes::from(vec![i; 100_000]))
+    }
+
+    /// The ids (first payload byte) of the binary frames read from `client` until one with
+    /// `last` arrives.
+    async fn frame_ids(mut client: TcpStream, last: u8) -> Vec<u8> {
+        let mut raw = Vec::new();
+        let mut ids = Vec::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let mut parsed = 0;
+            while raw.len() - parsed >= 10 {
+                let rest = &raw[parsed..];
+                assert_eq!(rest[0], 0x82, "a whole binary frame: {:?}", &rest[..4]);
+                assert_eq!(rest[1], 127, "100,000 bytes take the 8-byte length form");
+                let len = usize::try_from(u64::from_be_bytes(rest[2..10].try_into().unwrap()));
+                let len = len.unwrap();
+                if rest.len() < 10 + len {
+                    break;
+                }
+                let payload = &rest[10..10 + len];
+                assert!(payload.iter().all(|b| *b == payload[0]), "payload intact");
+                ids.push(payload[0]);
+                parsed += 10 + len;
+            }
+            raw.drain(..parsed);
+            if ids.last() == Some(&last) {
+                return ids;
+            }
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the stream ended early");
+            raw.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// The ordering protocol step by step, with this test playing the connection's task:
+    /// nothing a publisher offers overtakes a frame that is half written, queued, or being
+    /// written by the task, and once the task has drained, frames go direct again.
+    #[tokio::test]
+    async fn nothing_overtakes_what_is_queued_or_being_written() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let share = Arc::new(SocketShare {
+            tcp: server,
+            claimed: AtomicBool::new(false),
+        });
+        let writer = DirectWriter::claim(share);
+        let limits = QueueLimits {
+            messages: 1000,
+            bytes: 1 << 30,
+            burst_bytes: 0,
+            slow_reader_timeout: std::time::Duration::MAX,
+        };
+        let (queue, mut reader) = relay_common::queue::bounded(limits, payload_len);
+        let is_queued = |d: Direct| matches!(d, Direct::Handed(Offer::Queued));
+
+        // It starts busy: offered before the task ran, a message is queued.
+        assert!(is_queued(writer.offer(&message(0), &queue)));
+        assert!(writer.begin().is_none());
+        let Some(Next::Message(first)) = writer.next_or_release(|| reader.try_recv()) else {
+            panic!("the early message is drained first");
+        };
+        let mut frame = Frame::of_message(&first).unwrap();
+        frame.write(writer.tcp()).await.unwrap();
+        assert!(writer.next_or_release(|| reader.try_recv()).is_none());
+
+        // Nobody reads: direct writes until the socket is full, then handed over.
+        let mut id = 1u8;
+        loop {
+            let direct = writer.offer(&message(id), &queue);
+            id += 1;
+            if let Direct::Handed(offer) = direct {
+                assert_eq!(offer, Offer::Queued);
+                break;
+            }
+            assert!(id < 200, "the socket never filled");
+        }
+        for _ in 0..2 {
+            assert!(is_queued(writer.offer(&message(id), &queue)));
+            id += 1;
+        }
+        // The client reads from now on; the task finishes the half-written frame.
+        let ids = tokio::spawn(frame_ids(client, 254));
+        if let Some(mut partial) = writer.begin() {
+            partial.write(writer.tcp()).await.unwrap();
+        }
+        // The socket has room again, but there is a queue: behind it.
+        writer.tcp().writable().await.unwrap();
+        assert!(is_queued(writer.offer(&message(id), &queue)));
+        id += 1;
+        // While the task writes a queued frame, newcomers still queue behind.
+        while let Some(next) = writer.next_or_release(|| reader.try_recv()) {
+            let Next::Message(m) = next else {
+                panic!("no pong was asked for")
+            };
+            if id < 250 {
+                assert!(is_queued(writer.offer(&message(id), &queue)));
+                id += 1;
+            }
+            Frame::of_message(&m)
+                .unwrap()
+                .write(writer.tcp())
+                .await
+                .unwrap();
+        }
+        // Drained: direct again (the client is reading, so the socket takes it).
+        writer.tcp().writable().await.unwrap();
+        let last = writer.offer(&message(254), &queue);
+        if let Direct::Handed(_) = last {
+            // The socket was full after all: the task finishes it.
+            if let Some(mut partial) = writer.begin() {
+                partial.write(writer.tcp()).await.unwrap();
+            }
+            while let Some(Next::Message(m)) = writer.next_or_release(|| reader.try_recv()) {
+                Frame::of_message(&m)
+                    .unwrap()
+                    .write(writer.tcp())
+                    .await
+                    .unwrap();
+            }
+        }
+        let mut expected: Vec<u8> = (0..id).collect();
+        expected.push(254);
+        assert_eq!(ids.await.unwrap(), expected);
+    }
 
     #[test]
     fn headers_use_the_shortest_length_form() {

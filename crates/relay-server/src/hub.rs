@@ -167,6 +167,11 @@ impl Subscriber {
         let _ = self.direct.set(direct);
     }
 
+    /// True when publishers write to this connection directly.
+    pub fn is_direct(&self) -> bool {
+        self.direct.get().is_some()
+    }
+
     /// Messages dropped for this connection because its queue was full.
     pub fn drops(&self) -> u64 {
         self.queue.dropped()

@@ -284,6 +284,12 @@ impl RunningServer {
         self.state.hub.connection_count()
     }
 
+    /// Connections whose frames are written directly (`RELAY_DIRECT_WRITES`).
+    pub fn direct_connection_count(&self) -> usize {
+        let connections = self.state.hub.connections();
+        connections.iter().filter(|c| c.is_direct()).count()
+    }
+
     /// The tracker holding every connection and background task of this server. After
     /// [`RunningServer::shutdown`] returns it is closed and, unless a connection outlived
     /// the grace period, empty.
