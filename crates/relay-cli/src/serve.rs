@@ -88,6 +88,10 @@ pub struct ServeArgs {
     /// byte streams such as MPEG-TS video).
     #[arg(long, env = "RELAY_COALESCE_BINARY", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     coalesce_binary: bool,
+    /// Spike, off by default: write frames from the publishing task straight to a plain
+    /// (non-TLS) reader's socket when nothing is queued for it.
+    #[arg(long, env = "RELAY_DIRECT_WRITES", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
+    direct_writes: bool,
     /// Seconds of clock skew tolerated on token exp/nbf/iat.
     #[arg(long, env = "RELAY_TOKEN_LEEWAY", default_value_t = 0)]
     token_leeway: u64,
@@ -292,6 +296,7 @@ fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Ve
     cfg.write_timeout = args.write_timeout;
     cfg.max_message_bytes = args.max_message_bytes;
     cfg.coalesce_binary = args.coalesce_binary;
+    cfg.direct_writes = args.direct_writes;
     cfg.leeway_secs = args.token_leeway;
     cfg.allowed_origins = args
         .allowed_origins

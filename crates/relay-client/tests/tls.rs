@@ -133,3 +133,35 @@ async fn wss_works_with_the_extra_ca_and_is_refused_without_it() {
     b.close().await;
     server.shutdown().await;
 }
+
+/// `RELAY_DIRECT_WRITES` does not apply through TLS: the relay falls back to the queued
+/// path, and messages cross as before.
+#[tokio::test]
+async fn with_direct_writes_on_tls_connections_keep_the_queued_path() {
+    let dir = temp_dir("tls-direct");
+    make_certificates(&dir);
+    let config = ServerConfig {
+        tls: Some(TlsFiles {
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        }),
+        direct_writes: true,
+        ..ServerConfig::local(SECRET.to_vec())
+    };
+    let server = RunningServer::start(config).await.unwrap();
+    let trusted = || session_config(&server, "secure").with_extra_ca_file(dir.join("ca.pem"));
+    let a = Session::spawn(trusted());
+    let mut b = Session::spawn(trusted());
+    tokio::time::timeout(Duration::from_secs(10), async {
+        a.wait_connected().await.unwrap();
+        b.wait_connected().await.unwrap();
+    })
+    .await
+    .expect("both sessions connect over https/wss");
+    a.send(Message::Text("over tls".into())).await.unwrap();
+    assert_eq!(b.recv().await, Some(Message::Text("over tls".into())));
+    assert_eq!(server.direct_connection_count(), 0);
+    a.close().await;
+    b.close().await;
+    server.shutdown().await;
+}

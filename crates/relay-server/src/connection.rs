@@ -5,12 +5,13 @@
 //! Both halves run inside one task, so when it ends every timer, queue and registration of
 //! the connection is freed at once (the reference kept expiry timers alive until `exp`).
 
+use crate::direct::{record_written, DirectWriter, Frame, Next};
 use crate::hub::{payload_len, CloseReason, Inbox, Membership, Subscriber};
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::BytesMut;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, Stream, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -57,7 +58,14 @@ pub async fn serve(
     let started = Instant::now();
     let subscriber = inbox.subscriber.clone();
     let (gate_open, gate) = watch::channel(!options.gate_until_first_write);
-    let mut reader = std::pin::pin!(read_loop(stream, &state, &membership, &subscriber, gate));
+    let mut reader = std::pin::pin!(read_loop(
+        stream,
+        &state,
+        &membership,
+        &subscriber,
+        gate,
+        None
+    ));
     let mut writer = std::pin::pin!(write_loop(
         sink,
         &state,
@@ -81,15 +89,64 @@ pub async fn serve(
     );
 }
 
+/// Serve an admitted connection whose frames are written directly ([`crate::direct`])
+/// until it closes. `socket` is only read from: its writes are discarded.
+pub async fn serve_direct(
+    socket: WebSocket,
+    direct: Arc<DirectWriter>,
+    state: Arc<AppState>,
+    membership: Membership,
+    inbox: Inbox,
+    options: ConnectionOptions,
+) {
+    let started = Instant::now();
+    let subscriber = inbox.subscriber.clone();
+    subscriber.write_directly(direct.clone());
+    // Only connections that do not wait for their pair are written directly.
+    let (_gate_open, gate) = watch::channel(true);
+    let mut reader = std::pin::pin!(read_loop(
+        socket,
+        &state,
+        &membership,
+        &subscriber,
+        gate,
+        Some(&direct)
+    ));
+    let mut writer = std::pin::pin!(direct_write_loop(
+        &direct,
+        &state,
+        &membership,
+        inbox,
+        options.expires_at
+    ));
+    let reason = tokio::select! {
+        _ = &mut reader => (&mut writer).await,
+        reason = &mut writer => reason,
+    };
+    let info = &membership.info;
+    tracing::info!(
+        reason = ?reason,
+        seconds = started.elapsed().as_secs_f64(),
+        sent = info.tx.messages.load(std::sync::atomic::Ordering::Relaxed),
+        received = info.rx.messages.load(std::sync::atomic::Ordering::Relaxed),
+        dropped = subscriber.drops(),
+        direct = true,
+        "connection closed"
+    );
+}
+
 /// Read frames until the peer goes away or stays silent past the pong timeout; publish
 /// data frames when the connection may write. Asks the writer to close when it ends.
-async fn read_loop(
-    mut stream: SplitStream<WebSocket>,
+async fn read_loop<S>(
+    mut stream: S,
     state: &AppState,
     membership: &Membership,
     subscriber: &Subscriber,
     mut gate: watch::Receiver<bool>,
-) {
+    direct: Option<&DirectWriter>,
+) where
+    S: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
     let info = &membership.info;
     let reason = loop {
         // Any frame proves the peer is alive; the reference only counted pongs, which
@@ -125,8 +182,19 @@ async fn read_loop(
                 state.metrics.bytes_in.inc_by(len as u64);
                 membership.topic.publish(info.id, &frame);
             }
-            Message::Close(_) => break CloseReason::PeerGone,
-            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Close(frame) => {
+                if let Some(direct) = direct {
+                    direct.peer_closed(frame.map(|f| f.code));
+                }
+                break CloseReason::PeerGone;
+            }
+            Message::Ping(payload) => {
+                // tungstenite's own answer is discarded on a directly written connection.
+                if let Some(direct) = direct {
+                    direct.pong(payload);
+                }
+            }
+            Message::Pong(_) => {}
         }
     };
     let _ = subscriber.close(reason);
@@ -298,4 +366,172 @@ async fn write_batch(
         sink.feed(m.clone()).await?;
     }
     sink.flush().await
+}
+
+/// The task side of a directly written connection: finishes frames publishers could not,
+/// drains what was queued behind them, answers pings, pings, and closes with a reason.
+async fn direct_write_loop(
+    direct: &DirectWriter,
+    state: &AppState,
+    membership: &Membership,
+    inbox: Inbox,
+    expires_at: Option<Instant>,
+) -> CloseReason {
+    let Inbox {
+        mut queue,
+        mut close,
+        subscriber,
+    } = inbox;
+    let cfg = &state.config;
+    let metrics = &*state.metrics;
+    let info = &*membership.info;
+    let tcp = direct.tcp();
+    let mut ping = interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let expiry = sleep_until(
+        expires_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)),
+    );
+    tokio::pin!(expiry);
+    let closed = closing(&mut close);
+    tokio::pin!(closed);
+    // The frame being written by this task; kept across a cancelled write, so that a close
+    // frame is only ever sent after a whole frame.
+    let mut in_flight: Option<Frame> = None;
+
+    macro_rules! finish {
+        () => {
+            finish_frame(
+                &mut in_flight,
+                tcp,
+                cfg.write_timeout,
+                closed.as_mut(),
+                expiry.as_mut(),
+                &queue,
+                &subscriber,
+                metrics,
+                info,
+            )
+            .await
+        };
+    }
+
+    let reason = loop {
+        let mut ping_now = false;
+        tokio::select! {
+            biased;
+            reason = &mut closed => break reason,
+            () = &mut expiry => break CloseReason::Expired,
+            _ = ping.tick() => ping_now = true,
+            () = direct.wake.notified() => {}
+        }
+        // Own the write side: first what a publisher left half written, then a ping, then
+        // the pongs owed and the queue, until nothing is left.
+        in_flight = direct.begin();
+        if let Err(reason) = finish!() {
+            break reason;
+        }
+        if ping_now {
+            in_flight = Some(Frame::new(crate::direct::opcode::PING, Default::default()));
+            if let Err(reason) = finish!() {
+                break reason;
+            }
+        }
+        let drained = loop {
+            let Some(next) = direct.next_or_release(|| queue.try_recv()) else {
+                break Ok(());
+            };
+            in_flight = match next {
+                Next::Control(frame) => Some(frame),
+                Next::Message(message) => Frame::of_message(&message),
+            };
+            if let Err(reason) = finish!() {
+                break Err(reason);
+            }
+        };
+        if let Err(reason) = drained {
+            break reason;
+        }
+    };
+    // From here on nobody writes directly; a frame a publisher left half written is
+    // finished first (only then may a close frame follow).
+    let (partial, peer_close) = direct.close();
+    if in_flight.is_none() {
+        in_flight = partial;
+    }
+    let close_timeout = cfg.write_timeout.min(CLOSE_TIMEOUT);
+    let mut whole = match in_flight.as_mut() {
+        Some(frame) => matches!(timeout(close_timeout, frame.write(tcp)).await, Ok(Ok(()))),
+        None => true,
+    };
+    if whole && reason == CloseReason::PeerLeft {
+        // The other end of a shell pair said everything before it left: deliver it all.
+        while let Some(message) = queue.try_recv() {
+            let Some(mut frame) = Frame::of_message(&message) else {
+                continue;
+            };
+            if !matches!(
+                timeout(cfg.write_timeout, frame.write(tcp)).await,
+                Ok(Ok(()))
+            ) {
+                whole = false;
+                break;
+            }
+            record_written(info, metrics, frame.payload_len());
+        }
+    }
+    let close_frame = if reason != CloseReason::PeerGone {
+        let (code, text) = reason.close_frame();
+        Some(Frame::close(code, text))
+    } else {
+        // Echo the peer's close, as tungstenite does on the queued path.
+        peer_close.map(|code| match code {
+            Some(code) => Frame::close(code, ""),
+            None => Frame::new(crate::direct::opcode::CLOSE, Default::default()),
+        })
+    };
+    if let (true, Some(mut frame)) = (whole, close_frame) {
+        let _ = timeout(close_timeout, frame.write(tcp)).await;
+    }
+    reason
+}
+
+/// Writes `in_flight` to the end and counts it; a write that would block races the close
+/// signal, expiry, the write timeout and the slow-reader clock, as the queued path does.
+/// On an error `in_flight` keeps what is left of the frame.
+#[allow(clippy::too_many_arguments)]
+async fn finish_frame<C: std::future::Future<Output = CloseReason>>(
+    in_flight: &mut Option<Frame>,
+    tcp: &tokio::net::TcpStream,
+    write_timeout: Duration,
+    closed: std::pin::Pin<&mut C>,
+    expiry: std::pin::Pin<&mut tokio::time::Sleep>,
+    queue: &relay_common::queue::QueueReader<Message>,
+    subscriber: &Subscriber,
+    metrics: &crate::metrics::Metrics,
+    info: &crate::hub::ConnInfo,
+) -> Result<(), CloseReason> {
+    let Some(frame) = in_flight.as_mut() else {
+        return Ok(());
+    };
+    let done = frame.try_write(tcp).map_err(|_| CloseReason::PeerGone)?;
+    if !done {
+        tokio::select! {
+            written = timeout(write_timeout, frame.write(tcp)) => {
+                if !matches!(written, Ok(Ok(()))) {
+                    return Err(CloseReason::PeerGone);
+                }
+            }
+            reason = closed => return Err(reason),
+            () = expiry => return Err(CloseReason::Expired),
+            () = queue.stays_behind() => {
+                subscriber.close_as_too_slow(metrics);
+                return Err(CloseReason::TooSlow);
+            }
+        }
+    }
+    if frame.is_data() {
+        record_written(info, metrics, frame.payload_len());
+    }
+    *in_flight = None;
+    Ok(())
 }

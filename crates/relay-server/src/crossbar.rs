@@ -17,6 +17,7 @@
 
 use crate::admission::{check_ticket, Endpoint, Refusal};
 use crate::connection::{self, ConnectionOptions};
+use crate::direct::{DirectSocket, DirectWriter};
 use crate::hub::JoinRequest;
 use crate::limits::Slot;
 use crate::state::AppState;
@@ -28,6 +29,7 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use relay_auth::{Ticket, SCOPE_READ, SCOPE_STATS, SCOPE_WRITE};
 use relay_common::action::ConnectionAction;
@@ -102,13 +104,15 @@ async fn entry(
     uri: Uri,
     headers: HeaderMap,
     query: Result<Query<CodeQuery>, QueryRejection>,
+    direct: Option<Extension<DirectSocket>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let (prefix, topic) = parse_path(uri.path());
     match admit(&state, &prefix, &topic, &headers, query, upgrade) {
         Ok(admitted) => {
             state.metrics.handshake("ok");
-            upgrade_to_connection(state, admitted, topic, &headers, peer)
+            let direct = direct.map(|Extension(socket)| socket);
+            upgrade_to_connection(state, admitted, topic, &headers, peer, direct)
         }
         Err(refusal) => {
             state.metrics.handshake(refusal.label());
@@ -320,6 +324,7 @@ fn upgrade_to_connection(
     topic: String,
     headers: &HeaderMap,
     peer: SocketAddr,
+    direct: Option<DirectSocket>,
 ) -> Response {
     let Admitted {
         ticket,
@@ -373,7 +378,29 @@ fn upgrade_to_connection(
                     expires_at: expires_in.map(|d| tokio::time::Instant::now() + d),
                     gate_until_first_write: ticket.alerts_host(),
                 };
-                connection::serve(socket, state.clone(), membership, inbox, options).await;
+                // Direct writes (only present with `RELAY_DIRECT_WRITES` on plain
+                // connections): not for a connection that waits for its pair, nor with
+                // coalescing, which needs the queue.
+                let direct = direct
+                    .filter(|_| !options.gate_until_first_write && !state.config.coalesce_binary)
+                    .and_then(|socket| socket.socket());
+                match direct {
+                    Some(share) => {
+                        let direct = DirectWriter::claim(share);
+                        connection::serve_direct(
+                            socket,
+                            direct,
+                            state.clone(),
+                            membership,
+                            inbox,
+                            options,
+                        )
+                        .await;
+                    }
+                    None => {
+                        connection::serve(socket, state.clone(), membership, inbox, options).await;
+                    }
+                }
                 if let Some(alert) = alert {
                     alert.disconnect(&state);
                 }

@@ -8,13 +8,14 @@
 //! slow. Leaving is a `Drop` (of [`Membership`]), so a connection is unregistered everywhere
 //! however its task ends.
 
+use crate::direct::{record_written, Direct, DirectWriter};
 use crate::metrics::Metrics;
 use axum::extract::ws::Message;
 pub use relay_common::queue::QueueLimits;
 use relay_common::queue::{Offer, QueueReader, QueueSender};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -120,6 +121,8 @@ pub struct Subscriber {
     pub info: Arc<ConnInfo>,
     queue: QueueSender<Message>,
     close: watch::Sender<Option<CloseReason>>,
+    /// Set when the connection is written directly (`RELAY_DIRECT_WRITES`).
+    direct: OnceLock<Arc<DirectWriter>>,
 }
 
 /// The receiving half, owned by the connection's writer (or the stats reporter).
@@ -136,7 +139,17 @@ impl Subscriber {
     /// Offer `message` to this subscriber's queue without blocking; count a drop in the
     /// metrics, and close the subscriber once its queue has stayed behind too long.
     fn offer(&self, message: &Message, metrics: &Metrics) {
-        match self.queue.offer(message) {
+        let offer = match self.direct.get() {
+            None => self.queue.offer(message),
+            Some(direct) => match direct.offer(message, &self.queue) {
+                Direct::Written(len) => {
+                    record_written(&self.info, metrics, len);
+                    return;
+                }
+                Direct::Handed(offer) => offer,
+            },
+        };
+        match offer {
             Offer::Queued | Offer::Closed => {}
             Offer::Dropped => {
                 metrics.drops.inc();
@@ -146,6 +159,17 @@ impl Subscriber {
                 self.close_as_too_slow(metrics);
             }
         }
+    }
+
+    /// From now on, publishers write to this connection through `direct` (once per
+    /// connection; a second call is ignored).
+    pub fn write_directly(&self, direct: Arc<DirectWriter>) {
+        let _ = self.direct.set(direct);
+    }
+
+    /// True when publishers write to this connection directly.
+    pub fn is_direct(&self) -> bool {
+        self.direct.get().is_some()
     }
 
     /// Messages dropped for this connection because its queue was full.
@@ -312,6 +336,7 @@ impl Hub {
             info: info.clone(),
             queue: queue_tx,
             close: close_tx,
+            direct: OnceLock::new(),
         });
         let topic = {
             let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());

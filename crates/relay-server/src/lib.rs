@@ -11,6 +11,8 @@
 //! - [`crossbar`]: websocket admission on the relay port, `/stats` page.
 //! - [`connection`]: one admitted websocket (reader, writer, ping, expiry, close).
 //! - [`deny_file`]: the deny list saved under `RELAY_STATE_DIR`, so it survives a restart.
+//! - [`direct`]: `RELAY_DIRECT_WRITES` (off by default): publishers write frames straight
+//!   to a plain connection's socket when nothing is queued for it.
 //! - [`hub`]: topics, bounded subscriber queues and non-blocking fan-out.
 //! - [`open`]: `relay crossbar`, the open mode without tokens (a LAN or a laptop).
 //! - [`stats`]: the `stats` topic reporter; [`status`]: the report formats.
@@ -37,6 +39,7 @@ pub mod config;
 pub mod connection;
 pub mod crossbar;
 pub mod deny_file;
+pub mod direct;
 pub mod error;
 pub mod hub;
 pub mod limits;
@@ -209,6 +212,24 @@ impl RunningServer {
                         }
                     })
                 }
+                None if state.config.direct_writes && what == "relay" => {
+                    // Issue 17 spike: the socket is shared with the direct writer.
+                    let mut server =
+                        axum_server::from_tcp(listener)
+                            .map_err(|source| StartError::Bind { addr, what, source })?
+                            .acceptor(timeouts::FirstByteDeadline::new(
+                                direct::DirectAcceptor::new(
+                                    axum_server::accept::NoDelayAcceptor::new(),
+                                ),
+                                header_timeout,
+                            ));
+                    timeouts::configure(server.http_builder(), header_timeout);
+                    tokio::spawn(async move {
+                        if let Err(e) = server.handle(handle).serve(service).await {
+                            tracing::error!(error = %e, "server stopped with an error");
+                        }
+                    })
+                }
                 None => {
                     let mut server = axum_server::from_tcp(listener)
                         .map_err(|source| StartError::Bind { addr, what, source })?
@@ -263,6 +284,12 @@ impl RunningServer {
     /// Connections currently registered (user connections plus the stats reporter).
     pub fn connection_count(&self) -> usize {
         self.state.hub.connection_count()
+    }
+
+    /// Connections whose frames are written directly (`RELAY_DIRECT_WRITES`).
+    pub fn direct_connection_count(&self) -> usize {
+        let connections = self.state.hub.connections();
+        connections.iter().filter(|c| c.is_direct()).count()
     }
 
     /// The tracker holding every connection and background task of this server. After

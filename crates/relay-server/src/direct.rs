@@ -1,0 +1,592 @@
+//! Direct frame writes (`RELAY_DIRECT_WRITES`, a spike for issue 17, off by default).
+//!
+//! With the setting on, the relay port's plain (non-TLS) connections are accepted through
+//! [`DirectAcceptor`]: the `TcpStream` is shared ([`SocketShare`]) between hyper (which
+//! reads the request, writes the `101` and then hands the upgraded stream to axum and
+//! tungstenite for reading) and a [`DirectWriter`] that writes frames itself. A request
+//! carries a weak handle to its socket ([`DirectSocket`], a request extension), so the
+//! crossbar can find the socket of the connection it upgrades.
+//!
+//! Why not `hyper::upgrade::Upgraded::downcast`: axum-server serves through hyper-util's
+//! `auto` builder, which wraps the stream in its private `Rewind` type, so the upgraded
+//! stream never downcasts to `TokioIo<TcpStream>`. Sharing the socket from the acceptor
+//! keeps axum's upgrade (handshake, sub-protocol, size limits) and tungstenite's reader
+//! (framing, masking, pings, close) unchanged.
+//!
+//! Once a connection is *claimed* by its writer, every write that tungstenite's reading
+//! side makes through the shared stream (automatic pong and close replies) is discarded:
+//! only the [`DirectWriter`] writes to the socket, so frames never interleave. The
+//! connection answers pings and echoes the peer's close itself.
+//!
+//! Ordering: a [`DirectWriter`] is *busy* while its connection's task owns the write side
+//! (a frame is queued, half written, or the task is writing). A publisher writes directly
+//! only when it is not busy, and queues under the same lock otherwise, so once anything is
+//! queued every later frame goes behind it; the task clears *busy* only after finding the
+//! queue empty under that lock.
+//!
+//! The frame header writer here is a minimal private stand-in for the frame writer module
+//! (`FrameHeader`, `write_frame_vectored`, `try_write_frame`) written on branch
+//! `h17-writer`; [`Frame`] should be replaced by it when both land.
+
+use crate::hub::{payload_len, ConnInfo};
+use crate::metrics::Metrics;
+use axum::extract::ws::Message;
+use axum_server::accept::Accept;
+use bytes::Bytes;
+use relay_common::queue::{Offer, QueueSender};
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tower_layer::Layer;
+
+/// One accepted TCP connection, shared by hyper's stream and the [`DirectWriter`].
+#[derive(Debug)]
+pub struct SocketShare {
+    tcp: TcpStream,
+    /// Set when the connection's writer takes over: writes through [`SharedTcp`] are then
+    /// discarded.
+    claimed: AtomicBool,
+}
+
+/// The stream hyper serves: reads and (until claimed) writes on the shared socket.
+#[derive(Debug)]
+pub struct SharedTcp(Arc<SocketShare>);
+
+impl AsyncRead for SharedTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let tcp = &self.0.tcp;
+        loop {
+            ready!(tcp.poll_read_ready(cx))?;
+            match tcp.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let share = &self.0;
+        if share.claimed.load(Ordering::Acquire) {
+            // The connection's writer owns the socket now (see the module docs).
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
+        loop {
+            ready!(share.tcp.poll_write_ready(cx))?;
+            match share.tcp.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The socket closes when the last handle to it is dropped.
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The request extension naming the socket a request arrived on (weak: it never keeps a
+/// connection open).
+#[derive(Debug, Clone)]
+pub struct DirectSocket(Weak<SocketShare>);
+
+impl DirectSocket {
+    /// The socket, if the connection is still open.
+    pub fn socket(&self) -> Option<Arc<SocketShare>> {
+        self.0.upgrade()
+    }
+}
+
+/// An acceptor wrapper that shares each accepted `TcpStream` ([`SharedTcp`]) and adds a
+/// [`DirectSocket`] to every request on it.
+#[derive(Debug, Clone)]
+pub struct DirectAcceptor<A> {
+    inner: A,
+}
+
+impl<A> DirectAcceptor<A> {
+    /// Wrap `inner`, whose stream must be a `TcpStream`.
+    pub fn new(inner: A) -> Self {
+        DirectAcceptor { inner }
+    }
+}
+
+type AcceptFuture<T, S> = Pin<Box<dyn Future<Output = io::Result<(T, S)>> + Send>>;
+
+impl<S, A> Accept<TcpStream, S> for DirectAcceptor<A>
+where
+    A: Accept<TcpStream, S, Stream = TcpStream>,
+    A::Future: Send + 'static,
+    A::Service: Send + 'static,
+{
+    type Stream = SharedTcp;
+    type Service = axum::middleware::AddExtension<A::Service, DirectSocket>;
+    type Future = AcceptFuture<Self::Stream, Self::Service>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let accept = self.inner.accept(stream, service);
+        Box::pin(async move {
+            let (tcp, service) = accept.await?;
+            let share = Arc::new(SocketShare {
+                tcp,
+                claimed: AtomicBool::new(false),
+            });
+            let service = axum::Extension(DirectSocket(Arc::downgrade(&share))).layer(service);
+            Ok((SharedTcp(share), service))
+        })
+    }
+}
+
+/// Websocket opcodes the relay writes.
+pub(crate) mod opcode {
+    pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+    pub const PONG: u8 = 0xA;
+}
+
+/// One unmasked server frame (FIN set) and how much of it is written. Stand-in for the
+/// `h17-writer` frame writer.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    head: [u8; 10],
+    head_len: usize,
+    payload: Bytes,
+    written: usize,
+    /// A data frame: counted in the connection's traffic once written.
+    data: bool,
+}
+
+impl Frame {
+    /// A frame with `opcode` and `payload` (RFC 6455 §5.2).
+    pub fn new(opcode: u8, payload: Bytes) -> Self {
+        let mut head = [0u8; 10];
+        head[0] = 0x80 | opcode;
+        let len = payload.len();
+        let head_len = if len < 126 {
+            head[1] = len as u8;
+            2
+        } else if let Ok(short) = u16::try_from(len) {
+            head[1] = 126;
+            head[2..4].copy_from_slice(&short.to_be_bytes());
+            4
+        } else {
+            head[1] = 127;
+            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        };
+        Frame {
+            head,
+            head_len,
+            payload,
+            written: 0,
+            data: opcode == opcode::TEXT || opcode == opcode::BINARY,
+        }
+    }
+
+    /// The frame of a data message; `None` for control messages.
+    pub fn of_message(message: &Message) -> Option<Self> {
+        match message {
+            Message::Text(t) => Some(Frame::new(opcode::TEXT, Bytes::from(t.clone()))),
+            Message::Binary(b) => Some(Frame::new(opcode::BINARY, b.clone())),
+            _ => None,
+        }
+    }
+
+    /// A close frame with `code` and `reason`.
+    pub fn close(code: u16, reason: &str) -> Self {
+        let mut payload = Vec::with_capacity(2 + reason.len());
+        payload.extend_from_slice(&code.to_be_bytes());
+        payload.extend_from_slice(reason.as_bytes());
+        Frame::new(opcode::CLOSE, Bytes::from(payload))
+    }
+
+    fn total(&self) -> usize {
+        self.head_len + self.payload.len()
+    }
+
+    /// Payload bytes, for the traffic counters.
+    pub fn payload_len(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// A data frame (counted once written).
+    pub fn is_data(&self) -> bool {
+        self.data
+    }
+
+    /// True once every byte is written.
+    pub fn is_done(&self) -> bool {
+        self.written >= self.total()
+    }
+
+    /// One non-blocking vectored write of what is left; `Ok(true)` when the frame is done.
+    pub fn try_write(&mut self, tcp: &TcpStream) -> io::Result<bool> {
+        while !self.is_done() {
+            let head = self
+                .head
+                .get(self.written.min(self.head_len)..self.head_len);
+            let body = self
+                .payload
+                .get(self.written.saturating_sub(self.head_len)..)
+                .unwrap_or_default();
+            let slices = [IoSlice::new(head.unwrap_or_default()), IoSlice::new(body)];
+            match tcp.try_write_vectored(&slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Write the rest, waiting for the socket. Cancel safe: progress is kept in `self`.
+    pub async fn write(&mut self, tcp: &TcpStream) -> io::Result<()> {
+        while !self.try_write(tcp)? {
+            tcp.writable().await?;
+        }
+        Ok(())
+    }
+}
+
+/// What the connection's task must do besides draining the queue.
+#[derive(Debug, Default)]
+struct WriteState {
+    /// The connection's task owns the write side (see the module docs).
+    busy: bool,
+    /// The connection is closing: nobody writes directly any more.
+    closed: bool,
+    /// A frame a publisher started but could not finish.
+    partial: Option<Frame>,
+    /// The payload of the latest ping from the peer, to answer.
+    pong: Option<Bytes>,
+    /// The peer's close code (`Some(None)`: a close frame without one), to echo.
+    peer_close: Option<Option<u16>>,
+}
+
+/// What the connection's task writes next ([`DirectWriter::next_or_release`]).
+pub enum Next<T> {
+    /// A queued message.
+    Message(T),
+    /// A control frame (a pong).
+    Control(Frame),
+}
+
+/// What [`DirectWriter::offer`] did with a message.
+pub enum Direct {
+    /// Written whole to the socket: `len` payload bytes.
+    Written(usize),
+    /// Handed to the connection's task: queued (with this outcome) or half written.
+    Handed(Offer),
+}
+
+/// The write side of one directly written connection (see the module docs).
+#[derive(Debug)]
+pub struct DirectWriter {
+    share: Arc<SocketShare>,
+    state: Mutex<WriteState>,
+    /// Wakes the connection's task: something to write or answer.
+    pub wake: Notify,
+}
+
+impl DirectWriter {
+    /// Take over the write side of `share`. Starts busy, so that nothing is written
+    /// directly before the connection's task has drained what was queued before it ran.
+    pub fn claim(share: Arc<SocketShare>) -> Arc<Self> {
+        share.claimed.store(true, Ordering::Release);
+        let writer = Arc::new(DirectWriter {
+            share,
+            state: Mutex::new(WriteState {
+                busy: true,
+                ..WriteState::default()
+            }),
+            wake: Notify::new(),
+        });
+        writer.wake.notify_one();
+        writer
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WriteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The socket.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.share.tcp
+    }
+
+    /// Publish `message` to this connection: write it now when nothing is queued or being
+    /// written, else queue it behind (`queue`'s limits and drop rules apply).
+    pub fn offer(&self, message: &Message, queue: &QueueSender<Message>) -> Direct {
+        let mut state = self.lock();
+        if state.busy {
+            return Direct::Handed(queue.offer(message));
+        }
+        let Some(mut frame) = Frame::of_message(message) else {
+            return Direct::Handed(queue.offer(message));
+        };
+        match frame.try_write(&self.share.tcp) {
+            Ok(true) => return Direct::Written(payload_len(message)),
+            Ok(false) if frame.written > 0 => {
+                state.busy = true;
+                state.partial = Some(frame);
+                drop(state);
+                self.wake.notify_one();
+                return Direct::Handed(Offer::Queued);
+            }
+            // Would block, or failed: the task writes it (and meets the error itself).
+            Ok(false) | Err(_) => {}
+        }
+        state.busy = true;
+        let offer = queue.offer(message);
+        drop(state);
+        self.wake.notify_one();
+        Direct::Handed(offer)
+    }
+
+    /// Answer the peer's ping (the latest one wins, as RFC 6455 §5.5.3 allows).
+    pub fn pong(&self, payload: Bytes) {
+        self.lock().pong = Some(payload);
+        self.wake.notify_one();
+    }
+
+    /// The peer sent a close frame with `code`: it is echoed when the connection closes.
+    pub fn peer_closed(&self, code: Option<u16>) {
+        self.lock().peer_close = Some(code);
+    }
+
+    /// Start a drain: the task owns the write side. Returns the half-written frame, if any.
+    pub fn begin(&self) -> Option<Frame> {
+        let mut state = self.lock();
+        state.busy = true;
+        state.partial.take()
+    }
+
+    /// The next thing to write: a pong owed to the peer, else the next queued message
+    /// (`take` takes it from the queue, under the lock so no publisher queues in between).
+    /// When there is neither, the write side goes back to the publishers (unless closing)
+    /// and the answer is `None`.
+    pub fn next_or_release<T>(&self, take: impl FnOnce() -> Option<T>) -> Option<Next<T>> {
+        let mut state = self.lock();
+        if let Some(payload) = state.pong.take() {
+            return Some(Next::Control(Frame::new(opcode::PONG, payload)));
+        }
+        match take() {
+            Some(message) => Some(Next::Message(message)),
+            None => {
+                if !state.closed {
+                    state.busy = false;
+                }
+                None
+            }
+        }
+    }
+
+    /// Stop direct writes for good; returns a half-written frame and the peer's close
+    /// code, if any.
+    pub fn close(&self) -> (Option<Frame>, Option<Option<u16>>) {
+        let mut state = self.lock();
+        state.busy = true;
+        state.closed = true;
+        (state.partial.take(), state.peer_close)
+    }
+}
+
+/// Count a data frame written to the connection `info` in its traffic and the metrics.
+pub fn record_written(info: &ConnInfo, metrics: &Metrics, len: usize) {
+    info.rx.record(len, info.connected_instant.elapsed());
+    metrics.messages_out.inc();
+    metrics.bytes_out.inc_by(len as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relay_common::queue::QueueLimits;
+    use tokio::io::AsyncReadExt;
+
+    fn message(i: u8) -> Message {
+        Message::Binary(Bytes::from(vec![i; 100_000]))
+    }
+
+    /// The ids (first payload byte) of the binary frames read from `client` until one with
+    /// `last` arrives.
+    async fn frame_ids(mut client: TcpStream, last: u8) -> Vec<u8> {
+        let mut raw = Vec::new();
+        let mut ids = Vec::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let mut parsed = 0;
+            while raw.len() - parsed >= 10 {
+                let rest = &raw[parsed..];
+                assert_eq!(rest[0], 0x82, "a whole binary frame: {:?}", &rest[..4]);
+                assert_eq!(rest[1], 127, "100,000 bytes take the 8-byte length form");
+                let len = usize::try_from(u64::from_be_bytes(rest[2..10].try_into().unwrap()));
+                let len = len.unwrap();
+                if rest.len() < 10 + len {
+                    break;
+                }
+                let payload = &rest[10..10 + len];
+                assert!(payload.iter().all(|b| *b == payload[0]), "payload intact");
+                ids.push(payload[0]);
+                parsed += 10 + len;
+            }
+            raw.drain(..parsed);
+            if ids.last() == Some(&last) {
+                return ids;
+            }
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the stream ended early");
+            raw.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// The ordering protocol step by step, with this test playing the connection's task:
+    /// nothing a publisher offers overtakes a frame that is half written, queued, or being
+    /// written by the task, and once the task has drained, frames go direct again.
+    #[tokio::test]
+    async fn nothing_overtakes_what_is_queued_or_being_written() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let share = Arc::new(SocketShare {
+            tcp: server,
+            claimed: AtomicBool::new(false),
+        });
+        let writer = DirectWriter::claim(share);
+        let limits = QueueLimits {
+            messages: 1000,
+            bytes: 1 << 30,
+            burst_bytes: 0,
+            slow_reader_timeout: std::time::Duration::MAX,
+        };
+        let (queue, mut reader) = relay_common::queue::bounded(limits, payload_len);
+        let is_queued = |d: Direct| matches!(d, Direct::Handed(Offer::Queued));
+
+        // It starts busy: offered before the task ran, a message is queued.
+        assert!(is_queued(writer.offer(&message(0), &queue)));
+        assert!(writer.begin().is_none());
+        let Some(Next::Message(first)) = writer.next_or_release(|| reader.try_recv()) else {
+            panic!("the early message is drained first");
+        };
+        let mut frame = Frame::of_message(&first).unwrap();
+        frame.write(writer.tcp()).await.unwrap();
+        assert!(writer.next_or_release(|| reader.try_recv()).is_none());
+
+        // Nobody reads: direct writes until the socket is full, then handed over.
+        let mut id = 1u8;
+        loop {
+            let direct = writer.offer(&message(id), &queue);
+            id += 1;
+            if let Direct::Handed(offer) = direct {
+                assert_eq!(offer, Offer::Queued);
+                break;
+            }
+            assert!(id < 200, "the socket never filled");
+        }
+        for _ in 0..2 {
+            assert!(is_queued(writer.offer(&message(id), &queue)));
+            id += 1;
+        }
+        // The client reads from now on; the task finishes the half-written frame.
+        let ids = tokio::spawn(frame_ids(client, 254));
+        if let Some(mut partial) = writer.begin() {
+            partial.write(writer.tcp()).await.unwrap();
+        }
+        // The socket has room again, but there is a queue: behind it.
+        writer.tcp().writable().await.unwrap();
+        assert!(is_queued(writer.offer(&message(id), &queue)));
+        id += 1;
+        // While the task writes a queued frame, newcomers still queue behind.
+        while let Some(next) = writer.next_or_release(|| reader.try_recv()) {
+            let Next::Message(m) = next else {
+                panic!("no pong was asked for")
+            };
+            if id < 250 {
+                assert!(is_queued(writer.offer(&message(id), &queue)));
+                id += 1;
+            }
+            Frame::of_message(&m)
+                .unwrap()
+                .write(writer.tcp())
+                .await
+                .unwrap();
+        }
+        // Drained: direct again (the client is reading, so the socket takes it).
+        writer.tcp().writable().await.unwrap();
+        let last = writer.offer(&message(254), &queue);
+        if let Direct::Handed(_) = last {
+            // The socket was full after all: the task finishes it.
+            if let Some(mut partial) = writer.begin() {
+                partial.write(writer.tcp()).await.unwrap();
+            }
+            while let Some(Next::Message(m)) = writer.next_or_release(|| reader.try_recv()) {
+                Frame::of_message(&m)
+                    .unwrap()
+                    .write(writer.tcp())
+                    .await
+                    .unwrap();
+            }
+        }
+        let mut expected: Vec<u8> = (0..id).collect();
+        expected.push(254);
+        assert_eq!(ids.await.unwrap(), expected);
+    }
+
+    #[test]
+    fn headers_use_the_shortest_length_form() {
+        for (len, head) in [
+            (0usize, vec![0x82, 0]),
+            (125, vec![0x82, 125]),
+            (126, vec![0x82, 126, 0, 126]),
+            (65_535, vec![0x82, 126, 0xff, 0xff]),
+            (65_536, vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ] {
+            let frame = Frame::new(opcode::BINARY, Bytes::from(vec![0; len]));
+            assert_eq!(frame.head[..frame.head_len], head[..], "{len}");
+        }
+        let close = Frame::close(4008, "x");
+        assert_eq!(close.head[..2], [0x88, 3]);
+        assert_eq!(&close.payload[..], &[0x0f, 0xa8, b'x']);
+    }
+}
