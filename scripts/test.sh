@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 say() { printf '\n== %s\n' "$*"; }
 
 # Debian packages used by end-to-end tests: curl (access API), ffmpeg/ffprobe (video),
-# python3 (HTTP backends), openssh (shell relay), openssl (test certificates), procps (kill),
+# python3 (HTTP backends), python3-websockets (an independent client that checks the relay's
+# frames, crates/relay-cli/tests/frames_e2e.rs), openssh (shell relay), openssl (test certificates), procps (kill),
 # chromium (the browser test of the demo page, web/test), postgresql (the booking store's
 # tests start a throw-away cluster from its binaries).
-APT_PACKAGES=(curl ffmpeg python3 openssh-client openssh-server openssl procps chromium postgresql)
+APT_PACKAGES=(curl ffmpeg python3 python3-websockets openssh-client openssh-server openssl procps chromium postgresql)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -106,13 +106,14 @@ export function stopAll() {
   return Promise.all([...children].map((c) => stop(c, "SIGKILL")));
 }
 
-/// A relay token from the real `relay token`, signed with `secret` for `audience`.
-export function mintRelayToken(audience, secret, topic, { read = true, write = true, other, admin = false, booking } = {}) {
+/// A relay token from the real `relay token`, signed with `secret` for `audience`, valid
+/// for `lifetime` seconds.
+export function mintRelayToken(audience, secret, topic, { read = true, write = true, other, admin = false, booking, lifetime = 600 } = {}) {
   const env = {
     ...process.env,
     RELAY_TOKEN_AUDIENCE: audience,
     RELAY_TOKEN_SECRET: secret,
-    RELAY_TOKEN_LIFETIME: "600",
+    RELAY_TOKEN_LIFETIME: String(lifetime),
     RELAY_TOKEN_TOPIC: topic,
     RELAY_TOKEN_SCOPE_READ: String(read),
     RELAY_TOKEN_SCOPE_WRITE: String(write),
@@ -127,8 +128,9 @@ export function mintRelayToken(audience, secret, topic, { read = true, write = t
 
 /// `relay serve` on 127.0.0.1 with its access API at `access` (port `ports.access`) and
 /// websockets on `ports.relay`; tokens without a booking are allowed (`relay host`'s own
-/// carry none). Resolves to the child once both ports answer `/healthz`.
-export async function startRelay(name, { access, ports, secret }) {
+/// carry none); `env` adds or overrides settings. Resolves to the child once both ports
+/// answer `/healthz`.
+export async function startRelay(name, { access, ports, secret, env = {} }) {
   const relayHttp = `http://127.0.0.1:${ports.relay}`;
   const child = run(name, RELAY_BIN, ["serve"], {
     RELAY_AUDIENCE: access,
@@ -139,6 +141,7 @@ export async function startRelay(name, { access, ports, secret }) {
     RELAY_BIND: "127.0.0.1",
     RELAY_ALLOW_NO_BOOKING_ID: "true",
     RELAY_LOG_LEVEL: "info",
+    ...env,
   });
   await waitFor("relay serve to listen", 15000, async () => (await httpOk(`${access}/healthz`)) && (await httpOk(`${relayHttp}/healthz`)));
   return child;
