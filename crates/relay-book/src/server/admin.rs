@@ -165,15 +165,12 @@ pub async fn replace_bookings(
     require_admin(&state, &headers)?;
     let bookings: Vec<Booking> = body(&bytes)?;
     // Every current booking is cancelled and re-made (§3.10).
-    let replaced = state.store.counts().await?.bookings;
     let report = state
         .store
         .replace_bookings(bookings, state.clock.now())
         .await
         .map_err(replace_refused)?;
-    state
-        .metrics
-        .cancelled("replace", u64::try_from(replaced).unwrap_or(0));
+    state.metrics.cancelled("replace", report.cancelled);
     // Started bookings cancelled by the replacement queued deny calls.
     state.deny_wake.notify_one();
     tracing::info!(kept = report.kept.len(), dropped = ?report.dropped, "bookings replaced");

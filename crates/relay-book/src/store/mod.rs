@@ -134,6 +134,8 @@ pub struct DenyCall {
 /// reported).
 #[derive(Debug, Clone, Default)]
 pub struct ReplaceReport {
+    /// How many current bookings the replacement cancelled first (in its transaction).
+    pub cancelled: u64,
     /// Bookings re-made.
     pub kept: Vec<String>,
     /// `(name, reason)` for every booking the rules refused.

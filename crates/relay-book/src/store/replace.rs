@@ -40,10 +40,11 @@ impl Store {
         ))
         .execute(&mut *tx)
         .await?;
+        let mut report = ReplaceReport::default();
         for stored in booking::current_bookings(&mut tx, backend).await? {
             booking::cancel_in_tx(&mut tx, &loaded, stored, REPLACER, now, true).await?;
+            report.cancelled += 1;
         }
-        let mut report = ReplaceReport::default();
         for (name, given) in bookings {
             let request = BookingRequest {
                 name: name.clone(),
