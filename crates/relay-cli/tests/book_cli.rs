@@ -3,24 +3,17 @@
 //! and exits 0, a bad one prints its category and numbered messages and exits 1.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+mod support;
+
 use std::process::{Command, Output};
+use support::{jwt_claims, WithoutEnv};
 
 fn relay_book(env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_relay"));
     cmd.arg("book").args(args);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("BOOK_") {
-            cmd.env_remove(k);
-        }
-    }
+    cmd.without_env(&["BOOK_"]);
     cmd.envs(env.iter().copied());
     cmd.output().expect("relay runs")
-}
-
-fn payload(token: &str) -> serde_json::Value {
-    let part = token.trim_end().split('.').nth(1).expect("three parts");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64")).expect("json")
 }
 
 #[test]
@@ -46,7 +39,7 @@ fn token_mints_an_admin_token_from_the_environment() {
         stdout.starts_with("ey") && stdout.ends_with('\n'),
         "{stdout:?}"
     );
-    let claims = payload(&stdout);
+    let claims = jwt_claims(&stdout);
     assert_eq!(claims["scopes"], serde_json::json!(["booking:admin"]));
     assert_eq!(claims["sub"], "alice");
     assert_eq!(
@@ -76,7 +69,7 @@ fn token_mints_an_admin_token_from_the_environment() {
         &["token"],
     );
     assert!(out.status.success());
-    let claims = payload(&String::from_utf8(out.stdout).unwrap());
+    let claims = jwt_claims(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(claims["scopes"], serde_json::json!(["booking:user"]));
     assert_eq!(claims["aud"], serde_json::json!(["http://localhost:4000"]));
 }

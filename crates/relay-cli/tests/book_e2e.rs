@@ -17,7 +17,7 @@ use relay_testkit::book::{manifest, slot_name, topic_stub, Reply, GROUP, STREAM}
 use serde_json::json;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
-use support::{serve_on_free_ports, Served};
+use support::{serve_on_free_ports, Served, WithoutEnv};
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
@@ -32,11 +32,7 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(1);
 /// whose secret is the booking server's relay secret.
 fn relay_serve() -> Served {
     serve_on_free_ports(|command, access, relay| {
-        for (key, _) in std::env::vars() {
-            if key.starts_with("RELAY_") {
-                command.env_remove(key);
-            }
-        }
+        command.without_env(&["RELAY_"]);
         command
             .env("RELAY_AUDIENCE", format!("http://127.0.0.1:{access}"))
             .env("RELAY_URL", format!("ws://127.0.0.1:{relay}"))

@@ -11,7 +11,7 @@ mod support;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use std::path::Path;
 use std::process::Command;
-use support::{run_to_exit, serve, RELAY};
+use support::{run_to_exit, serve, WithoutEnv, RELAY};
 
 const SECRET: &str = "env-file-secret";
 const PUBLIC_ACCESS: &str = "http://relay.test/access";
@@ -52,11 +52,7 @@ fn env_file(path: &Path, text: &str) -> Vec<(String, String)> {
 fn relay(subcommand: &str, env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(RELAY);
     cmd.arg(subcommand);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RELAY_") || k.starts_with("SHELL") {
-            cmd.env_remove(k);
-        }
-    }
+    cmd.without_env(&["RELAY_", "SHELL"]);
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd
 }

@@ -22,7 +22,7 @@ use relay_auth::{mint, Claims};
 use sha2::{Digest, Sha256};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::{require, serve, Served, INSTALL_HINT, RELAY};
+use support::{require, serve, Served, WithoutEnv, INSTALL_HINT, RELAY};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -67,11 +67,7 @@ fn require_python_websockets() {
 fn start_relay(extra: &[(&str, &str)]) -> Served {
     let mut command = Command::new(RELAY);
     command.arg("serve");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RELAY_") {
-            command.env_remove(k);
-        }
-    }
+    command.without_env(&["RELAY_"]);
     command
         .env("RELAY_AUDIENCE", PUBLIC_ACCESS)
         .env("RELAY_URL", PUBLIC_RELAY)

@@ -10,7 +10,7 @@ mod support;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::{require, serve, wait_until_blocking, websocat, INSTALL_HINT, RELAY};
+use support::{require, serve, wait_until_blocking, websocat, WithoutEnv, INSTALL_HINT, RELAY};
 
 const SECRET: &str = "e2e-secret";
 /// The relay's public URLs. It listens on port 0, so they cannot name its real addresses:
@@ -160,11 +160,7 @@ fn curl_and_websocat_talk_through_the_real_relay_and_sigterm_exits_cleanly() {
 fn missing_configuration_is_reported_per_variable() {
     let mut cmd = Command::new(RELAY);
     cmd.arg("serve");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RELAY_") {
-            cmd.env_remove(k);
-        }
-    }
+    cmd.without_env(&["RELAY_"]);
     let out = cmd.env("RELAY_LOG_FILE", "stderr").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -178,11 +174,7 @@ fn missing_configuration_is_reported_per_variable() {
 fn serve_command(extra: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(RELAY);
     cmd.arg("serve");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RELAY_") {
-            cmd.env_remove(k);
-        }
-    }
+    cmd.without_env(&["RELAY_"]);
     cmd.env("RELAY_AUDIENCE", PUBLIC_ACCESS)
         .env("RELAY_URL", PUBLIC_RELAY)
         .env("RELAY_SECRET", SECRET)

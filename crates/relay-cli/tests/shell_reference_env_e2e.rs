@@ -9,11 +9,10 @@
 
 mod support;
 use support::{
-    require, serve_on_free_ports_with, spawn_and_read, wait_until_blocking as wait_until, Killed,
-    RELAY,
+    jwt_claims, require, serve_on_free_ports_with, spawn_and_read,
+    wait_until_blocking as wait_until, Killed, WithoutEnv, RELAY,
 };
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -40,11 +39,7 @@ fn with_env_file(env_file: &Path, args: &[&str]) -> Command {
         .arg(env_file)
         .arg(RELAY)
         .args(args);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("RELAY_") || key.starts_with("SHELL") {
-            command.env_remove(key);
-        }
-    }
+    command.without_env(&["RELAY_", "SHELL"]);
     command
 }
 
@@ -85,11 +80,6 @@ fn token_file(
     path
 }
 
-fn payload(token: &str) -> serde_json::Value {
-    let part = token.split('.').nth(1).expect("three parts");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64")).expect("json")
-}
-
 #[test]
 fn shell_token_mints_every_reference_role() {
     let dir = scratch("shell-token-roles");
@@ -106,7 +96,7 @@ fn shell_token_mints_every_reference_role() {
         let file = token_file(&dir, role, "pendulum-01", connection_type, audience);
         let before = relay_common::clock::unix_now();
         let token = shell_token(&file).unwrap_or_else(|e| panic!("{role}: {e:?}"));
-        let claims = payload(&token);
+        let claims = jwt_claims(&token);
         assert_eq!(claims["scopes"], serde_json::json!(scopes), "{role}");
         assert_eq!(claims["prefix"], connection_type, "{role}");
         assert_eq!(claims["topic"], "pendulum-01");

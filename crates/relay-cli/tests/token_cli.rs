@@ -2,24 +2,18 @@
 //! `iat = now − 1`, token + newline on stdout, one line per problem and exit 1.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+mod support;
+
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use std::process::{Command, Output};
+use support::{jwt_claims, WithoutEnv};
 
 fn relay_token(env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_relay"));
     cmd.arg("token").args(args);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RELAY_") {
-            cmd.env_remove(k);
-        }
-    }
+    cmd.without_env(&["RELAY_"]);
     cmd.envs(env.iter().copied());
     cmd.output().expect("relay runs")
-}
-
-fn payload(token: &str) -> serde_json::Value {
-    let part = token.trim_end().split('.').nth(1).expect("three parts");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64")).expect("json")
 }
 
 fn now() -> i64 {
@@ -51,7 +45,7 @@ fn defaults_follow_the_reference() {
     )
     .unwrap();
     assert_eq!(header["alg"], "HS256");
-    let p = payload(&stdout);
+    let p = jwt_claims(&stdout);
     assert_eq!(p["booking_id"], "relay-token-cli");
     assert_eq!(p["topic"], "expt00");
     assert_eq!(p["prefix"], "session");
@@ -80,7 +74,7 @@ fn admin_token_scope_order_other_scope_and_flags() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let p = payload(&String::from_utf8(out.stdout).unwrap());
+    let p = jwt_claims(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(
         p["scopes"],
         serde_json::json!(["relay:admin", "write", "read", "relay:stats"])
@@ -97,7 +91,7 @@ fn admin_token_scope_order_other_scope_and_flags() {
             "shell",
         ],
     );
-    let p = payload(&String::from_utf8(out.stdout).unwrap());
+    let p = jwt_claims(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(p["scopes"], serde_json::json!(["read"]));
     assert_eq!(p["booking_id"], "b42");
     assert_eq!(p["prefix"], "shell");
@@ -131,6 +125,6 @@ fn a_negative_lifetime_gives_an_expired_token() {
     env[2] = ("RELAY_TOKEN_LIFETIME", "-10");
     let out = relay_token(&env, &[]);
     assert!(out.status.success());
-    let p = payload(&String::from_utf8(out.stdout).unwrap());
+    let p = jwt_claims(&String::from_utf8(out.stdout).unwrap());
     assert!(p["exp"].as_i64().unwrap() < now());
 }

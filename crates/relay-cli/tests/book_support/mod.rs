@@ -3,7 +3,7 @@
 //! and an admin token for it. The API client and the manifest are `relay_testkit::book`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // test support may panic
 
-use crate::support::{spawn_and_read, Killed, RELAY};
+use crate::support::{spawn_and_read, Killed, WithoutEnv, RELAY};
 use relay_testkit::book::BookApi;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -50,11 +50,7 @@ impl BookServer {
 pub fn book_serve(database: &Database, extra: &[(&str, &str)]) -> BookServer {
     let mut command = Command::new(RELAY);
     command.args(["book", "serve"]);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("BOOK_") {
-            command.env_remove(key);
-        }
-    }
+    command.without_env(&["BOOK_"]);
     command
         .env("BOOK_AUDIENCE", AUDIENCE)
         .env("BOOK_ADMIN_SECRET", ADMIN_SECRET)

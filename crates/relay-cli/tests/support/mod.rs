@@ -15,6 +15,31 @@ pub use relay_testkit::{require, wait_until, wait_until_blocking};
 /// The `relay` binary under test.
 pub const RELAY: &str = env!("CARGO_BIN_EXE_relay");
 
+/// Clearing the developer's own settings from a command a test starts.
+pub trait WithoutEnv {
+    /// Removes every inherited variable whose name starts with one of `prefixes`, so a
+    /// test sees only the settings it gives.
+    fn without_env(&mut self, prefixes: &[&str]) -> &mut Self;
+}
+
+impl WithoutEnv for Command {
+    fn without_env(&mut self, prefixes: &[&str]) -> &mut Self {
+        for (key, _) in std::env::vars() {
+            if prefixes.iter().any(|prefix| key.starts_with(prefix)) {
+                self.env_remove(key);
+            }
+        }
+        self
+    }
+}
+
+/// The claims of a JWT (its middle part), decoded without checking the signature.
+pub fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+    let part = token.trim_end().split('.').nth(1).expect("three parts");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64")).expect("json")
+}
+
 /// How a missing program is installed for these tests.
 pub const INSTALL_HINT: &str = "run scripts/test.sh, which installs it";
 
