@@ -14,33 +14,17 @@
 //! Run: `cargo bench -p relay-bench --bench frame_encode`.
 
 #![allow(clippy::unwrap_used)] // bench set-up: a failure should stop loudly
+mod common;
+
 use bytes::Bytes;
+use common::Discard;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use relay_common::frame::{frame_slices, FrameHeader, OpCode};
 use std::hint::black_box;
-use std::io::{Read, Write};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode as TOp};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{self, WebSocket};
-
-/// A socket that accepts every write and never has anything to read.
-struct Discard;
-
-impl Read for Discard {
-    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
-        Err(std::io::ErrorKind::WouldBlock.into())
-    }
-}
-
-impl Write for Discard {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn frame_encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("frame_encode");

@@ -4,12 +4,14 @@
 //! Run: `cargo bench -p relay-bench --bench hot_path`.
 
 #![allow(clippy::unwrap_used)] // test and bench set-up: a failure should stop loudly
+mod common;
+
 use axum::extract::ws::Message;
 use bytes::Bytes;
+use common::Discard;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use relay_server::hub::{Hub, JoinRequest, QueueLimits};
 use relay_server::metrics::Metrics;
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -57,24 +59,6 @@ fn fan_out(c: &mut Criterion) {
         })
     });
     group.finish();
-}
-
-/// A socket that accepts every write and never has anything to read.
-struct Discard;
-
-impl Read for Discard {
-    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
-        Err(std::io::ErrorKind::WouldBlock.into())
-    }
-}
-
-impl Write for Discard {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 fn frame_writing(c: &mut Criterion) {
