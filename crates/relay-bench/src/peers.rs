@@ -24,8 +24,27 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Peer names the runner knows, in the order tables list them.
-pub const ALL_PEERS: [&str; 4] = ["relay", "node-ws", "websocat", "nats"];
+/// Peer names the runner knows, in the order tables list them. `relay-direct` and
+/// `relay-queued` are the relay with its write path forced (`--direct-writes true` or
+/// `false`), to compare the two in one run; `relay` is its default.
+pub const ALL_PEERS: [&str; 6] = [
+    "relay",
+    "relay-direct",
+    "relay-queued",
+    "node-ws",
+    "websocat",
+    "nats",
+];
+
+/// The `relay serve` flags that a relay peer's name stands for.
+fn relay_variant_args(name: &str) -> Option<&'static [&'static str]> {
+    match name {
+        "relay" => Some(&[]),
+        "relay-direct" => Some(&["--direct-writes", "true"]),
+        "relay-queued" => Some(&["--direct-writes", "false"]),
+        _ => None,
+    }
+}
 
 /// Where the runner finds programs, and how it places them on cores.
 #[derive(Debug, Clone)]
@@ -111,7 +130,7 @@ impl Lab {
     pub async fn start(&self, name: &str, relay_args: &[String]) -> Result<Target> {
         let core = self.server_core;
         let (endpoint, proc) = match name {
-            "relay" => {
+            name if relay_variant_args(name).is_some() => {
                 if let Some((access, secret)) = &self.external_relay {
                     let endpoint = Endpoint::Relay {
                         access: access.clone(),
@@ -142,10 +161,11 @@ impl Lab {
                     ]
                     .iter()
                     .chain(RELAY_LIMITS_OFF.iter().filter(|_| !self.relay_limits))
+                    .chain(relay_variant_args(name).unwrap_or_default())
                     .map(|s| s.to_string())
                     .collect();
                     args.extend(relay_args.iter().cloned());
-                    Proc::spawn("relay", &bin, &args, core)
+                    Proc::spawn(name, &bin, &args, core)
                 })
                 .await?;
                 let access = format!("http://127.0.0.1:{}", ports[0]);

@@ -431,7 +431,10 @@ async fn direct_write_loop(
             break reason;
         }
         if ping_now {
-            in_flight = Some(Frame::new(crate::direct::opcode::PING, Default::default()));
+            in_flight = Some(Frame::new(
+                relay_common::frame::OpCode::Ping,
+                Default::default(),
+            ));
             if let Err(reason) = finish!() {
                 break reason;
             }
@@ -486,7 +489,7 @@ async fn direct_write_loop(
         // Echo the peer's close, as tungstenite does on the queued path.
         peer_close.map(|code| match code {
             Some(code) => Frame::close(code, ""),
-            None => Frame::new(crate::direct::opcode::CLOSE, Default::default()),
+            None => Frame::new(relay_common::frame::OpCode::Close, Default::default()),
         })
     };
     if let (true, Some(mut frame)) = (whole, close_frame) {

@@ -24,15 +24,15 @@
 //! queued every later frame goes behind it; the task clears *busy* only after finding the
 //! queue empty under that lock.
 //!
-//! The frame header writer here is a minimal private stand-in for the frame writer module
-//! (`FrameHeader`, `write_frame_vectored`, `try_write_frame`) written on branch
-//! `h17-writer`; [`Frame`] should be replaced by it when both land.
+//! Frames are built and written with [`relay_common::frame`]: the header on the stack and
+//! the shared payload in one non-blocking vectored write, never copied per reader.
 
 use crate::hub::{payload_len, ConnInfo};
 use crate::metrics::Metrics;
 use axum::extract::ws::Message;
 use axum_server::accept::Accept;
 use bytes::Bytes;
+use relay_common::frame::{close_payload, try_write_frame, FrameHeader, OpCode, Progress};
 use relay_common::queue::{Offer, QueueSender};
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -173,21 +173,11 @@ where
     }
 }
 
-/// Websocket opcodes the relay writes.
-pub(crate) mod opcode {
-    pub const TEXT: u8 = 0x1;
-    pub const BINARY: u8 = 0x2;
-    pub const CLOSE: u8 = 0x8;
-    pub const PING: u8 = 0x9;
-    pub const PONG: u8 = 0xA;
-}
-
-/// One unmasked server frame (FIN set) and how much of it is written. Stand-in for the
-/// `h17-writer` frame writer.
+/// One unmasked server frame ([`FrameHeader`] plus the shared payload, never copied) and
+/// how much of it is on the wire.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    head: [u8; 10],
-    head_len: usize,
+    header: FrameHeader,
     payload: Bytes,
     written: usize,
     /// A data frame: counted in the connection's traffic once written.
@@ -196,50 +186,27 @@ pub struct Frame {
 
 impl Frame {
     /// A frame with `opcode` and `payload` (RFC 6455 §5.2).
-    pub fn new(opcode: u8, payload: Bytes) -> Self {
-        let mut head = [0u8; 10];
-        head[0] = 0x80 | opcode;
-        let len = payload.len();
-        let head_len = if len < 126 {
-            head[1] = len as u8;
-            2
-        } else if let Ok(short) = u16::try_from(len) {
-            head[1] = 126;
-            head[2..4].copy_from_slice(&short.to_be_bytes());
-            4
-        } else {
-            head[1] = 127;
-            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-            10
-        };
+    pub fn new(opcode: OpCode, payload: Bytes) -> Self {
         Frame {
-            head,
-            head_len,
+            header: FrameHeader::for_payload(opcode, &payload),
             payload,
             written: 0,
-            data: opcode == opcode::TEXT || opcode == opcode::BINARY,
+            data: matches!(opcode, OpCode::Text | OpCode::Binary),
         }
     }
 
     /// The frame of a data message; `None` for control messages.
     pub fn of_message(message: &Message) -> Option<Self> {
         match message {
-            Message::Text(t) => Some(Frame::new(opcode::TEXT, Bytes::from(t.clone()))),
-            Message::Binary(b) => Some(Frame::new(opcode::BINARY, b.clone())),
+            Message::Text(t) => Some(Frame::new(OpCode::Text, Bytes::from(t.clone()))),
+            Message::Binary(b) => Some(Frame::new(OpCode::Binary, b.clone())),
             _ => None,
         }
     }
 
     /// A close frame with `code` and `reason`.
     pub fn close(code: u16, reason: &str) -> Self {
-        let mut payload = Vec::with_capacity(2 + reason.len());
-        payload.extend_from_slice(&code.to_be_bytes());
-        payload.extend_from_slice(reason.as_bytes());
-        Frame::new(opcode::CLOSE, Bytes::from(payload))
-    }
-
-    fn total(&self) -> usize {
-        self.head_len + self.payload.len()
+        Frame::new(OpCode::Close, close_payload(code, reason))
     }
 
     /// Payload bytes, for the traffic counters.
@@ -254,28 +221,22 @@ impl Frame {
 
     /// True once every byte is written.
     pub fn is_done(&self) -> bool {
-        self.written >= self.total()
+        self.written as u64 >= self.header.frame_len()
     }
 
     /// One non-blocking vectored write of what is left; `Ok(true)` when the frame is done.
     pub fn try_write(&mut self, tcp: &TcpStream) -> io::Result<bool> {
-        while !self.is_done() {
-            let head = self
-                .head
-                .get(self.written.min(self.head_len)..self.head_len);
-            let body = self
-                .payload
-                .get(self.written.saturating_sub(self.head_len)..)
-                .unwrap_or_default();
-            let slices = [IoSlice::new(head.unwrap_or_default()), IoSlice::new(body)];
-            match tcp.try_write_vectored(&slices) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
+        match try_write_frame(tcp, &self.header, &self.payload, self.written)? {
+            Progress::Done => {
+                self.written = self.header.frame_len() as usize;
+                Ok(true)
             }
+            Progress::Partial(n) => {
+                self.written = n;
+                Ok(false)
+            }
+            Progress::WouldBlock => Ok(false),
         }
-        Ok(true)
     }
 
     /// Write the rest, waiting for the socket. Cancel safe: progress is kept in `self`.
@@ -407,7 +368,7 @@ impl DirectWriter {
     pub fn next_or_release<T>(&self, take: impl FnOnce() -> Option<T>) -> Option<Next<T>> {
         let mut state = self.lock();
         if let Some(payload) = state.pong.take() {
-            return Some(Next::Control(Frame::new(opcode::PONG, payload)));
+            return Some(Next::Control(Frame::new(OpCode::Pong, payload)));
         }
         match take() {
             Some(message) => Some(Next::Message(message)),
@@ -574,19 +535,14 @@ mod tests {
     }
 
     #[test]
-    fn headers_use_the_shortest_length_form() {
-        for (len, head) in [
-            (0usize, vec![0x82, 0]),
-            (125, vec![0x82, 125]),
-            (126, vec![0x82, 126, 0, 126]),
-            (65_535, vec![0x82, 126, 0xff, 0xff]),
-            (65_536, vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
-        ] {
-            let frame = Frame::new(opcode::BINARY, Bytes::from(vec![0; len]));
-            assert_eq!(frame.head[..frame.head_len], head[..], "{len}");
-        }
+    fn close_frames_carry_code_and_reason() {
         let close = Frame::close(4008, "x");
-        assert_eq!(close.head[..2], [0x88, 3]);
+        assert_eq!(close.header.as_bytes(), [0x88, 3]);
         assert_eq!(&close.payload[..], &[0x0f, 0xa8, b'x']);
+        assert!(!close.is_data());
+        assert!(
+            Frame::of_message(&Message::Binary(Bytes::from_static(b"a")))
+                .is_some_and(|f| f.is_data())
+        );
     }
 }
