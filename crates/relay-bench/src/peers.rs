@@ -1,6 +1,8 @@
 //! The systems under test and how to talk to them: our relay (access POST, then dial the
 //! returned URI), the Node `ws` broadcast relay and websocat `broadcast:` (plain dial), and
 //! nats-server's websocket listener (NATS text protocol inside websocket frames).
+//! `relay-tls` is our relay serving TLS on both ports (`--tls-cert`/`--tls-key`) with a
+//! self-signed certificate made at start, which the runner's clients trust and nothing else.
 //!
 //! Every target is reached through the same [`Tx`]/[`Rx`] pair, so each scenario's load is
 //! identical whichever peer serves it. Plain `ws://` connections (all of them, unless an
@@ -16,6 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use relay_common::connection::ConnectionType;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -26,11 +29,13 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Peer names the runner knows, in the order tables list them. `relay-direct` and
 /// `relay-queued` are the relay with its write path forced (`--direct-writes true` or
-/// `false`), to compare the two in one run; `relay` is its default.
-pub const ALL_PEERS: [&str; 6] = [
+/// `false`), to compare the two in one run; `relay` is its default. `relay-tls` is the
+/// default relay behind its own TLS (`https://` access API, `wss://` websockets).
+pub const ALL_PEERS: [&str; 7] = [
     "relay",
     "relay-direct",
     "relay-queued",
+    "relay-tls",
     "node-ws",
     "websocat",
     "nats",
@@ -42,8 +47,66 @@ fn relay_variant_args(name: &str) -> Option<&'static [&'static str]> {
         "relay" => Some(&[]),
         "relay-direct" => Some(&["--direct-writes", "true"]),
         "relay-queued" => Some(&["--direct-writes", "false"]),
+        "relay-tls" => Some(&[]),
         _ => None,
     }
+}
+
+/// True for the relay peers that serve TLS with a certificate made by [`SelfSigned::new`].
+fn relay_variant_tls(name: &str) -> bool {
+    name == "relay-tls"
+}
+
+/// A self-signed certificate for `127.0.0.1` and `localhost`, its key, and the two written
+/// as PEM files for `relay serve --tls-cert/--tls-key` (removed when this is dropped).
+struct SelfSigned {
+    cert_pem: String,
+    dir: tempfile::TempDir,
+}
+
+impl SelfSigned {
+    fn new() -> Result<SelfSigned> {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .context("self-signed certificate")?;
+        let dir = tempfile::Builder::new()
+            .prefix("relay-bench-tls-")
+            .tempdir()
+            .context("temporary folder for the TLS certificate")?;
+        let cert_pem = cert.pem();
+        std::fs::write(dir.path().join("cert.pem"), &cert_pem)?;
+        std::fs::write(dir.path().join("key.pem"), signing_key.serialize_pem())?;
+        Ok(SelfSigned { cert_pem, dir })
+    }
+
+    fn cert_file(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    fn key_file(&self) -> PathBuf {
+        self.dir.path().join("key.pem")
+    }
+}
+
+/// A rustls client configuration (ring provider) whose only root is the PEM `ca_pem`.
+fn tls_trusting(ca_pem: &str) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(cert.context("certificate PEM")?)
+            .context("trust the relay's certificate")?;
+    }
+    if roots.is_empty() {
+        bail!("no certificate in the relay's certificate PEM");
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
 }
 
 /// Where the runner finds programs, and how it places them on cores.
@@ -69,9 +132,12 @@ pub struct Lab {
 /// How a target is reached.
 #[derive(Debug, Clone)]
 enum Endpoint {
+    /// `ca_pem`: the one certificate to trust for `https://`/`wss://` (a `relay-tls`
+    /// peer's); `None`: plain, or the system's roots for an external relay.
     Relay {
         access: String,
         secret: Vec<u8>,
+        ca_pem: Option<String>,
     },
     /// Plain websocket; `rooms` means the URL path selects the room.
     Plain {
@@ -90,6 +156,10 @@ pub struct Target {
     pub proc: Option<Proc>,
     http: reqwest::Client,
     ws_config: WebSocketConfig,
+    /// Client TLS for `wss://` when the endpoint names its own certificate.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// The certificate and key files of a `relay-tls` process, kept while it runs.
+    _tls_files: Option<SelfSigned>,
 }
 
 /// Sending half of a connection.
@@ -135,18 +205,24 @@ impl Lab {
                     let endpoint = Endpoint::Relay {
                         access: access.clone(),
                         secret: secret.clone(),
+                        ca_pem: None,
                     };
-                    return Ok(Target::new(name, endpoint, None));
+                    return Target::new(name, endpoint, None);
                 }
                 let bin = self.relay_bin.to_string_lossy().into_owned();
+                let tls = relay_variant_tls(name).then(SelfSigned::new).transpose()?;
+                let (http, ws) = match tls {
+                    Some(_) => ("https", "wss"),
+                    None => ("http", "ws"),
+                };
                 let (proc, ports) = spawn_listening(2, |ports| {
                     let (pa, pr) = (ports[0], ports[1]);
                     let mut args: Vec<String> = [
                         "serve",
                         "--audience",
-                        &format!("http://127.0.0.1:{pa}"),
+                        &format!("{http}://127.0.0.1:{pa}"),
                         "--url",
-                        &format!("ws://127.0.0.1:{pr}"),
+                        &format!("{ws}://127.0.0.1:{pr}"),
                         "--secret",
                         std::str::from_utf8(SECRET)?,
                         "--port-access",
@@ -164,18 +240,25 @@ impl Lab {
                     .chain(relay_variant_args(name).unwrap_or_default())
                     .map(|s| s.to_string())
                     .collect();
+                    if let Some(tls) = &tls {
+                        args.push("--tls-cert".into());
+                        args.push(tls.cert_file().to_string_lossy().into_owned());
+                        args.push("--tls-key".into());
+                        args.push(tls.key_file().to_string_lossy().into_owned());
+                    }
                     args.extend(relay_args.iter().cloned());
                     Proc::spawn(name, &bin, &args, core)
                 })
                 .await?;
-                let access = format!("http://127.0.0.1:{}", ports[0]);
-                (
-                    Endpoint::Relay {
-                        access,
-                        secret: SECRET.to_vec(),
-                    },
-                    proc,
-                )
+                let access = format!("{http}://127.0.0.1:{}", ports[0]);
+                let endpoint = Endpoint::Relay {
+                    access,
+                    secret: SECRET.to_vec(),
+                    ca_pem: tls.as_ref().map(|t| t.cert_pem.clone()),
+                };
+                let mut target = Target::new(name, endpoint, Some(proc))?;
+                target._tls_files = tls;
+                return Ok(target);
             }
             "node-ws" => {
                 let script = self.bench_dir.join("node-ws-relay/relay.js");
@@ -244,37 +327,51 @@ impl Lab {
             }
             other => bail!("unknown peer {other:?} (known: {})", ALL_PEERS.join(", ")),
         };
-        Ok(Target::new(name, endpoint, Some(proc)))
+        Target::new(name, endpoint, Some(proc))
     }
 }
 
 impl Target {
-    fn new(name: &str, endpoint: Endpoint, proc: Option<Proc>) -> Target {
+    fn new(name: &str, endpoint: Endpoint, proc: Option<Proc>) -> Result<Target> {
         // Small read buffers: B4 holds 10k client sockets in this process too.
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(16 * 1024)
             .max_message_size(Some(64 << 20))
             .max_frame_size(Some(64 << 20));
-        let http = reqwest::Client::builder()
+        let tls = match &endpoint {
+            Endpoint::Relay {
+                ca_pem: Some(pem), ..
+            } => Some(Arc::new(tls_trusting(pem)?)),
+            _ => None,
+        };
+        let mut http = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
-        Target {
+            .tcp_nodelay(true);
+        if let Some(tls) = &tls {
+            http = http.use_preconfigured_tls((**tls).clone());
+        }
+        let http = http.build().context("HTTP client")?;
+        Ok(Target {
             name: name.to_owned(),
             endpoint,
             proc,
             http,
             ws_config,
-        }
+            tls,
+            _tls_files: None,
+        })
     }
 
     /// How to reach this target from another process (a B5 load-generator worker), as one
     /// line of JSON for [`Target::from_spec`]. The process handle is not part of it.
     pub fn spec(&self) -> String {
         let endpoint = match &self.endpoint {
-            Endpoint::Relay { access, secret } => {
-                serde_json::json!({ "relay": { "access": access, "secret": secret } })
+            Endpoint::Relay {
+                access,
+                secret,
+                ca_pem,
+            } => {
+                serde_json::json!({ "relay": { "access": access, "secret": secret, "ca_pem": ca_pem } })
             }
             Endpoint::Plain { base, rooms } => {
                 serde_json::json!({ "plain": { "base": base, "rooms": rooms } })
@@ -304,9 +401,14 @@ impl Target {
                 .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
                 .collect::<Option<Vec<u8>>>()
                 .context("target spec: relay secret is not bytes")?;
+            let ca_pem = match r.get("ca_pem") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(_) => Some(text(r, "ca_pem")?),
+            };
             Endpoint::Relay {
                 access: text(r, "access")?,
                 secret,
+                ca_pem,
             }
         } else if let Some(p) = endpoint.get("plain") {
             Endpoint::Plain {
@@ -323,7 +425,7 @@ impl Target {
         } else {
             bail!("target spec: unknown endpoint {endpoint}");
         };
-        Ok(Target::new(&name, endpoint, None))
+        Target::new(&name, endpoint, None)
     }
 
     /// True when messages are also delivered back to their sender (websocat's mirror).
@@ -339,7 +441,7 @@ impl Target {
     /// Join `topic` as a reader and writer. Returns once the target will deliver to it.
     pub async fn open(&self, topic: &str) -> Result<(Tx, Rx)> {
         let (url, nats) = match &self.endpoint {
-            Endpoint::Relay { access, secret } => {
+            Endpoint::Relay { access, secret, .. } => {
                 (self.access(access, secret, topic).await?, false)
             }
             Endpoint::Plain { base, rooms: true } => (format!("{base}/{topic}"), false),
@@ -352,10 +454,13 @@ impl Target {
                 .with_context(|| format!("{}: websocket dial {url}", self.name))?;
             (Sink::Lean(w), Stream::Lean(r))
         } else {
-            let (ws, _) = tokio_tungstenite::connect_async_with_config(
+            // `None`: the system's roots (an external relay handing out `wss://`).
+            let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+            let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
                 url.as_str(),
                 Some(self.ws_config),
                 true,
+                connector,
             )
             .await
             .with_context(|| format!("{}: websocket dial {url}", self.name))?;
@@ -623,12 +728,23 @@ mod tests {
 
     #[test]
     fn target_specs_round_trip() {
+        let cert = SelfSigned::new().unwrap();
         let targets = [
             Target::new(
                 "relay",
                 Endpoint::Relay {
                     access: "http://127.0.0.1:1".into(),
                     secret: vec![0, 1, 255],
+                    ca_pem: None,
+                },
+                None,
+            ),
+            Target::new(
+                "relay-tls",
+                Endpoint::Relay {
+                    access: "https://127.0.0.1:1".into(),
+                    secret: vec![7],
+                    ca_pem: Some(cert.cert_pem.clone()),
                 },
                 None,
             ),
@@ -647,7 +763,9 @@ mod tests {
                 },
                 None,
             ),
-        ];
+        ]
+        .map(|t| t.unwrap());
+        assert!(targets[1].tls.is_some() && targets[0].tls.is_none());
         for t in &targets {
             let back = Target::from_spec(&t.spec()).unwrap();
             assert_eq!(back.name, t.name);
@@ -656,6 +774,47 @@ mod tests {
         }
         assert!(Target::from_spec("{}").is_err());
         assert!(Target::from_spec(r#"{"name":"x","endpoint":{"other":{}}}"#).is_err());
+        assert!(tls_trusting("not a certificate").is_err());
+    }
+
+    /// `relay-tls`'s client side against an in-process relay serving TLS with a
+    /// [`SelfSigned`] certificate: access over https and a wss message from one connection
+    /// to another when trusting that certificate; refused when trusting another one.
+    #[tokio::test]
+    async fn wss_to_a_relay_with_a_self_signed_certificate() {
+        let cert = SelfSigned::new().unwrap();
+        let config = relay_server::ServerConfig {
+            tls: Some(relay_server::TlsFiles {
+                cert: cert.cert_file(),
+                key: cert.key_file(),
+            }),
+            ..relay_server::ServerConfig::local(SECRET.to_vec())
+        };
+        let server = relay_server::RunningServer::start(config).await.unwrap();
+        assert!(server.access_url().starts_with("https://"));
+        let target = |ca_pem: &str| {
+            let endpoint = Endpoint::Relay {
+                access: server.access_url().to_owned(),
+                secret: SECRET.to_vec(),
+                ca_pem: Some(ca_pem.to_owned()),
+            };
+            Target::new("relay-tls", endpoint, None).unwrap()
+        };
+        let trusting = target(&cert.cert_pem);
+        tokio::time::timeout(Duration::from_secs(20), async {
+            let (_tx_a, mut rx_a) = trusting.open("tls-room").await.unwrap();
+            let (mut tx_b, _rx_b) = trusting.open("tls-room").await.unwrap();
+            tx_b.send(Bytes::from_static(b"over tls")).await.unwrap();
+            assert_eq!(rx_a.recv().await.unwrap().unwrap(), &b"over tls"[..]);
+        })
+        .await
+        .expect("a message over wss within 20 s");
+        let other = SelfSigned::new().unwrap();
+        let Err(err) = target(&other.cert_pem).open("tls-room").await else {
+            panic!("an untrusted certificate was accepted");
+        };
+        assert!(format!("{err:#}").contains("certificate"), "{err:#}");
+        server.shutdown().await;
     }
 
     #[test]
