@@ -141,6 +141,9 @@ impl Cluster {
         crate::wait_until_blocking("the balancer to see every node healthy", HEALTHY, || {
             balancer.all_up()
         });
+        for node in &nodes {
+            wait_joined(node, config.nodes);
+        }
         Some(PartialCluster {
             config: config.clone(),
             nodes,
@@ -240,6 +243,22 @@ impl Cluster {
             );
         };
         self.nodes[index].process = Some(process);
+        wait_connected(&self.nodes[index]);
+    }
+
+    /// Waits until every running node is connected to NATS and hears from all the other
+    /// running nodes (after restarts).
+    pub fn wait_joined(&self) {
+        let running = self.nodes.iter().filter(|n| n.process.is_some()).count();
+        for node in self.nodes.iter().filter(|n| n.process.is_some()) {
+            wait_joined(node, running);
+        }
+    }
+
+    /// The value of the unlabelled metric `name` (e.g. `relay_cluster_peers`) in node
+    /// `index`'s `/metrics`; `None` if the node does not answer or has no such metric.
+    pub fn metric(&self, index: usize, name: &str) -> Option<f64> {
+        metric(&self.nodes[index], name)
     }
 
     /// Everything node `index` logged, over all its starts.
@@ -252,6 +271,46 @@ impl Cluster {
             .map(|path| fs::read_to_string(path).unwrap_or_default())
             .collect()
     }
+}
+
+/// Waits until `node` is connected to NATS.
+fn wait_connected(node: &Node) {
+    let what = format!("node {} to connect to NATS", node.name);
+    crate::wait_until_blocking(&what, HEALTHY, || {
+        metric(node, "relay_cluster_connected") == Some(1.0)
+    });
+}
+
+/// Waits until `node` is connected to NATS and hears from all `nodes - 1` others.
+fn wait_joined(node: &Node, nodes: usize) {
+    let what = format!("node {} to join the cluster of {nodes}", node.name);
+    crate::wait_until_blocking(&what, HEALTHY, || {
+        metric(node, "relay_cluster_connected") == Some(1.0)
+            && metric(node, "relay_cluster_peers").is_some_and(|p| p >= (nodes - 1) as f64)
+    });
+}
+
+/// An unlabelled metric from `node`'s `/metrics`.
+fn metric(node: &Node, name: &str) -> Option<f64> {
+    let text = http_get(node.access, "/metrics")?;
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+/// The body of `GET path` on `address` (HTTP/1.0, so the server closes when done).
+fn http_get(address: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&address, HEALTHY).ok()?;
+    stream.set_read_timeout(Some(HEALTHY)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.to_owned())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
 }
 
 /// A cluster before the NATS server is moved in (so retries can reuse one server).
@@ -302,12 +361,13 @@ fn start_node_on_free_ports(
                 process: Some(process),
             };
         }
+        let stderr = fs::read_to_string(log_path(dir, &name, start, "stderr")).unwrap_or_default();
+        assert!(
+            stderr.contains("in use"),
+            "relay node {name} exited during start-up; its stderr:\n{stderr}"
+        );
     }
-    let last = log_path(dir, &name, ATTEMPTS as u32, "stderr");
-    panic!(
-        "relay node {name} exited before listening, {ATTEMPTS} times on different ports; its last stderr:\n{}",
-        fs::read_to_string(last).unwrap_or_default()
-    )
+    panic!("relay node {name} could not listen on free ports in {ATTEMPTS} attempts")
 }
 
 /// Starts `relay serve` as node `name` on `ports` (access, relay); `None` if it exits

@@ -3,11 +3,13 @@
 //! servers on a free port without losing a port race, and websocat clients.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // test support may panic
 
+pub mod sshd;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[allow(unused_imports)] // each test file uses some of them
 pub use relay_testkit::{require, wait_until, wait_until_blocking};
