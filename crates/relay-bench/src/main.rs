@@ -412,13 +412,7 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
                 size,
                 runs,
             };
-            // Two tables: print the first here; the last gets the machine footer below.
-            let mut tables = b10_cluster::run(&lab, &opts).await?;
-            let last = tables.pop().context("b10: no table")?;
-            for table in &tables {
-                println!("{}", table.to_markdown());
-            }
-            last
+            print_all_but_last(b10_cluster::run(&lab, &opts).await?).context("b10: no table")?
         }
         Scenario::B8Faults {
             parts,
@@ -443,13 +437,8 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
                 undenied,
                 runs,
             };
-            // Two tables: print the first here; the last gets the machine footer below.
-            let mut tables = b8_faults::run(&lab, &opts).await?;
-            let last = tables.pop().context("b8-faults: no part selected")?;
-            for table in &tables {
-                println!("{}", table.to_markdown());
-            }
-            last
+            print_all_but_last(b8_faults::run(&lab, &opts).await?)
+                .context("b8-faults: no part selected")?
         }
     };
     let placement = if pin {
@@ -463,4 +452,16 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
         relay_bench::machine::load_average()
     );
     Ok(())
+}
+
+/// A scenario with several tables: print all but the last here and return the last, which
+/// gets the machine footer; `None` when there is no table.
+fn print_all_but_last(
+    mut tables: Vec<relay_bench::report::Table>,
+) -> Option<relay_bench::report::Table> {
+    let last = tables.pop()?;
+    for table in &tables {
+        println!("{}", table.to_markdown());
+    }
+    Some(last)
 }

@@ -11,8 +11,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod support;
-use support::sshd::{run, Sshd};
-use support::{require, spawn_and_read, Killed, INSTALL_HINT, RELAY};
+use support::sshd::Sshd;
+use support::{relay_token, require, spawn_and_read, Killed, INSTALL_HINT, RELAY};
 
 use futures_util::{SinkExt, StreamExt};
 use relay_client::session::{Message as SessionMessage, Session, SessionConfig};
@@ -45,26 +45,18 @@ fn start(public: PublicRelay) -> Cluster {
 }
 
 /// A token from the real `relay token`, for the cluster's audience.
-fn mint(audience: &str, topic: &str, extra: &[(&str, &str)]) -> String {
-    let out = run(Command::new(RELAY)
-        .arg("token")
-        .env("RELAY_TOKEN_AUDIENCE", audience)
-        .env("RELAY_TOKEN_SECRET", SECRET)
-        .env("RELAY_TOKEN_LIFETIME", "600")
-        .env("RELAY_TOKEN_TOPIC", topic)
-        .envs(extra.iter().copied()));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+fn mint(audience: &str, topic: &str, env: &[(&str, &str)]) -> String {
+    relay_token(SECRET, audience, topic, &[], env)
+}
+
+/// A token of booking `booking`.
+fn mint_booking(audience: &str, topic: &str, booking: &str) -> String {
+    mint(audience, topic, &[("RELAY_TOKEN_BOOKING_ID", booking)])
 }
 
 /// A shell token (`relay token --role ROLE`) for the cluster's audience.
 fn mint_shell(audience: &str, topic: &str, role: &str) -> String {
-    let out = run(Command::new(RELAY)
-        .args(["token", "--role", role])
-        .env("RELAY_TOKEN_AUDIENCE", audience)
-        .env("RELAY_TOKEN_SECRET", SECRET)
-        .env("RELAY_TOKEN_LIFETIME", "600")
-        .env("RELAY_TOKEN_TOPIC", topic));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    relay_token(SECRET, audience, topic, &["--role", role], &[])
 }
 
 /// An admin token (`relay:admin`, for the deny API).
@@ -373,16 +365,8 @@ async fn closed(mut ws: Ws) -> (Option<u16>, Instant) {
 async fn a_deny_on_one_node_closes_the_bookings_sockets_on_every_node() {
     let cluster = start(PublicRelay::EachNode);
     let audience = cluster.audience();
-    let denied = mint(
-        &audience,
-        "expt-deny",
-        &[("RELAY_TOKEN_BOOKING_ID", "bk-deny")],
-    );
-    let kept = mint(
-        &audience,
-        "expt-keep",
-        &[("RELAY_TOKEN_BOOKING_ID", "bk-keep")],
-    );
+    let denied = mint_booking(&audience, "expt-deny", "bk-deny");
+    let kept = mint_booking(&audience, "expt-keep", "bk-keep");
     let on_a = open(&cluster, 0, "expt-deny", &denied).await;
     let on_b = open(&cluster, 1, "expt-deny", &denied).await;
     let mut keep_a = open(&cluster, 0, "expt-keep", &kept).await;
@@ -422,16 +406,8 @@ async fn a_deny_on_one_node_closes_the_bookings_sockets_on_every_node() {
 async fn a_deny_survives_a_restart_of_every_node() {
     let mut cluster = start(PublicRelay::EachNode);
     let audience = cluster.audience();
-    let denied = mint(
-        &audience,
-        "expt-r",
-        &[("RELAY_TOKEN_BOOKING_ID", "bk-gone")],
-    );
-    let kept = mint(
-        &audience,
-        "expt-r",
-        &[("RELAY_TOKEN_BOOKING_ID", "bk-fine")],
-    );
+    let denied = mint_booking(&audience, "expt-r", "bk-gone");
+    let kept = mint_booking(&audience, "expt-r", "bk-fine");
     assert_eq!(
         deny(&cluster.access_url(0), &mint_admin(&audience), "bk-gone").await,
         204

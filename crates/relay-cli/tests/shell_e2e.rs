@@ -9,7 +9,8 @@
 mod support;
 use support::sshd::{run, Sshd, SSHD};
 use support::{
-    require, serve_on_free_ports, spawn_and_read, wait_until_blocking as wait_until, Killed, RELAY,
+    relay_token, require, serve_on_free_ports, spawn_and_read, wait_until_blocking as wait_until,
+    Killed, RELAY,
 };
 
 use std::path::Path;
@@ -35,13 +36,7 @@ fn established_on(port: u16) -> usize {
 }
 
 fn mint(access: &str, topic: &str, role: &str) -> String {
-    let out = run(Command::new(RELAY)
-        .args(["token", "--role", role])
-        .env("RELAY_TOKEN_AUDIENCE", access)
-        .env("RELAY_TOKEN_SECRET", SECRET)
-        .env("RELAY_TOKEN_LIFETIME", "3600")
-        .env("RELAY_TOKEN_TOPIC", topic));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    relay_token(SECRET, access, topic, &["--role", role], &[])
 }
 
 fn sha(path: &Path) -> String {

@@ -42,6 +42,33 @@ pub fn jwt_claims(token: &str) -> serde_json::Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64")).expect("json")
 }
 
+/// A token from the real `relay token` with `args` (e.g. `--role host`) and extra `env`,
+/// signed with `secret` for `audience` and `topic`, valid for an hour.
+pub fn relay_token(
+    secret: &str,
+    audience: &str,
+    topic: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> String {
+    let out = Command::new(RELAY)
+        .arg("token")
+        .args(args)
+        .env("RELAY_TOKEN_AUDIENCE", audience)
+        .env("RELAY_TOKEN_SECRET", secret)
+        .env("RELAY_TOKEN_LIFETIME", "3600")
+        .env("RELAY_TOKEN_TOPIC", topic)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "relay token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// How a missing program is installed for these tests.
 pub const INSTALL_HINT: &str = "run scripts/test.sh, which installs it";
 
