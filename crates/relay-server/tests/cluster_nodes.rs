@@ -9,6 +9,8 @@ mod common;
 use common::*;
 use futures_util::SinkExt;
 use relay_auth::Claims;
+use relay_common::action::ConnectionAction;
+use relay_common::connection::ConnectionType;
 use relay_server::{ClusterConfig, RunningServer};
 use relay_testkit::wait_until;
 use std::net::TcpListener;
@@ -332,4 +334,94 @@ async fn without_nats_local_topics_keep_working_and_codes_are_refused_until_it_r
     .await;
     let _again = join_on(&a, "local", &["read"]).await;
     a.shutdown().await;
+}
+
+/// Shell claims for `shell_id` with one shell scope (`host` or `client`), for `server`.
+fn shell_claims(server: &RunningServer, shell_id: &str, scope: &str) -> Claims {
+    Claims {
+        booking_id: "bid".into(),
+        ..Claims::grant(
+            ConnectionType::Shell.as_str(),
+            shell_id,
+            &[scope],
+            server.access_url(),
+            now(),
+            60,
+        )
+    }
+}
+
+/// The websocket uri `server`'s access route `path` answers `claims` with.
+async fn shell_uri(server: &RunningServer, path: &str, claims: &Claims) -> String {
+    let (status, body) = post(
+        &format!("{}{path}", server.access_url()),
+        Some(&token(claims)),
+    )
+    .await;
+    assert_eq!(status, 200, "access refused: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["uri"].as_str().unwrap().to_owned()
+}
+
+async fn next_action(ws: &mut Ws) -> ConnectionAction {
+    match next_frame(ws, WAIT).await {
+        Some(Message::Text(text)) => ConnectionAction::parse(&text)
+            .unwrap_or_else(|| panic!("not a connection action: {text}")),
+        other => panic!("expected a connection action, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shell_pair_spans_two_nodes_with_its_gate_and_actions() {
+    let nats = Nats::start().await;
+    let a = node(&nats, "a").await;
+    let b = node(&nats, "b").await;
+    // The shell host's management connection is on node a.
+    let host_uri = shell_uri(&a, "/shell/lab", &shell_claims(&a, "lab", "host")).await;
+    let mut host = dial(&on(&a, &host_uri)).await;
+    listening(&a, "shell:lab").await;
+
+    // The admin's connection is on node b, which finds the host on node a.
+    let admin_uri = shell_uri(&b, "/shell/lab", &shell_claims(&b, "lab", "client")).await;
+    let mut admin = dial(&on(&b, &admin_uri)).await;
+    // Sent before the host's end exists: held back until it has joined, then delivered.
+    send_text(&mut admin, "early").await;
+    let (uri, uuid) = match next_action(&mut host).await {
+        ConnectionAction::Connect { uri, uuid } => (uri, uuid),
+        other => panic!("expected connect, got {other:?}"),
+    };
+    // The host dials its end of the pair; through a load balancer it may land on any node.
+    let mut host_end = dial(&on(&a, &uri)).await;
+    assert_eq!(next_data(&mut host_end).await, Message::text("early"));
+    send_text(&mut host_end, "SSH-2.0-banner").await;
+    assert_eq!(next_data(&mut admin).await, Message::text("SSH-2.0-banner"));
+    send_text(&mut admin, "client hello").await;
+    assert_eq!(
+        next_data(&mut host_end).await,
+        Message::text("client hello")
+    );
+
+    // The admin leaves: the host's end is closed on node a, and the host told.
+    admin.close(None).await.unwrap();
+    assert_eq!(close_code(&mut host_end, WAIT).await, Some(1000));
+    match next_action(&mut host).await {
+        ConnectionAction::Disconnect { uuid: gone } => assert_eq!(gone, uuid),
+        other => panic!("expected disconnect, got {other:?}"),
+    }
+
+    // With the host gone from every node, a new admin is refused on node b.
+    host.close(None).await.unwrap();
+    let cluster_a = a.cluster().unwrap().clone();
+    wait_until("node a stops listening for the host", WAIT, || {
+        !cluster_a.is_listening("shell:lab")
+    })
+    .await;
+    let admin_uri = shell_uri(&b, "/shell/lab", &shell_claims(&b, "lab", "client")).await;
+    let refused = tokio_tungstenite::connect_async(on(&b, &admin_uri)).await;
+    assert!(
+        refused.is_err(),
+        "a shell client without its host is refused"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
 }
