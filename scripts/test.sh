@@ -11,7 +11,7 @@ say() { printf '\n== %s\n' "$*"; }
 # frames, crates/relay-cli/tests/frames_e2e.rs), openssh (shell relay), openssl (test certificates), procps (kill),
 # chromium (the browser test of the demo page, web/test), postgresql (the booking store's
 # tests start a throw-away cluster from its binaries).
-APT_PACKAGES=(curl ffmpeg python3 python3-websockets openssh-client openssh-server openssl procps chromium postgresql)
+APT_PACKAGES=(curl ffmpeg python3 python3-websockets openssh-client openssh-server openssl procps chromium postgresql nats-server)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
