@@ -323,6 +323,11 @@ impl RunningServer {
         self.state.hub.connection_count()
     }
 
+    /// This node's place in the cluster (`ServerConfig::cluster`); `None` on a single node.
+    pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
+        self.state.cluster.as_ref()
+    }
+
     /// Connections whose frames are written directly (`RELAY_DIRECT_WRITES`).
     pub fn direct_connection_count(&self) -> usize {
         let connections = self.state.hub.connections();

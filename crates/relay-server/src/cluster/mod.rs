@@ -31,7 +31,7 @@ use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use relay_common::shutdown::{CancellationToken, TaskTracker};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -167,6 +167,8 @@ pub struct Cluster {
     connected: AtomicBool,
     metrics: ClusterMetrics,
     peers: Mutex<HashMap<String, Instant>>,
+    /// Hub keys whose subject NATS has confirmed this node listens on.
+    listening: Mutex<HashSet<String>>,
 }
 
 /// The receiving end of the publisher queue, until [`Cluster::run`] takes it.
@@ -222,24 +224,16 @@ impl Cluster {
         let js = async_nats::jetstream::new(client.clone());
         let codes_kv = bucket(
             &js,
-            async_nats::jetstream::kv::Config {
-                bucket: subject::CODES_BUCKET.into(),
-                description: "relay one-time codes (issue 18)".into(),
-                history: 1,
-                max_age: code_ttl.max(Duration::from_secs(1)),
-                ..Default::default()
-            },
+            subject::CODES_BUCKET,
+            code_ttl.max(Duration::from_secs(1)),
+            async_nats::jetstream::stream::StorageType::File,
         )
         .await?;
         let denies_kv = bucket(
             &js,
-            async_nats::jetstream::kv::Config {
-                bucket: subject::DENIES_BUCKET.into(),
-                description: "relay deny list (issue 18)".into(),
-                history: 1,
-                storage: async_nats::jetstream::stream::StorageType::File,
-                ..Default::default()
-            },
+            subject::DENIES_BUCKET,
+            Duration::ZERO,
+            async_nats::jetstream::stream::StorageType::File,
         )
         .await?;
         let (items_tx, items) = mpsc::unbounded_channel();
@@ -254,6 +248,7 @@ impl Cluster {
             connected: AtomicBool::new(true),
             metrics,
             peers: Mutex::new(HashMap::new()),
+            listening: Mutex::new(HashSet::new()),
         });
         tracing::info!(node = %cluster.node, url = %config.url, "joined the relay cluster");
         Ok((cluster, ClusterTasks { items, events }))
@@ -277,6 +272,25 @@ impl Cluster {
     /// The NATS client (for the tests and the status merge).
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// True once NATS has confirmed that this node listens on the hub key `key`'s subject
+    /// (it has local readers of that topic): from then on, what another node publishes
+    /// there reaches them.
+    pub fn is_listening(&self, key: &str) -> bool {
+        self.listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key)
+    }
+
+    fn set_listening(&self, key: &str, on: bool) {
+        let mut listening = self.listening.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            listening.insert(key.to_owned());
+        } else {
+            listening.remove(key);
+        }
     }
 
     /// Hand a local writer's message to the other nodes. Never waits: with the queue full
@@ -422,29 +436,44 @@ impl Cluster {
     }
 }
 
+/// Open the KV bucket `name`, making it first if needed. The bucket's stream is made by
+/// hand with the settings `create_key_value` uses: that call first reads the account
+/// info, whose shape it expects from nats-server 2.10 on, and Debian ships 2.9.
 async fn bucket(
     js: &async_nats::jetstream::Context,
-    config: async_nats::jetstream::kv::Config,
+    name: &'static str,
+    max_age: Duration,
+    storage: async_nats::jetstream::stream::StorageType,
 ) -> Result<async_nats::jetstream::kv::Store, ClusterError> {
-    let name = if config.bucket == subject::CODES_BUCKET {
-        subject::CODES_BUCKET
-    } else {
-        subject::DENIES_BUCKET
-    };
-    match js.get_key_value(name).await {
-        Ok(store) => Ok(store),
-        Err(_) => match js.create_key_value(config).await {
-            Ok(store) => Ok(store),
-            // Another node made it meanwhile.
-            Err(create) => js
-                .get_key_value(name)
-                .await
-                .map_err(|_| ClusterError::Bucket {
-                    bucket: name,
-                    reason: create.to_string(),
-                }),
-        },
+    use async_nats::jetstream::stream;
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
     }
+    let config = stream::Config {
+        name: format!("KV_{name}"),
+        description: Some(format!("relay {name} (issue 18)")),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        storage,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: 1,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    let created = js.create_stream(config).await;
+    // Another node may have made it meanwhile: open it either way.
+    js.get_key_value(name)
+        .await
+        .map_err(|open| ClusterError::Bucket {
+            bucket: name,
+            reason: match created {
+                Err(create) => create.to_string(),
+                Ok(_) => open.to_string(),
+            },
+        })
 }
 
 /// One subscription: the task forwarding its messages to local members, and the local
@@ -539,6 +568,14 @@ async fn publisher(
                                 sub,
                             )));
                             cluster.metrics.subscriptions.inc();
+                            // A round trip, so the server has the subscription before
+                            // anything this node publishes next (a shell pair's `joined`).
+                            if tokio::time::timeout(NATS_TIMEOUT, cluster.client.flush())
+                                .await
+                                .is_ok_and(|r| r.is_ok())
+                            {
+                                cluster.set_listening(&key, true);
+                            }
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, topic = %key, "cannot subscribe to the topic's subject; remote writers will not reach it")
@@ -573,6 +610,7 @@ async fn publisher(
                         if let Some(task) = entry.task.take() {
                             task.abort();
                             cluster.metrics.subscriptions.dec();
+                            cluster.set_listening(&key, false);
                         }
                     }
                     if entry.members == 0 {
