@@ -5,8 +5,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use relay_bench::peers::{Lab, ALL_PEERS};
 use relay_bench::scenarios::{
-    b1_video, b2_latency, b3_throughput, b4_idle_memory, b5_handshakes, b8_faults, b8_slow_reader,
-    b9_booking,
+    b10_cluster, b1_video, b2_latency, b3_throughput, b4_idle_memory, b5_handshakes, b8_faults,
+    b8_slow_reader, b9_booking,
 };
 use std::path::PathBuf;
 
@@ -167,6 +167,26 @@ enum Scenario {
         /// Old bookings stored before the second row of each database (0: no second row).
         #[arg(long, default_value_t = 100_000)]
         book_history: usize,
+    },
+    /// B10 relay cluster on NATS: B1's fan-out with readers on two nodes against one node,
+    /// and the cross-node latency of small messages (needs nats-server).
+    B10 {
+        /// Readers of the fan-out, split over nodes A and B.
+        #[arg(long, default_value_t = 1000)]
+        readers: usize,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 2.0)]
+        mbps: f64,
+        /// 188-byte TS packets per video message.
+        #[arg(long, default_value_t = 49)]
+        ts_packets: usize,
+        /// Message rates of the cross-node latency part.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        rates: Vec<u64>,
+        /// Message size of the cross-node latency part.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
     },
     /// Print the machine description used in BENCHMARKS.md.
     Machine,
@@ -375,6 +395,25 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
             )
             .await?
         }
+        Scenario::B10 {
+            readers,
+            seconds,
+            mbps,
+            ts_packets,
+            rates,
+            size,
+        } => {
+            let opts = b10_cluster::Options {
+                readers,
+                seconds,
+                mbps,
+                ts_packets,
+                rates,
+                size,
+                runs,
+            };
+            print_all_but_last(b10_cluster::run(&lab, &opts).await?).context("b10: no table")?
+        }
         Scenario::B8Faults {
             parts,
             readers,
@@ -398,13 +437,8 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
                 undenied,
                 runs,
             };
-            // Two tables: print the first here; the last gets the machine footer below.
-            let mut tables = b8_faults::run(&lab, &opts).await?;
-            let last = tables.pop().context("b8-faults: no part selected")?;
-            for table in &tables {
-                println!("{}", table.to_markdown());
-            }
-            last
+            print_all_but_last(b8_faults::run(&lab, &opts).await?)
+                .context("b8-faults: no part selected")?
         }
     };
     let placement = if pin {
@@ -418,4 +452,16 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
         relay_bench::machine::load_average()
     );
     Ok(())
+}
+
+/// A scenario with several tables: print all but the last here and return the last, which
+/// gets the machine footer; `None` when there is no table.
+fn print_all_but_last(
+    mut tables: Vec<relay_bench::report::Table>,
+) -> Option<relay_bench::report::Table> {
+    let last = tables.pop()?;
+    for table in &tables {
+        println!("{}", table.to_markdown());
+    }
+    Some(last)
 }

@@ -9,8 +9,8 @@
 
 mod support;
 use support::{
-    on_a_free_port, require, serve, serve_on_free_ports, spawn_and_read, wait_until, websocat,
-    Killed, Served, INSTALL_HINT,
+    on_a_free_port, relay_token, require, serve, serve_on_free_ports, spawn_and_read, wait_until,
+    websocat, Killed, Served, INSTALL_HINT,
 };
 
 use relay_client::session::{Message, Session, SessionConfig};
@@ -32,22 +32,12 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// A token from the real `relay token`.
 fn mint(access: &str, topic: &str, read: bool, write: bool) -> String {
-    let out = Command::new(RELAY)
-        .arg("token")
-        .env("RELAY_TOKEN_AUDIENCE", access)
-        .env("RELAY_TOKEN_SECRET", SECRET)
-        .env("RELAY_TOKEN_LIFETIME", "600")
-        .env("RELAY_TOKEN_TOPIC", topic)
-        .env("RELAY_TOKEN_SCOPE_READ", read.to_string())
-        .env("RELAY_TOKEN_SCOPE_WRITE", write.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "relay token: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    let (read, write) = (read.to_string(), write.to_string());
+    let scopes = [
+        ("RELAY_TOKEN_SCOPE_READ", read.as_str()),
+        ("RELAY_TOKEN_SCOPE_WRITE", write.as_str()),
+    ];
+    relay_token(SECRET, access, topic, &[], &scopes)
 }
 
 fn curl(args: &[&str]) -> Option<String> {

@@ -10,7 +10,9 @@ mod support;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::{require, serve, wait_until_blocking, websocat, WithoutEnv, INSTALL_HINT, RELAY};
+use support::{
+    relay_token, require, serve, wait_until_blocking, websocat, WithoutEnv, INSTALL_HINT, RELAY,
+};
 
 const SECRET: &str = "e2e-secret";
 /// The relay's public URLs. It listens on port 0, so they cannot name its real addresses:
@@ -21,21 +23,7 @@ const PUBLIC_RELAY: &str = "ws://relay.test";
 const WAIT: Duration = Duration::from_secs(15);
 
 fn mint(access: &str, topic: &str, extra: &[(&str, &str)]) -> String {
-    let out = Command::new(RELAY)
-        .arg("token")
-        .env("RELAY_TOKEN_AUDIENCE", access)
-        .env("RELAY_TOKEN_SECRET", SECRET)
-        .env("RELAY_TOKEN_LIFETIME", "300")
-        .env("RELAY_TOKEN_TOPIC", topic)
-        .envs(extra.iter().copied())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    relay_token(SECRET, access, topic, &[], extra)
 }
 
 fn curl(args: &[&str]) -> String {

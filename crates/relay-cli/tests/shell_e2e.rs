@@ -7,27 +7,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod support;
+use support::sshd::{run, Sshd, SSHD};
 use support::{
-    on_a_free_port, port_open, require, serve_on_free_ports, spawn_and_read,
-    wait_until_blocking as wait_until, Killed, RELAY,
+    relay_token, require, serve_on_free_ports, spawn_and_read, wait_until_blocking as wait_until,
+    Killed, RELAY,
 };
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "shell-e2e-secret";
-const SSHD: &str = "/usr/sbin/sshd";
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// Established TCP connections whose local or remote port is `port` (from /proc/net/tcp).
 fn established_on(port: u16) -> usize {
@@ -46,55 +36,7 @@ fn established_on(port: u16) -> usize {
 }
 
 fn mint(access: &str, topic: &str, role: &str) -> String {
-    let out = run(Command::new(RELAY)
-        .args(["token", "--role", role])
-        .env("RELAY_TOKEN_AUDIENCE", access)
-        .env("RELAY_TOKEN_SECRET", SECRET)
-        .env("RELAY_TOKEN_LIFETIME", "3600")
-        .env("RELAY_TOKEN_TOPIC", topic));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-struct Ssh {
-    dir: PathBuf,
-    port: u16,
-    user: String,
-}
-
-impl Ssh {
-    fn args(&self, extra: &[&str]) -> Vec<String> {
-        let key = self.dir.join("client_key");
-        let mut args: Vec<String> = vec![
-            "-i".into(),
-            key.display().to_string(),
-            "-o".into(),
-            "StrictHostKeyChecking=no".into(),
-            "-o".into(),
-            "UserKnownHostsFile=/dev/null".into(),
-            "-o".into(),
-            "BatchMode=yes".into(),
-            "-o".into(),
-            "LogLevel=ERROR".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
-    }
-
-    fn command(&self, remote: &str) -> Command {
-        let mut cmd = Command::new("ssh");
-        cmd.args(self.args(&["-p", &self.port.to_string()]))
-            .arg(format!("{}@127.0.0.1", self.user))
-            .arg(remote);
-        cmd
-    }
-
-    fn scp(&self, from: &str, to: &str) {
-        let mut cmd = Command::new("scp");
-        cmd.args(self.args(&["-P", &self.port.to_string()]))
-            .arg(from)
-            .arg(to);
-        run(&mut cmd);
-    }
+    relay_token(SECRET, access, topic, &["--role", role], &[])
 }
 
 fn sha(path: &Path) -> String {
@@ -114,45 +56,8 @@ fn openssh_through_the_relay() {
     }
     let dir = std::env::temp_dir().join(format!("relay-shell-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::create_dir_all("/run/sshd").ok(); // sshd's privilege separation directory
-    for key in ["host_key", "client_key"] {
-        run(Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(dir.join(key)));
-    }
-    std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
-    let user = String::from_utf8(run(Command::new("id").arg("-un")).stdout)
-        .unwrap()
-        .trim()
-        .to_owned();
-
-    let config = |port: u16| {
-        format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
-             PermitRootLogin prohibit-password\nPidFile none\nSubsystem sftp internal-sftp\n\
-             MaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n",
-            hk = dir.join("host_key").display(),
-            ak = dir.join("authorized_keys").display(),
-        )
-    };
-    // sshd cannot report a port it chose, so it is given one and retried if it loses it.
-    let (_sshd, sshd_port) = on_a_free_port(
-        "sshd",
-        |port| {
-            std::fs::write(dir.join("sshd_config"), config(port)).unwrap();
-            Some(Killed(
-                Command::new(SSHD)
-                    .args(["-D", "-e", "-f"])
-                    .arg(dir.join("sshd_config"))
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            ))
-        },
-        port_open,
-    );
+    let sshd = Sshd::start(&dir);
+    let sshd_port = sshd.port;
 
     // The shell host dials the uri the relay hands out, so the relay's public URL must be
     // known before it starts: it gets free ports (retried if one is lost), not port 0.
@@ -220,11 +125,7 @@ fn openssh_through_the_relay() {
         || status().iter().any(|t| t == "shell/expt"),
     );
 
-    let ssh = Ssh {
-        dir: dir.clone(),
-        port: client_port,
-        user,
-    };
+    let ssh = sshd.client(client_port);
     let out = run(&mut ssh.command("echo hello from $(hostname)"));
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("hello from"),

@@ -7,11 +7,19 @@
 //! - [`programs`]: `require`, the loud check for external programs e2e tests drive.
 //! - [`book`]: a client of the booking server's API and a manifest of identical rigs.
 //! - [`postgres`]: `PgCluster`, a throw-away PostgreSQL cluster (initdb in a temp directory).
+//! - [`process`]: children killed on drop, reading the address a started program prints.
+//! - [`nats`]: `NatsServer`, a throw-away `nats-server -js` (kill and restart for faults).
+//! - [`haproxy`]: `Haproxy`, a TCP load balancer with health checks.
+//! - [`cluster`]: `Cluster`, NATS plus three `relay serve` nodes behind haproxy.
 
 #![warn(missing_docs)]
 
 pub mod book;
+pub mod cluster;
+pub mod haproxy;
+pub mod nats;
 pub mod postgres;
+pub mod process;
 pub mod programs;
 pub mod wait;
 

@@ -5,7 +5,8 @@ use super::{
     close_all, connect_many, cpu_between, read_timed, rss_mib, send_paced, topic, usage,
     ReaderStats,
 };
-use crate::peers::Lab;
+use crate::peers::{Lab, Target};
+use crate::procs::{usage_of, Usage};
 use crate::report::{agg, dec, fmt_ns, Latency, Table};
 use anyhow::Result;
 use std::sync::Arc;
@@ -87,21 +88,114 @@ async fn measure(
     seconds: f64,
     run: usize,
 ) -> Result<Point> {
-    let topic = topic("b1", &[n, run]);
-    let readers = connect_many(target, &topic, n, 64).await?;
-    let (mut writer, writer_rx) = target.open(&topic).await?;
+    let placement = Placement {
+        writer: target,
+        readers: vec![(target, n)],
+        also_sample: Vec::new(),
+    };
+    let out = fan_out(&placement, &topic("b1", &[n, run]), size, rate, seconds).await?;
+    let after = usage(target);
+    Ok(Point {
+        delivered: out.delivered(),
+        missing: out.missing as f64,
+        readers_missing: out.readers_missing as f64,
+        p50: out.all.quantile(0.5) as f64,
+        p99: out.all.quantile(0.99) as f64,
+        worst_p99: out.worst_p99 as f64,
+        cpu_pct: out.cpu / out.elapsed * 100.0,
+        cpu_per_gb: out.cpu_per_gb(),
+        rss: rss_mib(after),
+    })
+}
+
+/// Where one fan-out measurement's connections go: the writer's target, and how many
+/// readers on each target (one target for B1; two cluster nodes for B10).
+pub struct Placement<'a> {
+    pub writer: &'a Arc<Target>,
+    pub readers: Vec<(&'a Arc<Target>, usize)>,
+    /// More processes whose CPU is sampled over the same window (nats-server in B10).
+    pub also_sample: Vec<u32>,
+}
+
+/// What one fan-out measurement saw.
+pub struct FanOut {
+    /// Messages the writer sent.
+    pub sent: u64,
+    pub size: usize,
+    /// Readers in all.
+    pub readers: usize,
+    /// Payload bytes every reader received, summed.
+    pub bytes: u64,
+    pub missing: u64,
+    pub readers_missing: u64,
+    /// Every reader's added delay.
+    pub all: Latency,
+    /// The added delay of the readers of each entry of [`Placement::readers`], in order.
+    pub per_group: Vec<Latency>,
+    pub worst_p99: u64,
+    /// CPU seconds of the distinct targets' processes over the sending window.
+    pub cpu: f64,
+    /// CPU seconds of each [`Placement::also_sample`] process over the same window.
+    pub also_cpu: Vec<f64>,
+    /// Seconds from the first send to the last reader done.
+    pub elapsed: f64,
+}
+
+impl FanOut {
+    /// Delivered bytes over expected bytes.
+    pub fn delivered(&self) -> f64 {
+        self.bytes as f64 / (self.sent as f64 * self.size as f64 * self.readers as f64)
+    }
+
+    /// Server CPU seconds per delivered GB.
+    pub fn cpu_per_gb(&self) -> f64 {
+        self.cpu / (self.bytes as f64 / 1e9)
+    }
+}
+
+/// One writer sends `size`-byte timed messages at `rate` for `seconds` on `topic`; the
+/// readers placed as `placement` says time every message.
+pub async fn fan_out(
+    placement: &Placement<'_>,
+    topic: &str,
+    size: usize,
+    rate: f64,
+    seconds: f64,
+) -> Result<FanOut> {
+    let mut groups = Vec::with_capacity(placement.readers.len());
+    for (target, n) in &placement.readers {
+        groups.push(connect_many(target, topic, *n, 64).await?);
+    }
+    let (mut writer, writer_rx) = placement.writer.open(topic).await?;
     let echo = tokio::spawn(writer_rx.drain());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let count = (rate * seconds).ceil().max(1.0) as u64;
     let start = Instant::now();
     let read_deadline = start + Duration::from_secs_f64(seconds + 5.0);
     let mut set = JoinSet::new();
-    let mut keep = Vec::with_capacity(n);
-    for (tx, rx) in readers {
-        keep.push(tx);
-        set.spawn(read_timed(rx, count - 1, read_deadline));
+    let mut keep = Vec::new();
+    for (group, readers) in groups.into_iter().enumerate() {
+        for (tx, rx) in readers {
+            keep.push(tx);
+            set.spawn(async move { (group, read_timed(rx, count - 1, read_deadline).await) });
+        }
     }
-    let before = usage(target);
+    let mut targets: Vec<&Arc<Target>> = vec![placement.writer];
+    for (target, _) in &placement.readers {
+        if !targets.iter().any(|t| Arc::ptr_eq(t, target)) {
+            targets.push(target);
+        }
+    }
+    let sample = || {
+        let relays: Vec<Option<Usage>> = targets.iter().map(|t| usage(t)).collect();
+        let others: Vec<Option<Usage>> = placement
+            .also_sample
+            .iter()
+            .map(|pid| usage_of(*pid).ok())
+            .collect();
+        (relays, others)
+    };
+    let before = sample();
     let sent = send_paced(
         &mut writer,
         rate,
@@ -111,39 +205,44 @@ async fn measure(
     )
     .await?;
     let mut all = Latency::new();
-    let mut per_reader: Vec<ReaderStats> = Vec::with_capacity(n);
-    let mut rxs = Vec::with_capacity(n);
+    let mut per_group: Vec<Latency> = placement.readers.iter().map(|_| Latency::new()).collect();
+    let mut per_reader: Vec<ReaderStats> = Vec::with_capacity(keep.len());
+    let mut rxs = Vec::with_capacity(keep.len());
     while let Some(joined) = set.join_next().await {
-        let (stats, rx) = joined?;
+        let (group, (stats, rx)) = joined?;
         all.add(&stats.delay);
+        per_group[group].add(&stats.delay);
         per_reader.push(stats);
         rxs.push(rx);
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let after = usage(target);
-    let bytes: u64 = per_reader.iter().map(|s| s.bytes).sum();
-    let cpu = cpu_between(before, after);
-    let point = Point {
-        delivered: bytes as f64 / (sent as f64 * size as f64 * n as f64),
+    let after = sample();
+    let between = |b: &[Option<Usage>], a: &[Option<Usage>]| -> Vec<f64> {
+        b.iter().zip(a).map(|(b, a)| cpu_between(*b, *a)).collect()
+    };
+    let out = FanOut {
+        sent,
+        size,
+        readers: per_reader.len(),
+        bytes: per_reader.iter().map(|s| s.bytes).sum(),
         missing: per_reader
             .iter()
             .map(|s| sent.saturating_sub(s.messages))
-            .sum::<u64>() as f64,
-        readers_missing: per_reader.iter().filter(|s| s.messages < sent).count() as f64,
-        p50: all.quantile(0.5) as f64,
-        p99: all.quantile(0.99) as f64,
+            .sum(),
+        readers_missing: per_reader.iter().filter(|s| s.messages < sent).count() as u64,
+        all,
+        per_group,
         worst_p99: per_reader
             .iter()
             .map(|s| s.delay.quantile(0.99))
             .max()
-            .unwrap_or(0) as f64,
-        cpu_pct: cpu / elapsed * 100.0,
-        cpu_per_gb: cpu / (bytes as f64 / 1e9),
-        rss: rss_mib(after),
+            .unwrap_or(0),
+        cpu: between(&before.0, &after.0).iter().sum(),
+        also_cpu: between(&before.1, &after.1),
+        elapsed,
     };
     echo.abort();
-    let conns = keep.into_iter().zip(rxs).collect();
-    close_all(conns).await;
+    close_all(keep.into_iter().zip(rxs).collect()).await;
     writer.close().await;
-    Ok(point)
+    Ok(out)
 }

@@ -1,6 +1,7 @@
-//! The scenarios (B1–B5, B8 of docs PERFORMANCE.md, B9 of issue 15) and the load pieces they share:
+//! The scenarios (B1–B5, B8 of docs PERFORMANCE.md, B9 of issue 15, B10 of issue 18) and the load pieces they share:
 //! connecting many clients, a paced writer, and readers that time every message.
 
+pub mod b10_cluster;
 pub mod b1_video;
 pub mod b2_latency;
 pub mod b3_throughput;

@@ -3,11 +3,13 @@
 //! servers on a free port without losing a port race, and websocat clients.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // test support may panic
 
+pub mod sshd;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[allow(unused_imports)] // each test file uses some of them
 pub use relay_testkit::{require, wait_until, wait_until_blocking};
@@ -40,60 +42,39 @@ pub fn jwt_claims(token: &str) -> serde_json::Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64")).expect("json")
 }
 
+/// A token from the real `relay token` with `args` (e.g. `--role host`) and extra `env`,
+/// signed with `secret` for `audience` and `topic`, valid for an hour.
+pub fn relay_token(
+    secret: &str,
+    audience: &str,
+    topic: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> String {
+    let out = Command::new(RELAY)
+        .arg("token")
+        .args(args)
+        .env("RELAY_TOKEN_AUDIENCE", audience)
+        .env("RELAY_TOKEN_SECRET", secret)
+        .env("RELAY_TOKEN_LIFETIME", "3600")
+        .env("RELAY_TOKEN_TOPIC", topic)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "relay token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// How a missing program is installed for these tests.
 pub const INSTALL_HINT: &str = "run scripts/test.sh, which installs it";
 
-/// How long a started program may take to say where it listens.
-pub const STARTUP: Duration = Duration::from_secs(15);
-
-/// What `relay serve` prints on stdout once its access API is bound, before the address.
-pub const SERVE_ACCESS_LINE: &str = "relay: access API listening on ";
-/// What `relay serve` prints on stdout once its relay port is bound, before the address.
-pub const SERVE_RELAY_LINE: &str = "relay: relay listening on ";
-
-/// A child process killed when the test ends, however it ends.
-pub struct Killed(pub Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Spawns `command` with stdout piped and returns the rest of the first stdout line
-/// starting with each of `prefixes`, in order of `prefixes`; `None` if the program exits
-/// first (e.g. because it could not bind). Panics after [`STARTUP`]. Later output is
-/// drained, so the child never blocks on a full pipe.
-pub fn spawn_and_read(command: &mut Command, prefixes: &[&str]) -> (Killed, Option<Vec<String>>) {
-    let mut child = Killed(command.stdout(Stdio::piped()).spawn().unwrap());
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut found: Vec<Option<String>> = vec![None; prefixes.len()];
-    let deadline = Instant::now() + STARTUP;
-    while found.iter().any(Option::is_none) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                for (prefix, slot) in prefixes.iter().zip(found.iter_mut()) {
-                    if let Some(rest) = line.strip_prefix(prefix) {
-                        slot.get_or_insert_with(|| rest.trim().to_owned());
-                    }
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return (child, None),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                panic!("{command:?} did not print {prefixes:?} within {STARTUP:?}")
-            }
-        }
-    }
-    (child, Some(found.into_iter().flatten().collect()))
-}
+pub use relay_testkit::process::{
+    spawn_and_read, Killed, SERVE_ACCESS_LINE, SERVE_RELAY_LINE, STARTUP,
+};
 
 /// A started `relay serve` and the addresses it printed.
 pub struct Served {
@@ -155,17 +136,7 @@ pub fn serve_on_free_ports_with(
     panic!("{base:?} could not listen on free ports in {ATTEMPTS} attempts")
 }
 
-/// A loopback port that was free a moment ago. Only a candidate: a parallel test may take
-/// it before the program it is meant for binds it, so use it through
-/// [`on_a_free_port`], which retries, and only for programs that cannot bind port 0 and
-/// report their address.
-fn candidate_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use relay_testkit::process::{candidate_port, port_open};
 
 /// Starts a server that must be told its port (sshd, a relay whose public URL must be
 /// known before it starts, websocat): `start` spawns it on the given port, and
@@ -203,11 +174,6 @@ pub fn on_a_free_port(
         }
     }
     panic!("{what} could not listen on a free port in {ATTEMPTS} attempts")
-}
-
-/// Whether something accepts TCP connections on 127.0.0.1:`port`.
-pub fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 /// websocat in text mode connected to `url` (with `extra` flags), its output lines
