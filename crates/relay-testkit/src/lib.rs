@@ -6,11 +6,14 @@
 //!   one failure message.
 //! - [`programs`]: `require`, the loud check for external programs e2e tests drive.
 //! - [`book`]: a client of the booking server's API and a manifest of identical rigs.
+//! - [`netns`]: `Netns`, a network namespace behind a veth link that a test cuts silently
+//!   and heals (root, `ip` and `nft` needed).
 //! - [`postgres`]: `PgCluster`, a throw-away PostgreSQL cluster (initdb in a temp directory).
 
 #![warn(missing_docs)]
 
 pub mod book;
+pub mod netns;
 pub mod postgres;
 pub mod programs;
 pub mod wait;
