@@ -1,0 +1,682 @@
+//! Silent network cuts (issue 19 §1): each link of a deployment runs over a veth pair into
+//! a network namespace ([`relay_testkit::netns::Netns`]), is cut without a FIN (nftables
+//! drops every packet arriving over the veth, on both sides), and healed again. For each
+//! link the test measures how long each side takes to notice (with short ping and idle
+//! timeouts, so the run is quick), checks that nothing leaks (the relay's `/status`
+//! connections and its open file descriptors return to their baseline), that the link
+//! comes back by itself after the heal within its backoff, and that only what was sent
+//! while the link was down is lost — and, where the system counts it, that it is counted.
+//! Each test prints its measurements (`netns-fault:` lines; the numbers are in
+//! docs/RELIABILITY.md): run with `--nocapture` to see them.
+//!
+//! Needs root (CI runs as root), `ip`, `nft`, `curl`, `websocat` and Python's websockets
+//! (`scripts/test.sh` installs them); fails loudly without them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+use support::{
+    require, serve_on_free_ports, spawn_and_read, wait_until_blocking, Killed, Served, RELAY,
+};
+
+use relay_testkit::netns::Netns;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "netns-faults-secret";
+/// The peers that run inside a namespace (echo server, TCP client, websocket viewer/writer).
+const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/netns_peer.py");
+/// Debian's Python, which python3-websockets installs for (a `python3` earlier on PATH,
+/// such as pyenv's, may not have it).
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Short timings for every side, so a cut is noticed in about a second.
+const RELAY_PING: &str = "300ms";
+const RELAY_PONG_TIMEOUT: &str = "1s";
+const PEER_PING: &str = "300ms";
+const PEER_IDLE: &str = "1s";
+const PEER_PING_MS: &str = "300";
+const PEER_IDLE_MS: &str = "1000";
+
+/// Generous bounds for a side to notice a cut or a link to come back: the configured
+/// timeouts are about 1 s and the longest reconnect backoff is 10 s; these only stop a
+/// broken test from hanging.
+const NOTICE_WITHIN: Duration = Duration::from_secs(15);
+const BACKOFF_WITHIN: Duration = Duration::from_secs(20);
+/// How long the link stays cut after both sides noticed, so messages are sent while down.
+const DOWN_FOR: Duration = Duration::from_millis(500);
+
+/// A child whose stdout lines are kept with the time each arrived.
+struct Watched {
+    /// Killed when the test ends.
+    _process: Killed,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+fn watch(command: &mut Command) -> Watched {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push((Instant::now(), line));
+        }
+    });
+    Watched {
+        _process: Killed(child),
+        lines,
+    }
+}
+
+impl Watched {
+    /// The first line after `after` that satisfies `matches`, with its arrival time.
+    fn first(&self, after: Instant, matches: impl Fn(&str) -> bool) -> Option<(Instant, String)> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(at, line)| *at >= after && matches(line))
+            .cloned()
+    }
+
+    /// Waits for [`Watched::first`]; its arrival time.
+    fn wait_for(
+        &self,
+        what: &str,
+        after: Instant,
+        within: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Instant {
+        wait_until_blocking(what, within, || self.first(after, &matches).is_some());
+        self.first(after, &matches).unwrap().0
+    }
+
+    /// Every line starting with `prefix`, the rest parsed as a number.
+    fn numbers(&self, prefix: &str) -> Vec<(Instant, u64)> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(at, line)| Some((*at, line.strip_prefix(prefix)?.trim().parse().ok()?)))
+            .collect()
+    }
+}
+
+/// `relay serve` in the root namespace, bound to the root side of `ns`'s link (so the
+/// namespace reaches it over the veth, and the test over loopback).
+struct Relay {
+    served: Served,
+    access: String,
+    stats: String,
+}
+
+fn start_relay(ns: &Netns) -> Relay {
+    let ip = ns.host_ip().to_string();
+    let served = serve_on_free_ports(|command, pa, pr| {
+        command
+            .args(["--bind", &ip, "--log-file", "stderr"])
+            .env("RELAY_AUDIENCE", format!("http://{ip}:{pa}"))
+            .env("RELAY_URL", format!("ws://{ip}:{pr}"))
+            .env("RELAY_SECRET", SECRET)
+            .env("RELAY_PORT_ACCESS", pa.to_string())
+            .env("RELAY_PORT_RELAY", pr.to_string())
+            .env("RELAY_ALLOW_NO_BOOKING_ID", "true")
+            .env("RELAY_PING_INTERVAL", RELAY_PING)
+            .env("RELAY_PONG_TIMEOUT", RELAY_PONG_TIMEOUT)
+            .env("RELAY_WRITE_TIMEOUT", "1s")
+            .stderr(Stdio::null());
+    });
+    let access = format!("http://{}", served.access);
+    let stats = token(&access, &["--scope-other", "relay:stats"], "stats");
+    Relay {
+        served,
+        access,
+        stats,
+    }
+}
+
+/// A token from `relay token` for `topic`, with `args` choosing the scopes.
+fn token(access: &str, args: &[&str], topic: &str) -> String {
+    let out = Command::new(RELAY)
+        .arg("token")
+        .args(args)
+        .env("RELAY_TOKEN_AUDIENCE", access)
+        .env("RELAY_TOKEN_SECRET", SECRET)
+        .env("RELAY_TOKEN_LIFETIME", "600")
+        .env("RELAY_TOKEN_TOPIC", topic)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "relay token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn read_write_token(access: &str, topic: &str) -> String {
+    token(access, &[], topic)
+}
+
+impl Relay {
+    /// `GET /status`: one entry per connection.
+    fn status(&self) -> Vec<Value> {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5", "-H"])
+            .arg(format!("Authorization: {}", self.stats))
+            .arg(format!("{}/status", self.access))
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Connections from the namespace at `ip`.
+    fn connections_from(&self, ip: &str) -> usize {
+        self.status()
+            .iter()
+            .filter(|c| c["remote_addr"].as_str().is_some_and(|a| a.starts_with(ip)))
+            .count()
+    }
+
+    /// Open file descriptors of the relay process.
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.served.process.0.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the relay's connections and descriptors are back to `baseline`.
+    fn wait_for_baseline(&self, baseline: (usize, usize)) {
+        wait_until_blocking(
+            &format!("relay connections and fds back to {baseline:?}"),
+            NOTICE_WITHIN,
+            || (self.status().len(), self.fds()) == baseline,
+        );
+    }
+
+    fn baseline(&self) -> (usize, usize) {
+        (self.status().len(), self.fds())
+    }
+}
+
+fn python(ns: Option<&Netns>, args: &[&str]) -> Command {
+    let mut command = match ns {
+        Some(ns) => ns.command(PYTHON),
+        None => Command::new(PYTHON),
+    };
+    command.arg("-u").arg(PEER).args(args);
+    command
+}
+
+fn require_tools() {
+    for program in ["ip", "nft", "curl", PYTHON, "websocat"] {
+        require(program, "run scripts/test.sh, which installs it");
+    }
+    let ok = Command::new(PYTHON)
+        .args(["-c", "import websockets"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "Python websockets is required: run scripts/test.sh (python3-websockets)"
+    );
+}
+
+/// What one cut showed.
+struct Measured {
+    link: &'static str,
+    noticed: Vec<(&'static str, Duration)>,
+    recovered: Duration,
+    lost: String,
+}
+
+impl Measured {
+    fn print(&self) {
+        let noticed: Vec<String> = self
+            .noticed
+            .iter()
+            .map(|(side, d)| format!("{side} {:.2}s", d.as_secs_f64()))
+            .collect();
+        println!(
+            "netns-fault: {} | noticed: {} | back after heal: {:.2}s | lost: {}",
+            self.link,
+            noticed.join(", "),
+            self.recovered.as_secs_f64(),
+            self.lost
+        );
+    }
+}
+
+/// Sequence numbers in `0..=last` missing from `received`.
+fn missing(last: u64, received: &BTreeSet<u64>) -> Vec<u64> {
+    (0..=last).filter(|k| !received.contains(k)).collect()
+}
+
+/// The host's local API, asked from inside the namespace.
+fn host_api(ns: &Netns, port: u16, path: &str) -> Value {
+    let out = ns
+        .command("curl")
+        .args(["-s", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+#[test]
+fn relay_to_relay_host() {
+    require_tools();
+    let ns = Netns::create();
+    let relay = start_relay(&ns);
+    let topic = "nsf-host";
+    let (host, lines) = spawn_and_read(
+        ns.command(RELAY)
+            .arg("host")
+            .env("VW_PORT", "0")
+            .env("VW_LINK_PING_MS", PEER_PING_MS)
+            .env("VW_LINK_IDLE_MS", PEER_IDLE_MS)
+            .env("VW_DROP_LOG_MS", "200")
+            .env("VW_LOG_LEVEL", "warn")
+            .stderr(Stdio::null()),
+        &["relay host listening on http://127.0.0.1:"],
+    );
+    let port: u16 = lines.expect("relay host starts")[0].parse().unwrap();
+    let rule = serde_json::json!({
+        "id": "up", "stream": "data",
+        "destination": format!("{}/session/{topic}", relay.access),
+        "token": read_write_token(&relay.access, topic),
+    });
+    let added = ns
+        .command("curl")
+        .args(["-s", "-X", "POST", "-d"])
+        .arg(rule.to_string())
+        .arg(format!("http://127.0.0.1:{port}/api/destinations"))
+        .output()
+        .unwrap();
+    assert!(added.status.success());
+    let connected = || host_api(&ns, port, "/api/status")["up"]["connected"] == true;
+    wait_until_blocking("the host's link to the relay", NOTICE_WITHIN, connected);
+    // The viewer, in the root namespace (never cut), reads what the host sends.
+    let viewer = watch(&mut python(
+        None,
+        &[
+            "viewer",
+            &format!("{}/session/{topic}", relay.access),
+            &read_write_token(&relay.access, topic),
+            "1",
+            "10",
+        ],
+    ));
+    viewer.wait_for(
+        "the viewer to open",
+        Instant::now() - Duration::from_secs(60),
+        NOTICE_WITHIN,
+        |l| l == "open",
+    );
+    // The experiment's program, inside the namespace: one numbered message every 20 ms.
+    let mut publisher = ns
+        .command("websocat")
+        .args(["--text", &format!("ws://127.0.0.1:{port}/ws/data")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Killed)
+        .unwrap();
+    let mut input = publisher.0.stdin.take().unwrap();
+    let sent: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (sent, stop) = (sent.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut k = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if writeln!(input, "seq {k}").is_err() {
+                    break;
+                }
+                sent.lock().unwrap().push((Instant::now(), k));
+                k += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    viewer.wait_for(
+        "the first messages",
+        Instant::now() - Duration::from_secs(60),
+        NOTICE_WITHIN,
+        |l| l.starts_with("msg seq"),
+    );
+    let baseline = relay.baseline();
+    let ns_ip = ns.ns_ip().to_string();
+
+    let cut_at = Instant::now();
+    ns.cut();
+    wait_until_blocking("the relay to drop the host", NOTICE_WITHIN, || {
+        relay.connections_from(&ns_ip) == 0
+    });
+    let relay_noticed = cut_at.elapsed();
+    wait_until_blocking("the host to see its link down", NOTICE_WITHIN, || {
+        !connected()
+    });
+    let host_noticed = cut_at.elapsed();
+    std::thread::sleep(DOWN_FOR); // messages keep coming while the link is down
+    let heal_at = Instant::now();
+    ns.heal();
+    wait_until_blocking("the host to reconnect", BACKOFF_WITHIN, || {
+        connected() && relay.connections_from(&ns_ip) == 1
+    });
+    let recovered = heal_at.elapsed();
+    let back_at = Instant::now();
+    // Everything sent from now on arrives again.
+    let after = viewer.wait_for("messages after the heal", back_at, NOTICE_WITHIN, |l| {
+        l.starts_with("msg seq")
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sender.join().unwrap();
+    let sent = sent.lock().unwrap().clone();
+    let last = sent.last().unwrap().1;
+    wait_until_blocking("the last message", NOTICE_WITHIN, || {
+        viewer.numbers("msg seq ").iter().any(|&(_, k)| k == last)
+    });
+    let received: BTreeSet<u64> = viewer
+        .numbers("msg seq ")
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    let lost = missing(last, &received);
+    // Only messages sent while the link was down (from the cut to the reconnect) are lost.
+    for k in &lost {
+        let at = sent.iter().find(|(_, s)| s == k).unwrap().0;
+        assert!(
+            at >= cut_at && at <= after,
+            "message {k} was lost but not sent while the link was down"
+        );
+    }
+    let drops = host_api(&ns, port, "/api/drops");
+    let counted = drops["link_down"].as_u64().unwrap()
+        + drops["link_busy"].as_u64().unwrap()
+        + drops["queue_full"].as_u64().unwrap();
+    // Counted drops were never delivered; the rest went into the dead socket before the
+    // host noticed.
+    assert!(
+        counted <= lost.len() as u64,
+        "counted {counted} > lost {}",
+        lost.len()
+    );
+    relay.wait_for_baseline(baseline);
+    Measured {
+        link: "relay <-> relay host",
+        noticed: vec![("relay", relay_noticed), ("host", host_noticed)],
+        recovered,
+        lost: format!(
+            "{} of {} messages, {counted} counted by the host (/api/drops {drops})",
+            lost.len(),
+            last + 1
+        ),
+    }
+    .print();
+    drop(host);
+}
+
+#[test]
+fn relay_to_viewer() {
+    require_tools();
+    let ns = Netns::create();
+    let relay = start_relay(&ns);
+    let topic = "nsf-viewer";
+    let session = format!("{}/session/{topic}", relay.access);
+    let writer = watch(&mut python(
+        None,
+        &["writer", &session, &read_write_token(&relay.access, topic)],
+    ));
+    let viewer = watch(&mut python(
+        Some(&ns),
+        &[
+            "viewer",
+            &session,
+            &read_write_token(&relay.access, topic),
+            "0.3",
+            "1",
+        ],
+    ));
+    let long_ago = Instant::now() - Duration::from_secs(60);
+    viewer.wait_for(
+        "the viewer's first messages",
+        long_ago,
+        NOTICE_WITHIN,
+        |l| l.starts_with("msg seq"),
+    );
+    let baseline = relay.baseline();
+    let ns_ip = ns.ns_ip().to_string();
+
+    let cut_at = Instant::now();
+    ns.cut();
+    wait_until_blocking("the relay to drop the viewer", NOTICE_WITHIN, || {
+        relay.connections_from(&ns_ip) == 0
+    });
+    let relay_noticed = cut_at.elapsed();
+    let viewer_noticed = viewer.wait_for(
+        "the viewer to see its link lost",
+        cut_at,
+        NOTICE_WITHIN,
+        |l| l.starts_with("lost"),
+    ) - cut_at;
+    std::thread::sleep(DOWN_FOR);
+    let heal_at = Instant::now();
+    ns.heal();
+    let reopened = viewer.wait_for("the viewer to reconnect", heal_at, BACKOFF_WITHIN, |l| {
+        l == "open"
+    });
+    let recovered = reopened - heal_at;
+    let first_after = viewer.wait_for("messages after the heal", reopened, NOTICE_WITHIN, |l| {
+        l.starts_with("msg seq")
+    });
+    let sent = writer.numbers("sent ");
+    let received: BTreeSet<u64> = viewer
+        .numbers("msg seq ")
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    let first = *received.iter().next().unwrap();
+    let last = *received.iter().last().unwrap();
+    let lost: Vec<u64> = missing(last, &received)
+        .into_iter()
+        .filter(|&k| k >= first)
+        .collect();
+    for k in &lost {
+        let at = sent.iter().find(|(_, s)| s == k).unwrap().0;
+        assert!(
+            at >= cut_at && at <= first_after,
+            "message {k} was lost but not sent while the link was down"
+        );
+    }
+    relay.wait_for_baseline(baseline);
+    Measured {
+        link: "relay <-> viewer",
+        noticed: vec![("relay", relay_noticed), ("viewer", viewer_noticed)],
+        recovered,
+        lost: format!(
+            "{} messages, all sent between the cut and the viewer's reconnect (a viewer gets live data only; the gap shows in its sequence, the relay counts no drop for a reader that is gone)",
+            lost.len()
+        ),
+    }
+    .print();
+}
+
+/// `relay shell host` and `relay shell client` with short timings; `ns_side` says which
+/// of the two runs inside the namespace. Returns them and the client's listening port.
+fn shell_pair(
+    relay: &Relay,
+    ns: &Netns,
+    service_port: u16,
+    host_in_ns: bool,
+) -> (Watched, Watched, u16) {
+    let session = format!("{}/shell/expt", relay.access);
+    let host_token = token(&relay.access, &["--role", "host"], "expt");
+    let client_token = token(&relay.access, &["--role", "client"], "expt");
+    let in_ns = |inside: bool| {
+        if inside {
+            ns.command(RELAY)
+        } else {
+            Command::new(RELAY)
+        }
+    };
+    let host = watch(
+        in_ns(host_in_ns)
+            .args(["shell", "host"])
+            .env("SHELLHOST_RELAYSESSION", &session)
+            .env("SHELLHOST_TOKEN", host_token)
+            .env("SHELLHOST_LOCALHOST", "127.0.0.1")
+            .env("SHELLHOST_LOCALPORT", service_port.to_string())
+            .env("SHELLHOST_PING_INTERVAL", PEER_PING)
+            .env("SHELLHOST_IDLE_TIMEOUT", PEER_IDLE),
+    );
+    wait_until_blocking(
+        "the shell host's management connection",
+        NOTICE_WITHIN,
+        || relay.status().iter().any(|c| c["topic"] == "shell/expt"),
+    );
+    let client = watch(
+        in_ns(!host_in_ns)
+            .args(["shell", "client"])
+            .env("SHELLCLIENT_RELAYSESSION", &session)
+            .env("SHELLCLIENT_TOKEN", client_token)
+            .env("SHELLCLIENT_LOCALPORT", "0")
+            .env("SHELLCLIENT_PING_INTERVAL", PEER_PING)
+            .env("SHELLCLIENT_IDLE_TIMEOUT", PEER_IDLE),
+    );
+    let prefix = "relay shell client listening on ";
+    client.wait_for(
+        "the shell client to listen",
+        Instant::now() - Duration::from_secs(60),
+        NOTICE_WITHIN,
+        |l| l.starts_with(prefix),
+    );
+    let line = client
+        .first(Instant::now() - Duration::from_secs(60), |l| {
+            l.starts_with(prefix)
+        })
+        .unwrap()
+        .1;
+    let port = line[prefix.len()..]
+        .parse::<std::net::SocketAddr>()
+        .unwrap()
+        .port();
+    (host, client, port)
+}
+
+/// The echo service (the stand-in for sshd) and the port it printed.
+fn echo_service(ns: Option<&Netns>) -> (Watched, u16) {
+    let echo = watch(&mut python(ns, &["echo"]));
+    echo.wait_for(
+        "the echo service",
+        Instant::now() - Duration::from_secs(60),
+        NOTICE_WITHIN,
+        |l| l.starts_with("listening"),
+    );
+    let port = echo.numbers("listening ")[0].1 as u16;
+    (echo, port)
+}
+
+/// One shell cut: `host_in_ns` puts the shell host (and its service) in the namespace,
+/// otherwise the shell client (and the admin's TCP client).
+fn shell_cut(host_in_ns: bool) -> Measured {
+    require_tools();
+    let ns = Netns::create();
+    let relay = start_relay(&ns);
+    let (echo, service_port) = echo_service(host_in_ns.then_some(&ns));
+    let (_host, _client, client_port) = shell_pair(&relay, &ns, service_port, host_in_ns);
+    let baseline = relay.baseline();
+    let admin_ns = (!host_in_ns).then_some(&ns);
+    let port = client_port.to_string();
+    let admin = watch(&mut python(admin_ns, &["tcp-client", &port]));
+    let long_ago = Instant::now() - Duration::from_secs(60);
+    wait_until_blocking("bytes through the tunnel", NOTICE_WITHIN, || {
+        admin.numbers("echo ").len() >= 3
+    });
+    let ns_ip = ns.ns_ip().to_string();
+    let cut_at = Instant::now();
+    ns.cut();
+    wait_until_blocking(
+        "the relay to drop the namespace's connections",
+        NOTICE_WITHIN,
+        || relay.connections_from(&ns_ip) == 0,
+    );
+    let relay_noticed = cut_at.elapsed();
+    // The admin's TCP connection ends (no half-open ssh), and so does the service's.
+    let admin_end = admin.wait_for(
+        "the admin's connection to end",
+        cut_at,
+        NOTICE_WITHIN,
+        |l| l == "eof" || l.starts_with("error"),
+    ) - cut_at;
+    let service_end = echo.wait_for(
+        "the service's connection to end",
+        cut_at,
+        NOTICE_WITHIN,
+        |l| l == "closed 0",
+    ) - cut_at;
+    let sent_lines = admin.numbers("echo ").last().map_or(0, |&(_, k)| k + 1);
+    std::thread::sleep(DOWN_FOR);
+    let heal_at = Instant::now();
+    ns.heal();
+    if host_in_ns {
+        wait_until_blocking("the shell host to reconnect", BACKOFF_WITHIN, || {
+            relay.connections_from(&ns_ip) == 1
+        });
+    }
+    // A new tunnel works again (the shell client dials per connection).
+    let again = watch(&mut python(admin_ns, &["tcp-client", &port]));
+    again.wait_for(
+        "a new tunnel to carry bytes",
+        heal_at,
+        BACKOFF_WITHIN,
+        |l| l.starts_with("echo "),
+    );
+    let recovered = heal_at.elapsed();
+    drop(again);
+    echo.wait_for(
+        "the new tunnel's service connection to close",
+        heal_at,
+        NOTICE_WITHIN,
+        |l| l == "closed 0",
+    );
+    relay.wait_for_baseline(baseline);
+    let _ = long_ago;
+    let (client_side, host_side) = if host_in_ns {
+        ("admin (outside)", "service via shell host (inside)")
+    } else {
+        ("admin via shell client (inside)", "service (outside)")
+    };
+    Measured {
+        link: if host_in_ns { "relay <-> shell host" } else { "relay <-> shell client" },
+        noticed: vec![("relay", relay_noticed), (client_side, admin_end), (host_side, service_end)],
+        recovered,
+        lost: format!(
+            "the open tunnel (a TCP stream: both ends closed, {sent_lines} lines echoed before the cut); new tunnels work"
+        ),
+    }
+}
+
+#[test]
+fn relay_to_shell_host() {
+    shell_cut(true).print();
+}
+
+#[test]
+fn relay_to_shell_client() {
+    shell_cut(false).print();
+}
