@@ -41,6 +41,8 @@ const PEER_PING: &str = "300ms";
 const PEER_IDLE: &str = "1s";
 const PEER_PING_MS: &str = "300";
 const PEER_IDLE_MS: &str = "1000";
+/// The host logs its drop totals at most this often (milliseconds).
+const DROP_LOG_MS: u64 = 200;
 
 /// Generous bounds for a side to notice a cut or a link to come back: the configured
 /// timeouts are about 1 s and the longest reconnect backoff is 10 s; these only stop a
@@ -282,18 +284,24 @@ fn relay_to_relay_host() {
     let ns = Netns::create();
     let relay = start_relay(&ns);
     let topic = "nsf-host";
-    let (host, lines) = spawn_and_read(
+    let host = watch(
         ns.command(RELAY)
             .arg("host")
             .env("VW_PORT", "0")
             .env("VW_LINK_PING_MS", PEER_PING_MS)
             .env("VW_LINK_IDLE_MS", PEER_IDLE_MS)
-            .env("VW_DROP_LOG_MS", "200")
+            .env("VW_DROP_LOG_MS", DROP_LOG_MS.to_string())
             .env("VW_LOG_LEVEL", "warn")
-            .stderr(Stdio::null()),
-        &["relay host listening on http://127.0.0.1:"],
+            .env("VW_LOG_FILE", "stdout"),
     );
-    let port: u16 = lines.expect("relay host starts")[0].parse().unwrap();
+    let prefix = "relay host listening on http://127.0.0.1:";
+    let long_ago = Instant::now() - Duration::from_secs(60);
+    host.wait_for("relay host to listen", long_ago, NOTICE_WITHIN, |l| {
+        l.starts_with(prefix)
+    });
+    let port: u16 = host.first(long_ago, |l| l.starts_with(prefix)).unwrap().1[prefix.len()..]
+        .parse()
+        .unwrap();
     let rule = serde_json::json!({
         "id": "up", "stream": "data",
         "destination": format!("{}/session/{topic}", relay.access),
@@ -361,6 +369,13 @@ fn relay_to_relay_host() {
     );
     let baseline = relay.baseline();
     let ns_ip = ns.ns_ip().to_string();
+    // Start-up is not under test: count from the last message delivered before the cut.
+    let before = viewer
+        .numbers("msg seq ")
+        .iter()
+        .map(|&(_, k)| k)
+        .max()
+        .unwrap();
 
     let cut_at = Instant::now();
     ns.cut();
@@ -416,6 +431,21 @@ fn relay_to_relay_host() {
         "counted {counted} > lost {}",
         lost.len()
     );
+    // The drops are in the host's log too: totals, at most once per period.
+    let logged = |l: &str| l.contains("messages dropped since start");
+    let first_log = host.wait_for("the host to log its drops", cut_at, NOTICE_WITHIN, logged);
+    let log_lines = host
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, l)| logged(l))
+        .count() as u128;
+    let periods = first_log.elapsed().as_millis() / u128::from(DROP_LOG_MS) + 1;
+    assert!(
+        log_lines <= periods,
+        "{log_lines} drop log lines in {periods} periods"
+    );
     relay.wait_for_baseline(baseline);
     Measured {
         link: "relay <-> relay host",
@@ -428,7 +458,6 @@ fn relay_to_relay_host() {
         ),
     }
     .print();
-    drop(host);
 }
 
 #[test]
