@@ -107,7 +107,9 @@ async def viewer(url, token, ping, idle):
                 async for message in ws:
                     if isinstance(message, bytes):
                         message = message.decode(errors="replace")
-                    say(f"msg {message}")
+                    # One line per sequence number, even if the sender joined lines.
+                    for line in message.splitlines():
+                        say(f"msg {line}")
             say("lost closed")
         except Exception as e:  # any end of the link is reported, then redialled
             say(f"lost {type(e).__name__}")
