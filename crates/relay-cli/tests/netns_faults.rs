@@ -252,10 +252,15 @@ impl Measured {
             .iter()
             .map(|(side, d)| format!("{side} {:.2}s", d.as_secs_f64()))
             .collect();
+        let noticed = if noticed.is_empty() {
+            "never".to_owned()
+        } else {
+            noticed.join(", ")
+        };
         println!(
             "netns-fault: {} | noticed: {} | back after heal: {:.2}s | lost: {}",
             self.link,
-            noticed.join(", "),
+            noticed,
             self.recovered.as_secs_f64(),
             self.lost
         );
@@ -645,7 +650,6 @@ fn shell_cut(host_in_ns: bool) -> Measured {
     let admin_ns = (!host_in_ns).then_some(&ns);
     let port = client_port.to_string();
     let admin = watch(&mut python(admin_ns, &["tcp-client", &port]));
-    let long_ago = Instant::now() - Duration::from_secs(60);
     wait_until_blocking("bytes through the tunnel", NOTICE_WITHIN, || {
         admin.numbers("echo ").len() >= 3
     });
@@ -697,7 +701,6 @@ fn shell_cut(host_in_ns: bool) -> Measured {
         |l| l == "closed 0",
     );
     relay.wait_for_baseline(baseline);
-    let _ = long_ago;
     let (client_side, host_side) = if host_in_ns {
         ("admin (outside)", "service via shell host (inside)")
     } else {
@@ -721,4 +724,141 @@ fn relay_to_shell_host() {
 #[test]
 fn relay_to_shell_client() {
     shell_cut(false).print();
+}
+
+/// `booking server <-> PostgreSQL`: the booking server runs in the namespace, PostgreSQL
+/// in the root namespace, listening on the root side of the link.
+#[test]
+fn booking_server_to_postgres() {
+    require_tools();
+    let ns = Netns::create();
+    let pg = relay_testkit::postgres::PgCluster::start_also_on(ns.host_ip().into());
+    let url = format!("postgres://postgres@{}:{}/test", ns.host_ip(), pg.port());
+    let (secret, audience) = (
+        "netns-book-admin-secret-0123456789abcdef",
+        "http://book.test",
+    );
+    let book = watch(
+        ns.command(RELAY)
+            .args(["book", "serve"])
+            .env("BOOK_AUDIENCE", audience)
+            .env("BOOK_ADMIN_SECRET", secret)
+            .env(
+                "BOOK_RELAY_SECRET",
+                "netns-book-relay-secret-0123456789abcdef",
+            )
+            .env("BOOK_BIND", "127.0.0.1")
+            .env("BOOK_PORT", "0")
+            .env("BOOK_DATABASE_URL", &url)
+            .env("BOOK_LOG_FILE", "stderr"),
+    );
+    let prefix = "relay book: API listening on ";
+    let long_ago = Instant::now() - Duration::from_secs(60);
+    book.wait_for(
+        "relay book serve to listen",
+        long_ago,
+        Duration::from_secs(60),
+        |l| l.starts_with(prefix),
+    );
+    let address =
+        book.first(long_ago, |l| l.starts_with(prefix)).unwrap().1[prefix.len()..].to_owned();
+    let admin = relay_testkit::book::admin_token(secret, audience, Duration::from_secs(3600));
+    // An admin request that reads the database, from inside the namespace.
+    let request = |max_time: &str| {
+        ns.command("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                max_time,
+                "-H",
+            ])
+            .arg(format!("Authorization: {admin}"))
+            .arg(format!("http://{address}/api/v1/admin/status"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let status_of = |child: std::process::Child| {
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+    };
+    assert_eq!(status_of(request("30")), "200");
+    let book_pid = book._process.0.id();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{book_pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let ns_ip = ns.ns_ip().to_string();
+    let pg_sessions = || {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pg.port().to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-tAc",
+            ])
+            .arg(format!(
+                "select count(*) from pg_stat_activity where client_addr = '{ns_ip}'"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<usize>()
+            .unwrap_or(usize::MAX)
+    };
+    let baseline = (fds(), pg_sessions());
+
+    let cut_at = Instant::now();
+    ns.cut();
+    // A request during the cut: the pool has no query or connection deadline, so it waits.
+    let held = request("60");
+    let held_started = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let mut held = held;
+    let still_waiting = held.try_wait().unwrap().is_none();
+    // PostgreSQL does not notice either: its sessions from the namespace are still there.
+    let pg_still = pg_sessions();
+    let heal_at = Instant::now();
+    ns.heal();
+    let code = status_of(held);
+    let answered_after_heal = heal_at.elapsed();
+    let held_for = held_started.elapsed();
+    assert!(
+        still_waiting,
+        "the request during the cut ended before the heal"
+    );
+    assert_eq!(
+        code, "200",
+        "the request held over the cut is answered after the heal"
+    );
+    assert_eq!(status_of(request("30")), "200");
+    wait_until_blocking(
+        "the booking server's fds and PostgreSQL sessions back to baseline",
+        NOTICE_WITHIN,
+        || (fds(), pg_sessions()) == baseline,
+    );
+    Measured {
+        link: "booking server <-> PostgreSQL",
+        // Neither side has a deadline that a short cut reaches.
+        noticed: vec![],
+        recovered: answered_after_heal,
+        lost: format!(
+            "nothing: neither side noticed; a request made during the cut was held {:.2}s (cut {:.2}s, then TCP retransmission) and answered 200; PostgreSQL kept its {pg_still} session(s) from the namespace",
+            held_for.as_secs_f64(),
+            (heal_at - cut_at).as_secs_f64()
+        ),
+    }
+    .print();
 }
