@@ -15,9 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
-use support::{
-    require, serve_on_free_ports, spawn_and_read, wait_until_blocking, Killed, Served, RELAY,
-};
+use support::{require, serve_on_free_ports, wait_until_blocking, Killed, Served, RELAY};
 
 use relay_testkit::netns::Netns;
 use serde_json::Value;
