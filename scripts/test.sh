@@ -10,10 +10,10 @@ say() { printf '\n== %s\n' "$*"; }
 # python3 (HTTP backends), python3-websockets (an independent client that checks the relay's
 # frames, crates/relay-cli/tests/frames_e2e.rs), openssh (shell relay), openssl (test certificates), procps (kill),
 # chromium (the browser test of the demo page, web/test), postgresql (the booking store's
-# tests start a throw-away cluster from its binaries), iproute2 and nftables (the silent-cut
-# tests put peers in network namespaces and cut their veth links, as root:
-# crates/relay-cli/tests/netns_faults.rs).
-APT_PACKAGES=(curl ffmpeg python3 python3-websockets openssh-client openssh-server openssl procps chromium postgresql iproute2 nftables)
+# tests start a throw-away cluster from its binaries), nats-server (the relay cluster's
+# tests), iproute2 and nftables (the silent-cut tests put peers in network namespaces and cut
+# their veth links, as root: crates/relay-cli/tests/netns_faults.rs).
+APT_PACKAGES=(curl ffmpeg python3 python3-websockets openssh-client openssh-server openssl procps chromium postgresql nats-server iproute2 nftables)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -45,7 +45,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the cloud relay: access API (JWT → one-time code) and websocket crossbar.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Open relay without tokens for a lab's LAN or a laptop: websocat to ws://host/<topic>.
     Crossbar(crossbar::CrossbarArgs),
     /// Mint a token from RELAY_TOKEN_* variables (or flags) and print it.
@@ -77,7 +77,7 @@ fn main() -> ExitCode {
         Err(e) => return refuse(&e),
     };
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Crossbar(args) => crossbar::run(args),
         Command::Token(args) => token::run(args),
         Command::Shell(args) => shell::run(args),

@@ -148,6 +148,26 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "RELAY_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Join a relay cluster through this NATS server (`nats://host:4222`, several
+    /// comma-separated), with JetStream on. Unset: a single node.
+    #[arg(long = "nats", env = "RELAY_NATS_URL")]
+    nats_url: Option<String>,
+    /// NATS credentials file (user JWT and nkey seed).
+    #[arg(long, env = "RELAY_NATS_CREDS", requires = "nats_url")]
+    nats_creds: Option<PathBuf>,
+    /// PEM CA certificate(s) the NATS server's certificate must chain to (turns TLS on).
+    #[arg(long, env = "RELAY_NATS_TLS_CA", requires = "nats_url")]
+    nats_tls_ca: Option<PathBuf>,
+    /// PEM client certificate for NATS (with --nats-tls-key).
+    #[arg(long, env = "RELAY_NATS_TLS_CERT", requires_all = ["nats_url", "nats_tls_key"])]
+    nats_tls_cert: Option<PathBuf>,
+    /// PEM private key for --nats-tls-cert.
+    #[arg(long, env = "RELAY_NATS_TLS_KEY", requires_all = ["nats_url", "nats_tls_cert"])]
+    nats_tls_key: Option<PathBuf>,
+    /// This node's name in the cluster's status and message headers; unique per node.
+    /// Default: the host name and a short random suffix.
+    #[arg(long, env = "RELAY_NODE_NAME", requires = "nats_url")]
+    node_name: Option<String>,
     /// Log level.
     #[arg(
         long,
@@ -312,6 +332,21 @@ fn config(args: &ServeArgs, dev_secret: Option<&str>) -> Result<ServerConfig, Ve
     cfg.header_read_timeout = args.header_read_timeout;
     cfg.limits = limits;
     cfg.trusted_proxies = trusted_proxies;
+    cfg.cluster = args
+        .nats_url
+        .as_ref()
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            let mut cluster = relay_server::ClusterConfig::new(url.clone());
+            cluster.creds = args.nats_creds.clone();
+            cluster.tls_ca = args.nats_tls_ca.clone();
+            cluster.tls_cert = args.nats_tls_cert.clone();
+            cluster.tls_key = args.nats_tls_key.clone();
+            if let Some(name) = args.node_name.as_ref().filter(|n| !n.is_empty()) {
+                cluster.node_name = name.clone();
+            }
+            cluster
+        });
     cfg.tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert: cert.clone(),

@@ -11,10 +11,11 @@
 
 use crate::admission::{check_ticket, Endpoint, Refusal};
 use crate::client_addr::client_ip;
+use crate::cluster::denies::{share, Op};
 use crate::error::{json_line, ApiError};
 use crate::state::AppState;
 use crate::stats::STATS_TOPIC;
-use crate::status::status_reports;
+use crate::status::{cluster_nodes, cluster_status, status_reports};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -36,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/bids/deny", post(deny).get(deny_list))
         .route("/bids/allow", post(allow).get(allow_list))
         .route("/status", get(status))
+        .route("/status/cluster", get(status_nodes))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .fallback(not_found);
@@ -180,7 +182,7 @@ async fn session(
     access_reply(
         &state,
         &session_id,
-        issue_code(&state, &session_id, &headers, peer),
+        issue_code(&state, &session_id, &headers, peer).await,
     )
 }
 
@@ -207,7 +209,7 @@ fn access_reply(state: &AppState, topic: &str, outcome: Result<String, Refusal>)
 
 /// The session route's checks: a complete token for this topic ([`check_ticket`]), not a
 /// shell token, and with a booking id unless those may be empty.
-fn issue_code(
+async fn issue_code(
     state: &AppState,
     session_id: &str,
     headers: &HeaderMap,
@@ -236,7 +238,7 @@ fn issue_code(
         .admit(&claims.booking_id, claims.exp.unwrap_or_default())
         .map_err(|_| Refusal::Denied(Endpoint::SessionAccess))?;
     match connection {
-        Ok(_) => code_uri(state, ticket),
+        Ok(_) => code_uri(state, ticket).await,
         // As ever, the answer names the token's own connection type, which the relay port
         // refuses (404) before it reads the code; so no ticket is stored for it.
         Err(UnknownConnectionType(prefix)) => Ok(format!(
@@ -249,7 +251,7 @@ fn issue_code(
 
 /// Store `ticket` under a fresh code and return the websocket URI that redeems it; refused
 /// when the booking or the relay has too many unused codes waiting.
-fn code_uri(state: &AppState, ticket: Ticket) -> Result<String, Refusal> {
+async fn code_uri(state: &AppState, ticket: Ticket) -> Result<String, Refusal> {
     let path = format!(
         "{}/{}/{}",
         ticket.relay(),
@@ -259,7 +261,8 @@ fn code_uri(state: &AppState, ticket: Ticket) -> Result<String, Refusal> {
     let code = state
         .codes
         .submit(ticket, state.now_instant())
-        .map_err(Refusal::TooManyCodes)?;
+        .await
+        .map_err(Refusal::from)?;
     Ok(format!("{path}?code={code}"))
 }
 
@@ -280,7 +283,7 @@ async fn shell(
     access_reply(
         &state,
         &format!("shell/{shell_id}"),
-        issue_shell_code(&state, &shell_id, &headers, peer),
+        issue_shell_code(&state, &shell_id, &headers, peer).await,
     )
 }
 
@@ -317,7 +320,7 @@ fn shell_role(claims: &Claims, shell_id: &str) -> Result<ShellRole, Refusal> {
 /// The shell route's checks: a complete token for this shell ([`check_ticket`]) with one
 /// shell role. The ticket is always a shell one with read and write, whatever the token's
 /// prefix: its scopes must never reach a session topic.
-fn issue_shell_code(
+async fn issue_shell_code(
     state: &AppState,
     shell_id: &str,
     headers: &HeaderMap,
@@ -343,7 +346,7 @@ fn issue_shell_code(
         }
         ShellRole::Host | ShellRole::Stats => ticket,
     };
-    code_uri(state, ticket)
+    code_uri(state, ticket).await
 }
 
 /// Query of the deny/allow routes. Both are strings here so that missing and malformed
@@ -416,7 +419,34 @@ async fn deny(
     let codes = state.codes.delete_by_booking_id(&bid);
     let closed = state.hub.deny(&bid);
     tracing::info!(booking_id = %bid, exp, codes_deleted = codes, connections_closed = closed, "booking denied");
-    saved(&state, "booking denied").await
+    saved(&state, "booking denied").await?;
+    shared(&state, &bid, Op::Deny, exp, "booking denied").await
+}
+
+/// In a cluster, record a deny or allow in the cluster's bucket (every node applies it,
+/// and it survives restarts); a failure is a 503 that says the change is in force on this
+/// node only.
+async fn shared(
+    state: &AppState,
+    bid: &str,
+    op: Op,
+    exp: i64,
+    what: &str,
+) -> Result<StatusCode, ApiError> {
+    let Some(cluster) = &state.cluster else {
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    match share(cluster, bid, op, exp).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(reason) => {
+            tracing::warn!(booking_id = %bid, reason = %reason, "{what} on this node only: the cluster's deny list is unreachable");
+            Err(ApiError::with_reason(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{what} on this node only: the cluster's deny list is unreachable; retry"),
+                reason,
+            ))
+        }
+    }
 }
 
 /// Save the deny list after a change; a failure is a 500 that says the change is in force
@@ -453,7 +483,8 @@ async fn allow(
     }
     state.deny.allow(&bid, exp);
     tracing::info!(booking_id = %bid, exp, "booking allowed");
-    saved(&state, "booking allowed").await
+    saved(&state, "booking allowed").await?;
+    shared(&state, &bid, Op::Allow, exp, "booking allowed").await
 }
 
 async fn deny_list(
@@ -486,7 +517,32 @@ async fn status(
             "token missing relay:stats scope",
         ));
     }
-    Ok(json_line(&status_reports(&state.hub)))
+    match &state.cluster {
+        None => Ok(json_line(&status_reports(&state.hub))),
+        Some(cluster) => Ok(json_line(&cluster_status(&state, cluster).await)),
+    }
+}
+
+/// `GET /status/cluster`: every node's cluster health (NATS connection, drops,
+/// connections); needs `relay:stats`. On a single node: 404.
+async fn status_nodes(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let claims = authenticate(&state, &headers)?;
+    if !claims.has_required_admin_claims() || !claims.has_scope(SCOPE_STATS) {
+        return Err(ApiError::handler(
+            StatusCode::UNAUTHORIZED,
+            "token missing relay:stats scope",
+        ));
+    }
+    let Some(cluster) = &state.cluster else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "this relay is not part of a cluster (no --nats)",
+        ));
+    };
+    Ok(json_line(&cluster_nodes(&state, cluster).await))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

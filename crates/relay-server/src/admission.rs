@@ -7,12 +7,31 @@
 //! reason can read differently at each [`Endpoint`] (the access API's handler errors,
 //! the relay port's framework-style errors).
 
+use crate::cluster::codes::{IssueError, RedeemError};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use relay_auth::{CodeError, SubmitError, Ticket, TokenError};
 use relay_common::connection::ConnectionType;
+
+impl From<IssueError> for Refusal {
+    fn from(e: IssueError) -> Self {
+        match e {
+            IssueError::Full(e) => Refusal::TooManyCodes(e),
+            IssueError::Unavailable(reason) => Refusal::CodesUnavailable(reason),
+        }
+    }
+}
+
+impl From<RedeemError> for Refusal {
+    fn from(e: RedeemError) -> Self {
+        match e {
+            RedeemError::Code(e) => Refusal::BadCode(e),
+            RedeemError::Unavailable(reason) => Refusal::CodesUnavailable(reason),
+        }
+    }
+}
 
 /// Where a request is admitted; the wording of some refusals depends on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +120,9 @@ pub enum Refusal {
     },
     /// The relay holds `RELAY_MAX_CONNECTIONS` websockets.
     TooManyConnections,
+    /// A clustered node cannot reach the cluster's code store (NATS), so it can neither
+    /// issue nor check a code.
+    CodesUnavailable(String),
     /// The booking holds `RELAY_MAX_CONNECTIONS_PER_BOOKING` websockets.
     TooManyBookingConnections,
 }
@@ -136,6 +158,7 @@ impl Refusal {
             Refusal::RateLimitedBooking { .. } => "rate_limited_booking",
             Refusal::RateLimitedAddress { .. } => "rate_limited_address",
             Refusal::TooManyConnections => "too_many_connections",
+            Refusal::CodesUnavailable(_) => "cluster_unavailable",
             Refusal::TooManyBookingConnections => "too_many_booking_connections",
         }
     }
@@ -224,6 +247,11 @@ impl Refusal {
                 S::TOO_MANY_REQUESTS,
                 "too many unused codes for this booking; use or let expire the ones issued",
                 e.to_string(),
+            ),
+            Refusal::CodesUnavailable(reason) => ApiError::with_reason(
+                S::SERVICE_UNAVAILABLE,
+                "the relay cannot reach its cluster's code store to issue or check codes; try again shortly",
+                reason,
             ),
             Refusal::TooManyCodes(e @ SubmitError::StoreFull(_)) => ApiError::with_reason(
                 S::SERVICE_UNAVAILABLE,

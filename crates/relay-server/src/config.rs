@@ -112,6 +112,9 @@ pub struct ServerConfig {
     /// per-address limits (reverse proxies). Default empty: every header is ignored and
     /// the TCP peer is the client, loopback included.
     pub trusted_proxies: Vec<IpNet>,
+    /// Join a relay cluster through NATS (`--nats`, `RELAY_NATS_URL`); `None` (the
+    /// default): a single node, and nothing of the cluster runs.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Default of [`ServerConfig::header_read_timeout`].
@@ -163,6 +166,7 @@ impl ServerConfig {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             limits: Limits::defaults(),
             trusted_proxies: Vec::new(),
+            cluster: None,
         }
     }
 

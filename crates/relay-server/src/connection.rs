@@ -181,6 +181,9 @@ async fn read_loop<S>(
                 state.metrics.messages_in.inc();
                 state.metrics.bytes_in.inc_by(len as u64);
                 membership.topic.publish(info.id, &frame);
+                if let Some(cluster) = &state.cluster {
+                    cluster.forward(&membership.topic, info.id, &frame);
+                }
             }
             Message::Close(frame) => {
                 if let Some(direct) = direct {

@@ -108,7 +108,7 @@ async fn entry(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let (prefix, topic) = parse_path(uri.path());
-    match admit(&state, &prefix, &topic, &headers, query, upgrade) {
+    match admit(&state, &prefix, &topic, &headers, query, upgrade).await {
         Ok(admitted) => {
             state.metrics.handshake("ok");
             let direct = direct.map(|Extension(socket)| socket);
@@ -131,7 +131,7 @@ async fn entry(
 /// Admission on the relay port: a known connection type from an allowed origin, a
 /// websocket upgrade, a code whose ticket passes [`check_ticket`], and the relay's own
 /// rules for that ticket; then a place under the connection caps.
-fn admit(
+async fn admit(
     state: &AppState,
     prefix: &str,
     topic: &str,
@@ -157,14 +157,15 @@ fn admit(
     let ticket = state
         .codes
         .exchange(&code, state.now_instant())
-        .map_err(Refusal::BadCode)?;
+        .await
+        .map_err(Refusal::from)?;
     check_ticket(state, &ticket, Endpoint::Relay, topic)?;
     check_relay_scopes(state, &ticket, topic)?;
     if ticket.connection() != connection {
         return Err(Refusal::WrongConnectionType(connection));
     }
     if ticket.alerts_host() {
-        check_host_online(state, topic)?;
+        check_host_online(state, topic).await?;
     }
     // A place under the connection caps is taken before the host is told to dial in.
     let slot = state.caps.admit(ticket.booking_id())?;
@@ -175,7 +176,8 @@ fn admit(
         let code = state
             .codes
             .submit(ticket.host_end(), state.now_instant())
-            .map_err(Refusal::TooManyCodes)?;
+            .await
+            .map_err(Refusal::from)?;
         Some(code)
     } else {
         None
@@ -222,12 +224,16 @@ fn check_relay_scopes(state: &AppState, ticket: &Ticket, topic: &str) -> Result<
 }
 
 /// Without its host a shell client's connection would wait for a banner that never comes.
-fn check_host_online(state: &AppState, topic: &str) -> Result<(), Refusal> {
-    if state.hub.members(&shell_host_key(topic)) == 0 {
-        let host = topic.split('/').next().unwrap_or(topic);
-        return Err(Refusal::HostOffline(host.to_owned()));
+/// In a cluster the host's management connection may be on another node.
+async fn check_host_online(state: &AppState, topic: &str) -> Result<(), Refusal> {
+    if state.hub.members(&shell_host_key(topic)) > 0 {
+        return Ok(());
     }
-    Ok(())
+    let host = topic.split('/').next().unwrap_or(topic);
+    match &state.cluster {
+        Some(cluster) if cluster.host_online(host).await => Ok(()),
+        _ => Err(Refusal::HostOffline(host.to_owned())),
+    }
 }
 
 /// Hub key of a shell host's management topic for a shell topic `id` or `id/connection`.
@@ -306,7 +312,7 @@ impl HostAlert {
 
     fn send(&self, state: &AppState, action: ConnectionAction) {
         let json = action.to_json();
-        let hosts = state.hub.publish_to(
+        let hosts = state.publish_from_relay(
             &self.host_key,
             &axum::extract::ws::Message::Text(json.into()),
         );

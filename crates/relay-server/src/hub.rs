@@ -8,6 +8,7 @@
 //! slow. Leaving is a `Drop` (of [`Membership`]), so a connection is unregistered everywhere
 //! however its task ends.
 
+use crate::cluster::Cluster;
 use crate::direct::{record_written, Direct, DirectWriter};
 use crate::metrics::Metrics;
 use axum::extract::ws::Message;
@@ -217,6 +218,8 @@ pub struct Topic {
     size: watch::Sender<usize>,
     /// Where drops and slow disconnects are counted.
     metrics: Arc<Metrics>,
+    /// The topic's NATS subject, made on the first message a clustered node forwards.
+    pub(crate) cluster_subject: OnceLock<async_nats::Subject>,
 }
 
 impl Topic {
@@ -248,6 +251,21 @@ impl Topic {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The other end of this pair joined on another node: what waits for two members may
+    /// go on.
+    pub(crate) fn remote_member_joined(&self) {
+        self.size
+            .send_modify(|members| *members = (*members).max(2));
+    }
+
+    /// Ask every member to close (the other end of a pair left on another node).
+    pub(crate) fn close_members(&self, reason: CloseReason) {
+        let subscribers = self.subscribers.read().unwrap_or_else(|p| p.into_inner());
+        for sub in subscribers.iter() {
+            let _ = sub.close(reason);
+        }
+    }
 }
 
 /// Registry of topics and connections.
@@ -258,6 +276,8 @@ pub struct Hub {
     limits: QueueLimits,
     /// Where joins, leaves, drops and slow-reader disconnects are counted.
     pub metrics: Arc<Metrics>,
+    /// Told of every join and leave when the node is part of a cluster.
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 /// A connection's place in the hub; dropping it leaves the topic and the registry.
@@ -308,7 +328,14 @@ impl Hub {
             next_id: AtomicU64::new(1),
             limits,
             metrics,
+            cluster: OnceLock::new(),
         })
+    }
+
+    /// From now on, tell `cluster` of every join and leave (once; a second call is
+    /// ignored).
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// Join a topic: returns the membership (leave on drop) and the inbox to drain.
@@ -349,6 +376,7 @@ impl Hub {
                         subscribers: RwLock::default(),
                         size: watch::channel(0).0,
                         metrics: self.metrics.clone(),
+                        cluster_subject: OnceLock::new(),
                     })
                 })
                 .clone();
@@ -358,6 +386,10 @@ impl Hub {
             subscribers.push(subscriber.clone());
             topic.size.send_replace(subscribers.len());
             drop(subscribers);
+            if let Some(cluster) = self.cluster.get() {
+                // Under the topics lock, so the cluster hears joins and leaves in order.
+                cluster.joined(&info.key, info.can_read, topic.paired);
+            }
             topic
         };
         self.connections
@@ -382,7 +414,14 @@ impl Hub {
         {
             let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
             let mut subs = topic.subscribers.write().unwrap_or_else(|p| p.into_inner());
+            let can_read = subs
+                .iter()
+                .find(|s| s.info.id == id)
+                .map(|s| s.info.can_read);
             subs.retain(|s| s.info.id != id);
+            if let (Some(cluster), Some(can_read)) = (self.cluster.get(), can_read) {
+                cluster.left(&topic.name, can_read, topic.paired);
+            }
             topic.size.send_replace(subs.len());
             if topic.paired {
                 for other in subs.iter() {
@@ -428,7 +467,7 @@ impl Hub {
     }
 
     /// The live topic with hub key `key`, if any.
-    fn topic(&self, key: &str) -> Option<Arc<Topic>> {
+    pub(crate) fn topic(&self, key: &str) -> Option<Arc<Topic>> {
         self.topics
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -10,6 +10,8 @@
 //!   check the access API and the relay port share.
 //! - [`crossbar`]: websocket admission on the relay port, `/stats` page.
 //! - [`connection`]: one admitted websocket (reader, writer, ping, expiry, close).
+//! - [`cluster`]: `relay serve --nats`: topics, codes, denies and status shared by several
+//!   nodes through NATS.
 //! - [`deny_file`]: the deny list saved under `RELAY_STATE_DIR`, so it survives a restart.
 //! - [`direct`]: `RELAY_DIRECT_WRITES` (off by default): publishers write frames straight
 //!   to a plain connection's socket when nothing is queued for it.
@@ -35,6 +37,7 @@
 pub mod access;
 pub mod admission;
 pub mod client_addr;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod crossbar;
@@ -50,8 +53,10 @@ pub mod stats;
 pub mod status;
 pub mod timeouts;
 
+pub use cluster::ClusterConfig;
 pub use config::{ServerConfig, TlsFiles};
 
+use cluster::codes::{ClusterCodes, Codes};
 use hub::{Hub, QueueLimits};
 use metrics::Metrics;
 use relay_auth::{CodeLimits, CodeStore, DenyStore, Verifier};
@@ -84,6 +89,9 @@ pub enum StartError {
     /// The saved deny list (`RELAY_STATE_DIR`) could not be read, parsed or written.
     #[error("cannot use the deny list state file {0}")]
     State(deny_file::StateFileError),
+    /// `--nats` is set but the node could not join the cluster.
+    #[error("cannot join the cluster: {0}")]
+    Cluster(cluster::ClusterError),
 }
 
 /// A running server; [`RunningServer::shutdown`] closes every connection with "going
@@ -131,7 +139,10 @@ impl RunningServer {
             .relay_url
             .clone()
             .unwrap_or_else(|| format!("{ws}://{relay_addr}"));
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(match &config.cluster {
+            Some(_) => Metrics::clustered(),
+            None => Metrics::new(),
+        });
         let limits = QueueLimits {
             messages: config.queue_messages,
             bytes: config.queue_bytes,
@@ -159,12 +170,29 @@ impl RunningServer {
             per_booking: config.max_codes_per_booking,
             total: config.max_codes,
         };
+        let ledger = CodeStore::with_limits(config.code_ttl, code_limits);
+        let (cluster, codes, cluster_tasks) = match &config.cluster {
+            Some(cluster_config) => {
+                let cluster_metrics = metrics.cluster.clone().unwrap_or_default();
+                let (cluster, tasks) =
+                    cluster::Cluster::connect(cluster_config, config.code_ttl, cluster_metrics)
+                        .await
+                        .map_err(StartError::Cluster)?;
+                let codes = Codes::Cluster(ClusterCodes::new(cluster.clone(), ledger));
+                (Some(cluster), codes, Some(tasks))
+            }
+            None => (None, Codes::Local(ledger), None),
+        };
+        let hub = Hub::new(limits, metrics.clone());
+        if let Some(cluster) = &cluster {
+            hub.set_cluster(cluster.clone());
+        }
         let state = Arc::new(AppState {
             verifier: Verifier::new(&config.secret, config.leeway_secs),
-            codes: CodeStore::with_limits(config.code_ttl, code_limits),
+            codes,
             deny,
             deny_file,
-            hub: Hub::new(limits, metrics.clone()),
+            hub,
             metrics,
             rates: limits::AccessRates::new(&config.limits),
             caps: limits::ConnectionCaps::new(&config.limits),
@@ -173,7 +201,16 @@ impl RunningServer {
             config,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            cluster,
         });
+        if let (Some(cluster), Some(background)) = (&state.cluster, cluster_tasks) {
+            cluster.run(
+                background,
+                state.clone(),
+                &state.tasks,
+                state.shutdown.child_token(),
+            );
+        }
 
         let handles = [axum_server::Handle::new(), axum_server::Handle::new()];
         let apps = [
@@ -284,6 +321,11 @@ impl RunningServer {
     /// Connections currently registered (user connections plus the stats reporter).
     pub fn connection_count(&self) -> usize {
         self.state.hub.connection_count()
+    }
+
+    /// This node's place in the cluster (`ServerConfig::cluster`); `None` on a single node.
+    pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
+        self.state.cluster.as_ref()
     }
 
     /// Connections whose frames are written directly (`RELAY_DIRECT_WRITES`).

@@ -36,6 +36,49 @@ pub struct Metrics {
     pub access_requests: Family<HandshakeLabels, Counter>,
     /// `relay_handshakes_total{result}`: websocket admissions on the relay port by outcome.
     pub handshakes: Family<HandshakeLabels, Counter>,
+    /// The cluster's metrics (`relay_cluster_*`); `None` on a single node, whose
+    /// `/metrics` then lists none of them.
+    pub cluster: Option<ClusterMetrics>,
+}
+
+/// Label of `relay_cluster_dropped_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// `outbound_full`, `disconnected`, `publish_error` or `slow_consumer`.
+    pub reason: &'static str,
+}
+
+/// This node's view of the cluster (`relay serve --nats`), per node like every metric.
+#[derive(Clone, Default)]
+pub struct ClusterMetrics {
+    /// `relay_cluster_connected`: 1 while the NATS connection is up, else 0.
+    pub connected: Gauge,
+    /// `relay_cluster_dropped_total{reason}`: messages that did not cross to or from the
+    /// other nodes: the outbound buffer was full (`outbound_full`), NATS was unreachable
+    /// (`disconnected`), the client refused the publish (`publish_error`), or NATS called
+    /// this node a slow consumer (`slow_consumer`, one per report).
+    pub dropped: Family<DropLabels, Counter>,
+    /// `relay_cluster_messages_out_total`: messages published to the other nodes.
+    pub messages_out: Counter,
+    /// `relay_cluster_messages_in_total`: messages received from the other nodes.
+    pub messages_in: Counter,
+    /// `relay_cluster_subscriptions`: topic subjects this node listens on (topics with
+    /// local readers).
+    pub subscriptions: Gauge,
+    /// `relay_cluster_peers`: other nodes heard from in the last few seconds.
+    pub peers: Gauge,
+}
+
+impl ClusterMetrics {
+    /// Count one message lost for `reason`.
+    pub fn drop_one(&self, reason: &'static str) {
+        self.dropped.get_or_create(&DropLabels { reason }).inc();
+    }
+
+    /// How many messages were lost for `reason` so far.
+    pub fn dropped(&self, reason: &'static str) -> u64 {
+        self.dropped.get_or_create(&DropLabels { reason }).get()
+    }
 }
 
 impl Metrics {
@@ -52,6 +95,7 @@ impl Metrics {
             slow_disconnects: Counter::default(),
             access_requests: Family::default(),
             handshakes: Family::default(),
+            cluster: None,
             registry: Registry::default(),
         };
         registry.register(
@@ -100,6 +144,41 @@ impl Metrics {
             m.handshakes.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// [`Metrics::new`] plus the `relay_cluster_*` metrics.
+    pub fn clustered() -> Self {
+        let mut m = Self::new();
+        let c = ClusterMetrics::default();
+        let r = m.registry.sub_registry_with_prefix("cluster");
+        r.register(
+            "connected",
+            "1 while the NATS connection is up",
+            c.connected.clone(),
+        );
+        r.register(
+            "dropped",
+            "Messages that did not cross between nodes, by reason",
+            c.dropped.clone(),
+        );
+        r.register(
+            "messages_out",
+            "Messages published to the other nodes",
+            c.messages_out.clone(),
+        );
+        r.register(
+            "messages_in",
+            "Messages received from the other nodes",
+            c.messages_in.clone(),
+        );
+        r.register(
+            "subscriptions",
+            "Topic subjects this node listens on",
+            c.subscriptions.clone(),
+        );
+        r.register("peers", "Other nodes heard from recently", c.peers.clone());
+        m.cluster = Some(c);
+        m
     }
 
     /// Count a websocket admission outcome.

@@ -137,7 +137,7 @@ impl RunningCrossbar {
         let unused_secret = uuid::Uuid::new_v4().as_bytes().to_vec();
         let state = Arc::new(AppState {
             verifier: Verifier::new(&unused_secret, 0),
-            codes: CodeStore::new(relay.code_ttl),
+            codes: crate::cluster::codes::Codes::Local(CodeStore::new(relay.code_ttl)),
             deny: DenyStore::new(),
             deny_file: None,
             hub: Hub::new(queue, metrics.clone()),
@@ -152,6 +152,7 @@ impl RunningCrossbar {
             config: relay,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            cluster: None,
         });
         let header_timeout = state.config.header_read_timeout;
         let handle = axum_server::Handle::new();

@@ -1,12 +1,14 @@
 //! What every handler and connection of one server shares.
 
+use crate::cluster::codes::Codes;
+use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::deny_file::{DenyFile, StateFileError};
 use crate::hub::Hub;
 use crate::hub::{CloseReason, Inbox, JoinRequest, Membership};
 use crate::limits::{AccessRates, ConnectionCaps};
 use crate::metrics::Metrics;
-use relay_auth::{CodeStore, DenyStore, Verifier};
+use relay_auth::{DenyStore, Verifier};
 use relay_common::shutdown::{wait_for_tasks, CancellationToken, TaskTracker};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +29,7 @@ pub struct AppState {
     /// Checks token signatures and times with the configured secret and leeway.
     pub verifier: Verifier,
     /// One-time codes waiting between `POST /session/{topic}` and the websocket upgrade.
-    pub codes: CodeStore,
+    pub codes: Codes,
     /// Booking deny/allow lists (`/bids/*`); denied bookings are refused and disconnected.
     pub deny: DenyStore,
     /// Where the deny list is saved (`RELAY_STATE_DIR`); `None`: in memory only.
@@ -44,6 +46,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every connection and background task; shutdown waits on it.
     pub tasks: TaskTracker,
+    /// This node's place in the cluster (`relay serve --nats`); `None` on a single node.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl AppState {
@@ -69,6 +73,24 @@ impl AppState {
             "connected"
         );
         (membership, inbox)
+    }
+
+    /// Publish `message` from the relay itself to the hub key `key` on every node (a shell
+    /// host's actions); returns how many local members it was offered to.
+    pub(crate) fn publish_from_relay(
+        &self,
+        key: &str,
+        message: &axum::extract::ws::Message,
+    ) -> usize {
+        if let Some(cluster) = &self.cluster {
+            cluster.forward_to_key(key, message);
+        }
+        self.hub.publish_to(key, message)
+    }
+
+    /// This node's name in the cluster; `None` on a single node.
+    pub fn node_name(&self) -> Option<&str> {
+        self.cluster.as_deref().map(Cluster::node)
     }
 
     /// Wall-clock unix seconds, for token and booking expiries.

@@ -78,7 +78,7 @@ pub async fn run(state: Arc<AppState>) {
         let now = Instant::now();
         let gap_ok = last_report.is_none_or(|last| now >= last + MIN_REPORT_GAP);
         if (update_wanted && gap_ok) || now >= next_periodic {
-            publish_report(&state, &membership);
+            publish_report(&state, &membership).await;
             last_report = Some(now);
             update_wanted = false;
             next_periodic = now + every;
@@ -86,8 +86,15 @@ pub async fn run(state: Arc<AppState>) {
     }
 }
 
-fn publish_report(state: &AppState, membership: &Membership) {
-    let json = serde_json::to_string(&stats_reports(&state.hub)).unwrap_or_else(|_| "[]".into());
+async fn publish_report(state: &AppState, membership: &Membership) {
+    // In a cluster: every node's connections, each with its `node`.
+    let json = match &state.cluster {
+        None => serde_json::to_string(&stats_reports(&state.hub)),
+        Some(cluster) => {
+            serde_json::to_string(&crate::status::cluster_connections(state, cluster, true).await)
+        }
+    }
+    .unwrap_or_else(|_| "[]".into());
     let len = json.len();
     let message = Message::Text(json.into());
     membership

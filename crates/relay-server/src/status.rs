@@ -2,7 +2,9 @@
 //! (v0.6.2 camelCase with per-client `stats`, plus the later `scopes`) and `GET /status`
 //! (v0.7.0 snake_case, plus traffic counters).
 
+use crate::cluster::Cluster;
 use crate::hub::{ConnInfo, Hub, Traffic};
+use crate::state::AppState;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -136,6 +138,115 @@ pub fn status_reports(hub: &Hub) -> Vec<StatusReport> {
             drops,
         })
         .collect()
+}
+
+/// Drop reasons listed in a node's cluster summary (`relay_cluster_dropped_total`).
+const DROP_REASONS: [&str; 4] = [
+    "outbound_full",
+    "disconnected",
+    "publish_error",
+    "slow_consumer",
+];
+
+/// What one clustered node tells the others: its summary and its connections (`/status`
+/// entries, or `stats` entries when `stats`), each labelled with `"node"`.
+pub fn node_report(state: &AppState, stats: bool) -> serde_json::Value {
+    let node = state.node_name().unwrap_or_default();
+    let connections = if stats {
+        labelled(stats_reports(&state.hub), node)
+    } else {
+        labelled(status_reports(&state.hub), node)
+    };
+    let mut summary = node_summary(state);
+    summary["connections"] = serde_json::Value::Array(connections);
+    summary
+}
+
+/// One node's cluster health: name, NATS connection, drops by reason, traffic to and from
+/// the other nodes, connection count.
+fn node_summary(state: &AppState) -> serde_json::Value {
+    let Some(cluster) = &state.cluster else {
+        return serde_json::json!({});
+    };
+    let m = cluster.metrics();
+    let dropped: serde_json::Map<String, serde_json::Value> = DROP_REASONS
+        .iter()
+        .map(|r| ((*r).to_owned(), m.dropped(r).into()))
+        .collect();
+    serde_json::json!({
+        "node": cluster.node(),
+        "nats_connected": cluster.is_connected(),
+        "dropped": dropped,
+        "messages_to_cluster": m.messages_out.get(),
+        "messages_from_cluster": m.messages_in.get(),
+        "connection_count": state.hub.connection_count(),
+    })
+}
+
+/// Serialize `reports` with an added `"node"` field each.
+fn labelled<T: Serialize>(reports: Vec<T>, node: &str) -> Vec<serde_json::Value> {
+    reports
+        .into_iter()
+        .filter_map(|r| serde_json::to_value(r).ok())
+        .map(|mut v| {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("node".into(), node.into());
+            }
+            v
+        })
+        .collect()
+}
+
+/// The whole cluster's connections in one list: this node's and every peer that answered
+/// in time (`/status` entries, or `stats` entries when `stats`), sorted by topic then
+/// node, each with its `"node"`.
+pub async fn cluster_connections(
+    state: &AppState,
+    cluster: &Cluster,
+    stats: bool,
+) -> Vec<serde_json::Value> {
+    let mine = node_report(state, stats);
+    let peers = cluster.gather(if stats { "stats" } else { "status" }).await;
+    let mut all: Vec<serde_json::Value> = std::iter::once(mine)
+        .chain(peers)
+        .flat_map(|mut report| match report["connections"].take() {
+            serde_json::Value::Array(list) => list,
+            _ => Vec::new(),
+        })
+        .collect();
+    let key = |v: &serde_json::Value| {
+        (
+            v["topic"].as_str().unwrap_or_default().to_owned(),
+            v["node"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    all.sort_by_key(key);
+    all
+}
+
+/// `GET /status` on a clustered node.
+pub async fn cluster_status(state: &AppState, cluster: &Cluster) -> Vec<serde_json::Value> {
+    cluster_connections(state, cluster, false).await
+}
+
+/// `GET /status/cluster`: `{"node": <this node>, "nodes": [<summary of each node>]}`,
+/// this node first, then the peers that answered, by name.
+pub async fn cluster_nodes(state: &AppState, cluster: &Cluster) -> serde_json::Value {
+    let mut peers: Vec<serde_json::Value> = cluster
+        .gather("status")
+        .await
+        .into_iter()
+        .map(|mut report| {
+            if let Some(o) = report.as_object_mut() {
+                o.remove("connections");
+            }
+            report
+        })
+        .collect();
+    peers.sort_by_key(|v| v["node"].as_str().unwrap_or_default().to_owned());
+    let mut nodes = vec![node_summary(state)];
+    nodes.extend(peers);
+    serde_json::json!({ "node": cluster.node(), "nodes": nodes })
 }
 
 fn traffic_report(conn: &ConnInfo, traffic: &Traffic) -> TrafficReport {
