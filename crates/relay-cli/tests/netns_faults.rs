@@ -9,8 +9,11 @@
 //! Each test prints its measurements (`netns-fault:` lines; the numbers are in
 //! docs/RELIABILITY.md): run with `--nocapture` to see them.
 //!
-//! Needs root (CI runs as root), `ip`, `nft`, `curl`, `websocat` and Python's websockets
-//! (`scripts/test.sh` installs them); fails loudly without them.
+//! Links: relay ↔ `relay host`, relay ↔ viewer, relay ↔ shell host, relay ↔ shell client,
+//! HTTP-relay server ↔ `relay http client`, booking server ↔ PostgreSQL, relay node ↔ NATS.
+//!
+//! Needs root (CI runs as root), `ip`, `nft`, `curl`, `websocat`, Python's websockets,
+//! PostgreSQL and nats-server (`scripts/test.sh` installs them); fails loudly without them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -58,39 +61,29 @@ struct Watched {
 }
 
 fn watch(command: &mut Command) -> Watched {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-    let stdout = child.stdout.take().unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push((Instant::now(), line));
-        }
-    });
-    Watched {
-        _process: Killed(child),
-        lines,
-    }
+    watch_output(command.stdout(Stdio::piped()).stderr(Stdio::null()), false)
 }
 
 /// [`watch`] for a program that logs on stderr (its stdout is dropped).
 fn watch_stderr(command: &mut Command) -> Watched {
+    watch_output(command.stdout(Stdio::null()).stderr(Stdio::piped()), true)
+}
+
+/// Starts `command` and keeps the lines of its piped stdout (or stderr).
+fn watch_output(command: &mut Command, stderr: bool) -> Watched {
     let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdin(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-    let stderr = child.stderr.take().unwrap();
+    let output: Box<dyn std::io::Read + Send> = if stderr {
+        Box::new(child.stderr.take().unwrap())
+    } else {
+        Box::new(child.stdout.take().unwrap())
+    };
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
             sink.lock().unwrap().push((Instant::now(), line));
         }
     });
@@ -1031,4 +1024,199 @@ fn booking_server_to_postgres() {
         ),
     }
     .print();
+}
+
+/// The value of the metric line starting with `name` in an OpenMetrics text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+}
+
+/// `relay node <-> NATS`: node `a` runs in the namespace (its clients inside with it),
+/// nats-server and node `b` in the root namespace. A writer on `b` feeds a viewer on `a`.
+#[test]
+fn relay_node_to_nats() {
+    require_tools();
+    require("nats-server", "run scripts/test.sh, which installs it");
+    let ns = Netns::create();
+    let dir = tempfile_dir("netns-nats");
+    let conf = dir.join("nats.conf");
+    // The server drops a client that misses 2 pings 300 ms apart.
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: \"{}:-1\"\nhttp: \"127.0.0.1:-1\"\nping_interval: \"300ms\"\nping_max: 2\njetstream {{ store_dir: \"{}\" }}\n",
+            ns.host_ip(),
+            dir.join("js").display()
+        ),
+    )
+    .unwrap();
+    let nats = watch_stderr(Command::new("nats-server").arg("-c").arg(&conf));
+    let long_ago = Instant::now() - Duration::from_secs(60);
+    let after_prefix = |prefix: &'static str| {
+        nats.wait_for("nats-server to start", long_ago, NOTICE_WITHIN, |l| {
+            l.contains(prefix)
+        });
+        let line = nats.first(long_ago, |l| l.contains(prefix)).unwrap().1;
+        line.split(prefix).nth(1).unwrap().trim().to_owned()
+    };
+    let nats_url = format!(
+        "nats://{}",
+        after_prefix("Listening for client connections on ")
+    );
+    let monitor = after_prefix("Starting http monitor on ");
+    let audience = "http://relay.test";
+    let node = |command: &mut Command, name: &str, pa: u16, pr: u16| {
+        command
+            .args([
+                "--nats",
+                &nats_url,
+                "--node-name",
+                name,
+                "--log-file",
+                "stdout",
+            ])
+            .env("RELAY_BIND", "127.0.0.1")
+            .env("RELAY_AUDIENCE", audience)
+            .env("RELAY_URL", format!("ws://127.0.0.1:{pr}"))
+            .env("RELAY_SECRET", SECRET)
+            .env("RELAY_PORT_ACCESS", pa.to_string())
+            .env("RELAY_PORT_RELAY", pr.to_string())
+            .env("RELAY_ALLOW_NO_BOOKING_ID", "true")
+            .env("RELAY_LOG_LEVEL", "warn");
+    };
+    // Node a has the namespace's port space to itself.
+    let mut a_command = ns.command(RELAY);
+    a_command.arg("serve");
+    node(&mut a_command, "a", 3000, 3001);
+    let a = watch(&mut a_command);
+    a.wait_for("node a to listen", long_ago, NOTICE_WITHIN, |l| {
+        l.starts_with("relay: relay listening on")
+    });
+    let b = serve_on_free_ports(|command, pa, pr| {
+        node(command, "b", pa, pr);
+        command.stderr(Stdio::null());
+    });
+    let b_access = format!("http://{}", b.access);
+    let b_peers = || {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5"])
+            .arg(format!("{b_access}/metrics"))
+            .output()
+            .unwrap();
+        metric(&String::from_utf8_lossy(&out.stdout), "relay_cluster_peers").unwrap_or(-1.0)
+    };
+    let nats_has_a = || {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5"])
+            .arg(format!("http://{monitor}/connz"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("\"relay a\"")
+    };
+    wait_until_blocking("node b to hear node a", NOTICE_WITHIN, || b_peers() == 1.0);
+    let topic = "nsf-nats";
+    let writer = watch(&mut python(
+        None,
+        &[
+            "writer",
+            &format!("{b_access}/session/{topic}"),
+            &read_write_token(audience, topic),
+        ],
+    ));
+    let viewer = watch(&mut python(
+        Some(&ns),
+        &[
+            "viewer",
+            "http://127.0.0.1:3000/session/nsf-nats",
+            &read_write_token(audience, topic),
+            "0.3",
+            "1",
+        ],
+    ));
+    wait_until_blocking("messages from node b to node a", NOTICE_WITHIN, || {
+        viewer.numbers("msg seq ").len() >= 10
+    });
+    let fds = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let (a_pid, b_pid) = (a._process.0.id(), b.process.0.id());
+    let baseline = (fds(a_pid), fds(b_pid));
+    let before = viewer
+        .numbers("msg seq ")
+        .iter()
+        .map(|&(_, k)| k)
+        .max()
+        .unwrap();
+
+    let cut_at = Instant::now();
+    ns.cut();
+    // Node b misses node a's hello (one a second) after 3 s.
+    wait_until_blocking("node b to miss node a", NOTICE_WITHIN, || b_peers() == 0.0);
+    let b_noticed = cut_at.elapsed();
+    std::thread::sleep(DOWN_FOR);
+    // nats-server pings only an idle client, and node a's client pings every 60 s: while
+    // messages flow to node a, neither side may have noticed yet.
+    let nats_dropped_a = !nats_has_a();
+    let a_noticed_during_cut = a
+        .first(cut_at, |l| l.contains("NATS unreachable"))
+        .map(|(at, _)| at - cut_at);
+    let heal_at = Instant::now();
+    ns.heal();
+    wait_until_blocking("node b to hear node a again", BACKOFF_WITHIN, || {
+        b_peers() == 1.0 && nats_has_a()
+    });
+    let recovered = heal_at.elapsed();
+    let first_after = viewer.wait_for(
+        "messages across nodes again",
+        heal_at,
+        BACKOFF_WITHIN,
+        |l| l.starts_with("msg seq"),
+    );
+    let sent = writer.numbers("sent ");
+    let received: BTreeSet<u64> = viewer
+        .numbers("msg seq ")
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    let last = *received.iter().last().unwrap();
+    let lost: Vec<u64> = missing(last, &received)
+        .into_iter()
+        .filter(|&k| k > before)
+        .collect();
+    for k in &lost {
+        let at = sent.iter().find(|(_, s)| s == k).unwrap().0;
+        assert!(
+            at <= first_after,
+            "message {k} was lost but sent after the link was back"
+        );
+    }
+    wait_until_blocking("both nodes' fds back to baseline", NOTICE_WITHIN, || {
+        (fds(a_pid), fds(b_pid)) == baseline
+    });
+    let a_noticed = match (
+        a_noticed_during_cut,
+        a.first(heal_at, |l| l.contains("NATS unreachable")),
+    ) {
+        (Some(d), _) => format!("node a {:.2}s", d.as_secs_f64()),
+        (None, Some((at, _))) => format!(
+            "node a only after the heal (+{:.2}s)",
+            (at - heal_at).as_secs_f64()
+        ),
+        (None, None) => "node a never (its connection survived the cut)".to_owned(),
+    };
+    let nats_noticed = if nats_dropped_a {
+        "nats-server dropped node a during the cut"
+    } else {
+        "nats-server had not dropped node a by the heal"
+    };
+    println!(
+        "netns-fault: relay node <-> NATS | noticed: {nats_noticed}, node b (peer gone) {:.2}s, {a_noticed} | back after heal: {:.2}s | lost: {} messages from node b to node a's viewer, all sent before node a was back; the relay counts none of them",
+        b_noticed.as_secs_f64(),
+        recovered.as_secs_f64(),
+        lost.len()
+    );
 }
