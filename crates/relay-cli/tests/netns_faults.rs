@@ -280,9 +280,31 @@ impl Measured {
     }
 }
 
-/// Sequence numbers in `0..=last` missing from `received`.
-fn missing(last: u64, received: &BTreeSet<u64>) -> Vec<u64> {
-    (0..=last).filter(|k| !received.contains(k)).collect()
+/// The sequence numbers `viewer` missed after `before` (the last one it got before the
+/// cut), asserting that each was sent (per `sent`) before `back`, when the link was back.
+fn lost_while_down(
+    viewer: &Watched,
+    sent: &[(Instant, u64)],
+    before: u64,
+    back: Instant,
+) -> Vec<u64> {
+    let received: BTreeSet<u64> = viewer
+        .numbers("msg seq ")
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    let last = received.iter().last().copied().unwrap_or(before);
+    let lost: Vec<u64> = (before + 1..=last)
+        .filter(|k| !received.contains(k))
+        .collect();
+    for k in &lost {
+        let at = sent.iter().find(|(_, s)| s == k).unwrap().0;
+        assert!(
+            at <= back,
+            "message {k} was lost but sent after the link was back"
+        );
+    }
+    lost
 }
 
 /// The host's local API, asked from inside the namespace.
@@ -427,24 +449,7 @@ fn relay_to_relay_host() {
     wait_until_blocking("the last message", NOTICE_WITHIN, || {
         viewer.numbers("msg seq ").iter().any(|&(_, k)| k == last)
     });
-    let received: BTreeSet<u64> = viewer
-        .numbers("msg seq ")
-        .into_iter()
-        .map(|(_, k)| k)
-        .collect();
-    let lost: Vec<u64> = missing(last, &received)
-        .into_iter()
-        .filter(|&k| k > before)
-        .collect();
-    // Only messages sent while the link was down are lost: after the last one delivered
-    // before the cut (later ones were in flight when it came) and before the reconnect.
-    for k in &lost {
-        let at = sent.iter().find(|(_, s)| s == k).unwrap().0;
-        assert!(
-            at <= after,
-            "message {k} was lost but sent after the link was back"
-        );
-    }
+    let lost = lost_while_down(&viewer, &sent, before, after);
     let drops = host_api(&ns, port, "/api/drops");
     let counted = drops["link_down"].as_u64().unwrap()
         + drops["link_busy"].as_u64().unwrap()
@@ -546,23 +551,7 @@ fn relay_to_viewer() {
         l.starts_with("msg seq")
     });
     let sent = writer.numbers("sent ");
-    let received: BTreeSet<u64> = viewer
-        .numbers("msg seq ")
-        .into_iter()
-        .map(|(_, k)| k)
-        .collect();
-    let last = *received.iter().last().unwrap();
-    let lost: Vec<u64> = missing(last, &received)
-        .into_iter()
-        .filter(|&k| k > before)
-        .collect();
-    for k in &lost {
-        let at = sent.iter().find(|(_, s)| s == k).unwrap().0;
-        assert!(
-            at <= first_after,
-            "message {k} was lost but not sent while the link was down"
-        );
-    }
+    let lost = lost_while_down(&viewer, &sent, before, first_after);
     relay.wait_for_baseline(baseline);
     Measured {
         link: "relay <-> viewer",
@@ -1177,23 +1166,7 @@ fn relay_node_to_nats() {
         |l| l.starts_with("msg seq"),
     );
     let sent = writer.numbers("sent ");
-    let received: BTreeSet<u64> = viewer
-        .numbers("msg seq ")
-        .into_iter()
-        .map(|(_, k)| k)
-        .collect();
-    let last = *received.iter().last().unwrap();
-    let lost: Vec<u64> = missing(last, &received)
-        .into_iter()
-        .filter(|&k| k > before)
-        .collect();
-    for k in &lost {
-        let at = sent.iter().find(|(_, s)| s == k).unwrap().0;
-        assert!(
-            at <= first_after,
-            "message {k} was lost but sent after the link was back"
-        );
-    }
+    let lost = lost_while_down(&viewer, &sent, before, first_after);
     wait_until_blocking("both nodes' fds back to baseline", NOTICE_WITHIN, || {
         (fds(a_pid), fds(b_pid)) == baseline
     });
