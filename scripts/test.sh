@@ -11,8 +11,10 @@ say() { printf '\n== %s\n' "$*"; }
 # frames, crates/relay-cli/tests/frames_e2e.rs), openssh (shell relay), openssl (test certificates), procps (kill),
 # chromium (the browser test of the demo page, web/test), postgresql (the booking store's
 # tests start a throw-away cluster from its binaries), nats-server and haproxy (the relay cluster's
-# tests, crates/relay-cli/tests/cluster_e2e.rs: NATS with JetStream and the load balancer).
-APT_PACKAGES=(curl ffmpeg python3 python3-websockets openssh-client openssh-server openssl procps chromium postgresql nats-server haproxy)
+# tests, crates/relay-cli/tests/cluster_e2e.rs: NATS with JetStream and the load balancer),
+# iproute2 and nftables (the silent-cut tests put peers in network namespaces and cut
+# their veth links, as root: crates/relay-cli/tests/netns_faults.rs).
+APT_PACKAGES=(curl ffmpeg python3 python3-websockets openssh-client openssh-server openssl procps chromium postgresql nats-server haproxy iproute2 nftables)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -4,7 +4,7 @@
 
 use crate::logging::{self, LogFormat, LogLevel};
 use clap::Args;
-use relay_common::goduration::{check_setting, Zero};
+use relay_common::goduration::{check_setting, check_settings, Zero};
 use relay_common::shutdown::cancel_on_signal;
 use relay_host::{HostConfig, RunningHost, SessionConnector};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -79,6 +79,33 @@ pub struct HostArgs {
         default_value_t = 10_000
     )]
     header_timeout_ms: u64,
+    /// Milliseconds one write to a local /ws client may block before that client is
+    /// disconnected (a program that stopped reading). At least 1.
+    #[arg(
+        long = "ws-write-timeout-ms",
+        env = "VW_WS_WRITE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    ws_write_timeout_ms: u64,
+    /// Milliseconds between pings on each destination's relay link. At least 1.
+    #[arg(
+        long = "link-ping-ms",
+        env = "VW_LINK_PING_MS",
+        default_value_t = 20_000
+    )]
+    link_ping_ms: u64,
+    /// Milliseconds after which a destination's relay link from which nothing (not even a
+    /// pong) has arrived is dropped and redialled: a link cut without a FIN. At least 1.
+    #[arg(
+        long = "link-idle-ms",
+        env = "VW_LINK_IDLE_MS",
+        default_value_t = 60_000
+    )]
+    link_idle_ms: u64,
+    /// Milliseconds between log lines with the drop totals (written only when they grew).
+    /// At least 1.
+    #[arg(long = "drop-log-ms", env = "VW_DROP_LOG_MS", default_value_t = 30_000)]
+    drop_log_ms: u64,
     /// Extra PEM CA file trusted for https/wss destinations (besides the system roots).
     #[arg(long, env = "VW_CA_FILE")]
     ca_file: Option<PathBuf>,
@@ -151,12 +178,31 @@ pub fn run(args: HostArgs) -> ExitCode {
         return fail(&e);
     }
     let header_timeout = Duration::from_millis(args.header_timeout_ms);
-    if let Err(e) = check_setting(
-        "VW_HEADER_TIMEOUT_MS (--header-timeout-ms)",
-        header_timeout,
-        Zero::Refused,
-    ) {
-        return fail(&e);
+    let ws_write_timeout = Duration::from_millis(args.ws_write_timeout_ms);
+    let link_ping = Duration::from_millis(args.link_ping_ms);
+    let link_idle = Duration::from_millis(args.link_idle_ms);
+    let drop_log_every = Duration::from_millis(args.drop_log_ms);
+    let problems = check_settings(&[
+        (
+            "VW_HEADER_TIMEOUT_MS (--header-timeout-ms)",
+            header_timeout,
+            Zero::Refused,
+        ),
+        (
+            "VW_WS_WRITE_TIMEOUT_MS (--ws-write-timeout-ms)",
+            ws_write_timeout,
+            Zero::Refused,
+        ),
+        ("VW_LINK_PING_MS (--link-ping-ms)", link_ping, Zero::Refused),
+        ("VW_LINK_IDLE_MS (--link-idle-ms)", link_idle, Zero::Refused),
+        (
+            "VW_DROP_LOG_MS (--drop-log-ms)",
+            drop_log_every,
+            Zero::Refused,
+        ),
+    ]);
+    if let Some(first) = problems.first() {
+        return fail(first);
     }
     let config = HostConfig {
         listen: SocketAddr::new(args.bind, port),
@@ -169,9 +215,13 @@ pub fn run(args: HostArgs) -> ExitCode {
         api_remote_changes: args.api_remote_changes,
         shutdown_grace,
         header_timeout,
+        ws_write_timeout,
+        drop_log_every,
     };
     let mut connector = SessionConnector::default();
     connector.base.extra_ca_file = args.ca_file;
+    connector.base.ping_interval = link_ping;
+    connector.base.idle_timeout = link_idle;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),

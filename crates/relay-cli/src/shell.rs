@@ -11,12 +11,15 @@ use crate::serve::{Front, ServeArgs};
 use crate::token::TokenArgs;
 use clap::{ArgAction, Args, Subcommand};
 use relay_common::connection::ConnectionType;
+use relay_common::goduration::{check_settings, parse_setting, Zero};
 use relay_common::shutdown::cancel_on_signal;
 use relay_shell::client::{self, ClientConfig};
 use relay_shell::host::{HostConfig, ShellHost};
+use relay_shell::pipe::PipeTimeouts;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Args, Debug)]
 #[command(
@@ -92,6 +95,64 @@ struct ShellTokenArgs {
     audience: Option<String>,
 }
 
+/// Declares the ping, idle and write timings of one shell side under its environment
+/// prefix (the two sides differ only in their variable names).
+macro_rules! link_timings {
+    ($name:ident, $ping:literal, $idle:literal, $write:literal) => {
+        /// How this side watches its relay connections (management and tunnels).
+        #[derive(Args, Debug)]
+        struct $name {
+            /// Ping the relay this often on every relay connection (more than 0).
+            #[arg(long, env = $ping, default_value = "20s", value_parser = parse_setting)]
+            ping_interval: Duration,
+            /// Close a relay connection (and its TCP side) from which nothing, not even a
+            /// pong, has arrived for this long: a link cut without a FIN (more than 0).
+            #[arg(long, env = $idle, default_value = "60s", value_parser = parse_setting)]
+            idle_timeout: Duration,
+            /// Close a relay connection whose write blocks this long (more than 0).
+            #[arg(long, env = $write, default_value = "10s", value_parser = parse_setting)]
+            write_timeout: Duration,
+        }
+
+        impl $name {
+            fn check(&self) -> Result<PipeTimeouts, Vec<String>> {
+                check_timings([
+                    (concat!($ping, " (--ping-interval)"), self.ping_interval),
+                    (concat!($idle, " (--idle-timeout)"), self.idle_timeout),
+                    (concat!($write, " (--write-timeout)"), self.write_timeout),
+                ])
+            }
+        }
+    };
+}
+
+link_timings!(
+    HostTimings,
+    "SHELLHOST_PING_INTERVAL",
+    "SHELLHOST_IDLE_TIMEOUT",
+    "SHELLHOST_WRITE_TIMEOUT"
+);
+link_timings!(
+    ClientTimings,
+    "SHELLCLIENT_PING_INTERVAL",
+    "SHELLCLIENT_IDLE_TIMEOUT",
+    "SHELLCLIENT_WRITE_TIMEOUT"
+);
+
+/// Ping, idle and write timings checked once at start-up: none zero or overlong.
+fn check_timings(named: [(&str, Duration); 3]) -> Result<PipeTimeouts, Vec<String>> {
+    let problems = check_settings(&named.map(|(name, value)| (name, value, Zero::Refused)));
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let [(_, ping_interval), (_, idle_timeout), (_, write_timeout)] = named;
+    Ok(PipeTimeouts {
+        ping_interval,
+        idle_timeout,
+        write_timeout,
+    })
+}
+
 #[derive(Args, Debug)]
 struct HostArgs {
     /// Access URL of this shell, e.g. https://relay.example.io/access/shell/<id>.
@@ -109,6 +170,10 @@ struct HostArgs {
     /// Extra PEM CA file trusted for https/wss besides the system roots.
     #[arg(long, env = "SHELLHOST_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// Ping, idle and write timings (SHELLHOST_PING_INTERVAL, SHELLHOST_IDLE_TIMEOUT,
+    /// SHELLHOST_WRITE_TIMEOUT).
+    #[command(flatten, next_help_heading = "Link timings")]
+    timings: HostTimings,
     /// Text logs at info level on stdout (otherwise JSON at warn on stderr).
     #[arg(long, env = "SHELLHOST_DEVELOPMENT", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     development: bool,
@@ -134,6 +199,10 @@ struct ClientArgs {
     /// Extra PEM CA file trusted for https/wss besides the system roots.
     #[arg(long, env = "SHELLCLIENT_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// Ping, idle and write timings (SHELLCLIENT_PING_INTERVAL, SHELLCLIENT_IDLE_TIMEOUT,
+    /// SHELLCLIENT_WRITE_TIMEOUT).
+    #[command(flatten, next_help_heading = "Link timings")]
+    timings: ClientTimings,
     /// Text logs at info level on stdout (otherwise JSON at warn on stderr).
     #[arg(long, env = "SHELLCLIENT_DEVELOPMENT", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     development: bool,
@@ -233,11 +302,16 @@ pub fn run(args: ShellArgs) -> ExitCode {
     match args.command {
         ShellCommand::Host(a) => {
             init_logs(a.development);
+            let timeouts = match a.timings.check() {
+                Ok(timeouts) => timeouts,
+                Err(problems) => return refuse("relay shell host", &problems),
+            };
             let config = HostConfig {
                 access_url: a.relay_session,
                 token: a.token,
                 target: format!("{}:{}", a.local_host, a.local_port),
                 extra_ca_file: a.ca_file,
+                timeouts,
             };
             runtime.block_on(async move {
                 let Some(stop) = signal_token("relay shell host") else {
@@ -254,12 +328,17 @@ pub fn run(args: ShellArgs) -> ExitCode {
         }
         ShellCommand::Client(a) => {
             init_logs(a.development);
+            let timeouts = match a.timings.check() {
+                Ok(timeouts) => timeouts,
+                Err(problems) => return refuse("relay shell client", &problems),
+            };
             let addr = SocketAddr::new(a.bind, a.local_port);
             let config = ClientConfig {
                 access_url: a.relay_session,
                 token: a.token,
                 extra_ca_file: a.ca_file,
                 max_connections: a.max_connections,
+                timeouts,
             };
             runtime.block_on(async move {
                 let Some(stop) = signal_token("relay shell client") else {
@@ -286,6 +365,14 @@ pub fn run(args: ShellArgs) -> ExitCode {
         }
         ShellCommand::Relay(_) | ShellCommand::Token(_) => ExitCode::FAILURE, // returned above
     }
+}
+
+/// Reports each bad setting and fails.
+fn refuse(program: &str, problems: &[String]) -> ExitCode {
+    for problem in problems {
+        eprintln!("{program}: {problem}");
+    }
+    ExitCode::FAILURE
 }
 
 /// The SIGINT/SIGTERM token, or `None` after reporting why the handlers are missing.

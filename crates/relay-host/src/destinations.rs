@@ -9,6 +9,7 @@
 //! Recordings (a rule's `file`) are written only inside the operator's record directory
 //! (`VW_RECORD_DIR`); without one, a rule that names a file is refused.
 
+use crate::drops::LinkDrops;
 use crate::hub::{Hub, Message, Reach, Subscription};
 use crate::link::{Link, LinkTarget, SharedConnector};
 use relay_common::shutdown::{wait_for_tasks, CancellationToken, DropGuard, TaskTracker};
@@ -210,11 +211,19 @@ pub struct DestinationStatus {
     pub destination: String,
     /// True while the rule's websocket to the relay is open.
     pub connected: bool,
+    /// Messages for the relay that this rule's full hub queue did not take.
+    pub dropped_queue_full: u64,
+    /// Messages not sent because the link to the relay was down.
+    pub dropped_link_down: u64,
+    /// Messages not sent because the link to the relay was busy (its queue full).
+    pub dropped_link_busy: u64,
 }
 
 struct Running {
     rule: DestinationRule,
     connected: watch::Receiver<bool>,
+    /// What this rule's link did not carry.
+    drops: Arc<LinkDrops>,
     /// Dropping this cancels the destination's token: its task ends and closes its link.
     _stop: DropGuard,
 }
@@ -228,6 +237,8 @@ pub struct Destinations {
     tasks: TaskTracker,
     /// The canonical record directory; `None` refuses every rule with a `file`.
     record_dir: Option<PathBuf>,
+    /// Every rule's link drops added up, deleted rules included.
+    totals: Arc<LinkDrops>,
 }
 
 impl Destinations {
@@ -239,6 +250,7 @@ impl Destinations {
             running: Mutex::new(BTreeMap::new()),
             tasks: TaskTracker::new(),
             record_dir: None,
+            totals: Arc::default(),
         }
     }
 
@@ -273,16 +285,22 @@ impl Destinations {
         });
         let stop = CancellationToken::new();
         let connected = link.connected.clone();
+        let drops = Arc::new(LinkDrops::default());
         self.tasks.spawn(run_destination(
             rule.clone(),
             recording,
             subscription,
             link,
+            Counted {
+                rule: drops.clone(),
+                totals: self.totals.clone(),
+            },
             stop.clone(),
         ));
         let running = Running {
             rule: rule.clone(),
             connected,
+            drops,
             _stop: stop.drop_guard(),
         };
         let previous = self.lock().insert(rule.id.clone(), running);
@@ -335,6 +353,9 @@ impl Destinations {
                     stream: r.rule.stream.clone(),
                     destination: r.rule.destination.clone(),
                     connected: *r.connected.borrow(),
+                    dropped_queue_full: r.drops.queue_full(),
+                    dropped_link_down: r.drops.link_down(),
+                    dropped_link_busy: r.drops.link_busy(),
                 };
                 (id.clone(), status)
             })
@@ -358,8 +379,39 @@ impl Destinations {
             .collect()
     }
 
+    /// Link drops of every rule so far (deleted rules included).
+    pub fn drop_totals(&self) -> &LinkDrops {
+        &self.totals
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A rule's drop counters and the host's totals, counted together.
+struct Counted {
+    rule: Arc<LinkDrops>,
+    totals: Arc<LinkDrops>,
+}
+
+impl Counted {
+    fn link_down(&self) {
+        self.rule.count_link_down();
+        self.totals.count_link_down();
+    }
+
+    fn link_busy(&self) {
+        self.rule.count_link_busy();
+        self.totals.count_link_busy();
+    }
+
+    /// Takes over what the link and the rule's hub queue counted themselves.
+    fn sync(&self, subscription: &Subscription, link: &Link) {
+        self.rule.set_queue_full(subscription.dropped());
+        let link_dropped = link.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        let new = self.rule.set_link_queue_full(link_dropped);
+        self.totals.add_link_busy(new);
     }
 }
 
@@ -369,6 +421,7 @@ async fn run_destination(
     recording: Option<PathBuf>,
     mut subscription: Subscription,
     mut link: Link,
+    drops: Counted,
     stopped: CancellationToken,
 ) {
     let mut recorder = Recorder::open(recording).await;
@@ -377,13 +430,18 @@ async fn run_destination(
             () = stopped.cancelled() => break,
             message = subscription.recv() => {
                 let Some(message) = message else { break };
+                drops.sync(&subscription, &link);
                 // Host-only messages (a command reply showing tokens) never leave the host.
                 if message.reach == Reach::HostOnly {
                     continue;
                 }
                 recorder.record(&message).await;
-                // While disconnected the message is dropped: the relay gets live data only.
-                if *link.connected.borrow() && link.outgoing.try_send(message).is_err() {
+                // While disconnected the message is dropped (and counted): the relay gets
+                // live data only.
+                if !*link.connected.borrow() {
+                    drops.link_down();
+                } else if link.outgoing.try_send(message).is_err() {
+                    drops.link_busy();
                     tracing::debug!(id = %rule.id, "relay link busy; message dropped");
                 }
             }
@@ -393,6 +451,7 @@ async fn run_destination(
             }
         }
     }
+    drops.sync(&subscription, &link);
     tracing::debug!(id = %rule.id, "destination stopped");
 }
 

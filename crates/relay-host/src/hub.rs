@@ -330,6 +330,11 @@ impl Subscription {
         self.queue.try_recv()
     }
 
+    /// Messages dropped for this subscriber so far because its queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.queue.dropped()
+    }
+
     /// Publishes on this subscription's own topic, excluding itself.
     pub fn publish(&self, message: Message) -> usize {
         self.hub.publish(&self.topic, Some(self.id), message)

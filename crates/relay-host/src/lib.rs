@@ -11,6 +11,7 @@
 //! - [`ingest`]: the 1 ms-gap framing of `/ts` bodies into one message per burst.
 //! - [`link`]: the [`link::Connector`] trait and its `relay_client::Session` implementation.
 //! - [`destinations`]: destination rules, their relay links and raw recording.
+//! - [`drops`]: what the host dropped (full queues, links down), for `/api` and the log.
 //! - [`commands`]: the websocket JSON command API and stream rules.
 //! - [`rules_file`]: start-up rules from a TOML/JSON file, reloadable for token rotation.
 //! - [`listener`]: the accept loop, with a header-read timeout.
@@ -23,6 +24,7 @@
 
 pub mod commands;
 pub mod destinations;
+pub mod drops;
 pub mod hub;
 pub mod ingest;
 pub mod link;
@@ -79,6 +81,13 @@ pub struct HostConfig {
     /// before the connection is closed. Protects against slowloris clients holding
     /// connections open. Default: 10 s.
     pub header_timeout: Duration,
+    /// Deadline for one write (a batch, a ping or a close) to a local `/ws` client; a
+    /// client that does not read for this long is disconnected. Protects the host's
+    /// memory and task from a stalled local program. Default: 10 s (as the relay's
+    /// `RELAY_WRITE_TIMEOUT`).
+    pub ws_write_timeout: Duration,
+    /// How often, at most, the drop totals are logged (only when they grew). Default: 30 s.
+    pub drop_log_every: Duration,
 }
 
 impl Default for HostConfig {
@@ -94,6 +103,8 @@ impl Default for HostConfig {
             api_remote_changes: false,
             shutdown_grace: Duration::from_secs(5),
             header_timeout: listener::DEFAULT_HEADER_TIMEOUT,
+            ws_write_timeout: server::DEFAULT_WS_WRITE_TIMEOUT,
+            drop_log_every: drops::DEFAULT_DROP_LOG_EVERY,
         }
     }
 }
@@ -137,6 +148,7 @@ impl RunningHost {
             .map_err(HostError::RecordDir)?;
         state.destinations.set_record_dir(record_dir);
         state.api_remote_changes = config.api_remote_changes;
+        state.ws_write_timeout = config.ws_write_timeout;
         let state = Arc::new(state);
         let rules = config.rules_file.as_ref().map(RulesLoader::new);
         if let Some(rules) = &rules {
@@ -144,6 +156,9 @@ impl RunningHost {
         }
         state.start_api_rule();
         server::spawn_command_api(&state);
+        state
+            .tasks
+            .spawn(drops::log_drops(state.clone(), config.drop_log_every));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| HostError::Bind {

@@ -9,6 +9,7 @@
 
 use crate::hub::{Kind, Message};
 use relay_client::session::{Session, SessionConfig};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
@@ -30,6 +31,9 @@ pub struct Link {
     pub incoming: mpsc::Receiver<Message>,
     /// True while a websocket is open.
     pub connected: watch::Receiver<bool>,
+    /// Messages the link itself dropped after taking them from `outgoing` (its session's
+    /// queue was full), counted so the destination can report them.
+    pub dropped: Arc<AtomicU64>,
 }
 
 /// Opens links. Shared by every destination of a host.
@@ -97,6 +101,7 @@ impl Connector for ChannelConnector {
             outgoing,
             incoming,
             connected,
+            dropped: Arc::default(),
         }
     }
 }
@@ -129,11 +134,19 @@ impl Connector for SessionConnector {
         let (outgoing, outgoing_rx) = mpsc::channel(LINK_QUEUE);
         let (incoming_tx, incoming) = mpsc::channel(LINK_QUEUE);
         let (connected_tx, connected) = watch::channel(false);
-        tokio::spawn(bridge(session, outgoing_rx, incoming_tx, connected_tx));
+        let dropped = Arc::new(AtomicU64::new(0));
+        tokio::spawn(bridge(
+            session,
+            outgoing_rx,
+            incoming_tx,
+            connected_tx,
+            dropped.clone(),
+        ));
         Link {
             outgoing,
             incoming,
             connected,
+            dropped,
         }
     }
 }
@@ -145,6 +158,7 @@ async fn bridge(
     mut outgoing: mpsc::Receiver<Message>,
     incoming: mpsc::Sender<Message>,
     connected: watch::Sender<bool>,
+    dropped: Arc<AtomicU64>,
 ) {
     let mut state = session.state();
     loop {
@@ -152,6 +166,7 @@ async fn bridge(
             message = outgoing.recv() => match message {
                 Some(message) => {
                     if session.try_send(to_session(message)).is_err() {
+                        dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!("relay session queue full; message dropped");
                     }
                 }

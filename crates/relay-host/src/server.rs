@@ -11,6 +11,7 @@
 
 use crate::commands::{self, add_stream_rule, StreamRule, API_FEED};
 use crate::destinations::{strip_leading_slash, DestinationRule, DELETE_ALL};
+use crate::drops::DropTotals;
 use crate::hub::{Kind, Message};
 use crate::ingest::{frame_bursts, IngestError, FRAME_GAP};
 use crate::state::HostState;
@@ -32,6 +33,9 @@ use tokio::time::Instant;
 /// Local websocket clients: ping period, silence limit, largest message (as the reference).
 const WS_PING_EVERY: Duration = Duration::from_secs(54);
 const WS_PONG_WAIT: Duration = Duration::from_secs(60);
+/// Default deadline for one write to a local websocket client (as the relay's
+/// `RELAY_WRITE_TIMEOUT`): a program that stops reading is disconnected, not waited on.
+pub const DEFAULT_WS_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const WS_MAX_MESSAGE: usize = 10 * 1024 * 1024;
 /// Messages that may wait for one local websocket client before newer ones are dropped.
 const WS_QUEUE: usize = 256;
@@ -127,6 +131,7 @@ pub fn router(state: Arc<HostState>, origins: OriginPolicy, hosts: HostPolicy) -
         .route("/api/destinations", any(add_destination))
         .route("/api/destinations/{*id}", get(show_destination).delete(delete_destination))
         .route("/api/status", get(|State(state): State<Arc<HostState>>| async move { Json(state.destinations.status()) }))
+        .route("/api/drops", get(|State(state): State<Arc<HostState>>| async move { Json(DropTotals::of(&state)) }))
         .route("/api/streams", any(add_stream))
         .route("/api/streams/{*stream}", get(show_stream).delete(delete_stream))
         .route("/ts/{*feed}", any(ingest))
@@ -352,11 +357,12 @@ async fn serve_local_client(state: Arc<HostState>, feed: String, agent: String, 
     let (mut sink, mut stream) = socket.split();
     let mut ping = tokio::time::interval_at(Instant::now() + WS_PING_EVERY, WS_PING_EVERY);
     let mut last_heard = Instant::now();
+    let write_timeout = state.ws_write_timeout;
     let reason = loop {
         tokio::select! {
             () = state.shutdown.cancelled() => {
                 let close = ws::CloseFrame { code: ws::close_code::AWAY, reason: "relay host shutting down".into() };
-                let _ = sink.send(ws::Message::Close(Some(close))).await;
+                let _ = tokio::time::timeout(write_timeout, sink.send(ws::Message::Close(Some(close)))).await;
                 break "host shutting down".to_string();
             }
             frame = stream.next() => {
@@ -371,31 +377,51 @@ async fn serve_local_client(state: Arc<HostState>, feed: String, agent: String, 
             }
             message = subscription.recv() => {
                 let Some(first) = message else { break "hub closed".to_string() };
-                // Everything already queued goes out with one flush.
-                let mut batch = vec![first];
-                while let Some(more) = subscription.try_recv() {
-                    batch.push(more);
-                }
-                let mut failed = None;
-                for message in batch {
-                    if let Err(e) = sink.feed(to_axum(message)).await {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-                if let Some(e) = failed.or(sink.flush().await.err()) {
-                    break format!("write error: {e}");
+                if let Err(reason) = write_batch(&mut sink, &mut subscription, first, write_timeout).await {
+                    break reason;
                 }
             }
             _ = ping.tick() => {
-                if let Err(e) = sink.send(ws::Message::Ping(Bytes::new())).await {
-                    break format!("ping failed: {e}");
+                match tokio::time::timeout(write_timeout, sink.send(ws::Message::Ping(Bytes::new()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break format!("ping failed: {e}"),
+                    Err(_) => break format!("ping stalled for {write_timeout:?}"),
                 }
             }
             _ = tokio::time::sleep_until(last_heard + WS_PONG_WAIT) => break "silent past the pong wait".to_string(),
         }
     };
-    tracing::info!(feed, reason, "local websocket client disconnected");
+    tracing::info!(
+        feed,
+        reason,
+        dropped = subscription.dropped(),
+        "local websocket client disconnected"
+    );
+}
+
+/// Writes `first` and everything already queued behind it with one flush, within
+/// `write_timeout`; the error is the reason to disconnect.
+async fn write_batch(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, ws::Message>,
+    subscription: &mut crate::hub::Subscription,
+    first: Message,
+    write_timeout: Duration,
+) -> Result<(), String> {
+    let mut batch = vec![first];
+    while let Some(more) = subscription.try_recv() {
+        batch.push(more);
+    }
+    let write = async {
+        for message in batch {
+            sink.feed(to_axum(message)).await?;
+        }
+        sink.flush().await
+    };
+    match tokio::time::timeout(write_timeout, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("write error: {e}")),
+        Err(_) => Err(format!("write stalled for {write_timeout:?}")),
+    }
 }
 
 fn to_axum(message: Message) -> ws::Message {

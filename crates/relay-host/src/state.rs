@@ -21,6 +21,8 @@ pub struct HostState {
     /// `api`) may add and delete rules. Off by default: a relay user may only list rules
     /// (never with tokens) and health-check.
     pub api_remote_changes: bool,
+    /// Deadline for one write to a local `/ws` client.
+    pub ws_write_timeout: std::time::Duration,
     /// Cancelled at shutdown: the listener stops accepting, local websocket clients are
     /// closed with "going away" and the command API stops.
     pub shutdown: CancellationToken,
@@ -54,6 +56,7 @@ impl HostState {
             api_rule,
             max_frame,
             api_remote_changes: false,
+            ws_write_timeout: crate::server::DEFAULT_WS_WRITE_TIMEOUT,
             shutdown: CancellationToken::new(),
             stop_now: CancellationToken::new(),
             tasks: TaskTracker::new(),

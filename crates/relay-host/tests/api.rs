@@ -73,7 +73,8 @@ async fn destination_rules_add_show_delete_with_exact_bodies() {
     let status: Value = serde_json::from_str(&status).unwrap();
     assert_eq!(
         status["00"],
-        json!({"stream":"stream/large","destination":"wss://relay.example.io/in/video","connected":false})
+        json!({"stream":"stream/large","destination":"wss://relay.example.io/in/video","connected":false,
+            "dropped_queue_full":0,"dropped_link_down":0,"dropped_link_busy":0})
     );
 
     let (_, deleted) = call("DELETE", format!("{base}/api/destinations/00"), None).await;

@@ -3,7 +3,7 @@
 //! until either side closes. No reconnect: a dropped tunnel is a closed TCP connection,
 //! as the admin's ssh expects (the reference reconnected forever).
 
-use crate::pipe::pipe;
+use crate::pipe::{pipe, PipeTimeouts};
 use relay_client::session::{connect_once, SessionConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +22,8 @@ pub struct ClientConfig {
     pub extra_ca_file: Option<std::path::PathBuf>,
     /// Most tunnelled connections at once; further ones wait.
     pub max_connections: usize,
+    /// Ping, idle and write timings of every tunnel's relay connection.
+    pub timeouts: PipeTimeouts,
 }
 
 /// Accept connections on `listener` until the task is dropped.
@@ -52,8 +54,9 @@ pub async fn serve(listener: TcpListener, config: ClientConfig) {
 }
 
 async fn tunnel(config: &ClientConfig, tcp: TcpStream, peer: SocketAddr) {
-    let mut session =
-        SessionConfig::new(config.access_url.clone()).with_token(config.token.clone());
+    let mut session = config
+        .timeouts
+        .apply(SessionConfig::new(config.access_url.clone()).with_token(config.token.clone()));
     if let Some(ca) = &config.extra_ca_file {
         session = session.with_extra_ca_file(ca.clone());
     }
@@ -67,7 +70,7 @@ async fn tunnel(config: &ClientConfig, tcp: TcpStream, peer: SocketAddr) {
     };
     let _ = tcp.set_nodelay(true);
     tracing::info!("tunnel open");
-    let (end, stats) = pipe(ws, tcp, std::future::pending()).await;
+    let (end, stats) = pipe(ws, tcp, config.timeouts, std::future::pending()).await;
     tracing::info!(
         ?end,
         up = stats.tcp_to_websocket,

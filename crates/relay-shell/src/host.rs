@@ -4,7 +4,7 @@
 //! Unlike the reference, a `disconnect` action hangs up that connection, either side
 //! closing closes the other, and nothing of a connection outlives it.
 
-use crate::pipe::pipe;
+use crate::pipe::{pipe, PipeTimeouts};
 use relay_client::session::{connect_once, Message, Session, SessionConfig};
 use relay_common::action::ConnectionAction;
 use std::collections::HashMap;
@@ -25,6 +25,8 @@ pub struct HostConfig {
     pub target: String,
     /// Extra CA file for wss/https besides the system roots.
     pub extra_ca_file: Option<std::path::PathBuf>,
+    /// Ping, idle and write timings of the management connection and of every tunnel.
+    pub timeouts: PipeTimeouts,
 }
 
 /// Live tunnelled connections, by the uuid of their `connect` action.
@@ -62,6 +64,7 @@ impl ShellHost {
     pub fn start(config: HostConfig) -> Self {
         let mut session_config =
             SessionConfig::new(config.access_url.clone()).with_token(config.token.clone());
+        session_config = config.timeouts.apply(session_config);
         if let Some(ca) = &config.extra_ca_file {
             session_config = session_config.with_extra_ca_file(ca.clone());
         }
@@ -122,7 +125,7 @@ impl ShellHost {
 }
 
 async fn serve_connection(config: &HostConfig, uri: &str, hung_up: oneshot::Receiver<()>) {
-    let mut ws_config = SessionConfig::new(uri);
+    let mut ws_config = config.timeouts.apply(SessionConfig::new(uri));
     if let Some(ca) = &config.extra_ca_file {
         ws_config = ws_config.with_extra_ca_file(ca.clone());
     }
@@ -143,7 +146,7 @@ async fn serve_connection(config: &HostConfig, uri: &str, hung_up: oneshot::Rece
     };
     let _ = tcp.set_nodelay(true);
     tracing::info!(target = %config.target, "shell connection open");
-    let (end, stats) = pipe(ws, tcp, async {
+    let (end, stats) = pipe(ws, tcp, config.timeouts, async {
         let _ = hung_up.await;
     })
     .await;

@@ -79,6 +79,7 @@ async fn rig() -> Rig {
         token: token(&server, "expt", "host"),
         target: format!("127.0.0.1:{service_port}"),
         extra_ca_file: None,
+        timeouts: Default::default(),
     });
     let mut state = host.state();
     tokio::time::timeout(WAIT, state.wait_for(|s| s.is_connected()))
@@ -93,6 +94,7 @@ async fn rig() -> Rig {
         token: token(&server, "expt", "client"),
         extra_ca_file: None,
         max_connections: 64,
+        timeouts: Default::default(),
     };
     tokio::spawn(client::serve(listener, config));
     Rig {
@@ -201,6 +203,7 @@ async fn without_a_host_the_admin_connection_closes_promptly_and_once() {
             token: token(&server, "nobody", "client"),
             extra_ca_file: None,
             max_connections: 4,
+            timeouts: Default::default(),
         },
     ));
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -321,6 +324,7 @@ async fn a_client_speaks_first_service_works_too() {
         token: token(&server, "quiet", "host"),
         target: format!("127.0.0.1:{echo_port}"),
         extra_ca_file: None,
+        timeouts: Default::default(),
     });
     let mut state = host.state();
     tokio::time::timeout(WAIT, state.wait_for(|s| s.is_connected()))
@@ -337,6 +341,7 @@ async fn a_client_speaks_first_service_works_too() {
             token: token(&server, "quiet", "client"),
             extra_ca_file: None,
             max_connections: 4,
+            timeouts: Default::default(),
         },
     ));
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();

@@ -6,6 +6,8 @@
 //!   one failure message.
 //! - [`programs`]: `require`, the loud check for external programs e2e tests drive.
 //! - [`book`]: a client of the booking server's API and a manifest of identical rigs.
+//! - [`netns`]: `Netns`, a network namespace behind a veth link that a test cuts silently
+//!   and heals (root, `ip` and `nft` needed).
 //! - [`postgres`]: `PgCluster`, a throw-away PostgreSQL cluster (initdb in a temp directory).
 //! - [`process`]: children killed on drop, reading the address a started program prints.
 //! - [`nats`]: `NatsServer`, a throw-away `nats-server -js` (kill and restart for faults).
@@ -18,6 +20,7 @@ pub mod book;
 pub mod cluster;
 pub mod haproxy;
 pub mod nats;
+pub mod netns;
 pub mod postgres;
 pub mod process;
 pub mod programs;

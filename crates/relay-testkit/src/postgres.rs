@@ -31,6 +31,8 @@ pub struct PgCluster {
     port: u16,
     database: String,
     run_as: Option<(u32, u32)>,
+    /// Another address to listen on besides 127.0.0.1, trusted for its own subnet.
+    also_listen: Option<std::net::IpAddr>,
     postmaster: Option<Child>,
     // Declared last: removed after the server has stopped.
     dir: tempfile::TempDir,
@@ -49,6 +51,20 @@ impl PgCluster {
 
     /// [`PgCluster::start`], with the problem as text instead of a panic.
     pub fn try_start() -> Result<PgCluster, String> {
+        PgCluster::try_start_also_on(None)
+    }
+
+    /// [`PgCluster::start`], also listening on `addr` (e.g. the root side of a test
+    /// namespace's link, [`crate::netns::Netns::host_ip`]) and trusting clients on that
+    /// address's subnet, so a program in another network namespace can connect.
+    pub fn start_also_on(addr: std::net::IpAddr) -> PgCluster {
+        match PgCluster::try_start_also_on(Some(addr)) {
+            Ok(cluster) => cluster,
+            Err(problem) => panic!("{problem}"),
+        }
+    }
+
+    fn try_start_also_on(also_listen: Option<std::net::IpAddr>) -> Result<PgCluster, String> {
         let bin = newest_bin_dir().ok_or_else(|| {
             format!("PostgreSQL is required for this test but /usr/lib/postgresql/*/bin is missing: {INSTALL_HINT}")
         })?;
@@ -70,11 +86,13 @@ impl PgCluster {
             port: free_port().map_err(context("find a free port"))?,
             database: "test".to_owned(),
             run_as,
+            also_listen,
             postmaster: None,
             dir,
         };
         cluster.hand_over(cluster.dir.path())?;
         cluster.init()?;
+        cluster.trust_other_subnet()?;
         cluster.launch()?;
         cluster.wait_until_ready()?;
         cluster.try_create_database("test")?;
@@ -148,6 +166,28 @@ impl PgCluster {
         Ok(())
     }
 
+    /// `127.0.0.1`, plus the other address when there is one.
+    fn listen_addresses(&self) -> String {
+        match self.also_listen {
+            Some(addr) => format!("127.0.0.1,{addr}"),
+            None => "127.0.0.1".to_owned(),
+        }
+    }
+
+    /// With another listen address, trust clients on the subnets the server is on
+    /// (`samenet`), as initdb's `--auth=trust` does for 127.0.0.1.
+    fn trust_other_subnet(&self) -> Result<(), String> {
+        if self.also_listen.is_none() {
+            return Ok(());
+        }
+        use std::io::Write;
+        let mut hba = fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("pg_hba.conf"))
+            .map_err(context("open pg_hba.conf"))?;
+        writeln!(hba, "host all all samenet trust").map_err(context("write pg_hba.conf"))
+    }
+
     fn launch(&mut self) -> Result<(), String> {
         let sockets = self.dir.path().join("sockets");
         fs::create_dir(&sockets).map_err(context("create the socket directory"))?;
@@ -161,7 +201,13 @@ impl PgCluster {
             .command("postgres")
             .arg("-D")
             .arg(&self.data)
-            .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-h",
+                &self.listen_addresses(),
+                "-k",
+            ])
             .arg(&sockets)
             .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
             .args(["-c", "synchronous_commit=off", "-c", "max_connections=200"])
