@@ -10,7 +10,6 @@ use common::*;
 use futures_util::SinkExt;
 use relay_auth::Claims;
 use relay_common::action::ConnectionAction;
-use relay_common::connection::ConnectionType;
 use relay_server::{ClusterConfig, RunningServer};
 use relay_testkit::wait_until;
 use std::net::TcpListener;
@@ -336,21 +335,6 @@ async fn without_nats_local_topics_keep_working_and_codes_are_refused_until_it_r
     a.shutdown().await;
 }
 
-/// Shell claims for `shell_id` with one shell scope (`host` or `client`), for `server`.
-fn shell_claims(server: &RunningServer, shell_id: &str, scope: &str) -> Claims {
-    Claims {
-        booking_id: "bid".into(),
-        ..Claims::grant(
-            ConnectionType::Shell.as_str(),
-            shell_id,
-            &[scope],
-            server.access_url(),
-            now(),
-            60,
-        )
-    }
-}
-
 /// The websocket uri `server`'s access route `path` answers `claims` with.
 async fn shell_uri(server: &RunningServer, path: &str, claims: &Claims) -> String {
     let (status, body) = post(
@@ -361,14 +345,6 @@ async fn shell_uri(server: &RunningServer, path: &str, claims: &Claims) -> Strin
     assert_eq!(status, 200, "access refused: {body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["uri"].as_str().unwrap().to_owned()
-}
-
-async fn next_action(ws: &mut Ws) -> ConnectionAction {
-    match next_frame(ws, WAIT).await {
-        Some(Message::Text(text)) => ConnectionAction::parse(&text)
-            .unwrap_or_else(|| panic!("not a connection action: {text}")),
-        other => panic!("expected a connection action, got {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
