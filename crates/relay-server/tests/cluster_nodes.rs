@@ -11,7 +11,7 @@ use futures_util::SinkExt;
 use relay_auth::Claims;
 use relay_common::action::ConnectionAction;
 use relay_server::{ClusterConfig, RunningServer};
-use relay_testkit::wait_until;
+use relay_testkit::{wait_until, wait_until_async};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -293,7 +293,7 @@ async fn a_deny_on_one_node_closes_sockets_on_the_other_and_survives_restarting_
 
 async fn wait_until_async_deny(node: &RunningServer, url: &str) {
     let admin = admin_token(node);
-    relay_testkit::wait_until_async("the new node loads the deny list", WAIT, || async {
+    wait_until_async("the new node loads the deny list", WAIT, || async {
         let (status, body) = get(url, Some(&admin)).await;
         status == 200 && body.contains("doomed")
     })
@@ -398,6 +398,54 @@ async fn a_shell_pair_spans_two_nodes_with_its_gate_and_actions() {
         refused.is_err(),
         "a shell client without its host is refused"
     );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+fn stats_token(node: &RunningServer) -> String {
+    token(&Claims {
+        topic: String::new(),
+        ..claims(node, "", &["relay:stats"])
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_on_one_node_lists_every_nodes_connections_with_their_node() {
+    let nats = Nats::start().await;
+    let a = node(&nats, "a").await;
+    let b = node(&nats, "b").await;
+    let _reader = join_on(&b, "seen-from-a", &["read"]).await;
+    let url = format!("{}/status", a.access_url());
+    let auth = stats_token(&a);
+    wait_until_async(
+        "node a's /status lists node b's connection",
+        WAIT,
+        || async {
+            let (status, body) = get(&url, Some(&auth)).await;
+            let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+            status == 200
+                && list
+                    .iter()
+                    .any(|c| c["topic"] == "seen-from-a" && c["node"] == "b")
+                && list
+                    .iter()
+                    .any(|c| c["topic"] == "stats" && c["node"] == "a")
+        },
+    )
+    .await;
+    let (status, body) = get(&format!("{}/status/cluster", a.access_url()), Some(&auth)).await;
+    assert_eq!(status, 200, "{body}");
+    let nodes: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(nodes["node"], "a");
+    let names: Vec<&str> = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"], "{body}");
+    assert_eq!(nodes["nodes"][0]["nats_connected"], true);
+    assert_eq!(nodes["nodes"][1]["dropped"]["outbound_full"], 0);
     a.shutdown().await;
     b.shutdown().await;
 }
