@@ -505,18 +505,24 @@ async fn allow_list(
     ))
 }
 
-/// `GET /status` (v0.7.0): every connection, for dashboards; needs `relay:stats`.
-async fn status(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let claims = authenticate(&state, &headers)?;
+/// The status routes need an admin-shaped token with `relay:stats`.
+fn require_stats(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let claims = authenticate(state, headers)?;
     if !claims.has_required_admin_claims() || !claims.has_scope(SCOPE_STATS) {
         return Err(ApiError::handler(
             StatusCode::UNAUTHORIZED,
             "token missing relay:stats scope",
         ));
     }
+    Ok(())
+}
+
+/// `GET /status` (v0.7.0): every connection, for dashboards; needs `relay:stats`.
+async fn status(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_stats(&state, &headers)?;
     match &state.cluster {
         None => Ok(json_line(&status_reports(&state.hub))),
         Some(cluster) => Ok(json_line(&cluster_status(&state, cluster).await)),
@@ -529,13 +535,7 @@ async fn status_nodes(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let claims = authenticate(&state, &headers)?;
-    if !claims.has_required_admin_claims() || !claims.has_scope(SCOPE_STATS) {
-        return Err(ApiError::handler(
-            StatusCode::UNAUTHORIZED,
-            "token missing relay:stats scope",
-        ));
-    }
+    require_stats(&state, &headers)?;
     let Some(cluster) = &state.cluster else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -10,9 +10,8 @@ use common::*;
 use futures_util::SinkExt;
 use relay_auth::Claims;
 use relay_common::action::ConnectionAction;
-use relay_common::connection::ConnectionType;
 use relay_server::{ClusterConfig, RunningServer};
-use relay_testkit::wait_until;
+use relay_testkit::{wait_until, wait_until_async};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -294,7 +293,7 @@ async fn a_deny_on_one_node_closes_sockets_on_the_other_and_survives_restarting_
 
 async fn wait_until_async_deny(node: &RunningServer, url: &str) {
     let admin = admin_token(node);
-    relay_testkit::wait_until_async("the new node loads the deny list", WAIT, || async {
+    wait_until_async("the new node loads the deny list", WAIT, || async {
         let (status, body) = get(url, Some(&admin)).await;
         status == 200 && body.contains("doomed")
     })
@@ -336,21 +335,6 @@ async fn without_nats_local_topics_keep_working_and_codes_are_refused_until_it_r
     a.shutdown().await;
 }
 
-/// Shell claims for `shell_id` with one shell scope (`host` or `client`), for `server`.
-fn shell_claims(server: &RunningServer, shell_id: &str, scope: &str) -> Claims {
-    Claims {
-        booking_id: "bid".into(),
-        ..Claims::grant(
-            ConnectionType::Shell.as_str(),
-            shell_id,
-            &[scope],
-            server.access_url(),
-            now(),
-            60,
-        )
-    }
-}
-
 /// The websocket uri `server`'s access route `path` answers `claims` with.
 async fn shell_uri(server: &RunningServer, path: &str, claims: &Claims) -> String {
     let (status, body) = post(
@@ -361,14 +345,6 @@ async fn shell_uri(server: &RunningServer, path: &str, claims: &Claims) -> Strin
     assert_eq!(status, 200, "access refused: {body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["uri"].as_str().unwrap().to_owned()
-}
-
-async fn next_action(ws: &mut Ws) -> ConnectionAction {
-    match next_frame(ws, WAIT).await {
-        Some(Message::Text(text)) => ConnectionAction::parse(&text)
-            .unwrap_or_else(|| panic!("not a connection action: {text}")),
-        other => panic!("expected a connection action, got {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -422,6 +398,54 @@ async fn a_shell_pair_spans_two_nodes_with_its_gate_and_actions() {
         refused.is_err(),
         "a shell client without its host is refused"
     );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+fn stats_token(node: &RunningServer) -> String {
+    token(&Claims {
+        topic: String::new(),
+        ..claims(node, "", &["relay:stats"])
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_on_one_node_lists_every_nodes_connections_with_their_node() {
+    let nats = Nats::start().await;
+    let a = node(&nats, "a").await;
+    let b = node(&nats, "b").await;
+    let _reader = join_on(&b, "seen-from-a", &["read"]).await;
+    let url = format!("{}/status", a.access_url());
+    let auth = stats_token(&a);
+    wait_until_async(
+        "node a's /status lists node b's connection",
+        WAIT,
+        || async {
+            let (status, body) = get(&url, Some(&auth)).await;
+            let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+            status == 200
+                && list
+                    .iter()
+                    .any(|c| c["topic"] == "seen-from-a" && c["node"] == "b")
+                && list
+                    .iter()
+                    .any(|c| c["topic"] == "stats" && c["node"] == "a")
+        },
+    )
+    .await;
+    let (status, body) = get(&format!("{}/status/cluster", a.access_url()), Some(&auth)).await;
+    assert_eq!(status, 200, "{body}");
+    let nodes: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(nodes["node"], "a");
+    let names: Vec<&str> = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"], "{body}");
+    assert_eq!(nodes["nodes"][0]["nats_connected"], true);
+    assert_eq!(nodes["nodes"][1]["dropped"]["outbound_full"], 0);
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -8,7 +8,6 @@ use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use relay_auth::Claims;
 use relay_common::action::ConnectionAction;
-use relay_common::connection::ConnectionType;
 use relay_testkit::wait_until;
 use serde_json::json;
 use std::time::Duration;
@@ -30,36 +29,12 @@ fn token_with(claims: &Claims, extra: serde_json::Value) -> String {
     .unwrap()
 }
 
-/// Shell claims for `shell_id` with one shell scope (`host`, `client` or `stats`).
-fn shell_claims(server: &relay_server::RunningServer, shell_id: &str, scope: &str) -> Claims {
-    Claims {
-        booking_id: "bid".into(),
-        ..Claims::grant(
-            ConnectionType::Shell.as_str(),
-            shell_id,
-            &[scope],
-            server.access_url(),
-            now(),
-            60,
-        )
-    }
-}
-
 /// POST `token` to the access route `path`; the websocket uri it answers with.
 async fn uri_for(server: &relay_server::RunningServer, path: &str, token: &str) -> String {
     let (status, body) = post(&format!("{}{path}", server.access_url()), Some(token)).await;
     assert_eq!(status, 200, "access refused: {body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["uri"].as_str().unwrap().to_owned()
-}
-
-/// The next frame as a connection action, failing on anything else.
-async fn next_action(ws: &mut Ws) -> ConnectionAction {
-    match next_frame(ws, WAIT).await {
-        Some(Message::Text(text)) => ConnectionAction::parse(&text)
-            .unwrap_or_else(|| panic!("not a connection action: {text}")),
-        other => panic!("expected a connection action, got {other:?}"),
-    }
 }
 
 #[tokio::test]

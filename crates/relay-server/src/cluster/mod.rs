@@ -651,21 +651,19 @@ async fn deliver(
         let Some(topic) = topic.as_ref() else {
             continue;
         };
-        let header = |name: &str| {
-            msg.headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_owned())
-        };
+        // Read without copying: this runs once per message from another node.
+        let headers = msg.headers.as_ref();
+        let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
         if let Some(control) = header(HEADER_CONTROL) {
-            match control.as_str() {
+            match control {
                 "joined" => topic.remote_member_joined(),
                 "left" => topic.close_members(CloseReason::PeerLeft),
                 _ => {}
             }
             continue;
         }
-        let message = if header(HEADER_KIND).as_deref() == Some("t") {
+        let text = header(HEADER_KIND) == Some("t");
+        let message = if text {
             match Utf8Bytes::try_from(msg.payload) {
                 Ok(text) => Message::Text(text),
                 Err(_) => continue,

@@ -131,3 +131,27 @@ pub async fn close_code(ws: &mut Ws, within: Duration) -> Option<u16> {
         _ => None,
     }
 }
+
+/// Shell claims for `shell_id` with one shell scope (`host`, `client` or `stats`).
+pub fn shell_claims(server: &RunningServer, shell_id: &str, scope: &str) -> Claims {
+    Claims {
+        booking_id: "bid".into(),
+        ..Claims::grant(
+            relay_common::connection::ConnectionType::Shell.as_str(),
+            shell_id,
+            &[scope],
+            server.access_url(),
+            now(),
+            60,
+        )
+    }
+}
+
+/// The next frame as a connection action (within 10 s), failing on anything else.
+pub async fn next_action(ws: &mut Ws) -> relay_common::action::ConnectionAction {
+    match next_frame(ws, Duration::from_secs(10)).await {
+        Some(Message::Text(text)) => relay_common::action::ConnectionAction::parse(&text)
+            .unwrap_or_else(|| panic!("not a connection action: {text}")),
+        other => panic!("expected a connection action, got {other:?}"),
+    }
+}
