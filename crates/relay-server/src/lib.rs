@@ -11,7 +11,7 @@
 //! - [`crossbar`]: websocket admission on the relay port, `/stats` page.
 //! - [`connection`]: one admitted websocket (reader, writer, ping, expiry, close).
 //! - [`deny_file`]: the deny list saved under `RELAY_STATE_DIR`, so it survives a restart.
-//! - [`direct`]: `RELAY_DIRECT_WRITES` (off by default): publishers write frames straight
+//! - [`direct`]: `RELAY_DIRECT_WRITES` (on by default): publishers write frames straight
 //!   to a plain connection's socket when nothing is queued for it.
 //! - [`hub`]: topics, bounded subscriber queues and non-blocking fan-out.
 //! - [`open`]: `relay crossbar`, the open mode without tokens (a LAN or a laptop).
