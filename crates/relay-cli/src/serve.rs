@@ -88,9 +88,11 @@ pub struct ServeArgs {
     /// byte streams such as MPEG-TS video).
     #[arg(long, env = "RELAY_COALESCE_BINARY", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     coalesce_binary: bool,
-    /// Spike, off by default: write frames from the publishing task straight to a plain
-    /// (non-TLS) reader's socket when nothing is queued for it.
-    #[arg(long, env = "RELAY_DIRECT_WRITES", default_value_t = false, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
+    /// Write frames from the publishing task straight to a plain (non-TLS) reader's
+    /// socket when nothing is queued for it (one vectored write, no copy, no task
+    /// wake-up); a reader that would block gets the frame queued. `false` queues every
+    /// frame for the reader's own task, as before.
+    #[arg(long, env = "RELAY_DIRECT_WRITES", default_value_t = true, action = ArgAction::Set, value_parser = GoBool, num_args = 0..=1, default_missing_value = "true")]
     direct_writes: bool,
     /// Seconds of clock skew tolerated on token exp/nbf/iat.
     #[arg(long, env = "RELAY_TOKEN_LEEWAY", default_value_t = 0)]

@@ -21,11 +21,17 @@
 //! The queue is generic over the message type; it only needs the payload length of a
 //! message (given to [`bounded`] as a function, so that any crate can queue a foreign type
 //! such as axum's websocket `Message`).
+//!
+//! An idle queue holds no buffer: the slots are a `VecDeque` that grows when messages wait
+//! and is given back once a burst has drained, because most readers of a relay are idle
+//! or written to directly (tokio's `mpsc` keeps a block of 32 slots and a cache-padded
+//! channel per queue, about 2 KiB per connection).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// However small the messages, a queue never holds more than this many.
@@ -83,8 +89,23 @@ pub enum Offer {
     Closed,
 }
 
+/// Slots kept after a burst drains; a bigger buffer is given back.
+const KEPT_SLOTS: usize = 16;
+
+/// The messages waiting, and which half has gone.
+struct Slots<M> {
+    messages: VecDeque<M>,
+    sender_gone: bool,
+    reader_gone: bool,
+}
+
 /// The state both halves see.
 struct Shared<M> {
+    slots: Mutex<Slots<M>>,
+    /// Woken when a message is queued or the sender goes.
+    ready: Notify,
+    /// Most messages queued at once ([`QueueLimits::capacity`]).
+    capacity: usize,
     limits: QueueLimits,
     payload_len: fn(&M) -> usize,
     queued_bytes: AtomicUsize,
@@ -96,6 +117,11 @@ struct Shared<M> {
 }
 
 impl<M> Shared<M> {
+    fn slots(&self) -> MutexGuard<'_, Slots<M>> {
+        // A panic while holding the lock leaves the slots consistent (push/pop only).
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn behind_for(&self) -> Option<Duration> {
         match self.behind_since_ms.load(Ordering::Relaxed) {
             0 => None,
@@ -126,8 +152,14 @@ pub fn bounded<M>(
     limits: QueueLimits,
     payload_len: fn(&M) -> usize,
 ) -> (QueueSender<M>, QueueReader<M>) {
-    let (sender, receiver) = mpsc::channel(limits.capacity());
     let shared = Arc::new(Shared {
+        slots: Mutex::new(Slots {
+            messages: VecDeque::new(),
+            sender_gone: false,
+            reader_gone: false,
+        }),
+        ready: Notify::new(),
+        capacity: limits.capacity(),
         limits,
         payload_len,
         queued_bytes: AtomicUsize::new(0),
@@ -137,16 +169,14 @@ pub fn bounded<M>(
     });
     (
         QueueSender {
-            sender,
             shared: shared.clone(),
         },
-        QueueReader { receiver, shared },
+        QueueReader { shared },
     )
 }
 
 /// The publisher's half of a reader's queue.
 pub struct QueueSender<M> {
-    sender: mpsc::Sender<M>,
     shared: Arc<Shared<M>>,
 }
 
@@ -156,16 +186,20 @@ impl<M: Clone> QueueSender<M> {
     pub fn offer(&self, message: &M) -> Offer {
         let shared = &*self.shared;
         let len = (shared.payload_len)(message);
-        let before = shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let queued = self.sender.max_capacity() - self.sender.capacity();
-        if shared.limits.admits(queued, before, len)
-            && self.sender.try_send(message.clone()).is_ok()
         {
-            return Offer::Queued;
-        }
-        shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-        if self.sender.is_closed() {
-            return Offer::Closed;
+            let mut slots = shared.slots();
+            if slots.reader_gone {
+                return Offer::Closed;
+            }
+            let queued = slots.messages.len();
+            let before = shared.queued_bytes.load(Ordering::Relaxed);
+            if queued < shared.capacity && shared.limits.admits(queued, before, len) {
+                shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
+                slots.messages.push_back(message.clone());
+                drop(slots);
+                shared.ready.notify_one();
+                return Offer::Queued;
+            }
         }
         shared.dropped.fetch_add(1, Ordering::Relaxed);
         let now_ms = u64::try_from(shared.epoch.elapsed().as_millis())
@@ -190,12 +224,18 @@ impl<M> QueueSender<M> {
     }
 }
 
+impl<M> Drop for QueueSender<M> {
+    fn drop(&mut self) {
+        self.shared.slots().sender_gone = true;
+        self.shared.ready.notify_one();
+    }
+}
+
 /// The reader's half of the queue: takes messages off it and accounts for them.
 ///
 /// `recv` and `recv_batch` are cancel safe (a message is never lost when the future is
 /// dropped before it completes), so they can be raced in `tokio::select!`.
 pub struct QueueReader<M> {
-    receiver: mpsc::Receiver<M>,
     shared: Arc<Shared<M>>,
 }
 
@@ -203,53 +243,59 @@ impl<M> QueueReader<M> {
     /// The next message, waiting for one; `None` once the sender is gone and the queue is
     /// empty.
     pub async fn recv(&mut self) -> Option<M> {
-        let message = self.receiver.recv().await?;
-        self.shared.taken((self.shared.payload_len)(&message));
-        Some(message)
+        loop {
+            match self.try_recv() {
+                Some(message) => return Some(message),
+                None if self.shared.slots().sender_gone => return None,
+                // A message queued after the check leaves a permit: this returns at once.
+                None => self.shared.ready.notified().await,
+            }
+        }
     }
 
     /// The next message if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Option<M> {
-        let message = self.receiver.try_recv().ok()?;
-        self.shared.taken((self.shared.payload_len)(&message));
-        Some(message)
+        let mut batch = Vec::with_capacity(1);
+        self.try_recv_batch(&mut batch, 1);
+        batch.pop()
     }
 
     /// Waits for a message, then appends it and everything else already queued to `batch`,
     /// at most `max` messages in all (at least one). Returns how many were appended; 0
     /// means the sender is gone and the queue is empty.
     pub async fn recv_batch(&mut self, batch: &mut Vec<M>, max: usize) -> usize {
-        let Some(first) = self.receiver.recv().await else {
-            return 0;
-        };
-        let mut bytes = (self.shared.payload_len)(&first);
-        batch.push(first);
-        let more = self.take_queued(batch, max.max(1) - 1, &mut bytes);
-        self.shared.taken(bytes);
-        1 + more
+        loop {
+            let taken = self.try_recv_batch(batch, max.max(1));
+            if taken > 0 {
+                return taken;
+            }
+            if self.shared.slots().sender_gone {
+                return 0;
+            }
+            // A message queued after the check leaves a permit: this returns at once.
+            self.shared.ready.notified().await;
+        }
     }
 
     /// Appends to `batch` what is already queued, at most `max` messages, without waiting.
     /// Returns how many were appended.
     pub fn try_recv_batch(&mut self, batch: &mut Vec<M>, max: usize) -> usize {
+        let shared = &*self.shared;
+        let mut slots = shared.slots();
+        let taken = slots.messages.len().min(max);
+        if taken == 0 {
+            return 0;
+        }
         let mut bytes = 0;
-        let taken = self.take_queued(batch, max, &mut bytes);
-        if taken > 0 {
-            self.shared.taken(bytes);
-        }
-        taken
-    }
-
-    fn take_queued(&mut self, batch: &mut Vec<M>, max: usize, bytes: &mut usize) -> usize {
-        let mut taken = 0;
-        while taken < max {
-            let Ok(message) = self.receiver.try_recv() else {
-                break;
-            };
-            *bytes += (self.shared.payload_len)(&message);
+        for message in slots.messages.drain(..taken) {
+            bytes += (shared.payload_len)(&message);
             batch.push(message);
-            taken += 1;
         }
+        if slots.messages.is_empty() && slots.messages.capacity() > KEPT_SLOTS {
+            slots.messages = VecDeque::new();
+        }
+        drop(slots);
+        shared.taken(bytes);
         taken
     }
 
@@ -270,6 +316,18 @@ impl<M> QueueReader<M> {
     /// Messages dropped for this reader so far.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl<M> Drop for QueueReader<M> {
+    fn drop(&mut self) {
+        let mut slots = self.shared.slots();
+        slots.reader_gone = true;
+        let left = std::mem::take(&mut slots.messages);
+        drop(slots);
+        // Nobody will take these: free them and their accounting now.
+        let bytes = left.iter().map(|m| (self.shared.payload_len)(m)).sum();
+        self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
 

@@ -66,7 +66,7 @@ pub struct ServerConfig {
     /// Merge queued binary messages into one frame (the reference's behaviour; only
     /// harmless for byte streams such as MPEG-TS).
     pub coalesce_binary: bool,
-    /// Spike, off by default (`RELAY_DIRECT_WRITES`): on plain (non-TLS) relay connections
+    /// On by default (`RELAY_DIRECT_WRITES`): on plain (non-TLS) relay connections
     /// the publishing task writes a frame straight to a reader's socket with one
     /// non-blocking vectored write when nothing is queued for that reader, and only a
     /// reader that would block gets the frame queued and its own task woken
@@ -153,7 +153,7 @@ impl ServerConfig {
             max_message_bytes: 10 * 1024 * 1024,
             read_buffer_bytes: 4 * 1024,
             coalesce_binary: false,
-            direct_writes: false,
+            direct_writes: true,
             leeway_secs: 0,
             code_ttl: relay_auth::codes::DEFAULT_CODE_TTL,
             max_codes_per_booking: relay_auth::codes::DEFAULT_MAX_CODES_PER_BOOKING,

@@ -40,10 +40,17 @@ pub fn with_size_limits(
     upgrade: axum::extract::ws::WebSocketUpgrade,
     cfg: &crate::config::ServerConfig,
 ) -> axum::extract::ws::WebSocketUpgrade {
+    // Plain relay connections with direct writes are read through `SharedTcp`, which
+    // reads ahead while a big message arrives: the reader's own buffer can stay small.
+    let read_buffer = if cfg.direct_writes && cfg.tls.is_none() {
+        cfg.read_buffer_bytes.min(crate::direct::DIRECT_READ_BUFFER)
+    } else {
+        cfg.read_buffer_bytes
+    };
     upgrade
         .max_message_size(cfg.max_message_bytes)
         .max_frame_size(cfg.max_message_bytes)
-        .read_buffer_size(cfg.read_buffer_bytes)
+        .read_buffer_size(read_buffer)
 }
 
 /// Serve an admitted connection until it closes.
@@ -54,12 +61,12 @@ pub async fn serve(
     inbox: Inbox,
     options: ConnectionOptions,
 ) {
-    let (sink, stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let started = Instant::now();
     let subscriber = inbox.subscriber.clone();
     let (gate_open, gate) = watch::channel(!options.gate_until_first_write);
     let mut reader = std::pin::pin!(read_loop(
-        stream,
+        &mut stream,
         &state,
         &membership,
         &subscriber,
@@ -92,7 +99,7 @@ pub async fn serve(
 /// Serve an admitted connection whose frames are written directly ([`crate::direct`])
 /// until it closes. `socket` is only read from: its writes are discarded.
 pub async fn serve_direct(
-    socket: WebSocket,
+    socket: &mut WebSocket,
     direct: Arc<DirectWriter>,
     state: Arc<AppState>,
     membership: Membership,
@@ -138,7 +145,9 @@ pub async fn serve_direct(
 /// Read frames until the peer goes away or stays silent past the pong timeout; publish
 /// data frames when the connection may write. Asks the writer to close when it ends.
 async fn read_loop<S>(
-    mut stream: S,
+    // Borrowed, not moved: a moved stream would take its size twice in this future, and
+    // every idle connection keeps one (B4 memory per connection).
+    stream: &mut S,
     state: &AppState,
     membership: &Membership,
     subscriber: &Subscriber,
@@ -165,12 +174,13 @@ async fn read_loop<S>(
                 if !*gate.borrow() {
                     // Open once the other end has joined the pair (so nothing is lost) or
                     // has spoken (sshd's banner).
-                    let opened = timeout(state.config.pong_timeout, async {
+                    // Boxed: a rare wait, kept out of every connection's future.
+                    let opened = Box::pin(timeout(state.config.pong_timeout, async {
                         tokio::select! {
                             _ = gate.wait_for(|open| *open) => {}
                             () = membership.topic.wait_for_members(2) => {}
                         }
-                    })
+                    }))
                     .await;
                     if opened.is_err() {
                         break CloseReason::Unresponsive;
@@ -402,8 +412,10 @@ async fn direct_write_loop(
     let mut in_flight: Option<Frame> = None;
 
     macro_rules! finish {
+        // Boxed: only a write that would block waits here, so idle connections do not
+        // carry this future's state.
         () => {
-            finish_frame(
+            Box::pin(finish_frame(
                 &mut in_flight,
                 tcp,
                 cfg.write_timeout,
@@ -413,7 +425,7 @@ async fn direct_write_loop(
                 &subscriber,
                 metrics,
                 info,
-            )
+            ))
             .await
         };
     }

@@ -374,7 +374,7 @@ fn upgrade_to_connection(
     let tasks = state.tasks.clone();
     connection::with_size_limits(upgrade.protocols(["null"]), cfg)
         .on_failed_upgrade(|e| tracing::info!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| {
+        .on_upgrade(move |mut socket| {
             let connection = async move {
                 let (membership, inbox) = state.join(request);
                 let alert = host_code
@@ -393,8 +393,9 @@ fn upgrade_to_connection(
                 match direct {
                     Some(share) => {
                         let direct = DirectWriter::claim(share);
+                        // Borrowed: the socket is held once, by this future.
                         connection::serve_direct(
-                            socket,
+                            &mut socket,
                             direct,
                             state.clone(),
                             membership,
@@ -404,7 +405,16 @@ fn upgrade_to_connection(
                         .await;
                     }
                     None => {
-                        connection::serve(socket, state.clone(), membership, inbox, options).await;
+                        // Boxed: the bigger queued path must not size every directly
+                        // written connection's task.
+                        Box::pin(connection::serve(
+                            socket,
+                            state.clone(),
+                            membership,
+                            inbox,
+                            options,
+                        ))
+                        .await;
                     }
                 }
                 if let Some(alert) = alert {

@@ -1,4 +1,4 @@
-//! Direct frame writes (`RELAY_DIRECT_WRITES`, a spike for issue 17, off by default).
+//! Direct frame writes (`RELAY_DIRECT_WRITES`, on by default).
 //!
 //! With the setting on, the relay port's plain (non-TLS) connections are accepted through
 //! [`DirectAcceptor`]: the `TcpStream` is shared ([`SocketShare`]) between hyper (which
@@ -55,8 +55,50 @@ pub struct SocketShare {
 }
 
 /// The stream hyper serves: reads and (until claimed) writes on the shared socket.
+///
+/// Reads go straight into the caller's buffer while the peer sends little. Once a read
+/// fills the caller's buffer (a big message is arriving), the next reads take up to
+/// [`READ_AHEAD`] bytes per system call into a buffer of this stream and hand them out
+/// from there; that buffer is dropped as soon as it is empty and the socket had no more,
+/// so an idle connection holds none. This is what lets the websocket reader keep a small
+/// buffer of its own ([`DIRECT_READ_BUFFER`]).
 #[derive(Debug)]
-pub struct SharedTcp(Arc<SocketShare>);
+pub struct SharedTcp {
+    share: Arc<SocketShare>,
+    /// Bytes read ahead and not handed out yet.
+    ahead: Option<Bytes>,
+    /// The last read filled the buffer it read into: more is probably waiting.
+    streaming: bool,
+}
+
+/// Most bytes one read of a busy connection takes from the socket.
+pub const READ_AHEAD: usize = 64 * 1024;
+
+/// The websocket reader's own buffer on connections read through [`SharedTcp`].
+pub const DIRECT_READ_BUFFER: usize = 1024;
+
+impl SharedTcp {
+    fn new(share: Arc<SocketShare>) -> Self {
+        SharedTcp {
+            share,
+            ahead: None,
+            streaming: false,
+        }
+    }
+
+    /// Hands out read-ahead bytes; true if there were any.
+    fn hand_out(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        let Some(ahead) = &mut self.ahead else {
+            return false;
+        };
+        let n = ahead.len().min(buf.remaining());
+        buf.put_slice(&ahead.split_to(n));
+        if ahead.is_empty() {
+            self.ahead = None;
+        }
+        true
+    }
+}
 
 impl AsyncRead for SharedTcp {
     fn poll_read(
@@ -64,12 +106,31 @@ impl AsyncRead for SharedTcp {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let tcp = &self.0.tcp;
+        let this = self.get_mut();
+        if this.hand_out(buf) {
+            return Poll::Ready(Ok(()));
+        }
+        let read_ahead = this.streaming && buf.remaining() < READ_AHEAD;
+        let tcp = &this.share.tcp;
         loop {
             ready!(tcp.poll_read_ready(cx))?;
-            match tcp.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
+            let result = if read_ahead {
+                let mut ahead = Vec::with_capacity(READ_AHEAD);
+                tcp.try_read_buf(&mut ahead).map(|n| {
+                    this.ahead = (n > 0).then(|| Bytes::from(ahead));
+                    (n, READ_AHEAD)
+                })
+            } else {
+                let room = buf.remaining();
+                tcp.try_read(buf.initialize_unfilled()).map(|n| {
                     buf.advance(n);
+                    (n, room)
+                })
+            };
+            match result {
+                Ok((n, room)) => {
+                    this.streaming = n == room && n > 0;
+                    this.hand_out(buf);
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -93,7 +154,7 @@ impl AsyncWrite for SharedTcp {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let share = &self.0;
+        let share = &self.share;
         if share.claimed.load(Ordering::Acquire) {
             // The connection's writer owns the socket now (see the module docs).
             return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
@@ -168,7 +229,7 @@ where
                 claimed: AtomicBool::new(false),
             });
             let service = axum::Extension(DirectSocket(Arc::downgrade(&share))).layer(service);
-            Ok((SharedTcp(share), service))
+            Ok((SharedTcp::new(share), service))
         })
     }
 }

@@ -13,7 +13,7 @@
 //! - [`cluster`]: `relay serve --nats`: topics, codes, denies and status shared by several
 //!   nodes through NATS.
 //! - [`deny_file`]: the deny list saved under `RELAY_STATE_DIR`, so it survives a restart.
-//! - [`direct`]: `RELAY_DIRECT_WRITES` (off by default): publishers write frames straight
+//! - [`direct`]: `RELAY_DIRECT_WRITES` (on by default): publishers write frames straight
 //!   to a plain connection's socket when nothing is queued for it.
 //! - [`hub`]: topics, bounded subscriber queues and non-blocking fan-out.
 //! - [`open`]: `relay crossbar`, the open mode without tokens (a LAN or a laptop).

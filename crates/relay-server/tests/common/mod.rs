@@ -19,12 +19,13 @@ pub fn now() -> i64 {
     relay_auth::unix_now()
 }
 
-/// A server with `ServerConfig::local`, changed by `adjust`. `RELAY_DIRECT_WRITES=true`
-/// (or `1`) in the test's environment turns direct writes on first, so that the same
-/// tests run against both write paths.
+/// A server with `ServerConfig::local`, changed by `adjust`. `RELAY_DIRECT_WRITES=false`
+/// (or `0`) in the test's environment turns direct writes (the default) off first, so that
+/// the same tests run against both write paths.
 pub async fn start(adjust: impl FnOnce(&mut ServerConfig)) -> RunningServer {
     let mut cfg = ServerConfig::local(SECRET.to_vec());
-    cfg.direct_writes = std::env::var("RELAY_DIRECT_WRITES").is_ok_and(|v| v == "true" || v == "1");
+    cfg.direct_writes =
+        !std::env::var("RELAY_DIRECT_WRITES").is_ok_and(|v| v == "false" || v == "0");
     adjust(&mut cfg);
     RunningServer::start(cfg).await.expect("server starts")
 }
