@@ -10,8 +10,9 @@ say() { printf '\n== %s\n' "$*"; }
 # python3 (HTTP backends), python3-websockets (an independent client that checks the relay's
 # frames, crates/relay-cli/tests/frames_e2e.rs), openssh (shell relay), openssl (test certificates), procps (kill),
 # chromium (the browser test of the demo page, web/test), postgresql (the booking store's
-# tests start a throw-away cluster from its binaries).
-APT_PACKAGES=(curl ffmpeg python3 python3-websockets openssh-client openssh-server openssl procps chromium postgresql)
+# tests start a throw-away cluster from its binaries), fonts-dejavu-core (the font of relay-bench
+# soak's plots, crates/relay-bench/tests/soak_smoke.rs).
+APT_PACKAGES=(curl ffmpeg python3 python3-websockets openssh-client openssh-server openssl procps chromium postgresql fonts-dejavu-core)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use relay_bench::peers::{Lab, ALL_PEERS};
 use relay_bench::scenarios::{
     b1_video, b2_latency, b3_throughput, b4_idle_memory, b5_handshakes, b8_faults, b8_slow_reader,
-    b9_booking,
+    b9_booking, soak,
 };
 use std::path::PathBuf;
 
@@ -168,6 +168,45 @@ enum Scenario {
         #[arg(long, default_value_t = 100_000)]
         book_history: usize,
     },
+    /// Soak (issue 19): a mixed load on real processes (relay, booking server, HTTP relay,
+    /// shell host and client) for --duration, sampled every --sample-every; writes
+    /// samples.csv, soak-rss.png, soak-fds.png, soak-connections.png and summary.md to --out
+    /// and exits non-zero if an invariant failed.
+    Soak {
+        /// How long the load runs (Go duration: 90s, 2m, 1h).
+        #[arg(long, default_value = "2m", value_parser = soak::parse_duration)]
+        duration: std::time::Duration,
+        #[arg(long, default_value = "5s", value_parser = soak::parse_duration)]
+        sample_every: std::time::Duration,
+        /// Samples before this are left out of the RSS slope (default: 10 % of --duration).
+        #[arg(long, value_parser = soak::parse_duration)]
+        warmup: Option<std::time::Duration>,
+        /// Output directory (default: bench-results/soak-<unix time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Readers that reconnect every 2–6 s.
+        #[arg(long, default_value_t = 200)]
+        viewers: usize,
+        /// Video writers (the viewers are spread over their topics).
+        #[arg(long, default_value_t = 2)]
+        writers: usize,
+        /// Megabits per second per writer.
+        #[arg(long, default_value_t = 2.0)]
+        mbps: f64,
+        /// 188-byte TS packets per message.
+        #[arg(long, default_value_t = 7)]
+        ts_packets: usize,
+        #[arg(long, default_value = "10s", value_parser = soak::parse_duration)]
+        deny_every: std::time::Duration,
+        #[arg(long, default_value = "3s", value_parser = soak::parse_duration)]
+        expiring_every: std::time::Duration,
+        #[arg(long, default_value = "2s", value_parser = soak::parse_duration)]
+        shell_every: std::time::Duration,
+        #[arg(long, default_value = "500ms", value_parser = soak::parse_duration)]
+        http_every: std::time::Duration,
+        #[arg(long, default_value = "3s", value_parser = soak::parse_duration)]
+        book_every: std::time::Duration,
+    },
     /// Print the machine description used in BENCHMARKS.md.
     Machine,
     /// Internal: one B5 load-generator process (started by `b5 --generators N`).
@@ -264,6 +303,46 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
         Scenario::B5Worker { .. } => return Ok(()),
         Scenario::Machine => {
             println!("{machine}");
+            return Ok(());
+        }
+        Scenario::Soak {
+            duration,
+            sample_every,
+            warmup,
+            out,
+            viewers,
+            writers,
+            mbps,
+            ts_packets,
+            deny_every,
+            expiring_every,
+            shell_every,
+            http_every,
+            book_every,
+        } => {
+            let out = out.unwrap_or_else(|| {
+                PathBuf::from(format!("bench-results/soak-{}", relay_auth::unix_now()))
+            });
+            let opts = soak::Options {
+                duration,
+                sample_every,
+                warmup,
+                out,
+                viewers,
+                writers,
+                mbps,
+                ts_packets,
+                deny_every,
+                expiring_every,
+                shell_every,
+                http_every,
+                book_every,
+            };
+            soak::run(&lab, &opts).await?;
+            println!(
+                "{machine} Load average {} at end.",
+                relay_bench::machine::load_average()
+            );
             return Ok(());
         }
         Scenario::B1 {

@@ -326,19 +326,39 @@ impl Target {
             Endpoint::Plain { base, rooms: false } => (format!("{base}/"), false),
             Endpoint::Nats { url } => (url.clone(), true),
         };
+        self.dial(&url, topic, nats).await
+    }
+
+    /// The relay's access API URL and token secret; `None` for the other peers.
+    pub fn relay_access(&self) -> Option<(&str, &[u8])> {
+        match &self.endpoint {
+            Endpoint::Relay { access, secret } => Some((access, secret)),
+            _ => None,
+        }
+    }
+
+    /// Join `topic` on the relay with `token` (the caller's own claims: scopes, booking id,
+    /// lifetime) instead of the read/write hour-long token of [`Target::open`].
+    pub async fn open_with_token(&self, topic: &str, token: &str) -> Result<(Tx, Rx)> {
+        let Some((access, _)) = self.relay_access() else {
+            bail!("{}: only the relay takes tokens", self.name);
+        };
+        let url = access_uri(&self.http, access, topic, token).await?;
+        self.dial(&url, topic, false).await
+    }
+
+    /// Dial the websocket `url` (for nats, also subscribe to `topic`).
+    async fn dial(&self, url: &str, topic: &str, nats: bool) -> Result<(Tx, Rx)> {
         let (sink, stream) = if url.starts_with("ws://") {
-            let (w, r) = lean_ws::connect(&url)
+            let (w, r) = lean_ws::connect(url)
                 .await
                 .with_context(|| format!("{}: websocket dial {url}", self.name))?;
             (Sink::Lean(w), Stream::Lean(r))
         } else {
-            let (ws, _) = tokio_tungstenite::connect_async_with_config(
-                url.as_str(),
-                Some(self.ws_config),
-                true,
-            )
-            .await
-            .with_context(|| format!("{}: websocket dial {url}", self.name))?;
+            let (ws, _) =
+                tokio_tungstenite::connect_async_with_config(url, Some(self.ws_config), true)
+                    .await
+                    .with_context(|| format!("{}: websocket dial {url}", self.name))?;
             let (sink, stream) = ws.split();
             (Sink::Tungstenite(sink), Stream::Tungstenite(stream))
         };

@@ -1,4 +1,4 @@
-//! The scenarios (B1–B5, B8 of docs PERFORMANCE.md, B9 of issue 15) and the load pieces they share:
+//! The scenarios (B1–B5, B8 of docs PERFORMANCE.md, B9 of issue 15, the soak of issue 19) and the load pieces they share:
 //! connecting many clients, a paced writer, and readers that time every message.
 
 pub mod b1_video;
@@ -9,6 +9,7 @@ pub mod b5_handshakes;
 pub mod b8_faults;
 pub mod b8_slow_reader;
 pub mod b9_booking;
+pub mod soak;
 
 use crate::peers::{Lab, Rx, Target, Tx};
 use crate::procs::Usage;
