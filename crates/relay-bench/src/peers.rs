@@ -101,6 +101,10 @@ enum Stream {
 
 const SECRET: &[u8] = b"relay-bench-secret";
 
+/// How long an idle pooled HTTP connection is kept: half the servers' 10 s idle limit
+/// (`--header-read-timeout`), so the client never reuses one the server is closing.
+pub const IDLE_BEFORE_SERVER_CLOSES: Duration = Duration::from_secs(5);
+
 /// Flags every `relay serve` the runner starts gets: `--limits off` (`RELAY_LIMITS=off`)
 /// lifts the connection caps and access rate limits, which would otherwise throttle the
 /// runner's handshake floods (B5) and its 1,000-connection bookings.
@@ -235,8 +239,12 @@ impl Target {
             .read_buffer_size(16 * 1024)
             .max_message_size(Some(64 << 20))
             .max_frame_size(Some(64 << 20));
+        // The relay closes a kept-alive connection that sends no request head for its
+        // --header-read-timeout (10 s); a pooled connection reused just as it closes fails
+        // ("error sending request"), so idle ones are dropped well before that.
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
+            .pool_idle_timeout(IDLE_BEFORE_SERVER_CLOSES)
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();

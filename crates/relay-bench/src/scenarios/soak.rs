@@ -296,6 +296,7 @@ async fn set_up(
     let long = i64::try_from(opts.duration.as_secs()).unwrap_or(i64::MAX / 2) + 3600;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .pool_idle_timeout(crate::peers::IDLE_BEFORE_SERVER_CLOSES)
         .build()
         .context("HTTP client")?;
 
@@ -780,7 +781,7 @@ async fn deny_and_allow(rig: Arc<Rig>, _: u64) {
                 c.add(if i == 0 { &c.denies } else { &c.allows }, 1)
             }
             Ok(r) => c.error(format!("POST {url}: {}", r.status())),
-            Err(e) => c.error(format!("POST {url}: {e}")),
+            Err(e) => c.error(format!("POST {url}: {:#}", anyhow::Error::new(e))),
         }
     }
 }
@@ -1255,4 +1256,55 @@ fn humantime(d: Duration) -> String {
 /// Parse `90s`, `2m`, `1h`, `1h30m` (Go durations, as the relay's flags take).
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     relay_common::goduration::parse(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(process: &str, fds: u64, sockets: u64, ws: Option<u64>) -> Sample {
+        Sample {
+            t_s: 0.0,
+            process: process.into(),
+            pid: 1,
+            rss_kib: 0,
+            cpu_s: 0.0,
+            fds,
+            sockets,
+            threads: 1,
+            ws_connections: ws,
+            drops: None,
+        }
+    }
+
+    #[test]
+    fn slope_is_the_least_squares_fit() {
+        let line: Vec<(f64, f64)> = (0..10).map(|x| (x as f64, 3.0 * x as f64 + 7.0)).collect();
+        assert!((slope(&line) - 3.0).abs() < 1e-9);
+        let flat_noise = [(0.0, 10.0), (1.0, 12.0), (2.0, 10.0), (3.0, 12.0)];
+        assert!((slope(&flat_noise) - 0.4).abs() < 1e-9);
+        assert!(slope(&[(1.0, 1.0)]).is_nan());
+        assert!(slope(&[(1.0, 1.0), (1.0, 2.0)]).is_nan());
+    }
+
+    #[test]
+    fn settled_names_what_is_above_its_baseline() {
+        let baseline = [sample("relay", 16, 8, Some(2)), sample("book", 20, 5, None)];
+        let back = [sample("relay", 18, 9, Some(2)), sample("book", 20, 5, None)];
+        assert!(settled(&back, &baseline).is_empty());
+        let not = [
+            sample("relay", 30, 20, Some(5)),
+            sample("book", 23, 5, None),
+        ];
+        let off = settled(&not, &baseline);
+        assert_eq!(off.len(), 4, "{off:?}");
+        assert!(off[0].contains("relay websockets Some(5)"), "{off:?}");
+    }
+
+    #[test]
+    fn durations_are_go_durations() {
+        assert_eq!(parse_duration("60m").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("soon").is_err());
+    }
 }
