@@ -172,41 +172,7 @@ enum Scenario {
     /// shell host and client) for --duration, sampled every --sample-every; writes
     /// samples.csv, soak-rss.png, soak-fds.png, soak-connections.png and summary.md to --out
     /// and exits non-zero if an invariant failed.
-    Soak {
-        /// How long the load runs (Go duration: 90s, 2m, 1h).
-        #[arg(long, default_value = "2m", value_parser = soak::parse_duration)]
-        duration: std::time::Duration,
-        #[arg(long, default_value = "5s", value_parser = soak::parse_duration)]
-        sample_every: std::time::Duration,
-        /// Samples before this are left out of the RSS slope (default: 10 % of --duration).
-        #[arg(long, value_parser = soak::parse_duration)]
-        warmup: Option<std::time::Duration>,
-        /// Output directory (default: bench-results/soak-<unix time>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Readers that reconnect every 2–6 s.
-        #[arg(long, default_value_t = 200)]
-        viewers: usize,
-        /// Video writers (the viewers are spread over their topics).
-        #[arg(long, default_value_t = 2)]
-        writers: usize,
-        /// Megabits per second per writer.
-        #[arg(long, default_value_t = 2.0)]
-        mbps: f64,
-        /// 188-byte TS packets per message.
-        #[arg(long, default_value_t = 7)]
-        ts_packets: usize,
-        #[arg(long, default_value = "10s", value_parser = soak::parse_duration)]
-        deny_every: std::time::Duration,
-        #[arg(long, default_value = "3s", value_parser = soak::parse_duration)]
-        expiring_every: std::time::Duration,
-        #[arg(long, default_value = "2s", value_parser = soak::parse_duration)]
-        shell_every: std::time::Duration,
-        #[arg(long, default_value = "500ms", value_parser = soak::parse_duration)]
-        http_every: std::time::Duration,
-        #[arg(long, default_value = "3s", value_parser = soak::parse_duration)]
-        book_every: std::time::Duration,
-    },
+    Soak(soak::Options),
     /// Print the machine description used in BENCHMARKS.md.
     Machine,
     /// Internal: one B5 load-generator process (started by `b5 --generators N`).
@@ -305,39 +271,7 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
             println!("{machine}");
             return Ok(());
         }
-        Scenario::Soak {
-            duration,
-            sample_every,
-            warmup,
-            out,
-            viewers,
-            writers,
-            mbps,
-            ts_packets,
-            deny_every,
-            expiring_every,
-            shell_every,
-            http_every,
-            book_every,
-        } => {
-            let out = out.unwrap_or_else(|| {
-                PathBuf::from(format!("bench-results/soak-{}", relay_auth::unix_now()))
-            });
-            let opts = soak::Options {
-                duration,
-                sample_every,
-                warmup,
-                out,
-                viewers,
-                writers,
-                mbps,
-                ts_packets,
-                deny_every,
-                expiring_every,
-                shell_every,
-                http_every,
-                book_every,
-            };
+        Scenario::Soak(opts) => {
             soak::run(&lab, &opts).await?;
             println!(
                 "{machine} Load average {} at end.",

@@ -41,30 +41,56 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
-/// Soak parameters.
-#[derive(Debug, Clone)]
+/// Soak parameters (also the `relay-bench soak` flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// How long the load runs (Go duration: 90s, 2m, 1h).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub duration: Duration,
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub sample_every: Duration,
-    /// Samples before this are left out of the slopes (default: the first 10 %).
+    /// Samples before this are left out of the RSS slope (default: 10 % of --duration).
+    #[arg(long, value_parser = parse_duration)]
     pub warmup: Option<Duration>,
-    pub out: PathBuf,
+    /// Output directory (default: bench-results/soak-<unix time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Readers that reconnect every 2–6 s.
+    #[arg(long, default_value_t = 200)]
     pub viewers: usize,
+    /// Video writers (the viewers are spread over their topics).
+    #[arg(long, default_value_t = 2)]
     pub writers: usize,
     /// Megabits per second per writer.
+    #[arg(long, default_value_t = 2.0)]
     pub mbps: f64,
     /// 188-byte TS packets per message.
+    #[arg(long, default_value_t = 7)]
     pub ts_packets: usize,
     /// Period of the deny + allow pair.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub deny_every: Duration,
     /// Period of a new reader with an expiring token.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub expiring_every: Duration,
     /// Period of a shell session.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub shell_every: Duration,
     /// Period of an HTTP-relay request.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub http_every: Duration,
     /// Period of a booking (every other one is cancelled).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub book_every: Duration,
+}
+
+impl Options {
+    /// The output directory: `--out`, or bench-results/soak-<unix time>.
+    pub fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            PathBuf::from(format!("bench-results/soak-{}", relay_auth::unix_now()))
+        })
+    }
 }
 
 /// The booking id that is denied and allowed again.
@@ -159,7 +185,8 @@ struct Sample {
 /// Run the soak; writes samples.csv, the PNGs and summary.md into `opts.out`, and fails
 /// (after writing them) if an invariant does not hold.
 pub async fn run(lab: &Lab, opts: &Options) -> Result<()> {
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("create {}", opts.out.display()))?;
+    let out = opts.out_dir();
+    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
     let echo_bin = lab
         .echo_bin
         .clone()
@@ -190,7 +217,7 @@ pub async fn run(lab: &Lab, opts: &Options) -> Result<()> {
         procs.len() + 1,
         opts.duration,
         opts.sample_every,
-        opts.out.display()
+        out.display()
     );
     let mut load = start_load(&rig, opts);
     let mut next = Instant::now() + opts.sample_every;
@@ -262,7 +289,7 @@ pub async fn run(lab: &Lab, opts: &Options) -> Result<()> {
         rig.relay.stop().await;
     }
     drop(book_dir);
-    let report = write_outputs(opts, &samples, &invariants, started.elapsed())?;
+    let report = write_outputs(opts, &out, &samples, &invariants, started.elapsed())?;
     println!("{report}");
     let failed: Vec<&Invariant> = invariants.iter().filter(|i| !i.ok).collect();
     if !failed.is_empty() {
@@ -453,14 +480,15 @@ fn shell_token(access: &str, secret: &[u8], scope: &str, lifetime: i64) -> Strin
     relay_auth::mint(&claims, secret)
 }
 
-/// A session token for `topic` with `scopes`, `booking_id` and `lifetime` seconds.
-fn session_token(
+/// Join `topic` on the relay with a session token of `scopes`, `booking_id` and `lifetime`
+/// seconds.
+async fn open(
     rig: &Rig,
     topic: &str,
     scopes: &[&str],
     booking_id: &str,
     lifetime: i64,
-) -> String {
+) -> Result<(crate::peers::Tx, Rx)> {
     let claims = relay_auth::Claims {
         booking_id: booking_id.to_owned(),
         ..relay_auth::Claims::grant(
@@ -472,7 +500,8 @@ fn session_token(
             lifetime,
         )
     };
-    relay_auth::mint(&claims, &rig.secret)
+    let token = relay_auth::mint(&claims, &rig.secret);
+    rig.relay.open_with_token(topic, &token).await
 }
 
 fn book_user(u: usize) -> String {
@@ -618,17 +647,12 @@ async fn writer(rig: Arc<Rig>, w: usize, rate: f64) {
     let lifetime = i64::try_from(rig.end.saturating_duration_since(Instant::now()).as_secs())
         .unwrap_or(0)
         + 3600;
-    let token = session_token(
-        &rig,
-        &topic,
-        &[relay_auth::SCOPE_WRITE],
-        &format!("soak-writer-{w}"),
-        lifetime,
-    );
-    let (mut tx, rx) = match rig.relay.open_with_token(&topic, &token).await {
-        Ok(pair) => pair,
-        Err(e) => return rig.counters.error(format!("writer {w}: {e:#}")),
-    };
+    let booking = format!("soak-writer-{w}");
+    let (mut tx, rx) =
+        match open(&rig, &topic, &[relay_auth::SCOPE_WRITE], &booking, lifetime).await {
+            Ok(pair) => pair,
+            Err(e) => return rig.counters.error(format!("writer {w}: {e:#}")),
+        };
     let drain = tokio::spawn(rx.drain());
     match crate::scenarios::send_paced(&mut tx, rate, u64::MAX, rig.size, rig.end).await {
         Ok(sent) => rig.counters.add(&rig.counters.writer_messages, sent),
@@ -687,8 +711,7 @@ async fn viewer(rig: Arc<Rig>, v: usize, topic: String, delay: Duration) {
     let c = &rig.counters;
     while Instant::now() < rig.end {
         let life = Duration::from_secs_f64(rand::rng().random_range(2.0..6.0));
-        let token = session_token(&rig, &topic, &[relay_auth::SCOPE_READ], &booking, 600);
-        let (tx, rx) = match rig.relay.open_with_token(&topic, &token).await {
+        let (tx, rx) = match open(&rig, &topic, &[relay_auth::SCOPE_READ], &booking, 600).await {
             Ok(pair) => pair,
             Err(_) if denied_group => {
                 // Refused while the booking is denied; wait a little and try again.
@@ -719,14 +742,9 @@ async fn viewer(rig: Arc<Rig>, v: usize, topic: String, delay: Duration) {
 /// 4001 (expired) by itself.
 async fn expiring(rig: Arc<Rig>, i: u64, topic: String) {
     let c = &rig.counters;
-    let token = session_token(
-        &rig,
-        &topic,
-        &[relay_auth::SCOPE_READ],
-        &format!("soak-expiring-{i}"),
-        EXPIRING_LIFETIME,
-    );
-    let (tx, rx) = match rig.relay.open_with_token(&topic, &token).await {
+    let booking = format!("soak-expiring-{i}");
+    let read = [relay_auth::SCOPE_READ];
+    let (tx, rx) = match open(&rig, &topic, &read, &booking, EXPIRING_LIFETIME).await {
         Ok(pair) => pair,
         Err(e) => return c.error(format!("expiring reader {i}: {e:#}")),
     };
@@ -1118,9 +1136,10 @@ fn per_process(samples: &[Sample], value: impl Fn(&Sample) -> Option<f64>) -> Ve
         .collect()
 }
 
-/// samples.csv, the three PNGs and summary.md; returns the summary's text.
+/// samples.csv, the three PNGs and summary.md in `out`; returns the summary's text.
 fn write_outputs(
     opts: &Options,
+    out: &Path,
     samples: &[Sample],
     invariants: &[Invariant],
     took: Duration,
@@ -1144,10 +1163,10 @@ fn write_outputs(
             opt(s.drops)
         );
     }
-    std::fs::write(opts.out.join("samples.csv"), csv)?;
+    std::fs::write(out.join("samples.csv"), csv)?;
     let rss = per_process(samples, |s| Some(s.rss_kib as f64 / 1024.0));
     plot::lines(
-        &opts.out.join("soak-rss.png"),
+        &out.join("soak-rss.png"),
         "RSS per process",
         "minutes",
         "RSS (MiB)",
@@ -1155,7 +1174,7 @@ fn write_outputs(
     )?;
     let fds = per_process(samples, |s| Some(s.fds as f64));
     plot::lines(
-        &opts.out.join("soak-fds.png"),
+        &out.join("soak-fds.png"),
         "Open file descriptors per process",
         "minutes",
         "fds",
@@ -1174,7 +1193,7 @@ fn write_outputs(
             }),
     );
     plot::lines(
-        &opts.out.join("soak-connections.png"),
+        &out.join("soak-connections.png"),
         "Connections per process",
         "minutes",
         "connections",
@@ -1239,7 +1258,7 @@ fn write_outputs(
     md.push_str(
         "\n![RSS](soak-rss.png)\n\n![fds](soak-fds.png)\n\n![connections](soak-connections.png)\n",
     );
-    std::fs::write(opts.out.join("summary.md"), &md)?;
+    std::fs::write(out.join("summary.md"), &md)?;
     Ok(md)
 }
 
