@@ -13,8 +13,9 @@ say() { printf '\n== %s\n' "$*"; }
 # tests start a throw-away cluster from its binaries), nats-server and haproxy (the relay cluster's
 # tests, crates/relay-cli/tests/cluster_e2e.rs: NATS with JetStream and the load balancer),
 # iproute2 and nftables (the silent-cut tests put peers in network namespaces and cut
-# their veth links, as root: crates/relay-cli/tests/netns_faults.rs).
-APT_PACKAGES=(curl ffmpeg python3 python3-websockets openssh-client openssh-server openssl procps chromium postgresql nats-server haproxy iproute2 nftables)
+# their veth links, as root: crates/relay-cli/tests/netns_faults.rs), fonts-dejavu-core (the
+# font of relay-bench soak's plots, crates/relay-bench/tests/soak_smoke.rs).
+APT_PACKAGES=(curl ffmpeg python3 python3-websockets openssh-client openssh-server openssl procps chromium postgresql nats-server haproxy iproute2 nftables fonts-dejavu-core)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

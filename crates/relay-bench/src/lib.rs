@@ -14,6 +14,7 @@
 //! - [`lean_ws`]: the lean websocket client behind every plain `ws://` connection, so the
 //!   load generator is not the bottleneck.
 //! - [`floor`]: direct TCP round trip and stream throughput, the physical floor.
+//! - [`plot`]: PNG line charts (the soak's RSS, fds and connections over time).
 //! - [`procs`]: child processes, /proc CPU and RSS, ports.
 //! - [`report`]: HDR latency histograms, median/spread, markdown tables.
 //! - [`wire`]: the sequence-number-and-timestamp message format.
@@ -23,6 +24,7 @@ pub mod floor;
 pub mod lean_ws;
 pub mod machine;
 pub mod peers;
+pub mod plot;
 pub mod procs;
 pub mod report;
 pub mod scenarios;

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use relay_bench::peers::{Lab, ALL_PEERS};
 use relay_bench::scenarios::{
     b10_cluster, b1_video, b2_latency, b3_throughput, b4_idle_memory, b5_handshakes, b8_faults,
-    b8_slow_reader, b9_booking,
+    b8_slow_reader, b9_booking, soak,
 };
 use std::path::PathBuf;
 
@@ -188,6 +188,11 @@ enum Scenario {
         #[arg(long, default_value_t = 64)]
         size: usize,
     },
+    /// Soak (issue 19): a mixed load on real processes (relay, booking server, HTTP relay,
+    /// shell host and client) for --duration, sampled every --sample-every; writes
+    /// samples.csv, soak-rss.png, soak-fds.png, soak-connections.png and summary.md to --out
+    /// and exits non-zero if an invariant failed.
+    Soak(soak::Options),
     /// Print the machine description used in BENCHMARKS.md.
     Machine,
     /// Internal: one B5 load-generator process (started by `b5 --generators N`).
@@ -284,6 +289,14 @@ async fn run(cli: Cli, pin: bool) -> Result<()> {
         Scenario::B5Worker { .. } => return Ok(()),
         Scenario::Machine => {
             println!("{machine}");
+            return Ok(());
+        }
+        Scenario::Soak(opts) => {
+            soak::run(&lab, &opts).await?;
+            println!(
+                "{machine} Load average {} at end.",
+                relay_bench::machine::load_average()
+            );
             return Ok(());
         }
         Scenario::B1 {

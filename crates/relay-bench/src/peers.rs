@@ -190,6 +190,10 @@ enum Stream {
 
 const SECRET: &[u8] = b"relay-bench-secret";
 
+/// How long an idle pooled HTTP connection is kept: half the servers' 10 s idle limit
+/// (`--header-read-timeout`), so the client never reuses one the server is closing.
+pub const IDLE_BEFORE_SERVER_CLOSES: Duration = Duration::from_secs(5);
+
 /// Flags every `relay serve` the runner starts gets: `--limits off` (`RELAY_LIMITS=off`)
 /// lifts the connection caps and access rate limits, which would otherwise throttle the
 /// runner's handshake floods (B5) and its 1,000-connection bookings.
@@ -344,8 +348,12 @@ impl Target {
             } => Some(Arc::new(tls_trusting(pem)?)),
             _ => None,
         };
+        // The relay closes a kept-alive connection that sends no request head for its
+        // --header-read-timeout (10 s); a pooled connection reused just as it closes fails
+        // ("error sending request"), so idle ones are dropped well before that.
         let mut http = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
+            .pool_idle_timeout(IDLE_BEFORE_SERVER_CLOSES)
             .tcp_nodelay(true);
         if let Some(tls) = &tls {
             http = http.use_preconfigured_tls((**tls).clone());
@@ -448,8 +456,31 @@ impl Target {
             Endpoint::Plain { base, rooms: false } => (format!("{base}/"), false),
             Endpoint::Nats { url } => (url.clone(), true),
         };
+        self.dial(&url, topic, nats).await
+    }
+
+    /// The relay's access API URL and token secret; `None` for the other peers.
+    pub fn relay_access(&self) -> Option<(&str, &[u8])> {
+        match &self.endpoint {
+            Endpoint::Relay { access, secret } => Some((access, secret)),
+            _ => None,
+        }
+    }
+
+    /// Join `topic` on the relay with `token` (the caller's own claims: scopes, booking id,
+    /// lifetime) instead of the read/write hour-long token of [`Target::open`].
+    pub async fn open_with_token(&self, topic: &str, token: &str) -> Result<(Tx, Rx)> {
+        let Some((access, _)) = self.relay_access() else {
+            bail!("{}: only the relay takes tokens", self.name);
+        };
+        let url = access_uri(&self.http, access, topic, token).await?;
+        self.dial(&url, topic, false).await
+    }
+
+    /// Dial the websocket `url` (for nats, also subscribe to `topic`).
+    async fn dial(&self, url: &str, topic: &str, nats: bool) -> Result<(Tx, Rx)> {
         let (sink, stream) = if url.starts_with("ws://") {
-            let (w, r) = lean_ws::connect(&url)
+            let (w, r) = lean_ws::connect(url)
                 .await
                 .with_context(|| format!("{}: websocket dial {url}", self.name))?;
             (Sink::Lean(w), Stream::Lean(r))

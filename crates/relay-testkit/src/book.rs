@@ -150,6 +150,9 @@ impl BookApi {
         BookApi {
             client: reqwest::Client::builder()
                 .timeout(REQUEST_TIMEOUT)
+                // The server closes a kept-alive connection idle for 10 s (its header read
+                // timeout); drop idle ones first so none is reused just as it closes.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
             api: api.into(),

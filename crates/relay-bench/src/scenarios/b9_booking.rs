@@ -60,14 +60,14 @@ pub struct Options {
     pub runs: usize,
 }
 
-const ADMIN_SECRET: &str = "relay-bench-b9-admin-secret-0123456789abcdef";
+pub(crate) const ADMIN_SECRET: &str = "relay-bench-b9-admin-secret-0123456789abcdef";
 const RELAY_SECRET: &str = "relay-bench-b9-relay-secret-0123456789abcdef";
 /// `BOOK_AUDIENCE`: the server listens on port 0, so its audience is a name.
-const AUDIENCE: &str = "http://book.bench";
+pub(crate) const AUDIENCE: &str = "http://book.bench";
 /// What `relay book serve` prints once its API is bound, before the address.
 const LISTENING_LINE: &str = "relay book: API listening on ";
 /// No relay is called: nobody starts a booking.
-const NO_RELAY: &str = "http://127.0.0.1:9";
+pub(crate) const NO_RELAY: &str = "http://127.0.0.1:9";
 /// The prefix every booking refusal carries; the table shows the rest.
 const REFUSAL_PREFIX: &str = "could not make the booking because ";
 const NANOS_PER_SECOND: i64 = 1_000_000_000;
@@ -152,7 +152,7 @@ pub async fn run(lab: &Lab, opts: &Options) -> Result<Table> {
 }
 
 /// Where the server keeps its bookings during one database's rows.
-enum Backend {
+pub(crate) enum Backend {
     Sqlite(tempfile::TempDir),
     Postgres {
         url: String,
@@ -253,7 +253,7 @@ async fn measure(
 }
 
 /// Start `relay book serve` on 127.0.0.1 port 0 with `backend`, pinned like every server.
-async fn start_server(lab: &Lab, backend: &Backend) -> Result<(Proc, BookApi)> {
+pub(crate) async fn start_server(lab: &Lab, backend: &Backend) -> Result<(Proc, BookApi)> {
     let login_rate = if lab.relay_limits { None } else { Some("off") };
     let mut env: Vec<(String, String)> = [
         ("BOOK_AUDIENCE", AUDIENCE),

@@ -1,4 +1,4 @@
-//! The scenarios (B1–B5, B8 of docs PERFORMANCE.md, B9 of issue 15, B10 of issue 18) and the load pieces they share:
+//! The scenarios (B1–B5, B8 of docs PERFORMANCE.md, B9 of issue 15, B10 of issue 18, the soak of issue 19) and the load pieces they share:
 //! connecting many clients, a paced writer, and readers that time every message.
 
 pub mod b10_cluster;
@@ -10,6 +10,7 @@ pub mod b5_handshakes;
 pub mod b8_faults;
 pub mod b8_slow_reader;
 pub mod b9_booking;
+pub mod soak;
 
 use crate::peers::{Lab, Rx, Target, Tx};
 use crate::procs::Usage;
