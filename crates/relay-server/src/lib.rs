@@ -52,7 +52,7 @@ pub mod timeouts;
 
 pub use config::{ServerConfig, TlsFiles};
 
-use hub::{Hub, QueueLimits};
+use hub::Hub;
 use metrics::Metrics;
 use relay_auth::{CodeLimits, CodeStore, DenyStore, Verifier};
 use relay_common::shutdown::{CancellationToken, TaskTracker};
@@ -132,12 +132,7 @@ impl RunningServer {
             .clone()
             .unwrap_or_else(|| format!("{ws}://{relay_addr}"));
         let metrics = Arc::new(Metrics::new());
-        let limits = QueueLimits {
-            messages: config.queue_messages,
-            bytes: config.queue_bytes,
-            burst_bytes: config.queue_burst_bytes,
-            slow_reader_timeout: config.slow_reader_timeout,
-        };
+        let limits = config.queue_limits();
         let deny = DenyStore::new();
         let deny_file = match &config.state_dir {
             Some(dir) => {

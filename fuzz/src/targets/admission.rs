@@ -19,16 +19,18 @@
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use axum::http::Uri;
 use relay_auth::{Claims, CodeLimits, CodeStore, DenyStore, Ticket, Verifier};
 use relay_common::connection::ConnectionType;
 use relay_common::shutdown::{CancellationToken, TaskTracker};
 use relay_server::config::ServerConfig;
 use relay_server::crossbar::{admit_request, parse_path};
-use relay_server::hub::{Hub, QueueLimits};
+use relay_server::hub::Hub;
 use relay_server::limits::{AccessRates, ConnectionCaps, Limits};
 use relay_server::metrics::Metrics;
 use relay_server::state::AppState;
+
+use super::header_lines;
 
 const RELAY: &str = "ws://relay.test";
 const ORIGIN: &str = "https://lab.test";
@@ -51,18 +53,7 @@ pub fn run(data: &[u8]) {
     let Ok(uri) = lines.next().unwrap_or_default().parse::<Uri>() else {
         return;
     };
-    let mut headers = HeaderMap::new();
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.trim().as_bytes()),
-            HeaderValue::from_str(value.trim()),
-        ) {
-            headers.append(name, value);
-        }
-    }
+    let headers = header_lines(lines);
     let Ok(ticket) = admit_request(&state, &uri, &headers) else {
         return;
     };
@@ -80,12 +71,6 @@ fn relay() -> AppState {
     config.stats_require_scope = true;
     config.limits = Limits::defaults();
     let metrics = Arc::new(Metrics::new());
-    let limits = QueueLimits {
-        messages: config.queue_messages,
-        bytes: config.queue_bytes,
-        burst_bytes: config.queue_burst_bytes,
-        slow_reader_timeout: config.slow_reader_timeout,
-    };
     let deny = DenyStore::new();
     deny.deny("denied", i64::MAX);
     AppState {
@@ -99,7 +84,7 @@ fn relay() -> AppState {
         ),
         deny,
         deny_file: None,
-        hub: Hub::new(limits, metrics.clone()),
+        hub: Hub::new(config.queue_limits(), metrics.clone()),
         metrics,
         rates: AccessRates::new(&config.limits),
         caps: ConnectionCaps::new(&config.limits),

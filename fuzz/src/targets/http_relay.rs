@@ -5,7 +5,7 @@
 //! polls), `1` an `HttpResponse` (what it posts back), `2` a user's request as text: the
 //! path on the first line, then `name: value` header lines.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::HeaderMap;
 use http_relay::broker::{backend_of, new_request_id};
 use http_relay::proto::{
     append_proto_headers, canonical_header_name, headers_to_proto, HttpHeader, HttpRequest,
@@ -13,6 +13,8 @@ use http_relay::proto::{
 };
 use http_relay::server::extract_backend_and_path;
 use prost::Message;
+
+use super::header_lines;
 
 /// Decodes or routes the input. Decoded messages must re-encode to themselves; header
 /// conversion must keep or count every entry; a routed request's ID must name its backend.
@@ -81,18 +83,7 @@ fn route(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let mut lines = text.lines();
     let path = lines.next().unwrap_or_default();
-    let mut map = HeaderMap::new();
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.trim().as_bytes()),
-            HeaderValue::from_str(value.trim()),
-        ) {
-            map.append(name, value);
-        }
-    }
+    let map = header_lines(lines);
     let Ok(route) = extract_backend_and_path(path, &map) else {
         return;
     };

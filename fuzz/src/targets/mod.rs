@@ -19,3 +19,20 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
         .build()
         .ok()
 }
+
+/// `name: value` lines as a header map; lines that are not a valid header are skipped.
+pub(crate) fn header_lines<'a>(lines: impl Iterator<Item = &'a str>) -> axum::http::HeaderMap {
+    let mut headers = axum::http::HeaderMap::new();
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(name.trim().as_bytes()),
+            axum::http::HeaderValue::from_str(value.trim()),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
