@@ -100,9 +100,12 @@ pub struct Dispatch {
     pub body_rest: Option<axum::body::Body>,
 }
 
-/// The backend name of a request ID: the text before the first `:`.
+/// The backend name of a request ID: the text before the last `:`. IDs are
+/// `{name}:{32 hex}` ([`new_request_id`]) and a name may itself contain `:`
+/// (`/client/a%3Ab/`), so splitting at the first `:` would check a response's token
+/// against the wrong backend (found by fuzzing, issue 19).
 pub fn backend_of(id: &str) -> &str {
-    id.split_once(':').map_or(id, |(name, _)| name)
+    id.rsplit_once(':').map_or(id, |(name, _)| name)
 }
 
 /// A new request ID `{name}:{32 lowercase hex}` from the thread CSPRNG.

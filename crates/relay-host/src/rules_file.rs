@@ -204,61 +204,72 @@ impl RulesLoader {
             path: path.clone(),
             source,
         })?;
-        let file: RulesFile = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| RulesFileError::Parse {
-                path: path.clone(),
-                format: "JSON",
-                message: e.to_string(),
-            })?
-        } else {
-            toml::from_str(&text).map_err(|e| RulesFileError::Parse {
-                path: path.clone(),
-                format: "TOML",
-                message: e.to_string(),
-            })?
-        };
-        let base = path.parent().unwrap_or(Path::new("."));
-        let mut destinations = Vec::with_capacity(file.destinations.len());
-        for entry in file.destinations {
-            let mut token = entry.token.trim().to_string();
-            if let Some(token_file) = entry.token_file {
-                let token_path = base.join(&token_file);
-                token = std::fs::read_to_string(&token_path)
-                    .map_err(|source| RulesFileError::TokenFile {
-                        path: path.clone(),
-                        id: entry.id.clone(),
-                        token_file: token_path,
-                        source,
-                    })?
-                    .trim()
-                    .to_string();
-            }
-            let rule = DestinationRule {
-                id: entry.id,
-                stream: entry.stream,
-                destination: entry.destination,
-                token,
-                file: entry.file,
-            }
-            .normalised();
-            rule.validate()
-                .map_err(|source| RulesFileError::Destination {
-                    path: path.clone(),
+        parse_rules(path, &text)
+    }
+}
+
+/// Parses and validates the text of the rules file at `path` (JSON when its extension is
+/// `json`, else TOML), reading any `token_file` relative to it. Nothing is applied.
+///
+/// [`RulesLoader::apply`] reads the file with it; public for the fuzz targets (`fuzz/`).
+pub fn parse_rules(
+    path: &Path,
+    text: &str,
+) -> Result<(Vec<StreamRule>, Vec<DestinationRule>), RulesFileError> {
+    let file: RulesFile = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(text).map_err(|e| RulesFileError::Parse {
+            path: path.to_path_buf(),
+            format: "JSON",
+            message: e.to_string(),
+        })?
+    } else {
+        toml::from_str(text).map_err(|e| RulesFileError::Parse {
+            path: path.to_path_buf(),
+            format: "TOML",
+            message: e.to_string(),
+        })?
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut destinations = Vec::with_capacity(file.destinations.len());
+    for entry in file.destinations {
+        let mut token = entry.token.trim().to_string();
+        if let Some(token_file) = entry.token_file {
+            let token_path = base.join(&token_file);
+            token = std::fs::read_to_string(&token_path)
+                .map_err(|source| RulesFileError::TokenFile {
+                    path: path.to_path_buf(),
+                    id: entry.id.clone(),
+                    token_file: token_path,
                     source,
-                })?;
-            destinations.push(rule);
+                })?
+                .trim()
+                .to_string();
         }
-        let streams: Vec<StreamRule> = file
-            .streams
-            .into_iter()
-            .map(StreamRule::normalised)
-            .collect();
-        for stream in &streams {
-            stream.validate().map_err(|source| RulesFileError::Stream {
-                path: path.clone(),
+        let rule = DestinationRule {
+            id: entry.id,
+            stream: entry.stream,
+            destination: entry.destination,
+            token,
+            file: entry.file,
+        }
+        .normalised();
+        rule.validate()
+            .map_err(|source| RulesFileError::Destination {
+                path: path.to_path_buf(),
                 source,
             })?;
-        }
-        Ok((streams, destinations))
+        destinations.push(rule);
     }
+    let streams: Vec<StreamRule> = file
+        .streams
+        .into_iter()
+        .map(StreamRule::normalised)
+        .collect();
+    for stream in &streams {
+        stream.validate().map_err(|source| RulesFileError::Stream {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok((streams, destinations))
 }

@@ -185,6 +185,17 @@ impl ServerConfig {
         }
     }
 
+    /// Each reader's queue limits (messages, bytes, burst, slow-reader timeout), as every
+    /// server built on this config gives them to its hub.
+    pub fn queue_limits(&self) -> relay_common::queue::QueueLimits {
+        relay_common::queue::QueueLimits {
+            messages: self.queue_messages,
+            bytes: self.queue_bytes,
+            burst_bytes: self.queue_burst_bytes,
+            slow_reader_timeout: self.slow_reader_timeout,
+        }
+    }
+
     /// Check every duration and size once, before anything starts: a zero ping period
     /// panics in every connection task, a zero pong or write timeout closes every
     /// connection at once, a zero message limit refuses every message, and a duration so

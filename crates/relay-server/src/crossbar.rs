@@ -131,14 +131,14 @@ async fn entry(
 /// Admission on the relay port: a known connection type from an allowed origin, a
 /// websocket upgrade, a code whose ticket passes [`check_ticket`], and the relay's own
 /// rules for that ticket; then a place under the connection caps.
-async fn admit(
+async fn admit<U>(
     state: &AppState,
     prefix: &str,
     topic: &str,
     headers: &HeaderMap,
     query: Result<Query<CodeQuery>, QueryRejection>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<Admitted, Refusal> {
+    upgrade: Result<U, WebSocketUpgradeRejection>,
+) -> Result<Admitted<U>, Refusal> {
     let connection = prefix
         .parse::<ConnectionType>()
         .map_err(|UnknownConnectionType(prefix)| Refusal::UnknownConnectionType(prefix))?;
@@ -190,14 +190,33 @@ async fn admit(
     })
 }
 
-/// What admission hands to the upgrade.
-struct Admitted {
+/// What admission hands to the upgrade (`U` is the upgrade: axum's, or `()` when
+/// [`admit_request`] runs admission alone).
+struct Admitted<U = WebSocketUpgrade> {
     ticket: Ticket,
-    upgrade: WebSocketUpgrade,
+    upgrade: U,
     /// A shell client's: the code its host dials in with.
     host_code: Option<String>,
     /// Its place under the connection caps, freed when the connection ends.
     slot: Slot,
+}
+
+/// Admission of a websocket request for `uri` with `headers`, as [`entry`] runs it (the
+/// path split, the `code` query, every check, a place under the caps and a shell host's
+/// code) but with the upgrade handshake itself taken as valid, since only hyper can make
+/// one. Returns the redeemed ticket; its place under the caps is given back at once.
+///
+/// Public for the fuzz targets (`fuzz/`, issue 19); the relay port goes through [`router`].
+pub async fn admit_request(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Ticket, Refusal> {
+    let (prefix, topic) = parse_path(uri.path());
+    let query = Query::<CodeQuery>::try_from_uri(uri);
+    admit(state, &prefix, &topic, headers, query, Ok(()))
+        .await
+        .map(|admitted| admitted.ticket)
 }
 
 /// With an allow list configured, a browser's `Origin` must be on it (non-browser clients

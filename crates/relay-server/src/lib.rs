@@ -143,12 +143,7 @@ impl RunningServer {
             Some(_) => Metrics::clustered(),
             None => Metrics::new(),
         });
-        let limits = QueueLimits {
-            messages: config.queue_messages,
-            bytes: config.queue_bytes,
-            burst_bytes: config.queue_burst_bytes,
-            slow_reader_timeout: config.slow_reader_timeout,
-        };
+        let limits = config.queue_limits();
         let deny = DenyStore::new();
         let deny_file = match &config.state_dir {
             Some(dir) => {

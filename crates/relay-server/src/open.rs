@@ -16,7 +16,7 @@
 use crate::connection::{self, ConnectionOptions};
 use crate::crossbar::parse_path;
 use crate::error::{json_line, ApiError};
-use crate::hub::{Hub, JoinRequest, QueueLimits};
+use crate::hub::{Hub, JoinRequest};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -126,12 +126,7 @@ impl RunningCrossbar {
         let addr = listener.local_addr().map_err(bind_error)?;
         let relay = config.relay;
         let metrics = Arc::new(Metrics::new());
-        let queue = QueueLimits {
-            messages: relay.queue_messages,
-            bytes: relay.queue_bytes,
-            burst_bytes: relay.queue_burst_bytes,
-            slow_reader_timeout: relay.slow_reader_timeout,
-        };
+        let queue = relay.queue_limits();
         // No route verifies a token or redeems a code: the verifier and code store are
         // there only because the shared connection code takes the shared state.
         let unused_secret = uuid::Uuid::new_v4().as_bytes().to_vec();

@@ -376,7 +376,17 @@ fn ids_carry_the_backend_and_32_hex() {
         .chars()
         .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     assert_ne!(new_request_id("foo"), id);
-    assert_eq!(backend_of("a:b:c"), "a");
+    assert_eq!(backend_of("a:b:c"), "a:b");
+}
+
+/// Regression (fuzz target `http_relay`): a backend name with a `:` (`/client/a%3Ab/`)
+/// is the name its request IDs give back, so its responses are authorised for it.
+#[test]
+fn a_backend_name_with_a_colon_survives_its_request_id() {
+    for name in ["a:b", "lab o:", ":", "x::y"] {
+        assert_eq!(backend_of(&new_request_id(name)), name);
+    }
+    assert_eq!(backend_of("plain"), "plain");
 }
 
 /// A streamed upload keeps its request alive while bytes are pulled.
