@@ -57,7 +57,7 @@ pub use cluster::ClusterConfig;
 pub use config::{ServerConfig, TlsFiles};
 
 use cluster::codes::{ClusterCodes, Codes};
-use hub::{Hub, QueueLimits};
+use hub::Hub;
 use metrics::Metrics;
 use relay_auth::{CodeLimits, CodeStore, DenyStore, Verifier};
 use relay_common::shutdown::{CancellationToken, TaskTracker};
