@@ -462,7 +462,7 @@ impl Target {
     /// The relay's access API URL and token secret; `None` for the other peers.
     pub fn relay_access(&self) -> Option<(&str, &[u8])> {
         match &self.endpoint {
-            Endpoint::Relay { access, secret } => Some((access, secret)),
+            Endpoint::Relay { access, secret, .. } => Some((access, secret)),
             _ => None,
         }
     }
@@ -488,7 +488,7 @@ impl Target {
             // `None`: the system's roots (an external relay handing out `wss://`).
             let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
             let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
-                url.as_str(),
+                url,
                 Some(self.ws_config),
                 true,
                 connector,

@@ -23,9 +23,9 @@ use axum::http::Uri;
 use relay_auth::{Claims, CodeLimits, CodeStore, DenyStore, Ticket, Verifier};
 use relay_common::connection::ConnectionType;
 use relay_common::shutdown::{CancellationToken, TaskTracker};
+use relay_server::cluster::codes::Codes;
 use relay_server::config::ServerConfig;
 use relay_server::crossbar::{admit_request, parse_path};
-use relay_server::cluster::codes::Codes;
 use relay_server::hub::Hub;
 use relay_server::limits::{AccessRates, ConnectionCaps, Limits};
 use relay_server::metrics::Metrics;
@@ -44,6 +44,7 @@ pub fn run(data: &[u8]) {
 
 thread_local! {
     /// Admission is async (codes may live in a cluster); one runtime per fuzzing thread.
+    #[allow(clippy::expect_used)] // no runtime, no fuzzing: fail at once
     static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
