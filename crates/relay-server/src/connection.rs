@@ -19,6 +19,9 @@ use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior
 
 /// Most messages written per flush, so one busy reader cannot hog its task forever.
 const MAX_BATCH: usize = 256;
+/// Batch slots a directly written connection keeps once its queue has drained; a bigger
+/// buffer is given back, so a burst does not stay in an idle connection's memory.
+const KEPT_BATCH_SLOTS: usize = 16;
 /// How long the close frame may take to write.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -410,6 +413,8 @@ async fn direct_write_loop(
     // The frame being written by this task; kept across a cancelled write, so that a close
     // frame is only ever sent after a whole frame.
     let mut in_flight: Option<Frame> = None;
+    // Messages taken off the queue and not written yet, last first.
+    let mut taken: Vec<Message> = Vec::new();
 
     macro_rules! finish {
         // Boxed: only a write that would block waits here, so idle connections do not
@@ -455,7 +460,19 @@ async fn direct_write_loop(
             }
         }
         let drained = loop {
-            let Some(next) = direct.next_or_release(|| queue.try_recv()) else {
+            // The queue is taken a batch at a time, as the queued path does, so that a
+            // reader that cannot keep up stays behind (and is closed as too slow) the same
+            // way on both paths.
+            let Some(next) = direct.next_or_release(|| {
+                if taken.is_empty() {
+                    queue.try_recv_batch(&mut taken, MAX_BATCH);
+                    taken.reverse();
+                }
+                taken.pop()
+            }) else {
+                if taken.capacity() > KEPT_BATCH_SLOTS {
+                    taken = Vec::new();
+                }
                 break Ok(());
             };
             in_flight = match next {
