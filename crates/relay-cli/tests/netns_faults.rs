@@ -162,21 +162,7 @@ fn start_relay(ns: &Netns) -> Relay {
 
 /// A token from `relay token` for `topic`, with `args` choosing the scopes.
 fn token(access: &str, args: &[&str], topic: &str) -> String {
-    let out = Command::new(RELAY)
-        .arg("token")
-        .args(args)
-        .env("RELAY_TOKEN_AUDIENCE", access)
-        .env("RELAY_TOKEN_SECRET", SECRET)
-        .env("RELAY_TOKEN_LIFETIME", "600")
-        .env("RELAY_TOKEN_TOPIC", topic)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "relay token: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    support::relay_token(SECRET, access, topic, args, &[])
 }
 
 fn read_write_token(access: &str, topic: &str) -> String {
