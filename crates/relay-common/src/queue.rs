@@ -99,6 +99,15 @@ struct Slots<M> {
     reader_gone: bool,
 }
 
+impl<M> Slots<M> {
+    /// Once a burst has drained, frees a buffer bigger than [`KEPT_SLOTS`].
+    fn give_back_if_drained(&mut self) {
+        if self.messages.is_empty() && self.messages.capacity() > KEPT_SLOTS {
+            self.messages = VecDeque::new();
+        }
+    }
+}
+
 /// The state both halves see.
 struct Shared<M> {
     slots: Mutex<Slots<M>>,
@@ -255,9 +264,13 @@ impl<M> QueueReader<M> {
 
     /// The next message if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Option<M> {
-        let mut batch = Vec::with_capacity(1);
-        self.try_recv_batch(&mut batch, 1);
-        batch.pop()
+        let shared = &*self.shared;
+        let mut slots = shared.slots();
+        let message = slots.messages.pop_front()?;
+        slots.give_back_if_drained();
+        drop(slots);
+        shared.taken((shared.payload_len)(&message));
+        Some(message)
     }
 
     /// Waits for a message, then appends it and everything else already queued to `batch`,
@@ -291,9 +304,7 @@ impl<M> QueueReader<M> {
             bytes += (shared.payload_len)(&message);
             batch.push(message);
         }
-        if slots.messages.is_empty() && slots.messages.capacity() > KEPT_SLOTS {
-            slots.messages = VecDeque::new();
-        }
+        slots.give_back_if_drained();
         drop(slots);
         shared.taken(bytes);
         taken

@@ -88,15 +88,7 @@ pub async fn serve(
         _ = &mut reader => (&mut writer).await,
         reason = &mut writer => reason,
     };
-    let info = &membership.info;
-    tracing::info!(
-        reason = ?reason,
-        seconds = started.elapsed().as_secs_f64(),
-        sent = info.tx.messages.load(std::sync::atomic::Ordering::Relaxed),
-        received = info.rx.messages.load(std::sync::atomic::Ordering::Relaxed),
-        dropped = subscriber.drops(),
-        "connection closed"
-    );
+    log_closed(&reason, started, &membership, &subscriber, false);
 }
 
 /// Serve an admitted connection whose frames are written directly ([`crate::direct`])
@@ -133,6 +125,17 @@ pub async fn serve_direct(
         _ = &mut reader => (&mut writer).await,
         reason = &mut writer => reason,
     };
+    log_closed(&reason, started, &membership, &subscriber, true);
+}
+
+/// The one line a connection leaves in the log when it closes.
+fn log_closed(
+    reason: &CloseReason,
+    started: Instant,
+    membership: &Membership,
+    subscriber: &Subscriber,
+    direct: bool,
+) {
     let info = &membership.info;
     tracing::info!(
         reason = ?reason,
@@ -140,7 +143,7 @@ pub async fn serve_direct(
         sent = info.tx.messages.load(std::sync::atomic::Ordering::Relaxed),
         received = info.rx.messages.load(std::sync::atomic::Ordering::Relaxed),
         dropped = subscriber.drops(),
-        direct = true,
+        direct,
         "connection closed"
     );
 }

@@ -245,7 +245,7 @@ impl RunningServer {
                     })
                 }
                 None if state.config.direct_writes && what == "relay" => {
-                    // Issue 17 spike: the socket is shared with the direct writer.
+                    // Direct writes: each socket is shared with its connection's direct writer.
                     let mut server =
                         axum_server::from_tcp(listener)
                             .map_err(|source| StartError::Bind { addr, what, source })?

@@ -1,4 +1,4 @@
-//! `RELAY_DIRECT_WRITES` (issue 17 spike): frames written straight from the publishing
+//! `RELAY_DIRECT_WRITES` (on by default): frames written straight from the publishing
 //! task keep every reader's order, a reader that stops reading falls back to its queue
 //! (drops counted) without holding anyone up, and it gets the rest in order when it
 //! resumes. (Every crossbar test also runs with the setting on:
@@ -9,6 +9,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use futures_util::SinkExt;
+use relay_server::RunningServer;
 use relay_testkit::wait_until;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
@@ -53,16 +54,21 @@ fn metric(metrics: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} in {metrics}"))
 }
 
-#[tokio::test]
-async fn a_stalled_reader_keeps_its_order_and_holds_up_nobody() {
-    let s = start(|c| {
+/// A relay writing directly whose queues hold 8 messages and that drops, never
+/// disconnects, for the life of a test.
+async fn start_with_small_queues() -> RunningServer {
+    start(|c| {
         c.direct_writes = true;
         c.queue_messages = 8;
         c.queue_burst_bytes = 0;
-        // Drops only, no disconnect, for the life of the test.
         c.slow_reader_timeout = Duration::from_secs(3600);
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_stalled_reader_keeps_its_order_and_holds_up_nobody() {
+    let s = start_with_small_queues().await;
     let mut writer = join(&s, "mix", &["write"]).await;
     let mut fast = join(&s, "mix", &["read"]).await;
     let mut stalled = join(&s, "mix", &["read"]).await;
@@ -131,13 +137,7 @@ async fn a_stalled_reader_keeps_its_order_and_holds_up_nobody() {
 // Several threads: publishers and the reader's task really run at the same time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn a_reader_that_stalls_and_catches_up_gets_every_undropped_frame_in_order() {
-    let s = start(|c| {
-        c.direct_writes = true;
-        c.queue_messages = 8;
-        c.queue_burst_bytes = 0;
-        c.slow_reader_timeout = Duration::from_secs(3600);
-    })
-    .await;
+    let s = start_with_small_queues().await;
     let mut writer = join(&s, "stalls", &["write"]).await;
     let uri = access_uri(&s, &claims(&s, "stalls", &["read"])).await;
     let mut reader = dial_with_small_receive_buffer(&uri).await;
