@@ -8,6 +8,12 @@
 //!   tungstenite's bookkeeping).
 //! - `own_header_and_slices`: `relay_common::frame`: encode the 2–10 header bytes and build
 //!   the `[header, payload]` `IoSlice` pair for one vectored write, with no copy.
+//! - `tokio_websockets_send`: `tokio-websockets` (a server stream, payload shared as
+//!   `Bytes`): `send` + `flush` to a socket that takes everything.
+//! - `fastwebsockets_write`: `fastwebsockets` (server role, vectored writes on, payload
+//!   borrowed): `write_frame` to the same socket.
+//! - `own_write_to_socket`: our frame through `write_frame_vectored` to that socket, so
+//!   the three writers are compared doing the same thing.
 //!
 //! Sizes: 1 KiB, 9,212 B (B1's video message) and 64 KiB (B3). The syscall itself is not
 //! measured (it is the same for all three).
@@ -17,16 +23,21 @@
 mod common;
 
 use bytes::Bytes;
-use common::Discard;
+use common::{AsyncDiscard, Discard};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use relay_common::frame::{frame_slices, FrameHeader, OpCode};
+use futures_util::SinkExt;
+use relay_common::frame::{frame_slices, write_frame_vectored, FrameHeader, OpCode};
 use std::hint::black_box;
+use std::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode as TOp};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{self, WebSocket};
 
 fn frame_encode(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("frame_encode");
     for size in [1024usize, 1316 * 7, 64 * 1024] {
         let payload = Bytes::from(vec![0x47u8; size]);
@@ -69,6 +80,70 @@ fn frame_encode(c: &mut Criterion) {
                     let header = FrameHeader::for_payload(OpCode::Binary, payload);
                     let slices = frame_slices(&header, payload, 0);
                     black_box(&slices);
+                })
+            },
+        );
+
+        // The async writers, timed inside one runtime entry per sample.
+
+        let mut tws = tokio_websockets::ServerBuilder::new().serve(AsyncDiscard);
+        group.bench_with_input(
+            BenchmarkId::new("tokio_websockets_send", size),
+            &payload,
+            |b, payload| {
+                b.iter_custom(|iters| {
+                    runtime.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            tws.send(tokio_websockets::Message::binary(payload.clone()))
+                                .await
+                                .unwrap();
+                        }
+                        start.elapsed()
+                    })
+                })
+            },
+        );
+
+        let mut fws =
+            fastwebsockets::WebSocket::after_handshake(AsyncDiscard, fastwebsockets::Role::Server);
+        fws.set_writev(true);
+        group.bench_with_input(
+            BenchmarkId::new("fastwebsockets_write", size),
+            &payload,
+            |b, payload| {
+                b.iter_custom(|iters| {
+                    runtime.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            fws.write_frame(fastwebsockets::Frame::binary(
+                                fastwebsockets::Payload::Borrowed(payload),
+                            ))
+                            .await
+                            .unwrap();
+                        }
+                        start.elapsed()
+                    })
+                })
+            },
+        );
+
+        let mut sink = AsyncDiscard;
+        group.bench_with_input(
+            BenchmarkId::new("own_write_to_socket", size),
+            &payload,
+            |b, payload| {
+                b.iter_custom(|iters| {
+                    runtime.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            let header = FrameHeader::for_payload(OpCode::Binary, payload);
+                            write_frame_vectored(&mut sink, &header, payload)
+                                .await
+                                .unwrap();
+                        }
+                        start.elapsed()
+                    })
                 })
             },
         );

@@ -5,7 +5,7 @@
 //! Both halves run inside one task, so when it ends every timer, queue and registration of
 //! the connection is freed at once (the reference kept expiry timers alive until `exp`).
 
-use crate::direct::{record_written, DirectWriter, Frame, Next};
+use crate::direct::{record_written, DirectWriter, Frame, Next, Outgoing, FRAMES_PER_WRITE};
 use crate::hub::{payload_len, CloseReason, Inbox, Membership, Subscriber};
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -388,7 +388,8 @@ async fn write_batch(
 }
 
 /// The task side of a directly written connection: finishes frames publishers could not,
-/// drains what was queued behind them, answers pings, pings, and closes with a reason.
+/// drains what was queued behind them (many frames per system call), answers pings, pings,
+/// and closes with a reason.
 async fn direct_write_loop(
     direct: &DirectWriter,
     state: &AppState,
@@ -405,6 +406,11 @@ async fn direct_write_loop(
     let metrics = &*state.metrics;
     let info = &*membership.info;
     let tcp = direct.tcp();
+    let count = |frame: &Frame| {
+        if frame.is_data() {
+            record_written(info, metrics, frame.payload_len());
+        }
+    };
     let mut ping = interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let expiry = sleep_until(
@@ -413,28 +419,34 @@ async fn direct_write_loop(
     tokio::pin!(expiry);
     let closed = closing(&mut close);
     tokio::pin!(closed);
-    // The frame being written by this task; kept across a cancelled write, so that a close
-    // frame is only ever sent after a whole frame.
-    let mut in_flight: Option<Frame> = None;
+    // The frames being written by this task; kept across a cancelled write, so that a
+    // close frame is only ever sent after whole frames.
+    let mut outgoing = Outgoing::default();
     // Messages taken off the queue and not written yet, last first.
     let mut taken: Vec<Message> = Vec::new();
 
     macro_rules! finish {
-        // Boxed: only a write that would block waits here, so idle connections do not
-        // carry this future's state.
         () => {
-            Box::pin(finish_frame(
-                &mut in_flight,
-                tcp,
-                cfg.write_timeout,
-                closed.as_mut(),
-                expiry.as_mut(),
-                &queue,
-                &subscriber,
-                metrics,
-                info,
-            ))
-            .await
+            match outgoing.try_write(tcp, count) {
+                Ok(true) => Ok(()),
+                Err(_) => Err(CloseReason::PeerGone),
+                // Boxed: only a write that would block waits here, so idle connections do
+                // not carry this future's state.
+                Ok(false) => {
+                    Box::pin(finish_writing(
+                        &mut outgoing,
+                        tcp,
+                        count,
+                        cfg.write_timeout,
+                        closed.as_mut(),
+                        expiry.as_mut(),
+                        &queue,
+                        &subscriber,
+                        metrics,
+                    ))
+                    .await
+                }
+            }
         };
     }
 
@@ -449,18 +461,17 @@ async fn direct_write_loop(
         }
         // Own the write side: first what a publisher left half written, then a ping, then
         // the pongs owed and the queue, until nothing is left.
-        in_flight = direct.begin();
-        if let Err(reason) = finish!() {
-            break reason;
+        if let Some(partial) = direct.begin() {
+            outgoing.push(partial);
         }
         if ping_now {
-            in_flight = Some(Frame::new(
+            outgoing.push(Frame::new(
                 relay_common::frame::OpCode::Ping,
                 Default::default(),
             ));
-            if let Err(reason) = finish!() {
-                break reason;
-            }
+        }
+        if let Err(reason) = finish!() {
+            break reason;
         }
         let drained = loop {
             // The queue is taken a batch at a time, as the queued path does, so that a
@@ -478,10 +489,21 @@ async fn direct_write_loop(
                 }
                 break Ok(());
             };
-            in_flight = match next {
-                Next::Control(frame) => Some(frame),
-                Next::Message(message) => Frame::of_message(&message),
-            };
+            match next {
+                Next::Control(frame) => outgoing.push(frame),
+                Next::Message(message) => {
+                    // What else was taken goes out in the same system call.
+                    let mut next = Some(message);
+                    while let Some(message) = next {
+                        if let Some(frame) = Frame::of_message(&message) {
+                            outgoing.push(frame);
+                        }
+                        next = (outgoing.len() < FRAMES_PER_WRITE)
+                            .then(|| taken.pop())
+                            .flatten();
+                    }
+                }
+            }
             if let Err(reason) = finish!() {
                 break Err(reason);
             }
@@ -493,28 +515,32 @@ async fn direct_write_loop(
     // From here on nobody writes directly; a frame a publisher left half written is
     // finished first (only then may a close frame follow).
     let (partial, peer_close) = direct.close();
-    if in_flight.is_none() {
-        in_flight = partial;
+    if outgoing.is_empty() {
+        if let Some(partial) = partial {
+            outgoing.push(partial);
+        }
+    }
+    if reason != CloseReason::PeerLeft {
+        outgoing.keep_begun();
     }
     let close_timeout = cfg.write_timeout.min(CLOSE_TIMEOUT);
-    let mut whole = match in_flight.as_mut() {
-        Some(frame) => matches!(timeout(close_timeout, frame.write(tcp)).await, Ok(Ok(()))),
-        None => true,
-    };
+    let mut whole = matches!(
+        timeout(close_timeout, outgoing.write(tcp, count)).await,
+        Ok(Ok(()))
+    );
     if whole && reason == CloseReason::PeerLeft {
         // The other end of a shell pair said everything before it left: deliver it all.
-        while let Some(message) = queue.try_recv() {
-            let Some(mut frame) = Frame::of_message(&message) else {
-                continue;
-            };
+        while let Some(message) = taken.pop().or_else(|| queue.try_recv()) {
+            if let Some(frame) = Frame::of_message(&message) {
+                outgoing.push(frame);
+            }
             if !matches!(
-                timeout(cfg.write_timeout, frame.write(tcp)).await,
+                timeout(cfg.write_timeout, outgoing.write(tcp, count)).await,
                 Ok(Ok(()))
             ) {
                 whole = false;
                 break;
             }
-            record_written(info, metrics, frame.payload_len());
         }
     }
     let close_frame = if reason != CloseReason::PeerGone {
@@ -527,49 +553,41 @@ async fn direct_write_loop(
             None => Frame::new(relay_common::frame::OpCode::Close, Default::default()),
         })
     };
-    if let (true, Some(mut frame)) = (whole, close_frame) {
-        let _ = timeout(close_timeout, frame.write(tcp)).await;
+    if let (true, Some(frame)) = (whole, close_frame) {
+        outgoing.push(frame);
+        let _ = timeout(close_timeout, outgoing.write(tcp, count)).await;
     }
     reason
 }
 
-/// Writes `in_flight` to the end and counts it; a write that would block races the close
-/// signal, expiry, the write timeout and the slow-reader clock, as the queued path does.
-/// On an error `in_flight` keeps what is left of the frame.
+/// Writes `outgoing` to the end, counting each frame with `count`: a write that would block
+/// races the close signal, expiry, the write timeout and the slow-reader clock, as the
+/// queued path does. On an error `outgoing` keeps what is left.
 #[allow(clippy::too_many_arguments)]
-async fn finish_frame<C: std::future::Future<Output = CloseReason>>(
-    in_flight: &mut Option<Frame>,
+async fn finish_writing<C: std::future::Future<Output = CloseReason>>(
+    outgoing: &mut Outgoing,
     tcp: &tokio::net::TcpStream,
+    count: impl FnMut(&Frame),
     write_timeout: Duration,
     closed: std::pin::Pin<&mut C>,
     expiry: std::pin::Pin<&mut tokio::time::Sleep>,
     queue: &relay_common::queue::QueueReader<Message>,
     subscriber: &Subscriber,
     metrics: &crate::metrics::Metrics,
-    info: &crate::hub::ConnInfo,
 ) -> Result<(), CloseReason> {
-    let Some(frame) = in_flight.as_mut() else {
-        return Ok(());
-    };
-    let done = frame.try_write(tcp).map_err(|_| CloseReason::PeerGone)?;
-    if !done {
-        tokio::select! {
-            written = timeout(write_timeout, frame.write(tcp)) => {
-                if !matches!(written, Ok(Ok(()))) {
-                    return Err(CloseReason::PeerGone);
-                }
-            }
-            reason = closed => return Err(reason),
-            () = expiry => return Err(CloseReason::Expired),
-            () = queue.stays_behind() => {
-                subscriber.close_as_too_slow(metrics);
-                return Err(CloseReason::TooSlow);
+    tokio::select! {
+        written = timeout(write_timeout, outgoing.write(tcp, count)) => {
+            if matches!(written, Ok(Ok(()))) {
+                Ok(())
+            } else {
+                Err(CloseReason::PeerGone)
             }
         }
+        reason = closed => Err(reason),
+        () = expiry => Err(CloseReason::Expired),
+        () = queue.stays_behind() => {
+            subscriber.close_as_too_slow(metrics);
+            Err(CloseReason::TooSlow)
+        }
     }
-    if frame.is_data() {
-        record_written(info, metrics, frame.payload_len());
-    }
-    *in_flight = None;
-    Ok(())
 }

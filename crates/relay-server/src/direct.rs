@@ -24,6 +24,13 @@
 //! queued every later frame goes behind it; the task clears *busy* only after finding the
 //! queue empty under that lock.
 //!
+//! Spacing: a publisher writes directly only when nothing was written to the connection in
+//! the last [`DIRECT_SPACING`]. Messages that come faster than that (a stream of small
+//! messages, or big ones as fast as the socket goes) are queued instead, and the
+//! connection's task writes everything that piled up with one vectored write: one system
+//! call per burst rather than one per message, as on the queued path. Video at a few dozen
+//! messages per second is always written directly.
+//!
 //! Frames are built and written with [`relay_common::frame`]: the header on the stack and
 //! the shared payload in one non-blocking vectored write, never copied per reader.
 
@@ -32,7 +39,9 @@ use crate::metrics::Metrics;
 use axum::extract::ws::Message;
 use axum_server::accept::Accept;
 use bytes::Bytes;
-use relay_common::frame::{close_payload, try_write_frame, FrameHeader, OpCode, Progress};
+use relay_common::frame::{
+    close_payload, frame_slices, try_write_frame, FrameHeader, OpCode, Progress,
+};
 use relay_common::queue::{Offer, QueueSender};
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -40,6 +49,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -309,6 +319,112 @@ impl Frame {
     }
 }
 
+/// A publisher writes directly only if nothing was written to the connection for this long
+/// (see the module docs). Half a millisecond is about ten loopback round trips: a message
+/// queued instead waits for one task wake-up, which is far less.
+pub const DIRECT_SPACING: Duration = Duration::from_micros(500);
+
+/// Most frames one vectored write of the connection's task carries (two slices each, far
+/// below the kernel's 1,024-slice limit).
+pub const FRAMES_PER_WRITE: usize = 64;
+
+/// Frames slots a connection's task keeps once it has drained; a bigger buffer is given
+/// back, so a burst does not stay in an idle connection's memory.
+const KEPT_FRAME_SLOTS: usize = 16;
+
+/// The frames the connection's task is writing, oldest first: written together with one
+/// vectored write per [`Outgoing::try_write`], the first possibly already begun.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    frames: std::collections::VecDeque<Frame>,
+}
+
+impl Outgoing {
+    /// Add `frame` behind the others.
+    pub fn push(&mut self, frame: Frame) {
+        self.frames.push_back(frame);
+    }
+
+    /// How many frames are waiting (up to [`FRAMES_PER_WRITE`] go in one write).
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// True when nothing is left to write.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Drop every frame not begun yet: before a close frame, only one already partly on the
+    /// wire must be finished.
+    pub fn keep_begun(&mut self) {
+        let begun = self.frames.front().is_some_and(|f| f.written > 0);
+        self.frames.truncate(usize::from(begun));
+    }
+
+    /// Forget what is left, and give back a burst's buffer.
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        if self.frames.capacity() > KEPT_FRAME_SLOTS {
+            self.frames = Default::default();
+        }
+    }
+
+    /// Non-blocking vectored writes of the frames, up to [`FRAMES_PER_WRITE`] per system
+    /// call, until all are written (`Ok(true)`) or the socket would block (`Ok(false)`:
+    /// the rest stays, progress kept). `written` is called with each frame once it is
+    /// whole on the wire.
+    pub fn try_write(
+        &mut self,
+        tcp: &TcpStream,
+        mut written: impl FnMut(&Frame),
+    ) -> io::Result<bool> {
+        while !self.frames.is_empty() {
+            let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
+            let mut used = 0;
+            for frame in self.frames.iter().take(FRAMES_PER_WRITE) {
+                let [head, payload] = frame_slices(&frame.header, &frame.payload, frame.written);
+                slices[used] = head;
+                slices[used + 1] = payload;
+                used += 2;
+            }
+            let mut n = match tcp.try_write_vectored(&slices[..used]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            while let Some(front) = self.frames.front_mut() {
+                let left = front.header.frame_len() as usize - front.written;
+                if n < left {
+                    front.written += n;
+                    break;
+                }
+                n -= left;
+                if let Some(done) = self.frames.pop_front() {
+                    written(&done);
+                }
+            }
+        }
+        self.clear();
+        Ok(true)
+    }
+
+    /// Write everything, waiting for the socket whenever it would block. Cancel safe:
+    /// progress is kept.
+    pub async fn write(
+        &mut self,
+        tcp: &TcpStream,
+        mut written: impl FnMut(&Frame),
+    ) -> io::Result<()> {
+        while !self.try_write(tcp, &mut written)? {
+            tcp.writable().await?;
+        }
+        Ok(())
+    }
+}
+
 /// What the connection's task must do besides draining the queue.
 #[derive(Debug, Default)]
 struct WriteState {
@@ -322,6 +438,8 @@ struct WriteState {
     pong: Option<Bytes>,
     /// The peer's close code (`Some(None)`: a close frame without one), to echo.
     peer_close: Option<Option<u16>>,
+    /// When a frame was last written whole, by a publisher or the task.
+    last_write: Option<Instant>,
 }
 
 /// What the connection's task writes next ([`DirectWriter::next_or_release`]).
@@ -375,9 +493,10 @@ impl DirectWriter {
         &self.share.tcp
     }
 
-    /// Publish `message` to this connection: write it now when nothing is queued or being
-    /// written, else queue it behind (`queue`'s limits and drop rules apply).
-    pub fn offer(&self, message: &Message, queue: &QueueSender<Message>) -> Direct {
+    /// Publish `message` (at `now`) to this connection: write it now when nothing is queued
+    /// or being written and nothing was written in the last [`DIRECT_SPACING`], else queue
+    /// it behind (`queue`'s limits and drop rules apply).
+    pub fn offer(&self, message: &Message, queue: &QueueSender<Message>, now: Instant) -> Direct {
         let mut state = self.lock();
         if state.busy {
             return Direct::Handed(queue.offer(message));
@@ -385,8 +504,22 @@ impl DirectWriter {
         let Some(mut frame) = Frame::of_message(message) else {
             return Direct::Handed(queue.offer(message));
         };
+        let close_behind = state
+            .last_write
+            .is_some_and(|last| now.saturating_duration_since(last) < DIRECT_SPACING);
+        if close_behind {
+            // Coming fast: the task writes this and whatever follows it in one go.
+            state.busy = true;
+            let offer = queue.offer(message);
+            drop(state);
+            self.wake.notify_one();
+            return Direct::Handed(offer);
+        }
         match frame.try_write(&self.share.tcp) {
-            Ok(true) => return Direct::Written(payload_len(message)),
+            Ok(true) => {
+                state.last_write = Some(now);
+                return Direct::Written(payload_len(message));
+            }
             Ok(false) if frame.written > 0 => {
                 state.busy = true;
                 state.partial = Some(frame);
@@ -436,6 +569,7 @@ impl DirectWriter {
             None => {
                 if !state.closed {
                     state.busy = false;
+                    state.last_write = Some(Instant::now());
                 }
                 None
             }
@@ -506,15 +640,7 @@ mod tests {
     /// written by the task, and once the task has drained, frames go direct again.
     #[tokio::test]
     async fn nothing_overtakes_what_is_queued_or_being_written() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let share = Arc::new(SocketShare {
-            tcp: server,
-            claimed: AtomicBool::new(false),
-        });
+        let (share, client) = socket_pair().await;
         let writer = DirectWriter::claim(share);
         let limits = QueueLimits {
             messages: 1000,
@@ -524,9 +650,12 @@ mod tests {
         };
         let (queue, mut reader) = relay_common::queue::bounded(limits, payload_len);
         let is_queued = |d: Direct| matches!(d, Direct::Handed(Offer::Queued));
+        // Offers spaced far apart, so that spacing never decides here (it has its own test).
+        let start = Instant::now() + Duration::from_secs(3600);
+        let at = |id: u8| start + DIRECT_SPACING * 2 * u32::from(id);
 
         // It starts busy: offered before the task ran, a message is queued.
-        assert!(is_queued(writer.offer(&message(0), &queue)));
+        assert!(is_queued(writer.offer(&message(0), &queue, at(0))));
         assert!(writer.begin().is_none());
         let Some(Next::Message(first)) = writer.next_or_release(|| reader.try_recv()) else {
             panic!("the early message is drained first");
@@ -538,7 +667,7 @@ mod tests {
         // Nobody reads: direct writes until the socket is full, then handed over.
         let mut id = 1u8;
         loop {
-            let direct = writer.offer(&message(id), &queue);
+            let direct = writer.offer(&message(id), &queue, at(id));
             id += 1;
             if let Direct::Handed(offer) = direct {
                 assert_eq!(offer, Offer::Queued);
@@ -547,7 +676,7 @@ mod tests {
             assert!(id < 200, "the socket never filled");
         }
         for _ in 0..2 {
-            assert!(is_queued(writer.offer(&message(id), &queue)));
+            assert!(is_queued(writer.offer(&message(id), &queue, at(id))));
             id += 1;
         }
         // The client reads from now on; the task finishes the half-written frame.
@@ -557,7 +686,7 @@ mod tests {
         }
         // The socket has room again, but there is a queue: behind it.
         writer.tcp().writable().await.unwrap();
-        assert!(is_queued(writer.offer(&message(id), &queue)));
+        assert!(is_queued(writer.offer(&message(id), &queue, at(id))));
         id += 1;
         // While the task writes a queued frame, newcomers still queue behind.
         while let Some(next) = writer.next_or_release(|| reader.try_recv()) {
@@ -565,7 +694,7 @@ mod tests {
                 panic!("no pong was asked for")
             };
             if id < 250 {
-                assert!(is_queued(writer.offer(&message(id), &queue)));
+                assert!(is_queued(writer.offer(&message(id), &queue, at(id))));
                 id += 1;
             }
             Frame::of_message(&m)
@@ -576,7 +705,7 @@ mod tests {
         }
         // Drained: direct again (the client is reading, so the socket takes it).
         writer.tcp().writable().await.unwrap();
-        let last = writer.offer(&message(254), &queue);
+        let last = writer.offer(&message(254), &queue, at(254));
         if let Direct::Handed(_) = last {
             // The socket was full after all: the task finishes it.
             if let Some(mut partial) = writer.begin() {
@@ -592,6 +721,82 @@ mod tests {
         }
         let mut expected: Vec<u8> = (0..id).collect();
         expected.push(254);
+        assert_eq!(ids.await.unwrap(), expected);
+    }
+
+    async fn socket_pair() -> (Arc<SocketShare>, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let share = Arc::new(SocketShare {
+            tcp: server,
+            claimed: AtomicBool::new(false),
+        });
+        (share, client)
+    }
+
+    /// A message that comes within [`DIRECT_SPACING`] of the last write is queued for the
+    /// task, and so is everything behind it until the task has drained.
+    #[tokio::test]
+    async fn messages_close_behind_each_other_are_queued() {
+        let (share, _client) = socket_pair().await;
+        let writer = DirectWriter::claim(share);
+        let (queue, mut reader) = relay_common::queue::bounded(
+            QueueLimits {
+                messages: 10,
+                bytes: 1 << 20,
+                burst_bytes: 0,
+                slow_reader_timeout: Duration::MAX,
+            },
+            payload_len,
+        );
+        let small = |i: u8| Message::Binary(Bytes::from(vec![i; 10]));
+        assert!(writer.begin().is_none());
+        assert!(writer.next_or_release(|| reader.try_recv()).is_none());
+        let later = Instant::now() + DIRECT_SPACING * 4;
+        assert!(matches!(
+            writer.offer(&small(1), &queue, later),
+            Direct::Written(10)
+        ));
+        let soon = later + DIRECT_SPACING / 2;
+        assert!(matches!(
+            writer.offer(&small(2), &queue, soon),
+            Direct::Handed(Offer::Queued)
+        ));
+        let much_later = later + DIRECT_SPACING * 10;
+        assert!(
+            matches!(
+                writer.offer(&small(3), &queue, much_later),
+                Direct::Handed(Offer::Queued)
+            ),
+            "behind a queued message even when spaced"
+        );
+        let mut queued = Vec::new();
+        reader.try_recv_batch(&mut queued, 10);
+        assert_eq!(queued, vec![small(2), small(3)]);
+    }
+
+    /// Many frames written together arrive whole and in order, however the socket splits
+    /// them (mid-header, mid-payload), and each is reported once written.
+    #[tokio::test]
+    async fn a_batch_arrives_whole_and_in_order() {
+        let (share, client) = socket_pair().await;
+        let ids = tokio::spawn(frame_ids(client, 199));
+        let mut outgoing = Outgoing::default();
+        for id in 0..200u8 {
+            outgoing.push(Frame::of_message(&message(id)).unwrap());
+        }
+        assert_eq!(outgoing.len(), 200);
+        let mut reported = Vec::new();
+        outgoing
+            .write(&share.tcp, |f| reported.push(f.payload[0]))
+            .await
+            .unwrap();
+        assert!(outgoing.is_empty());
+        let expected: Vec<u8> = (0..200).collect();
+        assert_eq!(reported, expected);
         assert_eq!(ids.await.unwrap(), expected);
     }
 

@@ -139,10 +139,10 @@ pub struct Inbox {
 impl Subscriber {
     /// Offer `message` to this subscriber's queue without blocking; count a drop in the
     /// metrics, and close the subscriber once its queue has stayed behind too long.
-    fn offer(&self, message: &Message, metrics: &Metrics) {
+    fn offer(&self, message: &Message, metrics: &Metrics, now: std::time::Instant) {
         let offer = match self.direct.get() {
             None => self.queue.offer(message),
-            Some(direct) => match direct.offer(message, &self.queue) {
+            Some(direct) => match direct.offer(message, &self.queue, now) {
                 Direct::Written(len) => {
                     record_written(&self.info, metrics, len);
                     return;
@@ -226,9 +226,11 @@ impl Topic {
     /// Deliver `message` from `from` to every other member that may read. Never blocks.
     pub fn publish(&self, from: ConnId, message: &Message) {
         let subscribers = self.subscribers.read().unwrap_or_else(|p| p.into_inner());
+        // One clock read per message, for every reader's direct-write spacing.
+        let now = std::time::Instant::now();
         for sub in subscribers.iter() {
             if sub.info.id != from && sub.info.can_read {
-                sub.offer(message, &self.metrics);
+                sub.offer(message, &self.metrics, now);
             }
         }
     }
