@@ -31,7 +31,7 @@ install_peer wstunnel wstunnel
 cargo build --release -q -p relay-cli
 cargo build --release -q -p relay-shell --example tcp_probe
 BIN=${CARGO_TARGET_DIR:-target}/release
-RELAY=$BIN/relay
+RELAY=${RELAY_BIN:-$BIN/relay} # RELAY_BIN: another build of relay to measure
 PROBE=$BIN/examples/tcp_probe
 SECRET=bench-secret
 LOGS=$(mktemp -d)

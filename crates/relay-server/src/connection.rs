@@ -104,8 +104,10 @@ pub async fn serve_direct(
     let started = Instant::now();
     let subscriber = inbox.subscriber.clone();
     subscriber.write_directly(direct.clone());
-    // Only connections that do not wait for their pair are written directly.
-    let (_gate_open, gate) = watch::channel(true);
+    // A gated connection's gate opens once something is written to it; the sender of an
+    // open gate is kept for as long as the reader runs.
+    let (_open_gate, open) = watch::channel(true);
+    let gate = direct.first_write().unwrap_or(open);
     let mut reader = std::pin::pin!(read_loop(
         socket,
         &state,
@@ -409,6 +411,7 @@ async fn direct_write_loop(
     let count = |frame: &Frame| {
         if frame.is_data() {
             record_written(info, metrics, frame.payload_len());
+            direct.wrote_data();
         }
     };
     let mut ping = interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);

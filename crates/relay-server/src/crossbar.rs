@@ -404,14 +404,13 @@ fn upgrade_to_connection(
                     gate_until_first_write: ticket.alerts_host(),
                 };
                 // Direct writes (only present with `RELAY_DIRECT_WRITES` on plain
-                // connections): not for a connection that waits for its pair, nor with
-                // coalescing, which needs the queue.
+                // connections): not with coalescing, which needs the queue.
                 let direct = direct
-                    .filter(|_| !options.gate_until_first_write && !state.config.coalesce_binary)
+                    .filter(|_| !state.config.coalesce_binary)
                     .and_then(|socket| socket.socket());
                 match direct {
                     Some(share) => {
-                        let direct = DirectWriter::claim(share);
+                        let direct = DirectWriter::claim(share, options.gate_until_first_write);
                         // Borrowed: the socket is held once, by this future.
                         connection::serve_direct(
                             &mut socket,

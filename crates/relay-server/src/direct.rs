@@ -52,7 +52,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tower_layer::Layer;
 
 /// One accepted TCP connection, shared by hyper's stream and the [`DirectWriter`].
@@ -465,12 +465,16 @@ pub struct DirectWriter {
     state: Mutex<WriteState>,
     /// Wakes the connection's task: something to write or answer.
     pub wake: Notify,
+    /// For a connection that holds back what it sends until something is written to it
+    /// (the shell's server-speaks-first gate): set once a data frame is written.
+    written: Option<watch::Sender<bool>>,
 }
 
 impl DirectWriter {
     /// Take over the write side of `share`. Starts busy, so that nothing is written
     /// directly before the connection's task has drained what was queued before it ran.
-    pub fn claim(share: Arc<SocketShare>) -> Arc<Self> {
+    /// With `gated`, [`DirectWriter::first_write`] tells when a data frame was written.
+    pub fn claim(share: Arc<SocketShare>, gated: bool) -> Arc<Self> {
         share.claimed.store(true, Ordering::Release);
         let writer = Arc::new(DirectWriter {
             share,
@@ -479,9 +483,22 @@ impl DirectWriter {
                 ..WriteState::default()
             }),
             wake: Notify::new(),
+            written: gated.then(|| watch::channel(false).0),
         });
         writer.wake.notify_one();
         writer
+    }
+
+    /// For a gated connection: becomes true once a data frame has been written to it.
+    pub fn first_write(&self) -> Option<watch::Receiver<bool>> {
+        self.written.as_ref().map(watch::Sender::subscribe)
+    }
+
+    /// A data frame went out whole: open the gate, if there is one and it is still shut.
+    pub fn wrote_data(&self) {
+        if let Some(written) = &self.written {
+            written.send_if_modified(|open| !std::mem::replace(open, true));
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, WriteState> {
@@ -518,6 +535,8 @@ impl DirectWriter {
         match frame.try_write(&self.share.tcp) {
             Ok(true) => {
                 state.last_write = Some(now);
+                drop(state);
+                self.wrote_data();
                 return Direct::Written(payload_len(message));
             }
             Ok(false) if frame.written > 0 => {
@@ -641,7 +660,7 @@ mod tests {
     #[tokio::test]
     async fn nothing_overtakes_what_is_queued_or_being_written() {
         let (share, client) = socket_pair().await;
-        let writer = DirectWriter::claim(share);
+        let writer = DirectWriter::claim(share, false);
         let limits = QueueLimits {
             messages: 1000,
             bytes: 1 << 30,
@@ -742,7 +761,7 @@ mod tests {
     #[tokio::test]
     async fn messages_close_behind_each_other_are_queued() {
         let (share, _client) = socket_pair().await;
-        let writer = DirectWriter::claim(share);
+        let writer = DirectWriter::claim(share, false);
         let (queue, mut reader) = relay_common::queue::bounded(
             QueueLimits {
                 messages: 10,

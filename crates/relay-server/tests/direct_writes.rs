@@ -211,3 +211,45 @@ fn url_of(uri: &str) -> &str {
     let rest = uri.strip_prefix("ws://").expect("a ws:// uri");
     rest.split('/').next().unwrap()
 }
+
+/// A shell pair is written directly at both ends, the admin's gated end included: what the
+/// admin sends before the host's end has joined waits for it and is not lost, and the
+/// host's banner reaches the admin.
+#[tokio::test]
+async fn a_shell_pair_is_written_directly_and_the_admins_early_bytes_wait_for_the_host() {
+    let s = start(|_| {}).await;
+    let access = |scope: &'static str| {
+        let url = format!("{}/shell/h", s.access_url());
+        let token = token(&shell_claims(&s, "h", scope));
+        async move {
+            let (status, body) = post(&url, Some(&token)).await;
+            assert_eq!(status, 200, "access refused: {body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            v["uri"].as_str().unwrap().to_owned()
+        }
+    };
+    let mut host = dial(&access("host").await).await;
+    wait_until("the host's connection", WAIT, || s.connection_count() == 2).await;
+    let mut admin = dial(&access("client").await).await;
+    send_text(&mut admin, "early").await;
+    let host_end_uri = match next_action(&mut host).await {
+        relay_common::action::ConnectionAction::Connect { uri, .. } => uri,
+        other => panic!("expected a connect action, got {other:?}"),
+    };
+    let mut host_end = dial(&host_end_uri).await;
+    assert_eq!(
+        next_frame(&mut host_end, WAIT).await,
+        Some(Message::text("early")),
+        "held until the host's end joined, then delivered"
+    );
+    send_text(&mut host_end, "banner").await;
+    assert_eq!(
+        next_frame(&mut admin, WAIT).await,
+        Some(Message::text("banner"))
+    );
+    assert_eq!(
+        s.direct_connection_count(),
+        3,
+        "the host's control connection and both ends of the pair are direct"
+    );
+}
