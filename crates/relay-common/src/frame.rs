@@ -1,9 +1,9 @@
 //! Server-side websocket frames written without copying the payload: the header bytes and
 //! the shared [`Bytes`] payload go to the socket together in one vectored write.
 //!
-//! Used by the direct write path (issue 17); nothing in the relay's data path uses it yet
-//! (today's writer tasks still go through axum / tungstenite, which copies every payload
-//! into its write buffer once per reader).
+//! Used by the relay's direct write path (`relay-server/src/direct.rs`, on by default);
+//! the queued path (`RELAY_DIRECT_WRITES=false`, TLS) still goes through axum /
+//! tungstenite, which copies every payload into its write buffer once per reader.
 //!
 //! - [`FrameHeader`]: the 2–10 header bytes of one unfragmented, unmasked frame
 //!   (RFC 6455 §5.2), built on the stack.
@@ -15,10 +15,11 @@
 //!   waiting, and say how far it got ([`Progress`]), so that a publisher can write directly
 //!   and leave a partial frame for the reader's task to finish ([`finish_frame`]).
 //!
-//! It lives in `relay-common`, next to the bounded queue (which can then hold ready-made
-//! frames), so that both halves of the future write path share one encoder: the publisher
-//! in `relay-server`'s hub writing directly, and the reader's task draining its queue and
-//! finishing partial writes. `relay-bench` measures it without depending on the server.
+//! It lives in `relay-common`, next to the bounded queue, so that both halves of the write
+//! path share one encoder: the publisher in `relay-server`'s hub writing directly, and the
+//! reader's task draining its queue and finishing partial writes. `relay-bench` measures it
+//! (against tungstenite, tokio-websockets and fastwebsockets) without depending on the
+//! server.
 //! Server frames only: a client (which must mask) keeps using tungstenite.
 
 use bytes::Bytes;
