@@ -34,6 +34,24 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{self, WebSocket};
 
+/// Bench `$write` (a future made from the payload `$p`) awaited once per iteration, with
+/// all of a sample's iterations inside one runtime entry.
+macro_rules! bench_async_writer {
+    ($group:expr, $runtime:expr, $name:literal, $size:expr, $payload:expr, |$p:ident| $write:expr) => {
+        $group.bench_with_input(BenchmarkId::new($name, $size), $payload, |b, $p| {
+            b.iter_custom(|iters| {
+                $runtime.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        $write.await.unwrap();
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    };
+}
+
 fn frame_encode(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -84,68 +102,42 @@ fn frame_encode(c: &mut Criterion) {
             },
         );
 
-        // The async writers, timed inside one runtime entry per sample.
-
+        // The async writers, each write awaited to the end (the socket takes it at once).
         let mut tws = tokio_websockets::ServerBuilder::new().serve(AsyncDiscard);
-        group.bench_with_input(
-            BenchmarkId::new("tokio_websockets_send", size),
+        bench_async_writer!(
+            group,
+            runtime,
+            "tokio_websockets_send",
+            size,
             &payload,
-            |b, payload| {
-                b.iter_custom(|iters| {
-                    runtime.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            tws.send(tokio_websockets::Message::binary(payload.clone()))
-                                .await
-                                .unwrap();
-                        }
-                        start.elapsed()
-                    })
-                })
-            },
+            |p| tws.send(tokio_websockets::Message::binary(p.clone()))
         );
 
         let mut fws =
             fastwebsockets::WebSocket::after_handshake(AsyncDiscard, fastwebsockets::Role::Server);
         fws.set_writev(true);
-        group.bench_with_input(
-            BenchmarkId::new("fastwebsockets_write", size),
+        bench_async_writer!(
+            group,
+            runtime,
+            "fastwebsockets_write",
+            size,
             &payload,
-            |b, payload| {
-                b.iter_custom(|iters| {
-                    runtime.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            fws.write_frame(fastwebsockets::Frame::binary(
-                                fastwebsockets::Payload::Borrowed(payload),
-                            ))
-                            .await
-                            .unwrap();
-                        }
-                        start.elapsed()
-                    })
-                })
-            },
+            |p| fws.write_frame(fastwebsockets::Frame::binary(
+                fastwebsockets::Payload::Borrowed(p)
+            ))
         );
 
         let mut sink = AsyncDiscard;
-        group.bench_with_input(
-            BenchmarkId::new("own_write_to_socket", size),
+        bench_async_writer!(
+            group,
+            runtime,
+            "own_write_to_socket",
+            size,
             &payload,
-            |b, payload| {
-                b.iter_custom(|iters| {
-                    runtime.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            let header = FrameHeader::for_payload(OpCode::Binary, payload);
-                            write_frame_vectored(&mut sink, &header, payload)
-                                .await
-                                .unwrap();
-                        }
-                        start.elapsed()
-                    })
-                })
-            },
+            |p| async {
+                let header = FrameHeader::for_payload(OpCode::Binary, p);
+                write_frame_vectored(&mut sink, &header, p).await
+            }
         );
     }
     group.finish();
