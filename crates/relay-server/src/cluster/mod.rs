@@ -49,6 +49,12 @@ pub const HEADER_KIND: &str = "Relay-Kind";
 /// Header of a pair announcement instead of a message: `joined` or `left`.
 pub const HEADER_CONTROL: &str = "Relay-Control";
 
+/// How often the node pings NATS. async-nats drops the connection (and reconnects) after
+/// two unanswered pings, so a node on a silently dead path notices within about three
+/// intervals, and counts what it cannot forward from then on; async-nats's own default of
+/// 60 s left it writing into a dead socket for two to three minutes (docs/RELIABILITY.md).
+pub const NATS_PING_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Messages waiting for the publisher task, at most; past that they are dropped
 /// (`relay_cluster_dropped_total{reason="outbound_full"}`).
 pub const OUTBOUND_CAPACITY: usize = 8192;
@@ -207,6 +213,7 @@ impl Cluster {
             .no_echo()
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(NATS_TIMEOUT))
+            .ping_interval(NATS_PING_INTERVAL)
             // Reconnect for ever; the node keeps serving local topics meanwhile.
             .max_reconnects(None)
             .event_callback(move |event| {
