@@ -18,6 +18,11 @@
 //! along (the burst is over but the reader is stuck mid-write), by
 //! [`QueueReader::stays_behind`].
 //!
+//! A byte stream cut into messages (a shell tunnel) must not lose any: its publisher uses
+//! [`QueueSender::push`], which always queues, and waits with [`QueueSender::room`] before
+//! it reads the next message from its own peer, so the queue stays within its limits plus
+//! one message and the back-pressure reaches the sender through TCP.
+//!
 //! The queue is generic over the message type; it only needs the payload length of a
 //! message (given to [`bounded`] as a function, so that any crate can queue a foreign type
 //! such as axum's websocket `Message`).
@@ -113,6 +118,8 @@ struct Shared<M> {
     slots: Mutex<Slots<M>>,
     /// Woken when a message is queued or the sender goes.
     ready: Notify,
+    /// Woken when the reader takes messages or goes (for [`QueueSender::room`]).
+    room: Notify,
     /// Most messages queued at once ([`QueueLimits::capacity`]).
     capacity: usize,
     limits: QueueLimits,
@@ -151,6 +158,7 @@ impl<M> Shared<M> {
     fn taken(&self, bytes: usize) {
         self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         self.behind_since_ms.store(0, Ordering::Relaxed);
+        self.room.notify_one();
     }
 }
 
@@ -168,6 +176,7 @@ pub fn bounded<M>(
             reader_gone: false,
         }),
         ready: Notify::new(),
+        room: Notify::new(),
         capacity: limits.capacity(),
         limits,
         payload_len,
@@ -226,7 +235,47 @@ impl<M: Clone> QueueSender<M> {
     }
 }
 
+impl<M: Clone> QueueSender<M> {
+    /// Queue a copy of `message` whatever the limits (for a stream that must not lose
+    /// any): the caller keeps the queue bounded by waiting for [`QueueSender::room`]
+    /// before it has the next message to push. Never blocks.
+    pub fn push(&self, message: &M) -> Offer {
+        let shared = &*self.shared;
+        let mut slots = shared.slots();
+        if slots.reader_gone {
+            return Offer::Closed;
+        }
+        shared
+            .queued_bytes
+            .fetch_add((shared.payload_len)(message), Ordering::Relaxed);
+        slots.messages.push_back(message.clone());
+        drop(slots);
+        shared.ready.notify_one();
+        Offer::Queued
+    }
+}
+
 impl<M> QueueSender<M> {
+    /// Resolves once the queue is within its limits (messages and bytes), or its reader is
+    /// gone. Cancel safe.
+    pub async fn room(&self) {
+        let shared = &*self.shared;
+        loop {
+            {
+                let slots = shared.slots();
+                let queued = slots.messages.len();
+                let bytes = shared.queued_bytes.load(Ordering::Relaxed);
+                if slots.reader_gone
+                    || (queued < shared.capacity && shared.limits.admits(queued, bytes, 0))
+                {
+                    return;
+                }
+            }
+            // A take after the check leaves a permit: this returns at once.
+            shared.room.notified().await;
+        }
+    }
+
     /// Messages dropped for this reader so far.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
@@ -339,6 +388,7 @@ impl<M> Drop for QueueReader<M> {
         // Nobody will take these: free them and their accounting now.
         let bytes = left.iter().map(|m| (self.shared.payload_len)(m)).sum();
         self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.shared.room.notify_one();
     }
 }
 
@@ -378,6 +428,36 @@ mod tests {
         assert!(!no_burst.admits(4, 4, 1));
         assert_eq!(no_burst.capacity(), 4);
         assert_eq!(limits.capacity(), MAX_QUEUED_MESSAGES);
+    }
+
+    /// `push` never drops, and a publisher that waits for `room` before each push keeps
+    /// the queue within its limits plus one message, however slow the reader.
+    #[tokio::test]
+    async fn a_lossless_publisher_waits_for_room_and_loses_nothing() {
+        let (sender, mut reader) = queue(limits(4, 1_000_000, 0));
+        let publisher = tokio::spawn(async move {
+            for i in 0..200u8 {
+                sender.room().await;
+                assert_eq!(sender.push(&vec![i; 1000]), Offer::Queued);
+                assert!(sender.shared.slots().messages.len() <= 5, "limits plus one");
+            }
+            sender
+        });
+        let mut got = Vec::new();
+        while got.len() < 200 {
+            // A slow reader: one message at a time, yielding in between.
+            match reader.try_recv() {
+                Some(m) => got.push(m[0]),
+                None => tokio::task::yield_now().await,
+            }
+        }
+        let sender = publisher.await.unwrap();
+        assert_eq!(got, (0..200u8).collect::<Vec<_>>());
+        assert_eq!(sender.dropped(), 0);
+        drop(reader);
+        // A queue whose reader is gone always has room, and takes nothing.
+        sender.room().await;
+        assert_eq!(sender.push(&vec![0; 10]), Offer::Closed);
     }
 
     #[tokio::test]

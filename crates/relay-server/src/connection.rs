@@ -202,6 +202,11 @@ async fn read_loop<S>(
                 if let Some(cluster) = &state.cluster {
                     cluster.forward(&membership.topic, info.id, &frame);
                 }
+                if membership.topic.is_paired() {
+                    // A pair's byte stream: read on only once the other end has room.
+                    // Boxed: only pairs wait here, so other connections do not carry it.
+                    Box::pin(membership.topic.room_for_next(info.id)).await;
+                }
             }
             Message::Close(frame) => {
                 if let Some(direct) = direct {

@@ -42,7 +42,7 @@ use bytes::Bytes;
 use relay_common::frame::{
     close_payload, frame_slices, try_write_frame, FrameHeader, OpCode, Progress,
 };
-use relay_common::queue::{Offer, QueueSender};
+use relay_common::queue::Offer;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -512,14 +512,20 @@ impl DirectWriter {
 
     /// Publish `message` (at `now`) to this connection: write it now when nothing is queued
     /// or being written and nothing was written in the last [`DIRECT_SPACING`], else queue
-    /// it behind (`queue`'s limits and drop rules apply).
-    pub fn offer(&self, message: &Message, queue: &QueueSender<Message>, now: Instant) -> Direct {
+    /// it behind with `enqueue` (the queue's `offer`, with its limits and drop rules, or
+    /// `push` for a stream that must lose nothing).
+    pub fn offer(
+        &self,
+        message: &Message,
+        enqueue: impl FnOnce() -> Offer,
+        now: Instant,
+    ) -> Direct {
         let mut state = self.lock();
         if state.busy {
-            return Direct::Handed(queue.offer(message));
+            return Direct::Handed(enqueue());
         }
         let Some(mut frame) = Frame::of_message(message) else {
-            return Direct::Handed(queue.offer(message));
+            return Direct::Handed(enqueue());
         };
         let close_behind = state
             .last_write
@@ -527,7 +533,7 @@ impl DirectWriter {
         if close_behind {
             // Coming fast: the task writes this and whatever follows it in one go.
             state.busy = true;
-            let offer = queue.offer(message);
+            let offer = enqueue();
             drop(state);
             self.wake.notify_one();
             return Direct::Handed(offer);
@@ -550,7 +556,7 @@ impl DirectWriter {
             Ok(false) | Err(_) => {}
         }
         state.busy = true;
-        let offer = queue.offer(message);
+        let offer = enqueue();
         drop(state);
         self.wake.notify_one();
         Direct::Handed(offer)
@@ -674,7 +680,11 @@ mod tests {
         let at = |id: u8| start + DIRECT_SPACING * 2 * u32::from(id);
 
         // It starts busy: offered before the task ran, a message is queued.
-        assert!(is_queued(writer.offer(&message(0), &queue, at(0))));
+        assert!(is_queued(writer.offer(
+            &message(0),
+            || queue.offer(&message(0)),
+            at(0)
+        )));
         assert!(writer.begin().is_none());
         let Some(Next::Message(first)) = writer.next_or_release(|| reader.try_recv()) else {
             panic!("the early message is drained first");
@@ -686,7 +696,7 @@ mod tests {
         // Nobody reads: direct writes until the socket is full, then handed over.
         let mut id = 1u8;
         loop {
-            let direct = writer.offer(&message(id), &queue, at(id));
+            let direct = writer.offer(&message(id), || queue.offer(&message(id)), at(id));
             id += 1;
             if let Direct::Handed(offer) = direct {
                 assert_eq!(offer, Offer::Queued);
@@ -695,7 +705,11 @@ mod tests {
             assert!(id < 200, "the socket never filled");
         }
         for _ in 0..2 {
-            assert!(is_queued(writer.offer(&message(id), &queue, at(id))));
+            assert!(is_queued(writer.offer(
+                &message(id),
+                || queue.offer(&message(id)),
+                at(id)
+            )));
             id += 1;
         }
         // The client reads from now on; the task finishes the half-written frame.
@@ -705,7 +719,11 @@ mod tests {
         }
         // The socket has room again, but there is a queue: behind it.
         writer.tcp().writable().await.unwrap();
-        assert!(is_queued(writer.offer(&message(id), &queue, at(id))));
+        assert!(is_queued(writer.offer(
+            &message(id),
+            || queue.offer(&message(id)),
+            at(id)
+        )));
         id += 1;
         // While the task writes a queued frame, newcomers still queue behind.
         while let Some(next) = writer.next_or_release(|| reader.try_recv()) {
@@ -713,7 +731,11 @@ mod tests {
                 panic!("no pong was asked for")
             };
             if id < 250 {
-                assert!(is_queued(writer.offer(&message(id), &queue, at(id))));
+                assert!(is_queued(writer.offer(
+                    &message(id),
+                    || queue.offer(&message(id)),
+                    at(id)
+                )));
                 id += 1;
             }
             Frame::of_message(&m)
@@ -724,7 +746,7 @@ mod tests {
         }
         // Drained: direct again (the client is reading, so the socket takes it).
         writer.tcp().writable().await.unwrap();
-        let last = writer.offer(&message(254), &queue, at(254));
+        let last = writer.offer(&message(254), || queue.offer(&message(254)), at(254));
         if let Direct::Handed(_) = last {
             // The socket was full after all: the task finishes it.
             if let Some(mut partial) = writer.begin() {
@@ -776,18 +798,18 @@ mod tests {
         assert!(writer.next_or_release(|| reader.try_recv()).is_none());
         let later = Instant::now() + DIRECT_SPACING * 4;
         assert!(matches!(
-            writer.offer(&small(1), &queue, later),
+            writer.offer(&small(1), || queue.offer(&small(1)), later),
             Direct::Written(10)
         ));
         let soon = later + DIRECT_SPACING / 2;
         assert!(matches!(
-            writer.offer(&small(2), &queue, soon),
+            writer.offer(&small(2), || queue.offer(&small(2)), soon),
             Direct::Handed(Offer::Queued)
         ));
         let much_later = later + DIRECT_SPACING * 10;
         assert!(
             matches!(
-                writer.offer(&small(3), &queue, much_later),
+                writer.offer(&small(3), || queue.offer(&small(3)), much_later),
                 Direct::Handed(Offer::Queued)
             ),
             "behind a queued message even when spaced"

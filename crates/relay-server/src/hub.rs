@@ -139,10 +139,20 @@ pub struct Inbox {
 impl Subscriber {
     /// Offer `message` to this subscriber's queue without blocking; count a drop in the
     /// metrics, and close the subscriber once its queue has stayed behind too long.
-    fn offer(&self, message: &Message, metrics: &Metrics, now: std::time::Instant) {
+    ///
+    /// `lossless` (a pair's byte stream): queue past the limits rather than drop; the
+    /// publisher waits for [`Topic::room_for_next`] before it reads the next message.
+    fn offer(&self, message: &Message, metrics: &Metrics, now: std::time::Instant, lossless: bool) {
+        let enqueue = || {
+            if lossless {
+                self.queue.push(message)
+            } else {
+                self.queue.offer(message)
+            }
+        };
         let offer = match self.direct.get() {
-            None => self.queue.offer(message),
-            Some(direct) => match direct.offer(message, &self.queue, now) {
+            None => enqueue(),
+            Some(direct) => match direct.offer(message, enqueue, now) {
                 Direct::Written(len) => {
                     record_written(&self.info, metrics, len);
                     return;
@@ -230,9 +240,36 @@ impl Topic {
         let now = std::time::Instant::now();
         for sub in subscribers.iter() {
             if sub.info.id != from && sub.info.can_read {
-                sub.offer(message, &self.metrics, now);
+                sub.offer(message, &self.metrics, now, self.paired);
             }
         }
+    }
+
+    /// On a pair (a shell tunnel's byte stream, which must lose nothing): resolves once
+    /// every other member's queue is within its limits, so that `from` reads its next
+    /// message only when there is room for it. The wait stops reading from `from`'s socket,
+    /// and TCP carries the back-pressure to the sender. On other topics it returns at once:
+    /// a slow reader there gets drops, never the writer a stall.
+    pub async fn room_for_next(&self, from: ConnId) {
+        if !self.paired {
+            return;
+        }
+        let others: Vec<Arc<Subscriber>> = self
+            .subscribers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|sub| sub.info.id != from && sub.info.can_read)
+            .cloned()
+            .collect();
+        for sub in others {
+            sub.queue.room().await;
+        }
+    }
+
+    /// A pair topic (one shell connection).
+    pub fn is_paired(&self) -> bool {
+        self.paired
     }
 
     /// How many members the topic has.

@@ -212,15 +212,12 @@ fn url_of(uri: &str) -> &str {
     rest.split('/').next().unwrap()
 }
 
-/// A shell pair is written directly at both ends, the admin's gated end included: what the
-/// admin sends before the host's end has joined waits for it and is not lost, and the
-/// host's banner reaches the admin.
-#[tokio::test]
-async fn a_shell_pair_is_written_directly_and_the_admins_early_bytes_wait_for_the_host() {
-    let s = start(|_| {}).await;
+/// The host's control connection, the admin's end of a shell pair (`/shell/h`) and the uri
+/// the host is told to dial for its end; `early` is sent by the admin before that end joins.
+async fn shell_pair(s: &RunningServer, early: &str) -> (Ws, Ws, String) {
     let access = |scope: &'static str| {
         let url = format!("{}/shell/h", s.access_url());
-        let token = token(&shell_claims(&s, "h", scope));
+        let token = token(&shell_claims(s, "h", scope));
         async move {
             let (status, body) = post(&url, Some(&token)).await;
             assert_eq!(status, 200, "access refused: {body}");
@@ -231,11 +228,21 @@ async fn a_shell_pair_is_written_directly_and_the_admins_early_bytes_wait_for_th
     let mut host = dial(&access("host").await).await;
     wait_until("the host's connection", WAIT, || s.connection_count() == 2).await;
     let mut admin = dial(&access("client").await).await;
-    send_text(&mut admin, "early").await;
+    send_text(&mut admin, early).await;
     let host_end_uri = match next_action(&mut host).await {
         relay_common::action::ConnectionAction::Connect { uri, .. } => uri,
         other => panic!("expected a connect action, got {other:?}"),
     };
+    (host, admin, host_end_uri)
+}
+
+/// A shell pair is written directly at both ends, the admin's gated end included: what the
+/// admin sends before the host's end has joined waits for it and is not lost, and the
+/// host's banner reaches the admin.
+#[tokio::test]
+async fn a_shell_pair_is_written_directly_and_the_admins_early_bytes_wait_for_the_host() {
+    let s = start(|_| {}).await;
+    let (_host, mut admin, host_end_uri) = shell_pair(&s, "early").await;
     let mut host_end = dial(&host_end_uri).await;
     assert_eq!(
         next_frame(&mut host_end, WAIT).await,
@@ -252,4 +259,35 @@ async fn a_shell_pair_is_written_directly_and_the_admins_early_bytes_wait_for_th
         3,
         "the host's control connection and both ends of the pair are direct"
     );
+}
+
+/// A shell tunnel is a byte stream: when the host's end reads slowly, the relay stops
+/// reading from the admin (back-pressure through TCP) instead of dropping, so every message
+/// arrives, in order, and nothing is counted as dropped, although the queues hold only 8.
+#[tokio::test]
+async fn a_slow_shell_end_slows_the_sender_down_and_loses_nothing() {
+    let s = start_with_small_queues().await;
+    let (_host, mut admin, host_end_uri) = shell_pair(&s, "early").await;
+    let mut host_end = dial_with_small_receive_buffer(&host_end_uri).await;
+    assert_eq!(
+        next_frame(&mut host_end, WAIT).await,
+        Some(Message::text("early"))
+    );
+    // ~25 MiB, far more than the socket buffers and the 8-message queue hold.
+    let total: u32 = 250;
+    let sender = tokio::spawn(async move {
+        for i in 0..total {
+            admin.send(message(i)).await.unwrap();
+        }
+        admin
+    });
+    for want in 0..total {
+        let m = next_frame(&mut host_end, WAIT).await.expect("a frame");
+        assert_eq!(sequence(&m), want, "every message, in order");
+        // A reader far slower than the sender.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _admin = sender.await.unwrap();
+    let (_, metrics) = get(&format!("{}/metrics", s.access_url()), None).await;
+    assert_eq!(metric(&metrics, "relay_drops_total"), 0, "{metrics}");
 }

@@ -681,6 +681,9 @@ async fn deliver(
         cluster.metrics.messages_in.inc();
         // Id 0 is never a connection's, so every local reader gets it.
         topic.publish(0, &message);
+        // A pair's byte stream is queued whatever its limits: hold this subscription back
+        // until the local end has room (async-nats bounds what waits behind it).
+        topic.room_for_next(0).await;
     }
 }
 
