@@ -125,6 +125,15 @@ impl Watched {
             .filter_map(|(at, line)| Some((*at, line.strip_prefix(prefix)?.trim().parse().ok()?)))
             .collect()
     }
+
+    /// The highest number seen after `prefix` (the last message delivered so far).
+    fn highest(&self, prefix: &str) -> u64 {
+        self.numbers(prefix)
+            .iter()
+            .map(|&(_, k)| k)
+            .max()
+            .expect("a numbered line")
+    }
 }
 
 /// `relay serve` in the root namespace, bound to the root side of `ns`'s link (so the
@@ -399,12 +408,7 @@ fn relay_to_relay_host() {
         viewer.numbers("msg seq ").len() >= 10
     });
     // Start-up is not under test: count from the last message delivered before the cut.
-    let before = viewer
-        .numbers("msg seq ")
-        .iter()
-        .map(|&(_, k)| k)
-        .max()
-        .unwrap();
+    let before = viewer.highest("msg seq ");
 
     let cut_at = Instant::now();
     ns.cut();
@@ -506,12 +510,7 @@ fn relay_to_viewer() {
     );
     let baseline = relay.baseline();
     // Count from the last message delivered before the cut.
-    let before = viewer
-        .numbers("msg seq ")
-        .iter()
-        .map(|&(_, k)| k)
-        .max()
-        .unwrap();
+    let before = viewer.highest("msg seq ");
     let ns_ip = ns.ns_ip().to_string();
 
     let cut_at = Instant::now();
@@ -1120,12 +1119,7 @@ fn relay_node_to_nats() {
     };
     let (a_pid, b_pid) = (a._process.0.id(), b.process.0.id());
     let baseline = (fds(a_pid), fds(b_pid));
-    let before = viewer
-        .numbers("msg seq ")
-        .iter()
-        .map(|&(_, k)| k)
-        .max()
-        .unwrap();
+    let before = viewer.highest("msg seq ");
 
     let cut_at = Instant::now();
     ns.cut();
