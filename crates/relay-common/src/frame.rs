@@ -10,10 +10,11 @@
 //! - [`close_payload`]: the payload of a close frame (code and reason, truncated to fit).
 //! - [`frame_slices`]: the `[header, payload]` pair of [`IoSlice`]s, from any offset.
 //! - [`write_frame_vectored`]: write one frame to any [`AsyncWrite`], finishing partial
-//!   writes (the queued path: a reader's own task).
+//!   writes.
 //! - [`try_write_frame`]: write as much of one frame as a [`TcpStream`] takes now, never
 //!   waiting, and say how far it got ([`Progress`]), so that a publisher can write directly
-//!   and leave a partial frame for the reader's task to finish ([`finish_frame`]).
+//!   and leave a partial frame for the reader's task to finish ([`finish_frame`], or
+//!   together with the frames queued behind it: `relay-server`'s `direct::Outgoing`).
 //!
 //! It lives in `relay-common`, next to the bounded queue, so that both halves of the write
 //! path share one encoder: the publisher in `relay-server`'s hub writing directly, and the

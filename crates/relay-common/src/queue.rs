@@ -256,23 +256,20 @@ impl<M: Clone> QueueSender<M> {
 }
 
 impl<M> QueueSender<M> {
-    /// Resolves once the queue is within its limits (messages and bytes), or its reader is
-    /// gone. Cancel safe.
-    pub async fn room(&self) {
+    /// True when the queue is within its limits (messages and bytes), or its reader is gone.
+    pub fn has_room(&self) -> bool {
         let shared = &*self.shared;
-        loop {
-            {
-                let slots = shared.slots();
-                let queued = slots.messages.len();
-                let bytes = shared.queued_bytes.load(Ordering::Relaxed);
-                if slots.reader_gone
-                    || (queued < shared.capacity && shared.limits.admits(queued, bytes, 0))
-                {
-                    return;
-                }
-            }
+        let slots = shared.slots();
+        let queued = slots.messages.len();
+        let bytes = shared.queued_bytes.load(Ordering::Relaxed);
+        slots.reader_gone || (queued < shared.capacity && shared.limits.admits(queued, bytes, 0))
+    }
+
+    /// Resolves once [`QueueSender::has_room`]. Cancel safe.
+    pub async fn room(&self) {
+        while !self.has_room() {
             // A take after the check leaves a permit: this returns at once.
-            shared.room.notified().await;
+            self.shared.room.notified().await;
         }
     }
 

@@ -202,10 +202,11 @@ async fn read_loop<S>(
                 if let Some(cluster) = &state.cluster {
                     cluster.forward(&membership.topic, info.id, &frame);
                 }
-                if membership.topic.is_paired() {
-                    // A pair's byte stream: read on only once the other end has room.
-                    // Boxed: only pairs wait here, so other connections do not carry it.
-                    Box::pin(membership.topic.room_for_next(info.id)).await;
+                // A pair's byte stream: read on only once the other end has room.
+                let full = membership.topic.full_readers(info.id);
+                if !full.is_empty() {
+                    // Boxed: a rare wait, kept out of every connection's future.
+                    Box::pin(crate::hub::wait_for_room(full)).await;
                 }
             }
             Message::Close(frame) => {

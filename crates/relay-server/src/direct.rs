@@ -290,11 +290,6 @@ impl Frame {
         self.data
     }
 
-    /// True once every byte is written.
-    pub fn is_done(&self) -> bool {
-        self.written as u64 >= self.header.frame_len()
-    }
-
     /// One non-blocking vectored write of what is left; `Ok(true)` when the frame is done.
     pub fn try_write(&mut self, tcp: &TcpStream) -> io::Result<bool> {
         match try_write_frame(tcp, &self.header, &self.payload, self.written)? {
@@ -308,14 +303,6 @@ impl Frame {
             }
             Progress::WouldBlock => Ok(false),
         }
-    }
-
-    /// Write the rest, waiting for the socket. Cancel safe: progress is kept in `self`.
-    pub async fn write(&mut self, tcp: &TcpStream) -> io::Result<()> {
-        while !self.try_write(tcp)? {
-            tcp.writable().await?;
-        }
-        Ok(())
     }
 }
 
@@ -496,8 +483,9 @@ impl DirectWriter {
 
     /// A data frame went out whole: open the gate, if there is one and it is still shut.
     pub fn wrote_data(&self) {
-        if let Some(written) = &self.written {
-            written.send_if_modified(|open| !std::mem::replace(open, true));
+        // Checked first: after the first frame this is a read, not a write lock per frame.
+        if let Some(written) = self.written.as_ref().filter(|w| !*w.borrow()) {
+            written.send_replace(true);
         }
     }
 
@@ -624,6 +612,13 @@ mod tests {
     use relay_common::queue::QueueLimits;
     use tokio::io::AsyncReadExt;
 
+    /// Write the rest of `frame`, waiting for the socket, as the connection's task does.
+    async fn finish(frame: &Frame, tcp: &TcpStream) {
+        relay_common::frame::finish_frame(tcp, &frame.header, &frame.payload, frame.written)
+            .await
+            .unwrap();
+    }
+
     fn message(i: u8) -> Message {
         Message::Binary(Bytes::from(vec![i; 100_000]))
     }
@@ -689,8 +684,8 @@ mod tests {
         let Some(Next::Message(first)) = writer.next_or_release(|| reader.try_recv()) else {
             panic!("the early message is drained first");
         };
-        let mut frame = Frame::of_message(&first).unwrap();
-        frame.write(writer.tcp()).await.unwrap();
+        let frame = Frame::of_message(&first).unwrap();
+        finish(&frame, writer.tcp()).await;
         assert!(writer.next_or_release(|| reader.try_recv()).is_none());
 
         // Nobody reads: direct writes until the socket is full, then handed over.
@@ -714,8 +709,8 @@ mod tests {
         }
         // The client reads from now on; the task finishes the half-written frame.
         let ids = tokio::spawn(frame_ids(client, 254));
-        if let Some(mut partial) = writer.begin() {
-            partial.write(writer.tcp()).await.unwrap();
+        if let Some(partial) = writer.begin() {
+            finish(&partial, writer.tcp()).await;
         }
         // The socket has room again, but there is a queue: behind it.
         writer.tcp().writable().await.unwrap();
@@ -738,26 +733,18 @@ mod tests {
                 )));
                 id += 1;
             }
-            Frame::of_message(&m)
-                .unwrap()
-                .write(writer.tcp())
-                .await
-                .unwrap();
+            finish(&Frame::of_message(&m).unwrap(), writer.tcp()).await;
         }
         // Drained: direct again (the client is reading, so the socket takes it).
         writer.tcp().writable().await.unwrap();
         let last = writer.offer(&message(254), || queue.offer(&message(254)), at(254));
         if let Direct::Handed(_) = last {
             // The socket was full after all: the task finishes it.
-            if let Some(mut partial) = writer.begin() {
-                partial.write(writer.tcp()).await.unwrap();
+            if let Some(partial) = writer.begin() {
+                finish(&partial, writer.tcp()).await;
             }
             while let Some(Next::Message(m)) = writer.next_or_release(|| reader.try_recv()) {
-                Frame::of_message(&m)
-                    .unwrap()
-                    .write(writer.tcp())
-                    .await
-                    .unwrap();
+                finish(&Frame::of_message(&m).unwrap(), writer.tcp()).await;
             }
         }
         let mut expected: Vec<u8> = (0..id).collect();

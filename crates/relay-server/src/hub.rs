@@ -141,7 +141,7 @@ impl Subscriber {
     /// metrics, and close the subscriber once its queue has stayed behind too long.
     ///
     /// `lossless` (a pair's byte stream): queue past the limits rather than drop; the
-    /// publisher waits for [`Topic::room_for_next`] before it reads the next message.
+    /// publisher waits for [`Topic::full_readers`] before it reads the next message.
     fn offer(&self, message: &Message, metrics: &Metrics, now: std::time::Instant, lossless: bool) {
         let enqueue = || {
             if lossless {
@@ -208,6 +208,13 @@ impl Subscriber {
     }
 }
 
+/// Resolves once every queue of `full` (from [`Topic::full_readers`]) has room again.
+pub async fn wait_for_room(full: Vec<Arc<Subscriber>>) {
+    for sub in full {
+        sub.queue.room().await;
+    }
+}
+
 /// The payload size of a data message.
 pub fn payload_len(message: &Message) -> usize {
     match message {
@@ -245,31 +252,23 @@ impl Topic {
         }
     }
 
-    /// On a pair (a shell tunnel's byte stream, which must lose nothing): resolves once
-    /// every other member's queue is within its limits, so that `from` reads its next
-    /// message only when there is room for it. The wait stops reading from `from`'s socket,
-    /// and TCP carries the back-pressure to the sender. On other topics it returns at once:
-    /// a slow reader there gets drops, never the writer a stall.
-    pub async fn room_for_next(&self, from: ConnId) {
+    /// On a pair (a shell tunnel's byte stream, which must lose nothing): the other members
+    /// whose queues are past their limits, so that `from` reads its next message only
+    /// after [`wait_for_room`] on them. The wait stops reading from `from`'s socket, and
+    /// TCP carries the back-pressure to the sender. Empty (no allocation) on other topics
+    /// and on a pair that keeps up: a slow reader elsewhere gets drops, never the writer a
+    /// stall.
+    pub fn full_readers(&self, from: ConnId) -> Vec<Arc<Subscriber>> {
         if !self.paired {
-            return;
+            return Vec::new();
         }
-        let others: Vec<Arc<Subscriber>> = self
-            .subscribers
+        self.subscribers
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|sub| sub.info.id != from && sub.info.can_read)
+            .filter(|sub| sub.info.id != from && sub.info.can_read && !sub.queue.has_room())
             .cloned()
-            .collect();
-        for sub in others {
-            sub.queue.room().await;
-        }
-    }
-
-    /// A pair topic (one shell connection).
-    pub fn is_paired(&self) -> bool {
-        self.paired
+            .collect()
     }
 
     /// How many members the topic has.

@@ -683,7 +683,7 @@ async fn deliver(
         topic.publish(0, &message);
         // A pair's byte stream is queued whatever its limits: hold this subscription back
         // until the local end has room (async-nats bounds what waits behind it).
-        topic.room_for_next(0).await;
+        crate::hub::wait_for_room(topic.full_readers(0)).await;
     }
 }
 
