@@ -865,9 +865,14 @@ fn http_relay_server_to_client() {
         output_of(curl_status(&mut Command::new("curl"), &[&url])),
         "200"
     );
-    wait_until_blocking("the server's fds back to baseline", NOTICE_WITHIN, || {
-        fds() == baseline
-    });
+    // At most the baseline: it was read just after a curl got its answer, and under load
+    // the server may not have closed that connection yet, so it can count one socket more
+    // than the server holds once settled. A leak still shows as more.
+    wait_until_blocking(
+        &format!("the server's fds back to at most {baseline}"),
+        NOTICE_WITHIN,
+        || fds() <= baseline,
+    );
     Measured {
         link: "HTTP relay server <-> relay http client",
         noticed: vec![],
